@@ -1,0 +1,16 @@
+"""Eigen backends: one interface, several published solvers."""
+from .base import WHICH, EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
+from .exact import ExactBackend
+from .registry import BACKENDS, resolve_eigen_backend
+
+__all__ = [
+    "WHICH",
+    "EigenPairs",
+    "EigenBackend",
+    "ExactBackend",
+    "BACKENDS",
+    "resolve_eigen_backend",
+    "canonical_signs",
+    "order_indices",
+    "select_eigenpairs",
+]

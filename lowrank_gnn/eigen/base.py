@@ -1,0 +1,120 @@
+"""The eigen-backend interface shared by every solver.
+
+Conventions, identical for every backend:
+
+* **Order.** ``which="largest"``: eigenvalues in descending order; ``"smallest"``:
+  ascending; ``"magnitude"``: descending ``|lambda|``, and for equal magnitudes the
+  positive eigenvalue first.
+* **Signs.** Each eigenvector is flipped so that its first *significant* entry is
+  positive, where significant means ``|u_i| >= 0.1 * max_j |u_j|`` (:func:`canonical_signs`).
+  Unlike "largest entry positive", this does not depend on rounding when two entries have
+  the same magnitude (as on symmetric graphs). Within an exactly repeated eigenvalue the
+  eigenvectors are not unique; only their span is, and only if the block is not cut by ``k``.
+* **Shapes.** eigenvalues ``(*batch, k)``, eigenvectors ``(*batch, n, k)``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_choice, check_k, check_positive_int
+from ..operators.base import as_operator
+
+WHICH = ("largest", "smallest", "magnitude")
+
+#: Entries below this fraction of a vector's largest magnitude never decide its sign.
+SIGN_PIVOT_FRACTION = 0.1
+
+
+class EigenPairs(NamedTuple):
+    """The result of an eigen backend.
+
+    Attributes:
+        eigenvalues (Tensor): ``(*batch, k)``, in the backend's ``which`` order.
+        eigenvectors (Tensor): ``(*batch, n, k)``, orthonormal columns, canonical signs.
+        aux_loss (Tensor, optional): a scalar to add to the training loss (backends that
+            learn their eigenvectors, e.g. ``amortized``), else ``None``.
+    """
+
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+    aux_loss: Optional[Tensor] = None
+
+
+def canonical_signs(vectors: Tensor) -> Tensor:
+    """Flip each column so that its first entry with ``|u_i| >= 0.1 max|u|`` is positive.
+
+    Differentiable (the signs are constants). Shapes: ``(*batch, n, k)`` in and out.
+    """
+    magnitude = vectors.detach().abs()
+    significant = magnitude >= SIGN_PIVOT_FRACTION * magnitude.amax(dim=-2, keepdim=True)
+    pivot = significant.to(torch.uint8).argmax(dim=-2, keepdim=True)  # first True per column
+    sign = torch.sign(vectors.detach().gather(-2, pivot))
+    return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+def order_indices(eigenvalues: Tensor, which: str) -> Tensor:
+    """Indices that put ``eigenvalues (*batch, m)`` in the documented ``which`` order."""
+    check_choice("which", which, WHICH)
+    if which == "largest":
+        return torch.argsort(eigenvalues, dim=-1, descending=True, stable=True)
+    if which == "smallest":
+        return torch.argsort(eigenvalues, dim=-1, stable=True)
+    # magnitude: sort by descending value first, then stably by descending |value|, so
+    # that +a comes before -a.
+    by_value = torch.argsort(eigenvalues, dim=-1, descending=True, stable=True)
+    by_magnitude = torch.argsort(eigenvalues.gather(-1, by_value).abs(), dim=-1, descending=True, stable=True)
+    return by_value.gather(-1, by_magnitude)
+
+
+def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: str) -> Tuple[Tensor, Tensor]:
+    """The first ``k`` pairs in ``which`` order, with canonical signs.
+
+    Shapes:
+        eigenvalues ``(*batch, m)``, eigenvectors ``(*batch, n, m)`` in;
+        ``(*batch, k)``, ``(*batch, n, k)`` out.
+    """
+    index = order_indices(eigenvalues, which)[..., :k]
+    values = eigenvalues.gather(-1, index)
+    vectors = eigenvectors.gather(-1, index.unsqueeze(-2).expand(*eigenvectors.shape[:-1], k))
+    return values, canonical_signs(vectors)
+
+
+class EigenBackend(nn.Module):
+    """Base class: ``k`` eigenpairs of a symmetric operator, selected by ``which``.
+
+    Subclasses implement :meth:`solve`; :meth:`forward` converts and validates the input
+    once (operator type, ``k`` in range, symmetry, NaN/Inf) so every backend rejects bad
+    input the same way. A backend is an ``nn.Module`` so that learnable state (e.g. the
+    amortized basis) moves with ``.to()``, is saved in ``state_dict()`` and is seen by
+    the optimizer.
+
+    Args:
+        k (int): number of eigenpairs.
+        which (str): ``"largest"``, ``"smallest"`` or ``"magnitude"``. (default: ``"largest"``)
+    """
+
+    def __init__(self, k: int, which: str = "largest") -> None:
+        super().__init__()
+        self.k = check_positive_int("k", k)
+        self.which = check_choice("which", which, WHICH)
+
+    def forward(self, op) -> EigenPairs:
+        """Shapes: ``op`` is ``(*batch, n, n)``; see :class:`EigenPairs` for the output."""
+        op = as_operator(op)
+        check_k(self.k, op.shape[-1], what="n")
+        op.check_finite()
+        if not op.symmetric:
+            raise ValueError(f"{type(self).__name__} needs a symmetric operator, and this one is not "
+                             "(A != A^T beyond rounding). For a dense matrix pass (A + A.mT) / 2; "
+                             "for a directed graph symmetrise edge_index first, e.g. "
+                             "torch_geometric.utils.to_undirected(edge_index, edge_weight, reduce='mean')")
+        return self.solve(op)
+
+    def solve(self, op) -> EigenPairs:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, which={self.which!r}"

@@ -1,0 +1,125 @@
+"""The exact backend: dense LAPACK ``eigh``, or ARPACK top-``k`` for large sparse operators."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._validation import check_choice, check_positive_int
+from .base import EigenBackend, EigenPairs, select_eigenpairs
+
+#: ``which`` -> ARPACK's ``which`` for ``scipy.sparse.linalg.eigsh``.
+ARPACK_WHICH = {"largest": "LA", "smallest": "SA", "magnitude": "LM"}
+
+#: Seed of the fixed ARPACK start vector: the same operator gives the same result every run.
+ARPACK_START_SEED = 0
+
+
+class _NoEigenvectorGradient(torch.autograd.Function):
+    """Passes eigenvectors through; refuses to backpropagate into them.
+
+    The sparse path differentiates eigenvalues only (``d lambda = u^T dA u``). Without this
+    guard a loss that uses the eigenvectors would get a silent zero gradient with respect
+    to the operator; with it, the backward pass raises and says what to use instead.
+    """
+
+    @staticmethod
+    def forward(ctx, vectors: Tensor, anchor: Tensor) -> Tensor:
+        ctx.set_materialize_grads(False)
+        return vectors.clone()
+
+    @staticmethod
+    def backward(ctx, grad_vectors: Optional[Tensor]):
+        if grad_vectors is not None and bool(grad_vectors.ne(0).any()):
+            raise RuntimeError(
+                "the exact backend's sparse (ARPACK) path differentiates eigenvalues only, and this loss "
+                "needs gradients through the eigenvectors. Use method='dense' (graphs that fit in memory), "
+                "backend='stable' or backend='amortized', or detach the operator (e.g. cached=True)")
+        return None, None
+
+
+class ExactBackend(EigenBackend):
+    r"""Exact eigenpairs: ``torch.linalg.eigh`` on a dense matrix, ARPACK on a sparse one.
+
+    The dense path computes the full decomposition and keeps ``k`` pairs; it is fully
+    differentiable (PyTorch's ``eigh`` backward, which is the correct *partial* backward
+    for the kept pairs but contains :math:`1/(\lambda_i - \lambda_j)` and so is not finite
+    for repeated eigenvalues: use ``backend="stable"`` there). The sparse path runs
+    ``scipy.sparse.linalg.eigsh`` (implicitly restarted Lanczos, in float64 on the CPU)
+    from a fixed start vector, so results are reproducible run to run. Its eigenvalues are
+    differentiable as Rayleigh quotients :math:`\lambda_i = u_i^T A u_i` with :math:`u_i`
+    held fixed (exact first-order gradient :math:`u_i u_i^T`); a gradient through its
+    eigenvectors raises an error rather than silently being zero.
+
+    Args:
+        k (int): number of eigenpairs.
+        which (str): ``"largest"``, ``"smallest"`` or ``"magnitude"``. (default: ``"largest"``)
+        method (str): ``"auto"``, ``"dense"`` or ``"sparse"``. ``"auto"`` takes the dense
+            path for batches and for ``n <= dense_max_nodes``. (default: ``"auto"``)
+        dense_max_nodes (int): the ``"auto"`` threshold. At 5000 nodes a dense float32
+            matrix takes 100 MB and ``eigh`` a few seconds on 2 CPU cores (2708 nodes:
+            ~1.7 s). (default: ``5000``)
+        tol (float): ARPACK's relative accuracy; 0 means machine precision. (default: ``0.0``)
+        maxiter (int, optional): ARPACK's iteration limit. (default: SciPy's, ``10 n``)
+
+    Example:
+        >>> backend = ExactBackend(k=2)
+        >>> pairs = backend(torch.diag(torch.tensor([1.0, 3.0, 2.0])))
+        >>> pairs.eigenvalues
+        tensor([3., 2.])
+    """
+
+    METHODS = ("auto", "dense", "sparse")
+
+    def __init__(self, k: int, which: str = "largest", method: str = "auto", dense_max_nodes: int = 5000,
+                 tol: float = 0.0, maxiter: Optional[int] = None) -> None:
+        super().__init__(k, which)
+        self.method = check_choice("method", method, self.METHODS)
+        self.dense_max_nodes = check_positive_int("dense_max_nodes", dense_max_nodes)
+        if not tol >= 0:
+            raise ValueError(f"tol must be >= 0 (got tol={tol!r})")
+        self.tol = float(tol)
+        self.maxiter = None if maxiter is None else check_positive_int("maxiter", maxiter)
+
+    def uses_dense_path(self, op) -> bool:
+        if self.method != "auto":
+            return self.method == "dense"
+        return len(op.shape) > 2 or op.shape[-1] <= self.dense_max_nodes
+
+    def solve(self, op) -> EigenPairs:
+        if self.uses_dense_path(op):
+            return self._solve_dense(op)
+        return self._solve_sparse(op)
+
+    def _solve_dense(self, op) -> EigenPairs:
+        matrix = op.to_dense()
+        matrix = (matrix + matrix.mT) / 2  # eigh reads one triangle; symmetrise so gradients are symmetric
+        eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+        return EigenPairs(*select_eigenpairs(eigenvalues, eigenvectors, self.k, self.which))
+
+    def _solve_sparse(self, op) -> EigenPairs:
+        from scipy.sparse.linalg import eigsh
+
+        if len(op.shape) > 2:
+            raise ValueError(f"method='sparse' needs an unbatched (n, n) operator (got shape {tuple(op.shape)}); "
+                             "use method='dense' for batches")
+        n = op.shape[-1]
+        if self.k >= n:
+            raise ValueError(f"the sparse path (ARPACK) needs k < n (got k={self.k}, n={n}); "
+                             "use method='dense' for all eigenpairs")
+        start = np.random.default_rng(ARPACK_START_SEED).standard_normal(n)
+        values, vectors = eigsh(op.to_scipy(), k=self.k, which=ARPACK_WHICH[self.which], v0=start,
+                                tol=self.tol, maxiter=self.maxiter)
+        values = torch.as_tensor(values, dtype=op.dtype, device=op.device)
+        vectors = torch.as_tensor(vectors, dtype=op.dtype, device=op.device)
+        values, vectors = select_eigenpairs(values, vectors, self.k, self.which)
+        rayleigh = (vectors * op.matmul(vectors)).sum(-2)
+        if rayleigh.requires_grad:
+            # Same value up to the solver's accuracy; carries d lambda_i = u_i^T dA u_i.
+            return EigenPairs(rayleigh, _NoEigenvectorGradient.apply(vectors, rayleigh))
+        return EigenPairs(values, vectors)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, method={self.method!r}"

@@ -1,0 +1,17 @@
+"""Symmetric operators built from graphs (sparse) or tensors (dense)."""
+from .base import DeflatedOperator, DenseOperator, as_operator
+from .graph import (component_eigenvectors, connected_components, deflate_components, laplacian,
+                    normalized_adjacency)
+from .sparse import GraphOperator
+
+__all__ = [
+    "GraphOperator",
+    "DenseOperator",
+    "DeflatedOperator",
+    "as_operator",
+    "normalized_adjacency",
+    "laplacian",
+    "connected_components",
+    "component_eigenvectors",
+    "deflate_components",
+]

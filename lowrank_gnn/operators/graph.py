@@ -1,0 +1,163 @@
+"""Graph operators: normalized adjacency, Laplacians, and their closed-form eigenvectors."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.utils import add_remaining_self_loops, get_laplacian
+
+from .._validation import check_choice, check_finite, check_floating, check_same_device
+from .base import DeflatedOperator
+from .sparse import GraphOperator
+
+LAPLACIAN_NORMALIZATIONS = ("sym", "rw", None)
+
+
+def _check_graph(edge_index: Tensor, edge_weight: Optional[Tensor],
+                 num_nodes: Optional[int]) -> Tuple[int, Tensor]:
+    """Validate ``edge_index``/``edge_weight``; return ``num_nodes`` and float weights."""
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
+        raise ValueError(f"edge_index must be a LongTensor of shape (2, num_edges) (got {shape})")
+    if edge_index.dtype not in (torch.long, torch.int):
+        raise TypeError(f"edge_index must have an integer dtype (got {edge_index.dtype})")
+    if num_nodes is None:
+        num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
+    if num_nodes < 1:
+        raise ValueError(f"the graph is empty (num_nodes={num_nodes}); an operator needs at least one node. "
+                         f"Pass num_nodes= when the graph has nodes but no edges")
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise ValueError(f"edge_index entries must lie in [0, num_nodes) = [0, {num_nodes}) "
+                         f"(got min {int(edge_index.min())}, max {int(edge_index.max())})")
+    if edge_weight is None:
+        edge_weight = torch.ones(edge_index.shape[1], device=edge_index.device)
+    else:
+        check_floating("edge_weight", edge_weight)
+        check_same_device("edge_weight", edge_weight, "edge_index", edge_index)
+        if edge_weight.shape != (edge_index.shape[1],):
+            raise ValueError(f"edge_weight must have shape (num_edges,) = ({edge_index.shape[1]},) "
+                             f"(got {tuple(edge_weight.shape)})")
+        check_finite("edge_weight", edge_weight.detach())
+    return num_nodes, edge_weight
+
+
+def normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor] = None,
+                         num_nodes: Optional[int] = None, add_self_loops: bool = True) -> GraphOperator:
+    r"""The GCN propagation matrix :math:`\hat A = \hat D^{-1/2} (A + I) \hat D^{-1/2}`.
+
+    Identical to PyG's :func:`~torch_geometric.nn.conv.gcn_conv.gcn_norm` (Kipf & Welling,
+    `ICLR 2017 <https://arxiv.org/abs/1609.02907>`_): missing self-loops are added with
+    weight 1 when ``add_self_loops=True``; nodes of degree zero get zero rows, not NaN.
+    Its eigenvalues lie in :math:`[-1, 1]`, with eigenvalue 1 once per connected component.
+
+    Args:
+        edge_index (LongTensor): the graph, both directions of every undirected edge.
+        edge_weight (Tensor, optional): non-negative weights; gradients flow to them.
+            (default: all ones)
+        num_nodes (int, optional): number of nodes. (default: ``edge_index.max() + 1``)
+        add_self_loops (bool, optional): add the identity first. (default: ``True``)
+
+    Shapes:
+        edge_index ``(2, E)``, edge_weight ``(E,)``; the operator is ``(n, n)``.
+
+    Example:
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> op = normalized_adjacency(edge_index)
+        >>> op.shape
+        torch.Size([3, 3])
+    """
+    num_nodes, edge_weight = _check_graph(edge_index, edge_weight, num_nodes)
+    if bool((edge_weight.detach() < 0).any()):
+        raise ValueError("normalized_adjacency needs non-negative edge weights "
+                         f"(got min edge_weight={float(edge_weight.min()):.4g}); "
+                         "degrees D^{-1/2} are undefined otherwise")
+    index, weight = edge_index.long(), edge_weight
+    if add_self_loops:  # exactly what gcn_norm does internally, done here to keep the degrees
+        index, weight = add_remaining_self_loops(index, weight, 1.0, num_nodes)
+    degree = weight.new_zeros(num_nodes).index_add(0, index[1], weight)
+    index, value = gcn_norm(index, weight, num_nodes, improved=False, add_self_loops=False, dtype=weight.dtype)
+    return GraphOperator(index, value, num_nodes, degree=degree)
+
+
+def laplacian(edge_index: Tensor, edge_weight: Optional[Tensor] = None, num_nodes: Optional[int] = None,
+              normalization: Optional[str] = "sym") -> GraphOperator:
+    r"""A graph Laplacian, identical to PyG's :func:`~torch_geometric.utils.get_laplacian`.
+
+    * ``None``: :math:`L = D - A`,
+    * ``"sym"``: :math:`L = I - D^{-1/2} A D^{-1/2}` (eigenvalues in :math:`[0, 2]`),
+    * ``"rw"``: :math:`L = I - D^{-1} A` (not symmetric: the symmetric eigen backends reject it).
+
+    Args:
+        edge_index (LongTensor): the graph.
+        edge_weight (Tensor, optional): non-negative weights. (default: all ones)
+        num_nodes (int, optional): number of nodes. (default: ``edge_index.max() + 1``)
+        normalization (str, optional): ``"sym"``, ``"rw"`` or ``None``. (default: ``"sym"``)
+
+    Shapes:
+        edge_index ``(2, E)``, edge_weight ``(E,)``; the operator is ``(n, n)``.
+    """
+    check_choice("normalization", normalization if normalization is not None else "None",
+                 [str(c) for c in LAPLACIAN_NORMALIZATIONS])
+    num_nodes, edge_weight = _check_graph(edge_index, edge_weight, num_nodes)
+    if bool((edge_weight.detach() < 0).any()):
+        raise ValueError(f"laplacian needs non-negative edge weights (got min edge_weight="
+                         f"{float(edge_weight.min()):.4g})")
+    index, value = get_laplacian(edge_index.long(), edge_weight, normalization, edge_weight.dtype, num_nodes)
+    return GraphOperator(index, value, num_nodes)
+
+
+def connected_components(op: GraphOperator) -> Tuple[int, Tensor]:
+    """Connected components of the graph behind ``op`` (entries equal to 0 are ignored).
+
+    Runs SciPy's ``connected_components`` on the CPU (it is structural, computed once per
+    operator); the labels come back on the operator's device.
+
+    Returns:
+        ``(num_components, labels)`` with labels ``(n,)`` in ``[0, num_components)``.
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    graph = op.to_scipy()
+    graph.eliminate_zeros()
+    count, labels = scipy_components(graph, directed=True, connection="weak")
+    return int(count), torch.as_tensor(labels, dtype=torch.long, device=op.device)
+
+
+def component_eigenvectors(labels: Tensor, degree: Tensor) -> Tensor:
+    r"""Orthonormal eigenvectors :math:`D^{1/2} 1_C / \|D^{1/2} 1_C\|`, one per component.
+
+    For the normalized adjacency they belong to eigenvalue 1: the block that is repeated
+    once per connected component (78 times on Cora) and that a top-``k`` solver can only
+    return as an arbitrary basis. Components whose degrees are all zero (isolated nodes
+    without self-loops) get no vector: their rows of the operator are zero.
+    Differentiable in ``degree``.
+
+    Shapes:
+        labels ``(n,)``, degree ``(n,)``; returns ``(n, c)``.
+    """
+    n = labels.numel()
+    root = degree.clamp_min(0).sqrt()
+    count = int(labels.max()) + 1
+    norms = root.new_zeros(count).index_add(0, labels, root * root).sqrt()
+    basis = root.new_zeros(n, count).index_put((torch.arange(n, device=labels.device), labels),
+                                               root / norms.clamp_min(torch.finfo(root.dtype).tiny)[labels])
+    return basis[:, norms > 0]
+
+
+def deflate_components(op: GraphOperator) -> DeflatedOperator:
+    r"""The normalized adjacency minus its eigenvalue-1 block :math:`\sum_C v_C v_C^T`.
+
+    ``op`` must come from :func:`normalized_adjacency` (it carries the degrees). The removed
+    part is exact and cheap to apply (``O(n)`` per column, see
+    :meth:`DeflatedOperator.project`), so a layer can add it back exactly and spend its
+    ``k`` eigenpairs on the informative rest of the spectrum.
+    """
+    if op.degree is None:
+        raise ValueError("deflate_components needs an operator built by normalized_adjacency "
+                         "(it uses its degrees); got one built without them")
+    _, labels = connected_components(op)
+    basis = component_eigenvectors(labels, op.degree)
+    return DeflatedOperator(op, basis, torch.ones(basis.shape[1], dtype=basis.dtype, device=basis.device))

@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from lowrank_gnn.eigen import ExactBackend, resolve_eigen_backend
+from lowrank_gnn.operators import normalized_adjacency
+from lowrank_gnn.testing import cycle_graph, disjoint_union, path_graph
+from lowrank_gnn.testing.conformance import EigenBackendConformance
+
+
+class TestExactDense(EigenBackendConformance):
+    backend_name = "exact"
+    backend_kwargs = {"method": "dense"}
+
+
+class TestExactSparse(EigenBackendConformance):
+    backend_name = "exact"
+    backend_kwargs = {"method": "sparse"}
+    supports_batch = False
+    supports_full_spectrum = False
+
+
+def test_auto_picks_dense_below_threshold_and_sparse_above():
+    backend = ExactBackend(k=2, dense_max_nodes=10)
+    small = normalized_adjacency(path_graph(10).edge_index)
+    large = normalized_adjacency(path_graph(11).edge_index)
+    assert backend.uses_dense_path(small) and not backend.uses_dense_path(large)
+    assert backend.uses_dense_path(torch.eye(50).expand(2, 50, 50))  # batches are dense
+
+
+def test_sparse_path_is_reproducible_run_to_run():
+    graph = disjoint_union(cycle_graph(30), path_graph(40))
+    op = normalized_adjacency(graph.edge_index)
+    backend = ExactBackend(k=4, method="sparse")
+    first, second = backend(op), backend(op)
+    assert torch.equal(first.eigenvalues, second.eigenvalues)
+    assert torch.equal(first.eigenvectors, second.eigenvectors)
+
+
+def test_sparse_path_eigenvalue_gradient_matches_dense():
+    edge_index = path_graph(15).edge_index
+    grads = []
+    for method in ("dense", "sparse"):
+        weight = torch.linspace(0.5, 1.5, edge_index.shape[1] // 2, dtype=torch.float64).requires_grad_()
+        op = normalized_adjacency(edge_index, weight.repeat(2))  # same weight both directions
+        pairs = ExactBackend(k=3, which="smallest", method=method)(op)
+        (pairs.eigenvalues * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)).sum().backward()
+        grads.append(weight.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-8)
+
+
+def test_sparse_path_refuses_eigenvector_gradient():
+    weight = torch.ones(path_graph(15).edge_index.shape[1], requires_grad=True)
+    op = normalized_adjacency(path_graph(15).edge_index, weight)
+    pairs = ExactBackend(k=3, method="sparse")(op)
+    with pytest.raises(RuntimeError, match="differentiates eigenvalues only"):
+        pairs.eigenvectors.pow(3).sum().backward()
+
+
+def test_dense_path_gradcheck_on_gauge_invariant_output():
+    torch.manual_seed(0)
+    edge_index = path_graph(6).edge_index
+    weight = (torch.rand(edge_index.shape[1], dtype=torch.float64) + 0.5).requires_grad_()
+
+    def projector(w):
+        w = (w + w.view(2, -1).flip(0).reshape(-1)) / 2  # tie both directions: stays symmetric
+        pairs = ExactBackend(k=2, method="dense")(normalized_adjacency(edge_index, w))
+        return pairs.eigenvectors @ torch.diag(pairs.eigenvalues) @ pairs.eigenvectors.T
+
+    assert torch.autograd.gradcheck(projector, (weight,))
+
+
+def test_sparse_path_rejects_batches_and_full_spectrum():
+    with pytest.raises(ValueError, match="unbatched"):
+        ExactBackend(k=2, method="sparse")(torch.eye(4).expand(2, 4, 4).contiguous())
+    with pytest.raises(ValueError, match="k < n"):
+        ExactBackend(k=4, method="sparse")(torch.eye(4))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"method": "lanczos"}, "method must be one of"),
+    ({"tol": -1.0}, "tol must be >= 0"),
+    ({"dense_max_nodes": 0}, "dense_max_nodes must be a positive integer"),
+])
+def test_rejects_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ExactBackend(k=2, **kwargs)
+
+
+def test_registry_lists_valid_names_and_passes_instances_through():
+    with pytest.raises(ValueError, match="one of 'exact'"):
+        resolve_eigen_backend("arpack", k=2)
+    backend = ExactBackend(k=2)
+    assert resolve_eigen_backend(backend) is backend
+    with pytest.raises(ValueError, match="cannot be applied"):
+        resolve_eigen_backend(backend, k=3)
+    assert repr(resolve_eigen_backend("exact", k=16)) == "ExactBackend(k=16, which='largest', method='auto')"
