@@ -1,0 +1,105 @@
+"""Data root resolution and dataset loaders.
+
+The data root is, in order: the ``root=`` argument of a loader; the environment variable
+``LOWRANK_GNN_DATA``; the ``datasets/`` folder of the source checkout this package runs
+from; ``~/.cache/lowrank_gnn/datasets`` for a non-editable install. Loaders are PyG's own
+(``Planetoid``, ``TUDataset``): on a connected machine they download as usual; offline,
+seed the root with raw files first (``python -m lowrank_gnn.data seed SOURCE``), which
+copies ``SOURCE/<name>/raw/`` only, so the source is never written to.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+ENV_VAR = "LOWRANK_GNN_DATA"
+PLANETOID_NAMES = ("Cora", "CiteSeer", "PubMed")
+
+
+def data_root(root: Union[str, Path, None] = None) -> Path:
+    """The folder datasets live in (see the module docstring for the order of precedence)."""
+    if root is not None:
+        return Path(root)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "datasets"
+    return Path.home() / ".cache" / "lowrank_gnn" / "datasets"
+
+
+def seed_data_root(source: Union[str, Path], root: Union[str, Path, None] = None) -> list:
+    """Copy ``source/<name>/raw/*`` into ``root/<name>/raw/`` for every dataset in ``source``.
+
+    Files that already exist are left alone; ``processed/`` folders are never copied (PyG
+    builds them next to ``raw/``, in the writable root). Returns the dataset names seeded;
+    a missing ``source`` seeds nothing.
+    """
+    source, target = Path(source), data_root(root)
+    seeded = []
+    if not source.is_dir():
+        return seeded
+    for raw in sorted(source.glob("*/raw")):
+        destination = target / raw.parent.name / "raw"
+        destination.mkdir(parents=True, exist_ok=True)
+        for file in raw.iterdir():
+            if file.is_file() and not (destination / file.name).exists():
+                shutil.copy2(file, destination / file.name)
+        seeded.append(raw.parent.name)
+    return seeded
+
+
+def _offline_hint(name: str, root: Path, files: str) -> str:
+    return (f"could not load {name}: its raw files are not in {root / name / 'raw'} and could not be "
+            f"downloaded. On a machine without internet put {files} there (or run "
+            f"`python -m lowrank_gnn.data seed <folder with {name}/raw/>`), or set {ENV_VAR}")
+
+
+def load_planetoid(name: str, root: Union[str, Path, None] = None, transform: Optional[Callable] = None):
+    """PyG's ``Planetoid`` (Cora, CiteSeer, PubMed; public split) from the data root.
+
+    Example:
+        >>> dataset = load_planetoid("Cora")
+        >>> dataset[0].num_nodes
+        2708
+    """
+    from torch_geometric.datasets import Planetoid
+
+    if name not in PLANETOID_NAMES:
+        raise ValueError(f"name must be one of {', '.join(map(repr, PLANETOID_NAMES))} (got name={name!r})")
+    path = data_root(root)
+    try:
+        return Planetoid(str(path), name, transform=transform)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError
+        raise RuntimeError(_offline_hint(name, path, f"ind.{name.lower()}.{{x,tx,allx,y,ty,ally,graph,test.index}}")) \
+            from error
+
+
+def load_tu(name: str, root: Union[str, Path, None] = None, transform: Optional[Callable] = None, **kwargs):
+    """PyG's ``TUDataset`` (e.g. MUTAG, PROTEINS, ENZYMES) from the data root."""
+    from torch_geometric.datasets import TUDataset
+
+    path = data_root(root)
+    try:
+        return TUDataset(str(path), name, transform=transform, **kwargs)
+    except (OSError, RuntimeError) as error:
+        raise RuntimeError(_offline_hint(name, path, f"{name}_A.txt, {name}_graph_indicator.txt, ...")) from error
+
+
+def main(argv: Optional[list] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lowrank_gnn.data", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    seed = commands.add_parser("seed", help="copy raw dataset files from SOURCE into the data root")
+    seed.add_argument("source")
+    seed.add_argument("--root", default=None, help=f"data root (default: ${ENV_VAR} or the checkout's datasets/)")
+    args = parser.parse_args(argv)
+    names = seed_data_root(args.source, args.root)
+    where = data_root(args.root)
+    print(f"seeded {', '.join(names)} into {where}" if names else f"nothing to seed from {args.source}")
+
+
+if __name__ == "__main__":
+    main()
