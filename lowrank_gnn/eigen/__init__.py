@@ -1,6 +1,7 @@
 """Eigen backends: one interface, several published solvers."""
 from .base import WHICH, EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
 from .exact import ExactBackend
+from .householder import HouseholderOrthogonal, householder_orthonormal, householder_product, householder_vectors
 from .registry import BACKENDS, resolve_eigen_backend
 
 __all__ = [
@@ -13,4 +14,8 @@ __all__ = [
     "canonical_signs",
     "order_indices",
     "select_eigenpairs",
+    "householder_product",
+    "householder_orthonormal",
+    "householder_vectors",
+    "HouseholderOrthogonal",
 ]
