@@ -57,7 +57,8 @@ class SVDLinear(nn.Module):
             (default: ``True``)
         init (str): ``"linear"`` draws the weight like :class:`torch.nn.Linear` (Kaiming
             uniform) and stores its SVD; ``"orthogonal"`` draws Haar-random :math:`U, V` and
-            sets :math:`s = 1`. Values outside the bounds are moved into them.
+            sets every :math:`s_i` to ``max_singular_value`` (1 if unbounded). Values at or
+            outside the bounds of a learned :math:`s` start just inside them.
             (default: ``"linear"``)
         block_size (int, optional): Householder block size, see
             :func:`~lowrank_gnn.eigen.householder_product`. (default: ``None``)
@@ -120,7 +121,7 @@ class SVDLinear(nn.Module):
         else:  # the Q factor of a Gaussian matrix (positive diagonal of R) is Haar-distributed
             left = torch.randn_like(self.left_vectors)
             right = torch.randn_like(self.right_vectors)
-            values = torch.ones_like(self.raw_singular_values)
+            values = torch.full_like(self.raw_singular_values, self.max_singular_value or 1.0)
         for vectors, signs, basis in ((self.left_vectors, self.left_signs, left),
                                       (self.right_vectors, self.right_signs, right)):
             new_vectors, new_signs = householder_vectors(basis)
