@@ -162,7 +162,7 @@ def plot(rows, dims, path):
         times = [next(r["step_ms"] for r in rows if r["d"] == d and r["method"] == name) for d in dims]
         ax.plot(dims, times, marker="o", label=name, linewidth=2.5 if name.endswith("fasth") else 1.2)
     ax.set(xscale="log", yscale="log", xlabel="d", ylabel="training step, ms (median)",
-           title=f"Orthogonal d x d matrix times X (d x batch), CPU, {torch.get_num_threads()} threads")
+           title=f"Orthogonal d x d matrix times X (d x batch), CPU, threads={torch.get_num_threads()}")
     ax.set_xticks(dims, [str(d) for d in dims])
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

@@ -187,7 +187,8 @@ class _HouseholderOrthonormal(torch.autograd.Function):
             strict = R.triu(1)
             sym = strict + strict.mT + torch.diag_embed(R.diagonal(dim1=-2, dim2=-1))
             grad_blocks[..., j, start:, :] = Vt @ sym - G @ Wt.mT - Xt @ Q.mT
-            G = (G - Vt @ Q)[..., block_size:, block_size:]
+            if j + 1 < num_blocks:  # block j + 1 needs only the trailing part of block_j^T G
+                G = G[..., block_size:, block_size:] - Vt[..., block_size:, :] @ Q[..., block_size:]
         grad_v = grad_blocks.movedim(-3, -2).flatten(-2)[..., : ctx.k]
         return grad_v, None
 
