@@ -22,8 +22,8 @@ with :math:`S` upper triangular, so applying a block to :math:`X` costs two matr
 and one small triangular solve. (FastH writes the same block as :math:`I - 2 W Y^\top`;
 :math:`W = V S^{-1}/2`, :math:`Y = V`.)
 
-**Zero vectors.** :math:`H(0)` is undefined; here a zero column of ``V`` is the identity
-(no reflection), implemented by putting 1 on its diagonal of :math:`S` (its row and column
+**Zero vectors.** :math:`H(0)` is undefined; here a zero column of ``V`` (squared norm
+exactly 0, e.g. after underflow) is the identity (no reflection), implemented by putting 1 on its diagonal of :math:`S` (its row and column
 of :math:`S` are otherwise zero, so it drops out exactly). Its gradient is defined as zero:
 the reflection's direction is undefined at :math:`v = 0`, and no finite limit exists.
 """
@@ -208,11 +208,12 @@ def householder_product(V: Tensor, X: Tensor, block_size: Optional[int] = None) 
     ``X = torch.eye(d)`` to get the orthogonal matrix itself.
 
     A zero column of ``V`` is the identity (no reflection) and receives a zero gradient.
-    The scale of each column does not matter. Compared with
-    :func:`torch.linalg.householder_product` (LAPACK's ``orgqr``), which takes ``tau`` and
-    assumes unit-diagonal, lower-trapezoidal vectors: ``torch.linalg.householder_product(A, tau)
-    == householder_product(V, I[:, :k])`` for ``V = A.tril(-1) + I`` and
-    ``tau = 2 / ||v||^2``; here ``V`` is used as given, with no implicit structure.
+    The scale of each column does not matter. :func:`torch.linalg.householder_product`
+    (LAPACK's ``orgqr``) instead takes ``tau`` per reflection and reads only the strictly
+    lower part of its ``A (d, m)``, with an implicit unit diagonal; with
+    ``V = A.tril(-1) + torch.eye(d, m)`` and ``tau = 2 / (V * V).sum(0)`` it returns
+    ``householder_product(V, torch.eye(d, m))``. Here ``V`` is used as given, with no
+    implicit structure (see :func:`householder_orthonormal` for the LAPACK layout).
 
     Args:
         V (Tensor): the Householder vectors, one per column, applied right to left.

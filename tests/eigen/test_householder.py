@@ -76,6 +76,8 @@ def test_matrix_is_orthogonal_and_matches_torch_householder_product(dtype, block
     # torch's orgqr returns as many columns as A has: pad A with zero columns to get all d.
     full = torch.linalg.householder_product(torch.cat([A, torch.zeros(d, d - m, dtype=dtype)], 1), tau)
     assert torch.allclose(P, full, atol=TOL[dtype] * 10)
+    assert torch.allclose(householder_product(V, torch.eye(d, m, dtype=dtype), block_size),
+                          torch.linalg.householder_product(A, tau), atol=TOL[dtype] * 10)
     assert torch.allclose(householder_orthonormal(A, block_size=block_size),
                           torch.linalg.householder_product(A, tau), atol=TOL[dtype] * 10)
 
