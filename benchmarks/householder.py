@@ -83,20 +83,25 @@ def make_methods(d, X, block_size=None):
 
 
 def time_step(params, forward, G, optimizer):
-    """One training step; returns (forward seconds, backward + update seconds)."""
+    """One training step; returns (forward, backward + update, wall-clock step) in seconds.
+
+    The first two are CPU time of this process: with one thread that is the compute time, and
+    other jobs on a shared machine do not count in it (wall-clock time counts every time slice
+    the scheduler gave to someone else, which inflates long steps more than short ones)."""
     optimizer.zero_grad()
-    start = time.perf_counter()
+    wall, start = time.perf_counter(), time.process_time()
     Y = forward()
-    middle = time.perf_counter()
+    middle = time.process_time()
     (Y * G).sum().backward()
     optimizer.step()
-    return middle - start, time.perf_counter() - middle
+    end = time.process_time()
+    return middle - start, end - middle, time.perf_counter() - wall
 
 
 def measure_interleaved(methods, G, repeats, budget):
-    """Median step times; the methods take turns, so a burst of load on the shared machine
-    falls on all of them alike. A method stops repeating once it has used ``budget`` seconds
-    (with at least 2 timed steps)."""
+    """Median step times of each method. The methods take turns, so a change in the machine's
+    load falls on all of them alike; a method stops repeating once it has used ``budget``
+    seconds (with at least 3 timed steps)."""
     optimizers = {name: torch.optim.SGD(params, lr=1e-4) for name, (params, _) in methods.items()}
     times = {name: [] for name in methods}
     spent = dict.fromkeys(methods, 0.0)
@@ -104,12 +109,12 @@ def measure_interleaved(methods, G, repeats, budget):
         time_step(params, forward, G, optimizers[name])  # warm-up
     for _ in range(repeats):
         for name, (params, forward) in methods.items():
-            if len(times[name]) >= 2 and spent[name] > budget:
+            if len(times[name]) >= 3 and spent[name] > budget:
                 continue
-            f, b = time_step(params, forward, G, optimizers[name])
-            times[name].append((f, b))
-            spent[name] += f + b
-    return {name: (statistics.median(f for f, _ in runs), statistics.median(b for _, b in runs), len(runs))
+            run = time_step(params, forward, G, optimizers[name])
+            times[name].append(run)
+            spent[name] += run[2]
+    return {name: tuple(statistics.median(column) for column in zip(*runs)) + (len(runs),)
             for name, runs in times.items()}
 
 
@@ -123,18 +128,18 @@ def run_methods(dims, batch, repeats, budget):
     rows = []
     for d in dims:
         X, G = torch.randn(d, batch), torch.randn(d, batch)
-        for name, (f, b, n) in measure_interleaved(make_methods(d, X), G, repeats, budget).items():
+        for name, (f, b, wall, n) in measure_interleaved(make_methods(d, X), G, repeats, budget).items():
             rows.append({"d": d, "method": name, "forward_ms": 1e3 * f, "backward_ms": 1e3 * b,
-                         "step_ms": 1e3 * (f + b), "repeats": n})
-            print(f"  d={d:5d} {name:28s} fwd {1e3 * f:9.2f} ms  bwd+update {1e3 * b:9.2f} ms  ({n} runs)",
-                  flush=True)
+                         "step_ms": 1e3 * (f + b), "wall_step_ms": 1e3 * wall, "repeats": n})
+            print(f"  d={d:5d} {name:28s} fwd {1e3 * f:9.2f} ms  bwd+update {1e3 * b:9.2f} ms  "
+                  f"(median of {n}; wall-clock step {1e3 * wall:9.2f} ms)", flush=True)
     return rows
 
 
 def print_table(rows, dims):
     step = {(r["d"], r["method"]): r["step_ms"] for r in rows}
     names = list(dict.fromkeys(r["method"] for r in rows))
-    print("\nTraining step (forward + backward + SGD update), median ms; x = time / fasth's time")
+    print("\nTraining step (forward + backward + SGD update), median CPU ms; x = time / fasth's time")
     print("| d | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for d in dims:
@@ -161,7 +166,7 @@ def plot(rows, dims, path):
     for name in dict.fromkeys(r["method"] for r in rows):
         times = [next(r["step_ms"] for r in rows if r["d"] == d and r["method"] == name) for d in dims]
         ax.plot(dims, times, marker="o", label=name, linewidth=2.5 if name.endswith("fasth") else 1.2)
-    ax.set(xscale="log", yscale="log", xlabel="d", ylabel="training step, ms (median)",
+    ax.set(xscale="log", yscale="log", xlabel="d", ylabel="training step, CPU ms (median)",
            title=f"Orthogonal d x d matrix times X (d x batch), CPU, threads={torch.get_num_threads()}")
     ax.set_xticks(dims, [str(d) for d in dims])
     ax.grid(True, which="both", alpha=0.3)
@@ -180,8 +185,9 @@ def run_block_sizes(dims, batch, block_sizes, repeats, budget):
         for size in block_sizes:
             methods[("fasth", size)] = ([V], lambda size=size: householder_product(V, X, size))
             methods[("fasth (matrix)", size)] = ([V], lambda size=size: householder_orthonormal(V, block_size=size) @ X)
-        for (mode, size), (f, b, n) in measure_interleaved(methods, G, repeats, budget).items():
-            rows.append({"d": d, "method": mode, "block_size": size, "step_ms": 1e3 * (f + b), "repeats": n})
+        for (mode, size), (f, b, wall, n) in measure_interleaved(methods, G, repeats, budget).items():
+            rows.append({"d": d, "method": mode, "block_size": size, "step_ms": 1e3 * (f + b),
+                         "wall_step_ms": 1e3 * wall, "repeats": n})
         for mode in ("fasth", "fasth (matrix)"):
             mine = [r for r in rows if r["d"] == d and r["method"] == mode]
             best = min(mine, key=lambda r: r["step_ms"])
@@ -203,18 +209,20 @@ def main():
     parser.add_argument("--batch", type=int, default=32, help="columns of X, FastH's mini-batch (default: 32)")
     parser.add_argument("--repeats", type=int, default=7, help="timed steps per method and d (default: 7)")
     parser.add_argument("--budget", type=float, default=10.0,
-                        help="stop repeating a method after this many seconds, at >= 2 runs (default: 10)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (default: torch's choice)")
+                        help="stop repeating a method after this many seconds, at >= 3 runs (default: 10)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads; CPU time equals compute time only with 1 (default: 1)")
     parser.add_argument("--block-sizes", type=str, default=None,
                         help="comma-separated block sizes: sweep fasth's block size instead")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     dims = [64, 128, 256] if args.quick else [64, 128, 256, 512, 1024]
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(hardware())
-    print(f"X: (d, {args.batch}) float32; median of up to {args.repeats} steps after one warm-up step")
+    print(f"X: (d, {args.batch}) float32; process CPU time, median of up to {args.repeats} interleaved steps "
+          f"after one warm-up step")
+    if torch.get_num_threads() > 1:
+        print("note: with several threads, CPU time is summed over them (the work done, not the wall-clock time)")
     if args.block_sizes:
         sizes = [int(s) for s in args.block_sizes.split(",")]
         rows = run_block_sizes(dims, args.batch, sizes, args.repeats, args.budget)
