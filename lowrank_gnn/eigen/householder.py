@@ -47,8 +47,8 @@ __all__ = [
 ]
 
 #: Reflections per block. The Gram matrices cost ``2 d b m`` flops and the sequential part
-#: is ``m / b`` block applications; on a 2-core CPU 64 was the fastest or within ~10% of it
-#: for d = 64 ... 1024 (``python benchmarks/householder.py --threads 1 --block-sizes 32,64,128,256``).
+#: is ``m / b`` block applications; on a 2-core CPU 64 was the fastest or within 20% of it
+#: for d = 64 ... 1024 (``python benchmarks/householder.py --block-sizes 32,64,128,256``).
 DEFAULT_BLOCK_SIZE = 64
 
 
@@ -274,8 +274,9 @@ def householder_orthonormal(V: Tensor, signs: Optional[Tensor] = None,
         U = H(u_1) \cdots H(u_k) \begin{bmatrix} I_k \\ 0 \end{bmatrix} \operatorname{diag}(s),
         \qquad u_i = e_i + \operatorname{tril}(V, -1)_{:, i},
 
-    and ``signs`` :math:`s \in \{\pm 1\}^k` (kept fixed, e.g. as a buffer) chooses among the
-    connected components; :func:`householder_vectors` is the inverse map. Every matrix with
+    and ``signs`` :math:`s \in \{\pm 1\}^k`, kept fixed (e.g. as a buffer), make every such
+    matrix reachable (for ``k = n`` they fix the sign of the determinant, i.e. the connected
+    component of the orthogonal group); :func:`householder_vectors` is the inverse map. Every matrix with
     orthonormal columns, and the Q factor of every full-rank matrix, has this form. The
     diagonal and upper part of ``V`` are ignored (their gradient is zero).
 
