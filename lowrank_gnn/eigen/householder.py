@@ -65,11 +65,12 @@ def _split_blocks(V: Tensor, block_size: int) -> Tensor:
 
 def _ut_factors(blocks: Tensor) -> Tensor:
     """The triangular factors ``S`` of all blocks at once, ``(*, K, b, b)``."""
-    gram = blocks.mT @ blocks
-    half_norms = gram.diagonal(dim1=-2, dim2=-1) / 2
+    S = (blocks.mT @ blocks).triu_()
+    half_norms = S.diagonal(dim1=-2, dim2=-1)
+    half_norms.div_(2)
     # A zero vector gets S_ii = 1: its row and column of S are zero, so it acts as I.
-    diag = torch.where(half_norms == 0, torch.ones_like(half_norms), half_norms)
-    return gram.triu(1) + torch.diag_embed(diag)
+    half_norms.masked_fill_(half_norms == 0, 1.0)
+    return S
 
 
 class _HouseholderProduct(torch.autograd.Function):
@@ -89,7 +90,7 @@ class _HouseholderProduct(torch.autograd.Function):
     + \operatorname{diag}(v_i^\top dv_i)` (it vanishes for a zero vector, whose :math:`S_{ii}`
     is the constant 1). Blocks are visited in the order opposite to the forward pass and the
     gradient is carried from block to block as :math:`G \leftarrow \text{block}^\top G`, so
-    the backward is again ``K`` short sequences of matrix products, as in FastH's Algorithm 2.
+    the backward is again ``K`` short sequences of matrix products, as in FastH's backward pass.
     The block inputs :math:`X` and :math:`W` are kept from the forward pass (``m c + K d c``
     extra numbers) instead of being recomputed through the orthogonality of the blocks.
     """
