@@ -52,10 +52,21 @@ def seed_data_root(source: Union[str, Path], root: Union[str, Path, None] = None
     return seeded
 
 
-def _offline_hint(name: str, root: Path, files: str) -> str:
-    return (f"could not load {name}: its raw files are not in {root / name / 'raw'} and could not be "
-            f"downloaded. On a machine without internet put {files} there (or run "
-            f"`python -m lowrank_gnn.data seed <folder with {name}/raw/>`), or set {ENV_VAR}")
+PLANETOID_RAW = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+
+
+def _load(make: Callable, name: str, raw_dir: Path, expected: str):
+    """Run a PyG loader; if its raw files were missing and fetching them failed, say where they go."""
+    had_raw = raw_dir.is_dir() and any(raw_dir.iterdir())
+    try:
+        return make()
+    except Exception as error:  # the download's error type depends on the transport (fsspec, urllib)
+        if had_raw:
+            raise
+        raise RuntimeError(f"could not load {name}: its raw files are not in {raw_dir} and downloading them "
+                           f"failed ({type(error).__name__}: {error}). On a machine without internet put "
+                           f"{expected} there (or run `python -m lowrank_gnn.data seed <folder holding "
+                           f"{name}/raw/>`), or point {ENV_VAR} at a data root that has them") from error
 
 
 def load_planetoid(name: str, root: Union[str, Path, None] = None, transform: Optional[Callable] = None):
@@ -71,11 +82,8 @@ def load_planetoid(name: str, root: Union[str, Path, None] = None, transform: Op
     if name not in PLANETOID_NAMES:
         raise ValueError(f"name must be one of {', '.join(map(repr, PLANETOID_NAMES))} (got name={name!r})")
     path = data_root(root)
-    try:
-        return Planetoid(str(path), name, transform=transform)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError
-        raise RuntimeError(_offline_hint(name, path, f"ind.{name.lower()}.{{x,tx,allx,y,ty,ally,graph,test.index}}")) \
-            from error
+    files = ", ".join(f"ind.{name.lower()}.{part}" for part in PLANETOID_RAW)
+    return _load(lambda: Planetoid(str(path), name, transform=transform), name, path / name / "raw", files)
 
 
 def load_tu(name: str, root: Union[str, Path, None] = None, transform: Optional[Callable] = None, **kwargs):
@@ -83,10 +91,8 @@ def load_tu(name: str, root: Union[str, Path, None] = None, transform: Optional[
     from torch_geometric.datasets import TUDataset
 
     path = data_root(root)
-    try:
-        return TUDataset(str(path), name, transform=transform, **kwargs)
-    except (OSError, RuntimeError) as error:
-        raise RuntimeError(_offline_hint(name, path, f"{name}_A.txt, {name}_graph_indicator.txt, ...")) from error
+    files = f"{name}_A.txt, {name}_graph_indicator.txt, {name}_graph_labels.txt, ..."
+    return _load(lambda: TUDataset(str(path), name, transform=transform, **kwargs), name, path / name / "raw", files)
 
 
 def main(argv: Optional[list] = None) -> None:
