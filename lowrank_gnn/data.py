@@ -95,6 +95,45 @@ def load_tu(name: str, root: Union[str, Path, None] = None, transform: Optional[
     return _load(lambda: TUDataset(str(path), name, transform=transform, **kwargs), name, path / name / "raw", files)
 
 
+def load_ogb_node(name: str = "ogbn-arxiv", root: Union[str, Path, None] = None,
+                  transform: Optional[Callable] = None):
+    """OGB's ``PygNodePropPredDataset`` (e.g. ``ogbn-arxiv``) from the data root, non-interactively.
+
+    Two problems of ``ogb`` 1.3.6 are handled here: with torch >= 2.6 its ``torch.load`` of
+    the processed file fails (``weights_only=True`` rejects PyG's classes), so the load runs
+    with PyG's data classes allow-listed; and when the dataset folder exists without OGB's
+    ``RELEASE_v<version>.txt`` (raw files placed by hand) it calls ``input()``, which blocks
+    a non-interactive run, so the marker is written first: a folder in place counts as the
+    current release. Needs the ``[ogb]`` extra. ogbn-arxiv is a *directed* citation graph:
+    symmetrise it (``torch_geometric.utils.to_undirected``) before a symmetric eigensolver.
+    """
+    try:
+        import pandas as pd
+        from ogb.nodeproppred import PygNodePropPredDataset
+        from ogb.nodeproppred import __file__ as ogb_file
+    except ImportError as error:
+        raise ImportError("load_ogb_node needs the ogb package: pip install 'lowrank_gnn[ogb]'") from error
+    master = pd.read_csv(Path(ogb_file).parent / "master.csv", index_col=0, keep_default_na=False)
+    if name not in master:
+        raise ValueError(f"name must be an OGB node-property dataset such as 'ogbn-arxiv' (got name={name!r})")
+    path = data_root(root)
+    folder = path / name.replace("-", "_")
+    marker = folder / f"RELEASE_v{master[name]['version']}.txt"
+    if folder.is_dir() and not marker.exists():
+        marker.write_text(f"written by lowrank_gnn.data.load_ogb_node: files in {folder} taken as this release\n")
+    expected = "edge.csv.gz, node-feat.csv.gz, node-label.csv.gz, ... (and split/<type>/*.csv.gz beside raw/)"
+    return _load(lambda: _ogb_dataset(PygNodePropPredDataset, name, path, transform), name, folder / "raw", expected)
+
+
+def _ogb_dataset(dataset_class, name: str, path: Path, transform: Optional[Callable]):
+    import torch
+    from torch_geometric.data.data import Data, DataEdgeAttr, DataTensorAttr
+    from torch_geometric.data.storage import GlobalStorage
+
+    with torch.serialization.safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
+        return dataset_class(name, root=str(path), transform=transform)
+
+
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lowrank_gnn.data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

@@ -162,3 +162,11 @@ def test_graph_without_edges_is_a_linear_layer():
     x = torch.randn(4, 3)
     conv = LowRankGCNConv(3, 2, k=4)
     assert torch.allclose(conv(x, torch.empty(2, 0, dtype=torch.long)), conv.lin(x) + conv.bias, atol=1e-6)
+
+
+def test_device_mismatch_is_reported():
+    x = torch.randn(N, 4, device="meta")
+    with pytest.raises(ValueError, match="edge_index is on cpu but x is on meta"):
+        LowRankGCNConv(4, 3, k=3)(x, GRAPH.edge_index)
+    with pytest.raises(ValueError, match="edge_weight is on meta but x is on cpu"):
+        LowRankGCNConv(4, 3, k=3)(torch.randn(N, 4), GRAPH.edge_index, WEIGHT.float().to("meta"))
