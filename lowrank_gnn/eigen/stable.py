@@ -1,0 +1,378 @@
+r"""The stable backend: the exact forward, a backward that stays finite on repeated eigenvalues.
+
+The backward of :math:`A = U \Lambda U^T` (selected pairs :math:`i \in K`, ``|K| = k``)
+for gradients :math:`\bar\lambda_i, \bar u_i` is
+
+.. math::
+    \bar A = \operatorname{sym}\Big(\sum_{i \in K} \big(\bar\lambda_i u_i
+        + \sum_{j \ne i} F_{ji}\, (u_j^T \bar u_i)\, u_j\big) u_i^T\Big),
+    \qquad F_{ji} = \frac{1}{\lambda_i - \lambda_j},
+
+where :math:`j` runs over *all* eigenvectors, including those not returned (the correct
+partial backward; see e.g. Giles, "An extended collection of matrix derivative results",
+2008, and ``torch/_lobpcg.py``). :math:`F` is infinite for repeated eigenvalues and huge
+for close ones. Following Wang, Dang, Hu, Fua & Salzmann, `Backpropagation-Friendly
+Eigendecomposition <https://arxiv.org/abs/1906.09023>`_ (NeurIPS 2019) and `Robust
+Differentiable SVD <https://arxiv.org/abs/2104.03821>`_ (TPAMI 2021), the forward stays
+exact and :math:`F` is replaced by a bounded function of the gap
+:math:`g = |\lambda_i - \lambda_j|` of the form
+
+.. math::
+    \varphi_N(g; s) = \frac{1 - (1 - g/s)^N}{g} = \frac{1}{s}\sum_{m=0}^{N-1} (1 - g/s)^m,
+    \qquad \varphi_N(0; s) = N / s,
+
+* ``method="taylor"``: the degree-``N-1`` Taylor series of :math:`1/g` about
+  :math:`g = s`, used for gaps below :math:`s = \text{relative\_gap} \cdot \max|\lambda|`,
+  and :math:`1/g` itself above (the two meet with equal value and slope at :math:`g = s`).
+  The TPAMI paper expands :math:`1/(\lambda_i - \lambda_j)` in :math:`\lambda_j/\lambda_i`
+  for a PSD covariance, i.e. about :math:`g = s = \lambda_i`; expanding about a fixed
+  relative gap instead is shift-invariant (graph operators are indefinite) and leaves the
+  gradient *exact* wherever all gaps exceed :math:`s`.
+* ``method="power_iteration"``: the NeurIPS 2019 gradient: the derivative of ``N`` steps of
+  power iteration :math:`v \leftarrow Mv/\|Mv\|` started at the exact eigenvector, with
+  :math:`M = A - cI` shifted to be positive semi-definite with :math:`u_i` dominant
+  (``largest``: :math:`c = \lambda_{\min}`; ``smallest``: :math:`M = \lambda_{\max} I - A`;
+  ``magnitude``: :math:`M = A`). Linearising :math:`v' = P_\perp(\delta M\, u_i + M\,\delta v)/\mu_i`
+  at the fixed point gives the same :math:`\varphi_N` with :math:`s = \mu_i` (the shifted
+  eigenvalue). It converges to the exact gradient as ``N`` grows, slowly when gaps are
+  small compared with the spectral range.
+
+Pairs inside the returned block use :math:`\varphi` with the sign of the pair that comes
+first in ``which`` order and the opposite sign for the mirrored pair, so :math:`F` stays
+antisymmetric there: for a loss that depends only on the returned eigenspace (any
+:math:`U f(\Lambda) U^T`) the terms of an exactly repeated eigenvalue cancel, as they do
+in the exact gradient.
+
+**Dense path** (``torch.linalg.eigh``, via :class:`~lowrank_gnn.eigen.ExactBackend`): all
+:math:`n` pairs are known, the sum over :math:`j` is evaluated exactly with :math:`\varphi`.
+**Sparse path** (ARPACK top-``k``): the terms with :math:`j \notin K` form
+:math:`r_i(A)\, P_\perp \bar u_i` with :math:`r_i(\lambda_j) = F_{ji}` and :math:`P_\perp` the
+projector onto the complement of the computed subspace. It is evaluated by Lanczos
+quadrature (Golub & Meurant, "Matrices, Moments and Quadrature", 2010): ``lanczos_steps``
+steps of Lanczos with full reorthogonalisation in the complement, started at
+:math:`P_\perp \bar u_i`, then :math:`\|b\|\, Q\, r_i(T)\, e_1`. It is exact once
+``lanczos_steps`` reaches the dimension of the Krylov space (at most ``n - k``), and for
+``power_iteration`` as soon as ``lanczos_steps >= N / 2`` (:math:`\varphi_N` is a polynomial
+of degree ``N - 1``); otherwise it is an approximation whose error falls with the number
+of steps. The spectral bounds that ``power_iteration`` needs come from the Ritz values.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .._validation import check_choice, check_positive_int
+from ..operators.base import DenseOperator
+from .base import EigenBackend, EigenPairs
+from .exact import ExactBackend
+
+#: ``power_iteration``: the shift keeps ``mu_i >= 1e-3 max|lambda|`` so that a spectrum that
+#: is a single point (an identity block) still gives a finite ``N / mu_i``.
+SHIFT_MARGIN = 1e-3
+
+#: Lanczos stops a column when the new residual is below this many machine epsilons times
+#: the spectral scale: the Krylov space is exhausted (invariant subspace found).
+BREAKDOWN_EPS = 1e2
+
+
+class _GradientRule(NamedTuple):
+    which: str
+    method: str
+    num_terms: int
+    relative_gap: float
+    lanczos_steps: int
+
+
+def _check_double_backward() -> None:
+    if torch.is_grad_enabled():
+        raise RuntimeError("the stable eigen backend's backward is first-order only: it was called with "
+                           "create_graph=True (double backward, e.g. a gradient penalty or Hessian-vector "
+                           "product through the eigendecomposition). Use backend='exact' with method='dense' "
+                           "for higher derivatives on matrices with simple eigenvalues, or detach the operator")
+
+
+def _orientation(values: Tensor, which: str) -> Tensor:
+    """``sigma_i``: the sign of ``lambda_i - lambda_j`` for pairs ``j`` after ``i`` in ``which`` order."""
+    if which == "largest":
+        return torch.ones_like(values)
+    if which == "smallest":
+        return -torch.ones_like(values)
+    return torch.where(values < 0, -1.0, 1.0).to(values.dtype)
+
+
+def _damped_inverse(gap: Tensor, scale: Tensor, num_terms: int, exact_above_scale: bool) -> Tensor:
+    r""":math:`\varphi_N(g; s) = (1 - (1 - g/s)^N) / g` for ``0 <= g <= 2 s``; 0 where ``s == 0``."""
+    tiny = torch.finfo(gap.dtype).tiny
+    positive = scale > 0
+    s = torch.where(positive, scale, torch.ones_like(scale))
+    x = gap / s
+    # 1 - (1 - x)^N without cancellation for small x: -expm1(N log1p(-x)).
+    decay = torch.where(x <= 1, -torch.expm1(num_terms * torch.log1p(-x.clamp(max=1.0))),
+                        1 - (1 - x).pow(num_terms))
+    phi = torch.where(gap > 0, decay / gap.clamp_min(tiny), num_terms / s)
+    if exact_above_scale:
+        phi = torch.where(x >= 1, 1 / gap.clamp_min(tiny), phi)
+    return torch.where(positive, phi, torch.zeros_like(phi))
+
+
+def _pair_weights(selected: Tensor, others: Tensor, rule: _GradientRule, lower: Tensor, upper: Tensor,
+                  scale: Tensor) -> Tensor:
+    r"""Bounded :math:`1/(\lambda_i - \lambda_j)` for every ``i`` in ``selected`` and ``j`` in ``others``.
+
+    Treats each ``j`` as coming after ``i`` in ``which`` order (true for the complement).
+
+    Shapes:
+        selected ``(*batch, 1, k)`` or ``(k, 1)``, others broadcastable against it;
+        lower, upper, scale (spectral bounds and ``max|lambda|``) broadcastable too.
+    """
+    sigma = _orientation(selected, rule.which)
+    gap = (sigma * (selected - others)).clamp_min(0)
+    if rule.method == "taylor":
+        return sigma * _damped_inverse(gap, rule.relative_gap * scale, rule.num_terms, exact_above_scale=True)
+    margin = SHIFT_MARGIN * scale
+    if rule.which == "largest":
+        mu = selected - lower + margin
+    elif rule.which == "smallest":
+        mu = upper - selected + margin
+    else:
+        mu = selected.abs().clamp_min(margin)
+    return sigma * _damped_inverse(gap, mu, rule.num_terms, exact_above_scale=False)
+
+
+def _antisymmetric_block(weights: Tensor) -> Tensor:
+    """Keep ``F_ji`` for ``j`` after ``i``, mirror it with a minus sign above the diagonal. ``(*, k, k)``."""
+    lower = torch.tril(weights, diagonal=-1)
+    return lower - lower.mT
+
+
+def _lanczos_complement(op, basis: Tensor, start: Tensor, steps: int, scale: Tensor):
+    r"""Lanczos on :math:`P_\perp A P_\perp`, one independent run per column of ``start``.
+
+    Full reorthogonalisation (twice, classical Gram-Schmidt) against ``basis`` and the
+    previous Lanczos vectors. A column whose start vector is zero is started from a fixed
+    random complement vector instead, so its Ritz values still bound the spectrum.
+
+    Shapes:
+        basis ``(n, k)``, start ``(n, c)``; returns the Lanczos vectors ``(steps, n, c)``,
+        the tridiagonal matrices ``(c, steps, steps)`` and the start norms ``(c,)``.
+    """
+    n, c = start.shape
+    dtype, device = start.dtype, start.device
+
+    def project(w: Tensor, previous: Tensor) -> Tensor:
+        for _ in range(2):
+            w = w - basis @ (basis.mT @ w)
+            w = w - torch.einsum("tnc,tc->nc", previous, torch.einsum("tnc,nc->tc", previous, w))
+        return w
+
+    empty = start.new_zeros(0, n, c)
+    norm = start.norm(dim=0)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    fallback = project(torch.randn(n, c, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device),
+                       empty)
+    breakdown = BREAKDOWN_EPS * torch.finfo(dtype).eps * scale
+    q = torch.where(norm > breakdown, start / norm.clamp_min(torch.finfo(dtype).tiny), fallback / fallback.norm(dim=0))
+    vectors = start.new_zeros(steps, n, c)
+    alpha = start.new_zeros(steps, c)
+    beta = start.new_zeros(max(steps - 1, 0), c)
+    for t in range(steps):
+        vectors[t] = q
+        w = op.matmul(q)
+        alpha[t] = (q * w).sum(0)
+        w = project(w, vectors[: t + 1])
+        if t + 1 < steps:
+            size = w.norm(dim=0)
+            alive = size > breakdown
+            beta[t] = torch.where(alive, size, torch.zeros_like(size))
+            q = torch.where(alive, w / size.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(w))
+    tridiagonal = torch.diag_embed(alpha.mT) + torch.diag_embed(beta.mT, 1) + torch.diag_embed(beta.mT, -1)
+    return vectors, tridiagonal, torch.where(norm > breakdown, norm, torch.zeros_like(norm))
+
+
+class _StableDenseEigh(torch.autograd.Function):
+    r"""Attaches the bounded backward to exact dense eigenpairs (all ``n`` pairs known).
+
+    Input ``anchor = A U_K`` (``U_K`` detached): its gradient ``W`` gives
+    :math:`\bar A = \operatorname{sym}(W U_K^T)` through autograd, for any symmetric
+    operator, without forming ``n x n`` gradients here. ``W = U (\Phi \circ U^T \bar U_K
+    + [\operatorname{diag}(\bar\lambda); 0])`` with :math:`\Phi` from the module docstring.
+    """
+
+    @staticmethod
+    def forward(ctx, anchor: Tensor, values: Tensor, vectors: Tensor, rule: _GradientRule):
+        ctx.rule = rule
+        ctx.set_materialize_grads(False)  # a loss on eigenvalues only skips the eigenvector terms
+        ctx.save_for_backward(values, vectors)
+        k = anchor.shape[-1]
+        return values[..., :k].clone(), vectors[..., :k].clone()
+
+    @staticmethod
+    def backward(ctx, grad_values: Optional[Tensor], grad_vectors: Optional[Tensor]):
+        _check_double_backward()
+        values, vectors = ctx.saved_tensors              # (*, n), (*, n, n) in `which` order
+        rule: _GradientRule = ctx.rule
+        k = grad_values.shape[-1] if grad_values is not None else grad_vectors.shape[-1]
+        coefficient = vectors.new_zeros(*vectors.shape[:-1], k)   # (*, n, k)
+        if grad_vectors is not None:
+            lower = values.amin(-1, keepdim=True).unsqueeze(-1)
+            upper = values.amax(-1, keepdim=True).unsqueeze(-1)
+            scale = values.abs().amax(-1, keepdim=True).unsqueeze(-1)
+            weights = _pair_weights(values[..., None, :k], values[..., :, None], rule, lower, upper, scale)
+            weights = torch.cat([_antisymmetric_block(weights[..., :k, :]), weights[..., k:, :]], dim=-2)
+            coefficient = weights * (vectors.mT @ grad_vectors)
+        if grad_values is not None:
+            coefficient[..., :k, :] += torch.diag_embed(grad_values)
+        return vectors @ coefficient, None, None, None
+
+
+class _StableSparseEigh(torch.autograd.Function):
+    r"""Attaches the bounded partial backward to ``k`` eigenpairs of a (sparse) operator.
+
+    As :class:`_StableDenseEigh`, with the complement terms from Lanczos quadrature
+    (:func:`_lanczos_complement`): ``W = U (\Phi_K \circ U^T \bar U + \operatorname{diag}
+    (\bar\lambda)) + [r_i(A) P_\perp \bar u_i]_i``.
+    """
+
+    @staticmethod
+    def forward(ctx, anchor: Tensor, values: Tensor, vectors: Tensor, op, rule: _GradientRule):
+        ctx.rule, ctx.op = rule, op
+        ctx.set_materialize_grads(False)  # a loss on eigenvalues only skips the Lanczos run
+        ctx.save_for_backward(values, vectors)
+        return values.clone(), vectors.clone()
+
+    @staticmethod
+    def backward(ctx, grad_values: Optional[Tensor], grad_vectors: Optional[Tensor]):
+        _check_double_backward()
+        values, vectors = ctx.saved_tensors              # (k,), (n, k)
+        rule: _GradientRule = ctx.rule
+        n, k = vectors.shape
+        coefficient = vectors.new_zeros(k, k)
+        result = vectors.new_zeros(n, k)
+        if grad_vectors is not None:
+            inside = vectors.mT @ grad_vectors                              # (k, k)
+            complement = grad_vectors - vectors @ inside                     # P_perp grad, (n, k)
+            steps = min(rule.lanczos_steps, n - k)
+            scale = values.abs().max()
+            if steps > 0:
+                lanczos, tridiagonal, norm = _lanczos_complement(ctx.op, vectors, complement, steps, scale)
+                ritz, ritz_vectors = torch.linalg.eigh(tridiagonal)        # (k, steps), (k, steps, steps)
+                known = torch.cat([values, ritz.flatten()])
+                lower, upper, scale = known.min(), known.max(), known.abs().max()
+                weights = _pair_weights(values[:, None], ritz, rule, lower, upper, scale)   # (k, steps)
+                first = ritz_vectors[:, 0, :] * weights * norm[:, None]                    # (k, steps)
+                coords = (ritz_vectors @ first.unsqueeze(-1)).squeeze(-1)                 # (k, steps)
+                result = torch.einsum("tnk,kt->nk", lanczos, coords)
+                result = result - vectors @ (vectors.mT @ result)
+            else:
+                lower, upper = values.min(), values.max()
+            weights = _pair_weights(values[None, :], values[:, None], rule, lower, upper, scale)
+            coefficient = _antisymmetric_block(weights) * inside
+        if grad_values is not None:
+            coefficient = coefficient + torch.diag_embed(grad_values)
+        return vectors @ coefficient + result, None, None, None, None
+
+
+class StableBackend(EigenBackend):
+    r"""Exact eigenpairs with a backward that is finite through repeated eigenvalues.
+
+    Wang, Dang, Hu, Fua & Salzmann, `Backpropagation-Friendly Eigendecomposition
+    <https://arxiv.org/abs/1906.09023>`_ (NeurIPS 2019) and `Robust Differentiable SVD
+    <https://arxiv.org/abs/2104.03821>`_ (TPAMI 2021). The forward is that of
+    :class:`~lowrank_gnn.eigen.ExactBackend` (dense ``eigh`` or ARPACK, identical output);
+    the backward replaces :math:`1/(\lambda_i - \lambda_j)` by the bounded
+    :math:`\varphi_N` described in :mod:`lowrank_gnn.eigen.stable`, so gradients are finite
+    for repeated eigenvalues (disconnected graphs, symmetric graphs, identity blocks) and,
+    with ``method="taylor"``, equal to the exact gradient where every gap
+    :math:`|\lambda_i - \lambda_j|` involving a returned pair is at least
+    ``relative_gap * max|lambda|``. Both paths give eigenvector gradients: the dense path
+    from the full spectrum, the sparse path by Lanczos quadrature in the complement of the
+    ``k`` computed eigenvectors. The backward is first-order only (``create_graph=True``
+    raises).
+
+    Args:
+        k (int): number of eigenpairs.
+        which (str): ``"largest"``, ``"smallest"`` or ``"magnitude"``. (default: ``"largest"``)
+        method (str): ``"taylor"`` or ``"power_iteration"``. (default: ``"taylor"``)
+        degree (int, optional): ``taylor`` only: the series degree ``N - 1 >= 0``; the
+            gradient of a gap below the threshold is at most ``(degree + 1) / s``.
+            (default: ``9``, as in the TPAMI paper's experiments)
+        num_iterations (int, optional): ``power_iteration`` only: the number of power
+            iterations ``N >= 1`` whose gradient is taken (closed form, so cost does not
+            grow with it on the dense path). (default: ``100``)
+        relative_gap (float): ``taylor`` only: gaps below ``relative_gap * max|lambda|``
+            are regularised, larger ones are exact; in ``(0, 1]``. (default: ``1e-2``)
+        lanczos_steps (int): sparse path: Lanczos steps per returned pair for the
+            complement terms (capped at ``n - k``). (default: ``64``)
+        forward_method (str): ``"auto"``, ``"dense"`` or ``"sparse"``: the exact backend's
+            ``method``. (default: ``"auto"``)
+        dense_max_nodes (int): the exact backend's ``"auto"`` threshold. (default: ``5000``)
+        tol (float): ARPACK's relative accuracy (sparse path). (default: ``0.0``)
+        maxiter (int, optional): ARPACK's iteration limit. (default: SciPy's)
+
+    Example:
+        >>> backend = StableBackend(k=2)
+        >>> a = torch.eye(3, requires_grad=True)            # eigenvalue 1, three times
+        >>> pairs = backend(a)
+        >>> pairs.eigenvectors.sum().backward()           # exact eigh: NaN; here finite
+        >>> bool(torch.isfinite(a.grad).all())
+        True
+    """
+
+    METHODS = ("taylor", "power_iteration")
+
+    def __init__(self, k: int, which: str = "largest", method: str = "taylor", degree: Optional[int] = None,
+                 num_iterations: Optional[int] = None, relative_gap: float = 1e-2, lanczos_steps: int = 64,
+                 forward_method: str = "auto", dense_max_nodes: int = 5000, tol: float = 0.0,
+                 maxiter: Optional[int] = None) -> None:
+        super().__init__(k, which)
+        self.method = check_choice("method", method, self.METHODS)
+        if method == "taylor":
+            if num_iterations is not None:
+                raise ValueError(f"num_iterations applies to method='power_iteration' only (got "
+                                 f"num_iterations={num_iterations!r} with method='taylor'); use degree")
+            degree = 9 if degree is None else degree
+            if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+                raise ValueError(f"degree must be a non-negative integer (got degree={degree!r})")
+            self.num_terms = degree + 1
+        else:
+            if degree is not None:
+                raise ValueError(f"degree applies to method='taylor' only (got degree={degree!r} with "
+                                 "method='power_iteration'); use num_iterations")
+            self.num_terms = check_positive_int("num_iterations", 100 if num_iterations is None else num_iterations)
+        if isinstance(relative_gap, bool) or not isinstance(relative_gap, (int, float)) or not 0 < relative_gap <= 1:
+            raise ValueError(f"relative_gap must be a number in (0, 1] (got relative_gap={relative_gap!r})")
+        self.relative_gap = float(relative_gap)
+        self.lanczos_steps = check_positive_int("lanczos_steps", lanczos_steps)
+        self.exact = ExactBackend(k, which, method=forward_method, dense_max_nodes=dense_max_nodes, tol=tol,
+                                  maxiter=maxiter)
+
+    @property
+    def rule(self) -> _GradientRule:
+        return _GradientRule(self.which, self.method, self.num_terms, self.relative_gap, self.lanczos_steps)
+
+    def solve(self, op) -> EigenPairs:
+        dense = self.exact.uses_dense_path(op)
+        with torch.no_grad():
+            if dense:  # all n pairs: the dense backward uses the full spectrum
+                values, vectors = ExactBackend(op.shape[-1], self.which, method="dense").solve(op)[:2]
+            else:
+                values, vectors = self.exact.solve(op)[:2]
+        selected = vectors[..., : self.k]
+        if isinstance(op, DenseOperator):  # as the exact backend: the gradient of a matrix is symmetric
+            matrix = op.to_dense()
+            anchor = ((matrix + matrix.mT) / 2) @ selected
+        else:
+            anchor = op.matmul(selected)
+        if not anchor.requires_grad:
+            return EigenPairs(values[..., : self.k], selected)
+        if dense:
+            return EigenPairs(*_StableDenseEigh.apply(anchor, values, vectors, self.rule))
+        return EigenPairs(*_StableSparseEigh.apply(anchor, values, vectors, op, self.rule))
+
+    def extra_repr(self) -> str:
+        order = f"degree={self.num_terms - 1}, relative_gap={self.relative_gap:g}" if self.method == "taylor" \
+            else f"num_iterations={self.num_terms}"
+        return f"k={self.k}, which={self.which!r}, method={self.method!r}, {order}, " \
+               f"forward_method={self.exact.method!r}"
