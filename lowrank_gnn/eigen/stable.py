@@ -155,39 +155,38 @@ def _lanczos_complement(op, basis: Tensor, start: Tensor, steps: int, scale: Ten
     random complement vector instead, so its Ritz values still bound the spectrum.
 
     Shapes:
-        basis ``(n, k)``, start ``(n, c)``; returns the Lanczos vectors ``(steps, n, c)``,
+        basis ``(n, k)``, start ``(n, c)``; returns the Lanczos vectors ``(c, n, steps)``,
         the tridiagonal matrices ``(c, steps, steps)`` and the start norms ``(c,)``.
     """
     n, c = start.shape
     dtype, device = start.dtype, start.device
 
-    def project(w: Tensor, previous: Tensor) -> Tensor:
+    def project(w: Tensor, previous: Tensor) -> Tensor:   # w (n, c), previous (c, n, t)
         for _ in range(2):
             w = w - basis @ (basis.mT @ w)
-            w = w - torch.einsum("tnc,tc->nc", previous, torch.einsum("tnc,nc->tc", previous, w))
+            w = w - (previous @ (previous.mT @ w.mT.unsqueeze(-1))).squeeze(-1).mT
         return w
 
-    empty = start.new_zeros(0, n, c)
     norm = start.norm(dim=0)
     generator = torch.Generator(device="cpu").manual_seed(0)
     fallback = project(torch.randn(n, c, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device),
-                       empty)
+                       start.new_zeros(c, n, 0))
     breakdown = BREAKDOWN_EPS * torch.finfo(dtype).eps * scale
     q = torch.where(norm > breakdown, start / norm.clamp_min(torch.finfo(dtype).tiny), fallback / fallback.norm(dim=0))
-    vectors = start.new_zeros(steps, n, c)
-    alpha = start.new_zeros(steps, c)
-    beta = start.new_zeros(max(steps - 1, 0), c)
+    vectors = start.new_zeros(c, n, steps)
+    alpha = start.new_zeros(c, steps)
+    beta = start.new_zeros(c, max(steps - 1, 0))
     for t in range(steps):
-        vectors[t] = q
+        vectors[:, :, t] = q.mT
         w = op.matmul(q)
-        alpha[t] = (q * w).sum(0)
-        w = project(w, vectors[: t + 1])
+        alpha[:, t] = (q * w).sum(0)
+        w = project(w, vectors[:, :, : t + 1])
         if t + 1 < steps:
             size = w.norm(dim=0)
             alive = size > breakdown
-            beta[t] = torch.where(alive, size, torch.zeros_like(size))
+            beta[:, t] = torch.where(alive, size, torch.zeros_like(size))
             q = torch.where(alive, w / size.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(w))
-    tridiagonal = torch.diag_embed(alpha.mT) + torch.diag_embed(beta.mT, 1) + torch.diag_embed(beta.mT, -1)
+    tridiagonal = torch.diag_embed(alpha) + torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
     return vectors, tridiagonal, torch.where(norm > breakdown, norm, torch.zeros_like(norm))
 
 
@@ -213,6 +212,8 @@ class _StableDenseEigh(torch.autograd.Function):
         _check_double_backward()
         values, vectors = ctx.saved_tensors              # (*, n), (*, n, n) in `which` order
         rule: _GradientRule = ctx.rule
+        if grad_values is None and grad_vectors is None:
+            return None, None, None, None
         k = grad_values.shape[-1] if grad_values is not None else grad_vectors.shape[-1]
         coefficient = vectors.new_zeros(*vectors.shape[:-1], k)   # (*, n, k)
         if grad_vectors is not None:
@@ -263,7 +264,7 @@ class _StableSparseEigh(torch.autograd.Function):
                 weights = _pair_weights(values[:, None], ritz, rule, lower, upper, scale)   # (k, steps)
                 first = ritz_vectors[:, 0, :] * weights * norm[:, None]                    # (k, steps)
                 coords = (ritz_vectors @ first.unsqueeze(-1)).squeeze(-1)                 # (k, steps)
-                result = torch.einsum("tnk,kt->nk", lanczos, coords)
+                result = (lanczos @ coords.unsqueeze(-1)).squeeze(-1).mT                 # (n, k)
                 result = result - vectors @ (vectors.mT @ result)
             else:
                 lower, upper = values.min(), values.max()
@@ -345,6 +346,7 @@ class StableBackend(EigenBackend):
             raise ValueError(f"relative_gap must be a number in (0, 1] (got relative_gap={relative_gap!r})")
         self.relative_gap = float(relative_gap)
         self.lanczos_steps = check_positive_int("lanczos_steps", lanczos_steps)
+        check_choice("forward_method", forward_method, ExactBackend.METHODS)
         self.exact = ExactBackend(k, which, method=forward_method, dense_max_nodes=dense_max_nodes, tol=tol,
                                   maxiter=maxiter)
 
@@ -374,5 +376,4 @@ class StableBackend(EigenBackend):
     def extra_repr(self) -> str:
         order = f"degree={self.num_terms - 1}, relative_gap={self.relative_gap:g}" if self.method == "taylor" \
             else f"num_iterations={self.num_terms}"
-        return f"k={self.k}, which={self.which!r}, method={self.method!r}, {order}, " \
-               f"forward_method={self.exact.method!r}"
+        return f"k={self.k}, which={self.which!r}, method={self.method!r}, {order}"
