@@ -43,6 +43,16 @@ antisymmetric there: for a loss that depends only on the returned eigenspace (an
 :math:`U f(\Lambda) U^T`) the terms of an exactly repeated eigenvalue cancel, as they do
 in the exact gradient.
 
+**What is exact.** The forward, always. The backward of ``taylor`` on the dense path, for
+every pair whose gap is at least :math:`s`. Within a repeated eigenvalue the exact derivative
+of a spectral function :math:`U f(\Lambda) U^T` contains the divided difference
+:math:`(f(\lambda_i) - f(\lambda_j))/(\lambda_i - \lambda_j) \to f'(\lambda)`, which the
+backward cannot recover from :math:`\bar U` (exact ``eigh`` returns 0/0 there); bounded
+weights times a vanishing difference drop it. So losses that are constant on each repeated
+eigenvalue inside the ``k`` pairs (projectors :math:`U U^T`, eigenvalue sums) get their
+exact gradient, other losses a finite approximation; a repeated eigenvalue cut by ``k``
+has no gradient at all (its basis is arbitrary) and gets a finite, bounded one.
+
 **Dense path** (``torch.linalg.eigh``, via :class:`~lowrank_gnn.eigen.ExactBackend`): all
 :math:`n` pairs are known, the sum over :math:`j` is evaluated exactly with :math:`\varphi`.
 **Sparse path** (ARPACK top-``k``): the terms with :math:`j \notin K` form
@@ -64,7 +74,6 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice, check_positive_int
-from ..operators.base import DenseOperator
 from .base import EigenBackend, EigenPairs
 from .exact import ExactBackend
 
@@ -362,7 +371,11 @@ class StableBackend(EigenBackend):
             else:
                 values, vectors = self.exact.solve(op)[:2]
         selected = vectors[..., : self.k]
-        if isinstance(op, DenseOperator):  # as the exact backend: the gradient of a matrix is symmetric
+        # The gradient reaches the operator through anchor = A U_K (see _StableDenseEigh). The dense
+        # path symmetrises A first, as the exact backend does, so the gradient with respect to each
+        # stored entry is symmetric; the sparse path gives W U_K^T, which acts identically on every
+        # symmetric perturbation (e.g. one weight shared by both directions of an edge).
+        if dense:
             matrix = op.to_dense()
             anchor = ((matrix + matrix.mT) / 2) @ selected
         else:
