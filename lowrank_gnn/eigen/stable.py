@@ -39,9 +39,10 @@ exact and :math:`F` is replaced by a bounded function of the gap
 
 Pairs inside the returned block use :math:`\varphi` with the sign of the pair that comes
 first in ``which`` order and the opposite sign for the mirrored pair, so :math:`F` stays
-antisymmetric there: for a loss that depends only on the returned eigenspace (any
-:math:`U f(\Lambda) U^T`) the terms of an exactly repeated eigenvalue cancel, as they do
-in the exact gradient.
+antisymmetric there: for a loss that depends only on the returned eigenspace (e.g.
+:math:`U U^T`) the terms of an exactly repeated eigenvalue cancel, as they do in the exact
+gradient. (For ``power_iteration`` this replaces the deflation order of the paper, whose
+gradient is not antisymmetric inside the block.)
 
 **What is exact.** The forward, always. The backward of ``taylor`` on the dense path, for
 every pair whose gap is at least :math:`s`. Within a repeated eigenvalue the exact derivative
@@ -61,10 +62,12 @@ projector onto the complement of the computed subspace. It is evaluated by Lancz
 quadrature (Golub & Meurant, "Matrices, Moments and Quadrature", 2010): ``lanczos_steps``
 steps of Lanczos with full reorthogonalisation in the complement, started at
 :math:`P_\perp \bar u_i`, then :math:`\|b\|\, Q\, r_i(T)\, e_1`. It is exact once
-``lanczos_steps`` reaches the dimension of the Krylov space (at most ``n - k``), and for
-``power_iteration`` as soon as ``lanczos_steps >= N / 2`` (:math:`\varphi_N` is a polynomial
-of degree ``N - 1``); otherwise it is an approximation whose error falls with the number
-of steps. The spectral bounds that ``power_iteration`` needs come from the Ritz values.
+``lanczos_steps`` reaches the dimension of the Krylov space (at most ``n - k``); for
+``power_iteration`` (:math:`\varphi_N` is a polynomial of degree ``N - 1``) also once
+``lanczos_steps >= N``, up to the spectral bound it needs, which comes from the Ritz values.
+Otherwise it is an approximation whose error falls with the number of steps (measured in
+``tests/eigen/test_stable.py``: 64 steps, 300 nodes, 2e-6 relative). Memory: the Lanczos
+basis, ``k * n * lanczos_steps`` numbers.
 """
 from __future__ import annotations
 
@@ -312,7 +315,10 @@ class StableBackend(EigenBackend):
             iterations ``N >= 1`` whose gradient is taken (closed form, so cost does not
             grow with it on the dense path). (default: ``100``)
         relative_gap (float): ``taylor`` only: gaps below ``relative_gap * max|lambda|``
-            are regularised, larger ones are exact; in ``(0, 1]``. (default: ``1e-2``)
+            are regularised, larger ones are exact; in ``(0, 1]``. Well above float32
+            eigenvalue noise (~1e-7 relative), small enough that a graph's distinct
+            eigenvalues mostly stay exact; smaller values bound the gradient less.
+            (default: ``1e-3``)
         lanczos_steps (int): sparse path: Lanczos steps per returned pair for the
             complement terms (capped at ``n - k``). (default: ``64``)
         forward_method (str): ``"auto"``, ``"dense"`` or ``"sparse"``: the exact backend's
@@ -333,7 +339,7 @@ class StableBackend(EigenBackend):
     METHODS = ("taylor", "power_iteration")
 
     def __init__(self, k: int, which: str = "largest", method: str = "taylor", degree: Optional[int] = None,
-                 num_iterations: Optional[int] = None, relative_gap: float = 1e-2, lanczos_steps: int = 64,
+                 num_iterations: Optional[int] = None, relative_gap: float = 1e-3, lanczos_steps: int = 64,
                  forward_method: str = "auto", dense_max_nodes: int = 5000, tol: float = 0.0,
                  maxiter: Optional[int] = None) -> None:
         super().__init__(k, which)
