@@ -58,20 +58,25 @@ has no gradient at all (its basis is arbitrary) and gets a finite, bounded one.
 :math:`n` pairs are known, the sum over :math:`j` is evaluated exactly with :math:`\varphi`.
 **Sparse path** (ARPACK top-``k``): the terms with :math:`j \notin K` form
 :math:`r_i(A)\, P_\perp \bar u_i` with :math:`r_i(\lambda_j) = F_{ji}` and :math:`P_\perp` the
-projector onto the complement of the computed subspace. It is evaluated by Lanczos
-quadrature (Golub & Meurant, "Matrices, Moments and Quadrature", 2010): ``lanczos_steps``
-steps of Lanczos with full reorthogonalisation in the complement, started at
-:math:`P_\perp \bar u_i`, then :math:`\|b\|\, Q\, r_i(T)\, e_1`. It is exact once
-``lanczos_steps`` reaches the dimension of the Krylov space (at most ``n - k``); for
-``power_iteration`` (:math:`\varphi_N` is a polynomial of degree ``N - 1``) also once
-``lanczos_steps >= N``, up to the spectral bound it needs, which comes from the Ritz values.
-Otherwise it is an approximation whose error falls with the number of steps (measured in
-``tests/eigen/test_stable.py``: 64 steps, 300 nodes, 2e-6 relative). Memory: the Lanczos
-basis, ``k * n * lanczos_steps`` numbers.
+projector onto the complement of the computed subspace. They are evaluated by a
+Rayleigh-Ritz approximation of :math:`r_i(A) b` in the block Krylov space
+:math:`\mathcal K = \operatorname{span}\{B, P_\perp A B, (P_\perp A)^2 B, \dots\}`,
+:math:`B = P_\perp \bar U_K` (the Lanczos approach to matrix functions; Golub & Meurant,
+"Matrices, Moments and Quadrature with Applications", 2010, and Saad, SIAM J. Numer. Anal.
+29(1), 1992): with an orthonormal basis :math:`Q` of :math:`\mathcal K` and
+:math:`Q^T A Q = S \Theta S^T`, :math:`r_i(A) b_i \approx Q S\, r_i(\Theta)\, S^T Q^T b_i`.
+All ``k`` columns share one basis of dimension up to ``krylov_dim`` (built with dense
+matrix products, cost ``O(n krylov_dim^2)``). It is exact once :math:`\mathcal K` contains
+:math:`r_i(A) b_i`, in particular once ``krylov_dim`` reaches ``n - k``, and for
+``power_iteration`` (:math:`\varphi_N` is a polynomial of degree ``N - 1``) once the space
+holds ``N`` block steps, up to the spectral bound it needs, which comes from the Ritz
+values :math:`\Theta`. Otherwise it is an approximation whose error falls as
+``krylov_dim`` grows (measured in ``benchmarks/stable_backward.py --sparse`` and
+``tests/eigen/test_stable.py``). Memory: the basis, ``n * krylov_dim`` numbers.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
@@ -84,8 +89,8 @@ from .exact import ExactBackend
 #: is a single point (an identity block) still gives a finite ``N / mu_i``.
 SHIFT_MARGIN = 1e-3
 
-#: Lanczos stops a column when the new residual is below this many machine epsilons times
-#: the spectral scale: the Krylov space is exhausted (invariant subspace found).
+#: The Krylov basis drops directions below this many machine epsilons (relative to the block's
+#: largest column): what is left of them is rounding, the space is exhausted there.
 BREAKDOWN_EPS = 1e2
 
 
@@ -94,7 +99,7 @@ class _GradientRule(NamedTuple):
     method: str
     num_terms: int
     relative_gap: float
-    lanczos_steps: int
+    krylov_dim: int
 
 
 def _check_double_backward() -> None:
@@ -105,12 +110,12 @@ def _check_double_backward() -> None:
                            "for higher derivatives on matrices with simple eigenvalues, or detach the operator")
 
 
-def _orientation(values: Tensor, which: str) -> Tensor:
+def _orientation(values: Tensor, which: str) -> Union[float, Tensor]:
     """``sigma_i``: the sign of ``lambda_i - lambda_j`` for pairs ``j`` after ``i`` in ``which`` order."""
     if which == "largest":
-        return torch.ones_like(values)
+        return 1.0
     if which == "smallest":
-        return -torch.ones_like(values)
+        return -1.0
     return torch.where(values < 0, -1.0, 1.0).to(values.dtype)
 
 
@@ -159,47 +164,40 @@ def _antisymmetric_block(weights: Tensor) -> Tensor:
     return lower - lower.mT
 
 
-def _lanczos_complement(op, basis: Tensor, start: Tensor, steps: int, scale: Tensor):
-    r"""Lanczos on :math:`P_\perp A P_\perp`, one independent run per column of ``start``.
+def _krylov_complement(op, basis: Tensor, start: Tensor, max_dim: int, scale: Tensor):
+    r"""Orthonormal basis of the block Krylov space of :math:`P_\perp A` from ``start``, in the complement.
 
-    Full reorthogonalisation (twice, classical Gram-Schmidt) against ``basis`` and the
-    previous Lanczos vectors. A column whose start vector is zero is started from a fixed
-    random complement vector instead, so its Ritz values still bound the spectrum.
+    Each new block is orthogonalised (twice, block Gram-Schmidt) against ``basis`` and the
+    basis so far, then reduced by an SVD to its directions above ``BREAKDOWN_EPS`` machine
+    epsilons (relative): dependent directions (an exhausted Krylov space, zero columns of
+    ``start``) are dropped instead of being filled with rounding noise.
 
     Shapes:
-        basis ``(n, k)``, start ``(n, c)``; returns the Lanczos vectors ``(c, n, steps)``,
-        the tridiagonal matrices ``(c, steps, steps)`` and the start norms ``(c,)``.
+        basis ``(n, k)``, start ``(n, c)``; returns ``Q (n, d)`` and ``Q^T A Q (d, d)``, ``d <= max_dim``.
     """
-    n, c = start.shape
-    dtype, device = start.dtype, start.device
-
-    def project(w: Tensor, previous: Tensor) -> Tensor:   # w (n, c), previous (c, n, t)
+    tolerance = BREAKDOWN_EPS * torch.finfo(start.dtype).eps
+    found, images = [start.new_zeros(start.shape[0], 0)], [start.new_zeros(start.shape[0], 0)]
+    block, size = start, 0
+    reference = start.norm(dim=0).max().clamp_min(torch.finfo(start.dtype).tiny)
+    while size < max_dim:
+        previous = torch.cat(found, dim=1)
         for _ in range(2):
-            w = w - basis @ (basis.mT @ w)
-            w = w - (previous @ (previous.mT @ w.mT.unsqueeze(-1))).squeeze(-1).mT
-        return w
-
-    norm = start.norm(dim=0)
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    fallback = project(torch.randn(n, c, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device),
-                       start.new_zeros(c, n, 0))
-    breakdown = BREAKDOWN_EPS * torch.finfo(dtype).eps * scale
-    q = torch.where(norm > breakdown, start / norm.clamp_min(torch.finfo(dtype).tiny), fallback / fallback.norm(dim=0))
-    vectors = start.new_zeros(c, n, steps)
-    alpha = start.new_zeros(c, steps)
-    beta = start.new_zeros(c, max(steps - 1, 0))
-    for t in range(steps):
-        vectors[:, :, t] = q.mT
-        w = op.matmul(q)
-        alpha[:, t] = (q * w).sum(0)
-        w = project(w, vectors[:, :, : t + 1])
-        if t + 1 < steps:
-            size = w.norm(dim=0)
-            alive = size > breakdown
-            beta[:, t] = torch.where(alive, size, torch.zeros_like(size))
-            q = torch.where(alive, w / size.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(w))
-    tridiagonal = torch.diag_embed(alpha) + torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
-    return vectors, tridiagonal, torch.where(norm > breakdown, norm, torch.zeros_like(norm))
+            block = block - basis @ (basis.mT @ block)
+            block = block - previous @ (previous.mT @ block)
+        left, singular, _ = torch.linalg.svd(block, full_matrices=False)
+        keep = singular > tolerance * reference
+        left = left[:, keep][:, : max_dim - size]
+        if left.shape[1] == 0:
+            break
+        left = left - basis @ (basis.mT @ left)  # one more pass: the SVD mixes in rounding
+        found.append(left)
+        images.append(op.matmul(left))
+        size += left.shape[1]
+        # ||A q|| <= ||A||: later blocks are judged against the operator's scale.
+        block, reference = images[-1], torch.maximum(images[-1].norm(dim=0).max(), scale)
+    q = torch.cat(found, dim=1)
+    projected = q.mT @ torch.cat(images, dim=1)
+    return q, (projected + projected.mT) / 2
 
 
 class _StableDenseEigh(torch.autograd.Function):
@@ -243,15 +241,15 @@ class _StableDenseEigh(torch.autograd.Function):
 class _StableSparseEigh(torch.autograd.Function):
     r"""Attaches the bounded partial backward to ``k`` eigenpairs of a (sparse) operator.
 
-    As :class:`_StableDenseEigh`, with the complement terms from Lanczos quadrature
-    (:func:`_lanczos_complement`): ``W = U (\Phi_K \circ U^T \bar U + \operatorname{diag}
+    As :class:`_StableDenseEigh`, with the complement terms from a block Krylov space
+    (:func:`_krylov_complement`): ``W = U (\Phi_K \circ U^T \bar U + \operatorname{diag}
     (\bar\lambda)) + [r_i(A) P_\perp \bar u_i]_i``.
     """
 
     @staticmethod
     def forward(ctx, anchor: Tensor, values: Tensor, vectors: Tensor, op, rule: _GradientRule):
         ctx.rule, ctx.op = rule, op
-        ctx.set_materialize_grads(False)  # a loss on eigenvalues only skips the Lanczos run
+        ctx.set_materialize_grads(False)  # a loss on eigenvalues only skips the Krylov space
         ctx.save_for_backward(values, vectors)
         return values.clone(), vectors.clone()
 
@@ -266,20 +264,16 @@ class _StableSparseEigh(torch.autograd.Function):
         if grad_vectors is not None:
             inside = vectors.mT @ grad_vectors                              # (k, k)
             complement = grad_vectors - vectors @ inside                     # P_perp grad, (n, k)
-            steps = min(rule.lanczos_steps, n - k)
-            scale = values.abs().max()
-            if steps > 0:
-                lanczos, tridiagonal, norm = _lanczos_complement(ctx.op, vectors, complement, steps, scale)
-                ritz, ritz_vectors = torch.linalg.eigh(tridiagonal)        # (k, steps), (k, steps, steps)
-                known = torch.cat([values, ritz.flatten()])
-                lower, upper, scale = known.min(), known.max(), known.abs().max()
-                weights = _pair_weights(values[:, None], ritz, rule, lower, upper, scale)   # (k, steps)
-                first = ritz_vectors[:, 0, :] * weights * norm[:, None]                    # (k, steps)
-                coords = (ritz_vectors @ first.unsqueeze(-1)).squeeze(-1)                 # (k, steps)
-                result = (lanczos @ coords.unsqueeze(-1)).squeeze(-1).mT                 # (n, k)
+            q, projected = _krylov_complement(ctx.op, vectors, complement, min(rule.krylov_dim, n - k),
+                                              values.abs().max())
+            ritz, ritz_vectors = torch.linalg.eigh(projected)                # (d,), (d, d)
+            known = torch.cat([values, ritz])
+            lower, upper, scale = known.min(), known.max(), known.abs().max()
+            if ritz.numel():
+                weights = _pair_weights(values[None, :], ritz[:, None], rule, lower, upper, scale)   # (d, k)
+                coords = ritz_vectors.mT @ (q.mT @ complement)                                   # (d, k)
+                result = q @ (ritz_vectors @ (weights * coords))
                 result = result - vectors @ (vectors.mT @ result)
-            else:
-                lower, upper = values.min(), values.max()
             weights = _pair_weights(values[None, :], values[:, None], rule, lower, upper, scale)
             coefficient = _antisymmetric_block(weights) * inside
         if grad_values is not None:
@@ -300,7 +294,7 @@ class StableBackend(EigenBackend):
     with ``method="taylor"``, equal to the exact gradient where every gap
     :math:`|\lambda_i - \lambda_j|` involving a returned pair is at least
     ``relative_gap * max|lambda|``. Both paths give eigenvector gradients: the dense path
-    from the full spectrum, the sparse path by Lanczos quadrature in the complement of the
+    from the full spectrum, the sparse path by a block Krylov (Rayleigh-Ritz) approximation in the complement of the
     ``k`` computed eigenvectors. The backward is first-order only (``create_graph=True``
     raises).
 
@@ -309,8 +303,9 @@ class StableBackend(EigenBackend):
         which (str): ``"largest"``, ``"smallest"`` or ``"magnitude"``. (default: ``"largest"``)
         method (str): ``"taylor"`` or ``"power_iteration"``. (default: ``"taylor"``)
         degree (int, optional): ``taylor`` only: the series degree ``N - 1 >= 0``; the
-            gradient of a gap below the threshold is at most ``(degree + 1) / s``.
-            (default: ``9``, as in the TPAMI paper's experiments)
+            weight of a gap below the threshold ``s`` is at most ``(degree + 1) / s``, and
+            within ``(1 - gap / s)^(degree + 1)`` (relative) of the exact ``1 / gap``.
+            (default: ``9``)
         num_iterations (int, optional): ``power_iteration`` only: the number of power
             iterations ``N >= 1`` whose gradient is taken (closed form, so cost does not
             grow with it on the dense path). (default: ``100``)
@@ -319,8 +314,9 @@ class StableBackend(EigenBackend):
             eigenvalue noise (~1e-7 relative), small enough that a graph's distinct
             eigenvalues mostly stay exact; smaller values bound the gradient less.
             (default: ``1e-3``)
-        lanczos_steps (int): sparse path: Lanczos steps per returned pair for the
-            complement terms (capped at ``n - k``). (default: ``64``)
+        krylov_dim (int): sparse path: largest dimension of the block Krylov space for
+            the complement terms, shared by the ``k`` pairs (capped at ``n - k``; cost
+            ``O(n krylov_dim^2)``). (default: ``256``)
         forward_method (str): ``"auto"``, ``"dense"`` or ``"sparse"``: the exact backend's
             ``method``. (default: ``"auto"``)
         dense_max_nodes (int): the exact backend's ``"auto"`` threshold. (default: ``5000``)
@@ -339,7 +335,7 @@ class StableBackend(EigenBackend):
     METHODS = ("taylor", "power_iteration")
 
     def __init__(self, k: int, which: str = "largest", method: str = "taylor", degree: Optional[int] = None,
-                 num_iterations: Optional[int] = None, relative_gap: float = 1e-3, lanczos_steps: int = 64,
+                 num_iterations: Optional[int] = None, relative_gap: float = 1e-3, krylov_dim: int = 256,
                  forward_method: str = "auto", dense_max_nodes: int = 5000, tol: float = 0.0,
                  maxiter: Optional[int] = None) -> None:
         super().__init__(k, which)
@@ -360,14 +356,14 @@ class StableBackend(EigenBackend):
         if isinstance(relative_gap, bool) or not isinstance(relative_gap, (int, float)) or not 0 < relative_gap <= 1:
             raise ValueError(f"relative_gap must be a number in (0, 1] (got relative_gap={relative_gap!r})")
         self.relative_gap = float(relative_gap)
-        self.lanczos_steps = check_positive_int("lanczos_steps", lanczos_steps)
+        self.krylov_dim = check_positive_int("krylov_dim", krylov_dim)
         check_choice("forward_method", forward_method, ExactBackend.METHODS)
         self.exact = ExactBackend(k, which, method=forward_method, dense_max_nodes=dense_max_nodes, tol=tol,
                                   maxiter=maxiter)
 
     @property
     def rule(self) -> _GradientRule:
-        return _GradientRule(self.which, self.method, self.num_terms, self.relative_gap, self.lanczos_steps)
+        return _GradientRule(self.which, self.method, self.num_terms, self.relative_gap, self.krylov_dim)
 
     def solve(self, op) -> EigenPairs:
         dense = self.exact.uses_dense_path(op)
