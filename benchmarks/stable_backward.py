@@ -164,6 +164,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     print_table(rows)
+    print_summary(rows)
     plot(rows)
     if args.sparse:
         sparse_path_on_cora()
@@ -220,6 +221,32 @@ def print_table(rows) -> None:
         print(f"| {row['case']} | {row['dtype']} | {row['backend']} | {row['nonfinite']:.0%} | {err} | "
               f"{row['max_grad_norm']:.1e} | "
               f"{row['backward_ms']:.2f} | {row['ratio']:.2f} |")
+
+
+def print_summary(rows) -> None:
+    """One line per operator (the README table)."""
+    def get(case, backend, dtype, key):
+        found = [r for r in rows if r["case"] == case and r["backend"] == backend and r["dtype"] == dtype]
+        return float(found[0][key]) if found else float("nan")
+
+    def err(value):
+        return "n/a" if math.isnan(value) else f"{value:.0e}"
+
+    print("\n| operator | k | non-finite: exact / taylor / power_it. | rel. grad error, float64: taylor / "
+          "power_it. (float32: exact / taylor) | max ‖grad‖ exact / taylor | backward time taylor / exact "
+          "(float32) |")
+    print("|---|---|---|---|---|---|")
+    for case in dict.fromkeys(r["case"] for r in rows):
+        first = next(r for r in rows if r["case"] == case)
+        dtype = "float64" if any(r["case"] == case and r["dtype"] == "float64" for r in rows) else "float32"
+        nonfinite = " / ".join(f"{get(case, b, 'float32', 'nonfinite'):.0%}"
+                               for b in ("exact", "stable-taylor", "stable-power_iteration"))
+        errors = (f"{err(get(case, 'stable-taylor', 'float64', 'rel_err'))} / "
+                  f"{err(get(case, 'stable-power_iteration', 'float64', 'rel_err'))} "
+                  f"({err(get(case, 'exact', 'float32', 'rel_err'))} / {err(get(case, 'stable-taylor', 'float32', 'rel_err'))})")
+        norms = f"{get(case, 'exact', dtype, 'max_grad_norm'):.0e} / {get(case, 'stable-taylor', dtype, 'max_grad_norm'):.0e}"
+        ratio = get(case, "stable-taylor", "float32", "ratio")
+        print(f"| {case} | {first['k']} | {nonfinite} | {errors} | {norms} | {ratio:.2f} |")
 
 
 def plot(rows) -> None:

@@ -141,8 +141,8 @@ def _pair_weights(selected: Tensor, others: Tensor, rule: _GradientRule, lower: 
     Treats each ``j`` as coming after ``i`` in ``which`` order (true for the complement).
 
     Shapes:
-        selected ``(*batch, 1, k)`` or ``(k, 1)``, others broadcastable against it;
-        lower, upper, scale (spectral bounds and ``max|lambda|``) broadcastable too.
+        selected ``(*batch, 1, k)``, others ``(*batch, m, 1)``, returns ``(*batch, m, k)``;
+        lower, upper, scale (spectral bounds and ``max|lambda|``) broadcast against them.
     """
     sigma = _orientation(selected, rule.which)
     gap = (sigma * (selected - others)).clamp_min(0)
@@ -316,7 +316,8 @@ class StableBackend(EigenBackend):
             (default: ``1e-3``)
         krylov_dim (int): sparse path: largest dimension of the block Krylov space for
             the complement terms, shared by the ``k`` pairs (capped at ``n - k``; cost
-            ``O(n krylov_dim^2)``). (default: ``256``)
+            ``O(n krylov_dim^2)``; on Cora 512 gives 2e-6 relative error, 256 gives 12%).
+            (default: ``512``)
         forward_method (str): ``"auto"``, ``"dense"`` or ``"sparse"``: the exact backend's
             ``method``. (default: ``"auto"``)
         dense_max_nodes (int): the exact backend's ``"auto"`` threshold. (default: ``5000``)
@@ -335,7 +336,7 @@ class StableBackend(EigenBackend):
     METHODS = ("taylor", "power_iteration")
 
     def __init__(self, k: int, which: str = "largest", method: str = "taylor", degree: Optional[int] = None,
-                 num_iterations: Optional[int] = None, relative_gap: float = 1e-3, krylov_dim: int = 256,
+                 num_iterations: Optional[int] = None, relative_gap: float = 1e-3, krylov_dim: int = 512,
                  forward_method: str = "auto", dense_max_nodes: int = 5000, tol: float = 0.0,
                  maxiter: Optional[int] = None) -> None:
         super().__init__(k, which)
