@@ -24,11 +24,6 @@ class TestStableSparse(EigenBackendConformance):
     supports_full_spectrum = False
 
 
-class TestStablePowerIteration(EigenBackendConformance):
-    backend_name = "stable"
-    backend_kwargs = {"method": "power_iteration", "forward_method": "dense"}
-
-
 def undirected(graph):
     """``edge_index`` as ``[edges, reversed edges]``, so one weight per edge is ``torch.cat([p, p])``.
 
@@ -123,17 +118,17 @@ def test_sparse_path_equals_dense_path_when_the_krylov_space_spans_the_complemen
 
 
 def test_sparse_path_with_a_small_krylov_space_is_close():
-    """n - k = 296 complement directions, a 128-dimensional Krylov space: an approximation (measured 5e-7)."""
-    edge_index = random_graph(300, 0.02, seed=0)
+    """n - k = 196 complement directions, a 96-dimensional Krylov space: an approximation (measured 7e-6)."""
+    edge_index = random_graph(200, 0.03, seed=0)
     weight = varied_weights(edge_index[:, : edge_index.shape[1] // 2])
     grads = []
     for forward_method in ("dense", "sparse"):
         w = weight.clone().requires_grad_()
-        backend = StableBackend(4, forward_method=forward_method, krylov_dim=128)
+        backend = StableBackend(4, forward_method=forward_method, krylov_dim=96)
         pairs = backend(normalized_adjacency(edge_index, torch.cat([w, w])))
-        (pairs.eigenvectors * torch.arange(300.0, dtype=torch.float64)[:, None]).pow(2).sum().backward()
+        (pairs.eigenvectors * torch.arange(200.0, dtype=torch.float64)[:, None]).pow(2).sum().backward()
         grads.append(w.grad)
-    assert (grads[1] - grads[0]).norm() <= 1e-5 * grads[0].norm()
+    assert (grads[1] - grads[0]).norm() <= 1e-4 * grads[0].norm()
 
 
 def test_sparse_path_eigenvalue_gradient_equals_exact_backend():

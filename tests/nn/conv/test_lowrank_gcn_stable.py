@@ -53,7 +53,7 @@ def train(backend, edge_index, x, y, k, steps, lr=0.05, **kwargs):
         loss.backward()
         assert torch.isfinite(logits.grad).all(), f"non-finite edge-weight gradient at step {len(losses)}"
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses, logits.detach()
 
 
@@ -66,10 +66,10 @@ def test_exact_backend_gives_non_finite_edge_weight_gradients_here():
 @pytest.mark.parametrize("method", ["taylor", "power_iteration"])
 def test_stable_backend_trains_edge_weights_through_repeated_eigenvalue(method):
     edge_index, x, y = disconnected_task(*SIX_COMPONENTS)
-    losses, logits = train("stable", edge_index, x, y, k=4, steps=40, deflate_components=False,
+    losses, logits = train("stable", edge_index, x, y, k=4, steps=25, deflate_components=False,
                            backend_kwargs={"method": method, "forward_method": "dense"})
     assert losses[-1] < 0.9 * losses[0]
-    assert float(logits.abs().max()) > 0.5   # the edge weights did move (Adam, lr 0.05, 40 steps)
+    assert float(logits.abs().max()) > 0.5   # the edge weights did move (Adam, lr 0.05, 25 steps)
 
 
 def test_stable_sparse_path_with_deflation_matches_dense_path():
@@ -121,5 +121,5 @@ def test_cora_without_deflation_exact_fails_stable_trains():
         loss.backward()
         assert torch.isfinite(logits.grad).all()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
