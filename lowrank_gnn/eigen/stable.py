@@ -82,6 +82,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice, check_positive_int
+from ..operators.base import DenseOperator
 from .base import EigenBackend, EigenPairs
 from .exact import ExactBackend
 
@@ -119,18 +120,20 @@ def _orientation(values: Tensor, which: str) -> Union[float, Tensor]:
     return torch.where(values < 0, -1.0, 1.0).to(values.dtype)
 
 
-def _damped_inverse(gap: Tensor, scale: Tensor, num_terms: int, exact_above_scale: bool) -> Tensor:
-    r""":math:`\varphi_N(g; s) = (1 - (1 - g/s)^N) / g` for ``0 <= g <= 2 s``; 0 where ``s == 0``."""
-    tiny = torch.finfo(gap.dtype).tiny
+def _damped_inverse(gap: Tensor, scale: Tensor, num_terms: int) -> Tensor:
+    r""":math:`\varphi_N(g; s) = (1 - (1 - g/s)^N) / g` for ``g < s``, ``1 / g`` from ``s`` on; 0 where ``s == 0``.
+
+    For ``g >= s`` the series is replaced by its limit ``1/g`` (``taylor``: by definition;
+    ``power_iteration``: only reached for ``which="magnitude"`` pairs of opposite sign, whose
+    ratio ``1 - g/s`` is negative and whose series would oscillate).
+    """
     positive = scale > 0
     s = torch.where(positive, scale, torch.ones_like(scale))
-    x = gap / s
-    # 1 - (1 - x)^N without cancellation for small x: -expm1(N log1p(-x)).
-    decay = torch.where(x <= 1, -torch.expm1(num_terms * torch.log1p(-x.clamp(max=1.0))),
-                        1 - (1 - x).pow(num_terms))
-    phi = torch.where(gap > 0, decay / gap.clamp_min(tiny), num_terms / s)
-    if exact_above_scale:
-        phi = torch.where(x >= 1, 1 / gap.clamp_min(tiny), phi)
+    # The tie g -> 0 has the limit N / s; flooring g at eps * s reaches it without 0 / 0
+    # (relative error N * eps).
+    gap = torch.maximum(gap, torch.finfo(gap.dtype).eps * s)
+    # 1 - (1 - x)^N without cancellation for small x: -expm1(N log1p(-x)); x >= 1 gives 1.
+    phi = -torch.expm1(num_terms * torch.log1p(-(gap / s).clamp(max=1.0))) / gap
     return torch.where(positive, phi, torch.zeros_like(phi))
 
 
@@ -147,7 +150,7 @@ def _pair_weights(selected: Tensor, others: Tensor, rule: _GradientRule, lower: 
     sigma = _orientation(selected, rule.which)
     gap = (sigma * (selected - others)).clamp_min(0)
     if rule.method == "taylor":
-        return sigma * _damped_inverse(gap, rule.relative_gap * scale, rule.num_terms, exact_above_scale=True)
+        return sigma * _damped_inverse(gap, rule.relative_gap * scale, rule.num_terms)
     margin = SHIFT_MARGIN * scale
     if rule.which == "largest":
         mu = selected - lower + margin
@@ -155,7 +158,7 @@ def _pair_weights(selected: Tensor, others: Tensor, rule: _GradientRule, lower: 
         mu = upper - selected + margin
     else:
         mu = selected.abs().clamp_min(margin)
-    return sigma * _damped_inverse(gap, mu, rule.num_terms, exact_above_scale=False)
+    return sigma * _damped_inverse(gap, mu, rule.num_terms)
 
 
 def _antisymmetric_block(weights: Tensor) -> Tensor:
@@ -374,11 +377,11 @@ class StableBackend(EigenBackend):
             else:
                 values, vectors = self.exact.solve(op)[:2]
         selected = vectors[..., : self.k]
-        # The gradient reaches the operator through anchor = A U_K (see _StableDenseEigh). The dense
-        # path symmetrises A first, as the exact backend does, so the gradient with respect to each
-        # stored entry is symmetric; the sparse path gives W U_K^T, which acts identically on every
+        # The gradient reaches the operator through anchor = A U_K (see _StableDenseEigh). Dense
+        # matrices are symmetrised first, as in the exact backend, so the gradient with respect to
+        # each entry is symmetric; a sparse operator gets W U_K^T, which acts identically on every
         # symmetric perturbation (e.g. one weight shared by both directions of an edge).
-        if dense:
+        if dense or isinstance(op, DenseOperator):
             matrix = op.to_dense()
             anchor = ((matrix + matrix.mT) / 2) @ selected
         else:
