@@ -297,9 +297,9 @@ class StableBackend(EigenBackend):
     with ``method="taylor"``, equal to the exact gradient where every gap
     :math:`|\lambda_i - \lambda_j|` involving a returned pair is at least
     ``relative_gap * max|lambda|``. Both paths give eigenvector gradients: the dense path
-    from the full spectrum, the sparse path by a block Krylov (Rayleigh-Ritz) approximation in the complement of the
-    ``k`` computed eigenvectors. The backward is first-order only (``create_graph=True``
-    raises).
+    from the full spectrum, the sparse path by a block Krylov (Rayleigh-Ritz) approximation
+    in the complement of the ``k`` computed eigenvectors. The backward is first-order only
+    (``create_graph=True`` raises).
 
     Args:
         k (int): number of eigenpairs.
