@@ -25,7 +25,9 @@ class ZCAWhitening(nn.Module):
     with the eigendecomposition from :class:`~lowrank_gnn.eigen.StableBackend`: exact
     forward, a backward that stays finite when feature covariances have repeated
     eigenvalues (duplicated, constant or isotropic features), where ``torch.linalg.eigh``
-    returns NaN. ZCA (rather than PCA) whitening keeps the output as close as possible to
+    returns NaN (within a repeated eigenvalue the gradient is then an approximation: the
+    :math:`f'(\lambda)` term of :math:`f(\lambda) = (\lambda + \epsilon)^{-1/2}` is dropped, see
+    :mod:`lowrank_gnn.eigen.stable`). ZCA (rather than PCA) whitening keeps the output as close as possible to
     the input, so no feature is rotated away. Statistics are per graph when ``batch`` is
     given (as :class:`torch_geometric.nn.norm.InstanceNorm`), else over all nodes.
     Running statistics (the mean of the per-graph means and covariances, updated with
