@@ -56,9 +56,9 @@ def identity_blocks(n, seed):
 def cases(with_cora: bool):
     """(name, float64 matrix, k, kind) with kind 'separated' | 'dense spectrum' | 'repeated'."""
     out = [
-        ("random n=64 (gaps >= 1.5% max|l|)", random_symmetric(64, seed=1, gap=0.5), 8, "separated"),
-        ("random n=128 (gaps >= 0.8% max|l|)", random_symmetric(128, seed=2, gap=0.5), 8, "separated"),
-        ("random n=512 (gaps >= 0.2% max|l|)", random_symmetric(512, seed=4, gap=0.5), 16, "separated"),
+        ("random n=64 (min gap 1.5% of max abs eig.)", random_symmetric(64, seed=1, gap=0.5), 8, "separated"),
+        ("random n=128 (min gap 0.8% of max abs eig.)", random_symmetric(128, seed=2, gap=0.5), 8, "separated"),
+        ("random n=512 (min gap 0.2% of max abs eig.)", random_symmetric(512, seed=4, gap=0.5), 16, "separated"),
         ("path P_64, normalized adj.", graph_matrix(path_graph(64)), 8, "dense spectrum"),
         ("cycle C_64 (pairs)", graph_matrix(cycle_graph(64)), 8, "repeated"),
         ("complete K_32 (0 x31)", graph_matrix(complete_graph(32)), 8, "repeated"),
