@@ -1,6 +1,7 @@
 """Eigen backends: one interface, several published solvers."""
 from .base import WHICH, EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
 from .exact import ExactBackend
+from .stable import StableBackend
 from .registry import BACKENDS, resolve_eigen_backend
 
 __all__ = [
@@ -8,6 +9,7 @@ __all__ = [
     "EigenPairs",
     "EigenBackend",
     "ExactBackend",
+    "StableBackend",
     "BACKENDS",
     "resolve_eigen_backend",
     "canonical_signs",

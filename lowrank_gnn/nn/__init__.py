@@ -1,5 +1,6 @@
 """Layers that consume eigenpairs inside PyG models."""
 from .aux_loss import total_aux_loss
 from .conv import LowRankGCNConv, low_rank_propagate
+from .whitening import ZCAWhitening
 
-__all__ = ["LowRankGCNConv", "low_rank_propagate", "total_aux_loss"]
+__all__ = ["LowRankGCNConv", "ZCAWhitening", "low_rank_propagate", "total_aux_loss"]
