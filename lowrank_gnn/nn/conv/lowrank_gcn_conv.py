@@ -1,7 +1,7 @@
 """LowRankGCNConv: GCN propagation through k eigenpairs of the normalized adjacency."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +67,8 @@ class LowRankGCNConv(nn.Module):
 
     Shapes:
         - **input:** node features ``(n, F_in)``, edge indices ``(2, E)`` or a sparse
-          ``(n, n)`` adjacency, edge weights ``(E,)`` *(optional)*
+          ``(n, n)`` adjacency, edge weights ``(E,)`` *(optional)*, precomputed
+          ``eigenpairs`` *(optional, from* :meth:`eigenpairs` *)*
         - **output:** node features ``(n, F_out)``
 
     After each forward, :attr:`aux_loss` holds the backend's auxiliary loss (or ``None``);
@@ -117,8 +118,14 @@ class LowRankGCNConv(nn.Module):
         op = normalized_adjacency(edge_index, edge_weight, num_nodes, add_self_loops=self.add_self_loops)
         return deflate_components(op) if self.deflate_components else op
 
-    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int):
-        """The propagation's ``(EigenPairs, deflated operator or None)`` for this graph."""
+    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int
+                   ) -> Tuple[EigenPairs, Optional[DeflatedOperator]]:
+        """The spectrum this layer propagates with: ``(EigenPairs, deflated operator or None)``.
+
+        Computed by the layer's backend (or taken from the cache with ``cached=True``). Pass
+        the result as ``forward(..., eigenpairs=...)`` to share one computation between
+        layers, or between models, on the same fixed graph.
+        """
         if self.cached and self._cache is not None:
             return self._cache
         if self.cached and edge_weight is not None and edge_weight.requires_grad:
@@ -131,7 +138,9 @@ class LowRankGCNConv(nn.Module):
             self._cache = (pairs, deflated)
         return pairs, deflated
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None,
+                eigenpairs: Optional[Tuple[EigenPairs, Optional[DeflatedOperator]]] = None) -> Tensor:
+        """Shapes: see the class docstring; ``eigenpairs`` as returned by :meth:`eigenpairs`."""
         if x.dim() != 2:
             raise ValueError(f"x must have shape (num_nodes, in_channels) (got shape {tuple(x.shape)})")
         check_same_device("edge_index", edge_index, "x", x)
@@ -145,8 +154,15 @@ class LowRankGCNConv(nn.Module):
                                 f"cast edge_weight with .to({x.dtype})")
         else:
             edge_weight = torch.ones(edge_index.shape[1], dtype=x.dtype, device=x.device)
-        pairs, deflated = self.eigenpairs(edge_index, edge_weight, x.shape[0])
-        self.aux_loss = pairs.aux_loss
+        if eigenpairs is None:
+            eigenpairs = self.eigenpairs(edge_index, edge_weight, x.shape[0])
+            self.aux_loss = eigenpairs[0].aux_loss
+        else:
+            self.aux_loss = None  # precomputed: whoever computed them owns their auxiliary loss
+        pairs, deflated = eigenpairs
+        if pairs.eigenvectors.shape[-2] != x.shape[0] or pairs.eigenvectors.shape[-1] != self.k:
+            raise ValueError(f"eigenpairs has eigenvectors of shape {tuple(pairs.eigenvectors.shape)} but this layer "
+                             f"needs ({x.shape[0]}, {self.k}) (num_nodes, k)")
         h = self.lin(x)
         out = low_rank_propagate(pairs, h, deflated)
         if self.lin_root is not None:
