@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
-from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
+from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index, to_undirected
 
 from ..._validation import check_finite, check_positive_int, check_same_device
 from ...eigen import EigenBackend, EigenPairs, resolve_eigen_backend
@@ -40,6 +40,11 @@ class LowRankGCNConv(nn.Module):
 
     with eigenpairs from any eigen backend (``"exact"``, ``"amortized"``, ``"stable"``, ...).
     With ``k = num_nodes`` (and ``root_weight=False``) it equals ``GCNConv``.
+
+    **Directed input.** Eigenpairs need a symmetric operator, so the layer propagates over
+    the undirected graph ``to_undirected(edge_index, edge_weight, reduce="mean")``: a
+    one-way edge counts in both directions and the weights of the two directions are
+    averaged (with one learnable weight per direction, both receive half the gradient).
 
     **Disconnected graphs.** :math:`\hat A` has eigenvalue 1 once per connected component
     (78 times on Cora, 438 on CiteSeer), with eigenvectors :math:`D^{1/2} 1_C`. A plain
@@ -115,6 +120,10 @@ class LowRankGCNConv(nn.Module):
         self.aux_loss = None
 
     def _operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int):
+        # Symmetric eigensolvers need A_ij == A_ji: merge both directions of every edge
+        # (a one-way edge counts both ways, two weights are averaged). A no-op on
+        # undirected input; keeps per-direction learnable weights usable.
+        edge_index, edge_weight = to_undirected(edge_index, edge_weight, num_nodes, reduce="mean")
         op = normalized_adjacency(edge_index, edge_weight, num_nodes, add_self_loops=self.add_self_loops)
         return deflate_components(op) if self.deflate_components else op
 

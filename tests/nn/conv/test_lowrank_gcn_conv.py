@@ -170,3 +170,30 @@ def test_device_mismatch_is_reported():
         LowRankGCNConv(4, 3, k=3)(x, GRAPH.edge_index)
     with pytest.raises(ValueError, match="edge_weight is on meta but x is on cpu"):
         LowRankGCNConv(4, 3, k=3)(torch.randn(N, 4), GRAPH.edge_index, WEIGHT.float().to("meta"))
+
+
+def test_per_direction_weights_are_averaged_so_learning_them_keeps_working():
+    torch.manual_seed(0)
+    x = torch.randn(N, 4, dtype=torch.float64)
+    conv = LowRankGCNConv(4, 3, k=4).double()
+    # one learnable weight per directed edge, the two directions different
+    weight = (WEIGHT * (1 + 0.5 * torch.rand(WEIGHT.shape, dtype=torch.float64))).requires_grad_()
+    reverse = {(int(i), int(j)): e for e, (i, j) in enumerate(GRAPH.edge_index.t())}
+    mirror = torch.tensor([reverse[(int(j), int(i))] for i, j in GRAPH.edge_index.t()])
+    averaged = ((weight + weight[mirror]) / 2).detach()
+    assert not torch.allclose(weight.detach(), averaged)
+    assert torch.allclose(conv(x, GRAPH.edge_index, weight), conv(x, GRAPH.edge_index, averaged), atol=1e-12)
+    optimizer = torch.optim.SGD([weight], lr=0.5)
+    for _ in range(3):
+        optimizer.zero_grad()
+        conv(x, GRAPH.edge_index, weight).pow(2).sum().backward()
+        assert torch.isfinite(weight.grad).all() and torch.allclose(weight.grad, weight.grad[mirror])
+        optimizer.step()
+
+
+def test_one_way_edges_count_in_both_directions():
+    x = torch.randn(3, 2, dtype=torch.float64)
+    conv = LowRankGCNConv(2, 2, k=3).double()
+    one_way = torch.tensor([[0, 1], [1, 2]])
+    both_ways = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    assert torch.allclose(conv(x, one_way), conv(x, both_ways), atol=1e-12)
