@@ -52,10 +52,21 @@ def seed_data_root(source: Union[str, Path], root: Union[str, Path, None] = None
     return seeded
 
 
-def _offline_hint(name: str, root: Path, files: str) -> str:
-    return (f"could not load {name}: its raw files are not in {root / name / 'raw'} and could not be "
-            f"downloaded. On a machine without internet put {files} there (or run "
-            f"`python -m lowrank_gnn.data seed <folder with {name}/raw/>`), or set {ENV_VAR}")
+PLANETOID_RAW = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+
+
+def _load(make: Callable, name: str, raw_dir: Path, expected: str):
+    """Run a PyG loader; if its raw files were missing and fetching them failed, say where they go."""
+    had_raw = raw_dir.is_dir() and any(raw_dir.iterdir())
+    try:
+        return make()
+    except Exception as error:  # the download's error type depends on the transport (fsspec, urllib)
+        if had_raw:
+            raise
+        raise RuntimeError(f"could not load {name}: its raw files are not in {raw_dir} and downloading them "
+                           f"failed ({type(error).__name__}: {error}). On a machine without internet put "
+                           f"{expected} there (or run `python -m lowrank_gnn.data seed <folder holding "
+                           f"{name}/raw/>`), or point {ENV_VAR} at a data root that has them") from error
 
 
 def load_planetoid(name: str, root: Union[str, Path, None] = None, transform: Optional[Callable] = None):
@@ -71,11 +82,8 @@ def load_planetoid(name: str, root: Union[str, Path, None] = None, transform: Op
     if name not in PLANETOID_NAMES:
         raise ValueError(f"name must be one of {', '.join(map(repr, PLANETOID_NAMES))} (got name={name!r})")
     path = data_root(root)
-    try:
-        return Planetoid(str(path), name, transform=transform)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError
-        raise RuntimeError(_offline_hint(name, path, f"ind.{name.lower()}.{{x,tx,allx,y,ty,ally,graph,test.index}}")) \
-            from error
+    files = ", ".join(f"ind.{name.lower()}.{part}" for part in PLANETOID_RAW)
+    return _load(lambda: Planetoid(str(path), name, transform=transform), name, path / name / "raw", files)
 
 
 def load_tu(name: str, root: Union[str, Path, None] = None, transform: Optional[Callable] = None, **kwargs):
@@ -83,10 +91,47 @@ def load_tu(name: str, root: Union[str, Path, None] = None, transform: Optional[
     from torch_geometric.datasets import TUDataset
 
     path = data_root(root)
+    files = f"{name}_A.txt, {name}_graph_indicator.txt, {name}_graph_labels.txt, ..."
+    return _load(lambda: TUDataset(str(path), name, transform=transform, **kwargs), name, path / name / "raw", files)
+
+
+def load_ogb_node(name: str = "ogbn-arxiv", root: Union[str, Path, None] = None,
+                  transform: Optional[Callable] = None):
+    """OGB's ``PygNodePropPredDataset`` (e.g. ``ogbn-arxiv``) from the data root, non-interactively.
+
+    Two problems of ``ogb`` 1.3.6 are handled here: with torch >= 2.6 its ``torch.load`` of
+    the processed file fails (``weights_only=True`` rejects PyG's classes), so the load runs
+    with PyG's data classes allow-listed; and when the dataset folder exists without OGB's
+    ``RELEASE_v<version>.txt`` (raw files placed by hand) it calls ``input()``, which blocks
+    a non-interactive run, so the marker is written first: a folder in place counts as the
+    current release. Needs the ``[ogb]`` extra. ogbn-arxiv is a *directed* citation graph:
+    symmetrise it (``torch_geometric.utils.to_undirected``) before a symmetric eigensolver.
+    """
     try:
-        return TUDataset(str(path), name, transform=transform, **kwargs)
-    except (OSError, RuntimeError) as error:
-        raise RuntimeError(_offline_hint(name, path, f"{name}_A.txt, {name}_graph_indicator.txt, ...")) from error
+        import pandas as pd
+        from ogb.nodeproppred import PygNodePropPredDataset
+        from ogb.nodeproppred import __file__ as ogb_file
+    except ImportError as error:
+        raise ImportError("load_ogb_node needs the ogb package: pip install 'lowrank_gnn[ogb]'") from error
+    master = pd.read_csv(Path(ogb_file).parent / "master.csv", index_col=0, keep_default_na=False)
+    if name not in master:
+        raise ValueError(f"name must be an OGB node-property dataset such as 'ogbn-arxiv' (got name={name!r})")
+    path = data_root(root)
+    folder = path / name.replace("-", "_")
+    marker = folder / f"RELEASE_v{master[name]['version']}.txt"
+    if folder.is_dir() and not marker.exists():
+        marker.write_text(f"written by lowrank_gnn.data.load_ogb_node: files in {folder} taken as this release\n")
+    expected = "edge.csv.gz, node-feat.csv.gz, node-label.csv.gz, ... (and split/<type>/*.csv.gz beside raw/)"
+    return _load(lambda: _ogb_dataset(PygNodePropPredDataset, name, path, transform), name, folder / "raw", expected)
+
+
+def _ogb_dataset(dataset_class, name: str, path: Path, transform: Optional[Callable]):
+    import torch
+    from torch_geometric.data.data import Data, DataEdgeAttr, DataTensorAttr
+    from torch_geometric.data.storage import GlobalStorage
+
+    with torch.serialization.safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
+        return dataset_class(name, root=str(path), transform=transform)
 
 
 def main(argv: Optional[list] = None) -> None:

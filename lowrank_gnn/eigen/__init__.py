@@ -2,6 +2,7 @@
 from .base import WHICH, EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
 from .exact import ExactBackend
 from .householder import HouseholderOrthogonal, householder_orthonormal, householder_product, householder_vectors
+from .stable import StableBackend
 from .registry import BACKENDS, resolve_eigen_backend
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "EigenPairs",
     "EigenBackend",
     "ExactBackend",
+    "StableBackend",
     "BACKENDS",
     "resolve_eigen_backend",
     "canonical_signs",

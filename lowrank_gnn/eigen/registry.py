@@ -5,10 +5,12 @@ from typing import Dict, Type, Union
 
 from .base import EigenBackend
 from .exact import ExactBackend
+from .stable import StableBackend
 
 #: Name -> backend class. New backends are added here, and only here.
 BACKENDS: Dict[str, Type[EigenBackend]] = {
     "exact": ExactBackend,
+    "stable": StableBackend,
 }
 
 

@@ -1,13 +1,13 @@
 """LowRankGCNConv: GCN propagation through k eigenpairs of the normalized adjacency."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
-from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
+from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index, to_undirected
 
 from ..._validation import check_finite, check_positive_int, check_same_device
 from ...eigen import EigenBackend, EigenPairs, resolve_eigen_backend
@@ -41,6 +41,11 @@ class LowRankGCNConv(nn.Module):
     with eigenpairs from any eigen backend (``"exact"``, ``"amortized"``, ``"stable"``, ...).
     With ``k = num_nodes`` (and ``root_weight=False``) it equals ``GCNConv``.
 
+    **Directed input.** Eigenpairs need a symmetric operator, so the layer propagates over
+    the undirected graph ``to_undirected(edge_index, edge_weight, reduce="mean")``: a
+    one-way edge counts in both directions and the weights of the two directions are
+    averaged (with one learnable weight per direction, both receive half the gradient).
+
     **Disconnected graphs.** :math:`\hat A` has eigenvalue 1 once per connected component
     (78 times on Cora, 438 on CiteSeer), with eigenvectors :math:`D^{1/2} 1_C`. A plain
     top-``k`` solve spends all ``k`` pairs on an arbitrary basis of that block, and
@@ -67,7 +72,8 @@ class LowRankGCNConv(nn.Module):
 
     Shapes:
         - **input:** node features ``(n, F_in)``, edge indices ``(2, E)`` or a sparse
-          ``(n, n)`` adjacency, edge weights ``(E,)`` *(optional)*
+          ``(n, n)`` adjacency, edge weights ``(E,)`` *(optional)*, precomputed
+          ``eigenpairs`` *(optional, from* :meth:`eigenpairs` *)*
         - **output:** node features ``(n, F_out)``
 
     After each forward, :attr:`aux_loss` holds the backend's auxiliary loss (or ``None``);
@@ -114,11 +120,21 @@ class LowRankGCNConv(nn.Module):
         self.aux_loss = None
 
     def _operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int):
+        # Symmetric eigensolvers need A_ij == A_ji: merge both directions of every edge
+        # (a one-way edge counts both ways, two weights are averaged). A no-op on
+        # undirected input; keeps per-direction learnable weights usable.
+        edge_index, edge_weight = to_undirected(edge_index, edge_weight, num_nodes, reduce="mean")
         op = normalized_adjacency(edge_index, edge_weight, num_nodes, add_self_loops=self.add_self_loops)
         return deflate_components(op) if self.deflate_components else op
 
-    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int):
-        """The propagation's ``(EigenPairs, deflated operator or None)`` for this graph."""
+    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int
+                   ) -> Tuple[EigenPairs, Optional[DeflatedOperator]]:
+        """The spectrum this layer propagates with: ``(EigenPairs, deflated operator or None)``.
+
+        Computed by the layer's backend (or taken from the cache with ``cached=True``). Pass
+        the result as ``forward(..., eigenpairs=...)`` to share one computation between
+        layers, or between models, on the same fixed graph.
+        """
         if self.cached and self._cache is not None:
             return self._cache
         if self.cached and edge_weight is not None and edge_weight.requires_grad:
@@ -131,7 +147,9 @@ class LowRankGCNConv(nn.Module):
             self._cache = (pairs, deflated)
         return pairs, deflated
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None,
+                eigenpairs: Optional[Tuple[EigenPairs, Optional[DeflatedOperator]]] = None) -> Tensor:
+        """Shapes: see the class docstring; ``eigenpairs`` as returned by :meth:`eigenpairs`."""
         if x.dim() != 2:
             raise ValueError(f"x must have shape (num_nodes, in_channels) (got shape {tuple(x.shape)})")
         check_same_device("edge_index", edge_index, "x", x)
@@ -145,8 +163,15 @@ class LowRankGCNConv(nn.Module):
                                 f"cast edge_weight with .to({x.dtype})")
         else:
             edge_weight = torch.ones(edge_index.shape[1], dtype=x.dtype, device=x.device)
-        pairs, deflated = self.eigenpairs(edge_index, edge_weight, x.shape[0])
-        self.aux_loss = pairs.aux_loss
+        if eigenpairs is None:
+            eigenpairs = self.eigenpairs(edge_index, edge_weight, x.shape[0])
+            self.aux_loss = eigenpairs[0].aux_loss
+        else:
+            self.aux_loss = None  # precomputed: whoever computed them owns their auxiliary loss
+        pairs, deflated = eigenpairs
+        if pairs.eigenvectors.shape[-2] != x.shape[0] or pairs.eigenvectors.shape[-1] != self.k:
+            raise ValueError(f"eigenpairs has eigenvectors of shape {tuple(pairs.eigenvectors.shape)} but this layer "
+                             f"needs ({x.shape[0]}, {self.k}) (num_nodes, k)")
         h = self.lin(x)
         out = low_rank_propagate(pairs, h, deflated)
         if self.lin_root is not None:

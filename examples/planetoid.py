@@ -1,0 +1,163 @@
+"""Node classification on Planetoid (Cora, CiteSeer) with LowRankGCNConv, next to GCNConv.
+
+Public split, 2 layers, 16 hidden units, dropout 0.5, Adam (lr 0.01, weight decay 5e-4),
+200 epochs; the reported test accuracy is taken at the epoch of best validation accuracy.
+
+    python examples/planetoid.py                          # Cora, k=64, 5 runs
+    python examples/planetoid.py --dataset CiteSeer --k 16 64 256 --model gcn lowrank --runs 10
+
+With several values of --k / --model it prints a table at the end (the README's accuracy-vs-k
+table comes from the command above, per dataset), and --csv writes it to a file.
+Reaches on Cora about 79% test accuracy at k=64 (GCNConv: about 81%).
+"""
+import argparse
+import sys
+import csv
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn import GCNConv
+from torch_geometric.transforms import NormalizeFeatures
+
+from lowrank_gnn.data import load_planetoid
+from lowrank_gnn.nn import LowRankGCNConv, total_aux_loss
+
+
+class Net(torch.nn.Module):
+    def __init__(self, in_channels, hidden, out_channels, model, k, backend, root_weight, deflate, dropout):
+        super().__init__()
+        if model == "gcn":
+            self.conv1 = GCNConv(in_channels, hidden, cached=True)
+            self.conv2 = GCNConv(hidden, out_channels, cached=True)
+        else:
+            options = dict(k=k, backend=backend, root_weight=root_weight, deflate_components=deflate, cached=True)
+            self.conv1 = LowRankGCNConv(in_channels, hidden, **options)
+            self.conv2 = LowRankGCNConv(hidden, out_channels, **options)
+        self.dropout = dropout
+
+    def forward(self, x, edge_index, eigenpairs=None):
+        spectral = {} if eigenpairs is None else {"eigenpairs": eigenpairs}
+        x = F.dropout(x, self.dropout, self.training)
+        x = self.conv1(x, edge_index, **spectral).relu()
+        x = F.dropout(x, self.dropout, self.training)
+        return self.conv2(x, edge_index, **spectral)
+
+
+class EigenTimer:
+    """Accumulates wall time spent inside every eigen backend of a model (forward hooks)."""
+
+    def __init__(self, model):
+        self.seconds, self._start = 0.0, 0.0
+        for module in model.modules():
+            if isinstance(module, LowRankGCNConv):
+                module.backend.register_forward_pre_hook(self._begin)
+                module.backend.register_forward_hook(self._end)
+
+    def _begin(self, *_):
+        self._start = time.perf_counter()
+
+    def _end(self, *_):
+        self.seconds += time.perf_counter() - self._start
+
+
+def shared_eigenpairs(data, args, k):
+    """Eigenpairs of the fixed graph, computed once for both layers and every run.
+
+    Only for backends without learnable state: an amortized basis must train with the
+    model, so there each layer runs its backend at every forward.
+    """
+    probe = LowRankGCNConv(1, 1, k=k, backend=args.backend, deflate_components=not args.no_deflate)
+    if any(True for _ in probe.backend.parameters()):
+        return None, 0.0
+    start = time.perf_counter()
+    eigenpairs = probe.eigenpairs(data.edge_index, None, data.num_nodes)
+    return eigenpairs, time.perf_counter() - start
+
+
+def run(data, num_classes, args, model_name, k, seed, verbose, eigenpairs):
+    torch.manual_seed(seed)
+    model = Net(data.num_features, args.hidden, num_classes, model_name, k, args.backend,
+                args.root_weight, not args.no_deflate, args.dropout)
+    timer = EigenTimer(model)
+    inputs = (data.x, data.edge_index) if eigenpairs is None else (data.x, data.edge_index, eigenpairs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    best_val = test_at_best = 0.0
+    start = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        optimizer.zero_grad()
+        out = model(*inputs)
+        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask]) + total_aux_loss(model)
+        loss.backward()
+        optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            pred = model(*inputs).argmax(-1)
+        accs = [float((pred[m] == data.y[m]).float().mean()) for m in (data.train_mask, data.val_mask, data.test_mask)]
+        if accs[1] >= best_val:
+            best_val, test_at_best = accs[1], accs[2]
+        if verbose and (epoch % args.log_every == 0 or epoch == 1):
+            print(f"  epoch {epoch:3d}  loss {loss.item():.4f}  train {accs[0]:.3f}  val {accs[1]:.3f}  "
+                  f"test {accs[2]:.3f}")
+    elapsed = time.perf_counter() - start
+    return test_at_best, elapsed / args.epochs, timer.seconds
+
+
+def main():
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped to a file
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="Cora", choices=["Cora", "CiteSeer", "PubMed"])
+    parser.add_argument("--model", nargs="+", default=["lowrank"], choices=["lowrank", "gcn"])
+    parser.add_argument("--k", nargs="+", type=int, default=[64], help="eigenpairs per layer (lowrank)")
+    parser.add_argument("--backend", default="exact", help="eigen backend name (default: exact)")
+    parser.add_argument("--root-weight", action="store_true", help="add a self term X Theta_root")
+    parser.add_argument("--no-deflate", action="store_true", help="plain top-k (no exact component block)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--hidden", type=int, default=16)
+    parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--root", default=None, help="data root (default: lowrank_gnn.data.data_root())")
+    parser.add_argument("--csv", default=None, help="write the results table to this CSV file")
+    args = parser.parse_args()
+
+    dataset = load_planetoid(args.dataset, root=args.root, transform=NormalizeFeatures())
+    data = dataset[0]
+    print(f"{args.dataset}: {data.num_nodes} nodes, {data.num_edges} edges, {dataset.num_classes} classes; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    configs = [("gcn", None)] * ("gcn" in args.model) + [("lowrank", k) for k in args.k] * ("lowrank" in args.model)
+    rows = []
+    for model_name, k in configs:
+        label = "GCNConv" if model_name == "gcn" else f"LowRankGCNConv k={k} ({args.backend})"
+        print(f"{label}:")
+        eigenpairs, shared_s = shared_eigenpairs(data, args, k) if model_name == "lowrank" else (None, 0.0)
+        results = [run(data, dataset.num_classes, args, model_name, k, seed, seed == 0, eigenpairs)
+                   for seed in range(args.runs)]
+        accs = [100 * r[0] for r in results]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        epoch_ms = 1e3 * statistics.mean(r[1] for r in results)
+        eigen_s = shared_s + statistics.mean(r[2] for r in results)
+        print(f"Test accuracy: {statistics.mean(accs):.1f} ± {std:.1f} over {args.runs} runs")
+        print(f"Time per epoch: {epoch_ms:.1f} ms; time in the eigen backend: {eigen_s:.2f} s per run"
+              + (" (computed once, shared by both layers and all runs)" if eigenpairs is not None else ""))
+        rows.append({"dataset": args.dataset, "model": label, "k": k or "", "runs": args.runs,
+                     "test_acc_mean": round(statistics.mean(accs), 2), "test_acc_std": round(std, 2),
+                     "epoch_ms": round(epoch_ms, 2), "eigen_s_per_run": round(eigen_s, 3)})
+    if len(rows) > 1:
+        print("\n| model | test accuracy (%) | time per epoch (ms) | eigen time per run (s) |\n|---|---|---|---|")
+        for row in rows:
+            print(f"| {row['model']} | {row['test_acc_mean']:.1f} ± {row['test_acc_std']:.1f} | "
+                  f"{row['epoch_ms']:.1f} | {row['eigen_s_per_run']:.2f} |")
+    if args.csv:
+        with open(args.csv, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

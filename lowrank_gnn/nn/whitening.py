@@ -1,0 +1,125 @@
+r"""ZCA whitening of node features through the stable eigendecomposition."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_finite, check_positive_int
+from ..eigen import StableBackend
+
+
+class ZCAWhitening(nn.Module):
+    r"""Decorrelates node features: :math:`x' = (x - \mu)\, \Sigma^{-1/2}` (ZCA whitening).
+
+    The application of Wang, Dang, Hu, Fua & Salzmann, `Backpropagation-Friendly
+    Eigendecomposition <https://arxiv.org/abs/1906.09023>`_ (NeurIPS 2019), after
+    decorrelated batch normalization (Huang et al., `CVPR 2018
+    <https://arxiv.org/abs/1804.08450>`_):
+
+    .. math::
+        \Sigma = \frac{1}{n} \sum_{v} (x_v - \mu)(x_v - \mu)^T = V \Lambda V^T,
+        \qquad \Sigma^{-1/2} = V (\Lambda + \epsilon I)^{-1/2} V^T,
+
+    with the eigendecomposition from :class:`~lowrank_gnn.eigen.StableBackend`: exact
+    forward, a backward that stays finite when feature covariances have repeated
+    eigenvalues (duplicated, constant or isotropic features), where ``torch.linalg.eigh``
+    returns NaN (within a repeated eigenvalue the gradient is then an approximation: the
+    :math:`f'(\lambda)` term of :math:`f(\lambda) = (\lambda + \epsilon)^{-1/2}` is dropped, see
+    :mod:`lowrank_gnn.eigen.stable`). ZCA (rather than PCA) whitening keeps the output as close as possible to
+    the input, so no feature is rotated away. Statistics are per graph when ``batch`` is
+    given (as :class:`torch_geometric.nn.norm.InstanceNorm`), else over all nodes.
+    Running statistics (the mean of the per-graph means and covariances, updated with
+    ``momentum``) are used in evaluation mode, as in ``BatchNorm``.
+
+    Args:
+        in_channels (int): number of features ``F``.
+        eps (float): added to the eigenvalues before the inverse square root; keeps
+            rank-deficient covariances finite. (default: ``1e-5``)
+        momentum (float): weight of the new batch in the running statistics, in ``[0, 1]``.
+            (default: ``0.1``)
+        track_running_stats (bool): keep running statistics and use them in ``eval()``;
+            otherwise every call uses the statistics of its input. (default: ``True``)
+        backend_kwargs (dict, optional): options of the stable backend (e.g.
+            ``{"method": "power_iteration"}``); ``k`` is ``in_channels``.
+
+    Shapes:
+        - **input:** node features ``(N, F)``, batch vector ``(N,)`` *(optional)*
+        - **output:** node features ``(N, F)``
+
+    Example:
+        >>> norm = ZCAWhitening(16)
+        >>> out = norm(x, batch)   # per-graph whitened features, (N, 16)
+    """
+
+    def __init__(self, in_channels: int, eps: float = 1e-5, momentum: float = 0.1,
+                 track_running_stats: bool = True, backend_kwargs: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a positive number (got eps={eps!r})")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be a number in [0, 1] (got momentum={momentum!r})")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.track_running_stats = track_running_stats
+        self.backend = StableBackend(in_channels, "largest", **{"forward_method": "dense", **(backend_kwargs or {})})
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(in_channels))
+            self.register_buffer("running_cov", torch.eye(in_channels))
+        else:
+            self.running_mean = self.running_cov = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics to zero mean and identity covariance."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_cov.copy_(torch.eye(self.in_channels, dtype=self.running_cov.dtype,
+                                             device=self.running_cov.device))
+
+    def inverse_sqrt(self, cov: Tensor) -> Tensor:
+        r""":math:`V (\Lambda + \epsilon I)^{-1/2} V^T` via the stable backend. Shapes: ``(*, F, F)``."""
+        pairs = self.backend(cov)
+        scale = (pairs.eigenvalues.clamp_min(0) + self.eps).rsqrt()
+        return (pairs.eigenvectors * scale.unsqueeze(-2)) @ pairs.eigenvectors.mT
+
+    def forward(self, x: Tensor, batch: Optional[Tensor] = None, batch_size: Optional[int] = None) -> Tensor:
+        r"""
+        Args:
+            x (Tensor): node features ``(N, F)``.
+            batch (LongTensor, optional): graph index of each node ``(N,)``. (default: one graph)
+            batch_size (int, optional): number of graphs. (default: ``batch.max() + 1``)
+        """
+        if x.dim() != 2 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have shape (num_nodes, in_channels={self.in_channels}) "
+                             f"(got shape {tuple(x.shape)})")
+        check_finite("x", x.detach())
+        if batch is None:
+            batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            batch_size = 1
+        elif batch.shape != (x.shape[0],):
+            raise ValueError(f"batch must have shape (num_nodes,) = ({x.shape[0]},) (got {tuple(batch.shape)})")
+        if batch_size is None:
+            batch_size = int(batch.max()) + 1 if batch.numel() else 1
+
+        if self.training or not self.track_running_stats:
+            count = torch.zeros(batch_size, dtype=x.dtype, device=x.device).index_add_(
+                0, batch, torch.ones_like(x[:, 0])).clamp_min(1)                           # (B,)
+            mean = x.new_zeros(batch_size, self.in_channels).index_add_(0, batch, x) / count[:, None]
+            centered = x - mean[batch]
+            outer = centered.unsqueeze(-1) * centered.unsqueeze(-2)                              # (N, F, F)
+            cov = x.new_zeros(batch_size, self.in_channels, self.in_channels).index_add_(0, batch, outer)
+            cov = cov / count[:, None, None]
+            if self.training and self.track_running_stats:
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean.mean(0).to(self.running_mean.dtype), self.momentum)
+                    self.running_cov.lerp_(cov.mean(0).to(self.running_cov.dtype), self.momentum)
+            whitening = self.inverse_sqrt(cov)                                                   # (B, F, F)
+            return (centered.unsqueeze(-2) @ whitening[batch]).squeeze(-2)
+        mean = self.running_mean.to(x.dtype)
+        return (x - mean) @ self.inverse_sqrt(self.running_cov.to(x.dtype))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.in_channels})"

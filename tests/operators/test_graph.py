@@ -1,0 +1,157 @@
+import pytest
+import torch
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.utils import get_laplacian, to_dense_adj
+
+from lowrank_gnn.operators import (DeflatedOperator, component_eigenvectors, connected_components,
+                                   deflate_components, laplacian, normalized_adjacency)
+from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
+
+
+def dense(edge_index, weight, n):
+    return to_dense_adj(edge_index, edge_attr=weight, max_num_nodes=n)[0]
+
+
+GRAPH = disjoint_union(cycle_graph(5), path_graph(4), complete_graph(3))
+ROW, COL = GRAPH.edge_index
+WEIGHT = 0.5 + ((ROW * COL) % 7 + ROW + COL).float() / 10  # symmetric in (row, col)
+
+
+@pytest.mark.parametrize("add_self_loops", [True, False])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_normalized_adjacency_matches_gcn_norm(add_self_loops, weighted):
+    weight = WEIGHT if weighted else None
+    op = normalized_adjacency(GRAPH.edge_index, weight, GRAPH.num_nodes, add_self_loops=add_self_loops)
+    index, value = gcn_norm(GRAPH.edge_index, weight, GRAPH.num_nodes, add_self_loops=add_self_loops)
+    assert torch.allclose(op.to_dense(), dense(index, value, GRAPH.num_nodes), atol=1e-6)
+    assert op.symmetric and op.shape == (12, 12)
+
+
+@pytest.mark.parametrize("normalization", [None, "sym", "rw"])
+def test_laplacian_matches_get_laplacian(normalization):
+    op = laplacian(GRAPH.edge_index, WEIGHT, GRAPH.num_nodes, normalization=normalization)
+    index, value = get_laplacian(GRAPH.edge_index, WEIGHT, normalization, num_nodes=GRAPH.num_nodes)
+    assert torch.allclose(op.to_dense(), dense(index, value, GRAPH.num_nodes), atol=1e-6)
+    assert op.symmetric == (normalization != "rw")
+
+
+def test_laplacian_spectrum_matches_closed_form():
+    op = laplacian(GRAPH.edge_index, num_nodes=GRAPH.num_nodes, normalization=None)
+    values = torch.linalg.eigvalsh(op.to_dense().double())
+    assert torch.allclose(values, GRAPH.laplacian_eigenvalues, atol=1e-6)
+
+
+def test_isolated_nodes_give_zeros_not_nan():
+    edge_index = torch.tensor([[0, 1], [1, 0]])
+    op = normalized_adjacency(edge_index, num_nodes=4, add_self_loops=False)
+    matrix = op.to_dense()
+    assert torch.isfinite(matrix).all() and matrix[2:].abs().sum() == 0
+    out = op.matmul(torch.ones(4, 3))
+    assert torch.isfinite(out).all() and out[2:].abs().sum() == 0
+
+
+def test_matmul_and_to_dense_agree_and_are_differentiable():
+    weight = WEIGHT.double().requires_grad_()
+    x = torch.randn(GRAPH.num_nodes, 3, dtype=torch.float64, requires_grad=True)
+
+    def via_matmul(w, x):
+        return normalized_adjacency(GRAPH.edge_index, w, GRAPH.num_nodes).matmul(x)
+
+    def via_dense(w, x):
+        return normalized_adjacency(GRAPH.edge_index, w, GRAPH.num_nodes).to_dense() @ x
+
+    assert torch.allclose(via_matmul(weight, x), via_dense(weight, x))
+    assert torch.autograd.gradcheck(via_matmul, (weight, x))
+    vector = torch.randn(GRAPH.num_nodes, dtype=torch.float64)
+    assert torch.allclose(normalized_adjacency(GRAPH.edge_index, weight, GRAPH.num_nodes).matmul(vector),
+                          via_dense(weight, vector.unsqueeze(-1)).squeeze(-1))
+
+
+def test_matmul_gradient_on_directed_pattern_uses_the_transpose():
+    edge_index = torch.tensor([[0, 0, 1], [1, 2, 2]])
+    weight = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda w, x: laplacian(edge_index, w, 3, normalization=None).matmul(x), (weight, x))
+
+
+def test_duplicate_edges_are_summed():
+    edge_index = torch.tensor([[0, 0, 1, 1], [1, 1, 0, 0]])
+    op = laplacian(edge_index, num_nodes=2, normalization=None)
+    assert torch.equal(op.to_dense(), torch.tensor([[2.0, -2.0], [-2.0, 2.0]]))
+
+
+def test_directed_graph_is_not_symmetric():
+    op = normalized_adjacency(torch.tensor([[0, 1], [1, 2]]), num_nodes=3)
+    assert not op.symmetric
+
+
+def test_operator_follows_input_dtype():
+    op = normalized_adjacency(GRAPH.edge_index, WEIGHT.double(), GRAPH.num_nodes)
+    assert op.dtype == torch.float64 and op.to_dense().dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_operator_stays_on_the_input_device():
+    op = normalized_adjacency(GRAPH.edge_index.cuda(), WEIGHT.cuda(), GRAPH.num_nodes)
+    assert op.device.type == "cuda" and op.matmul(torch.ones(12, 2, device="cuda")).device.type == "cuda"
+
+
+def test_components_and_their_eigenvectors():
+    op = normalized_adjacency(GRAPH.edge_index, WEIGHT, GRAPH.num_nodes)
+    count, labels = connected_components(op)
+    assert count == 3 and labels.tolist() == [0] * 5 + [1] * 4 + [2] * 3
+    basis = component_eigenvectors(labels, op.degree)
+    assert torch.allclose(basis.T @ basis, torch.eye(3), atol=1e-6)
+    assert torch.allclose(op.matmul(basis), basis, atol=1e-6)  # eigenvalue 1
+
+
+def test_deflation_removes_exactly_the_eigenvalue_one_block():
+    op = normalized_adjacency(GRAPH.edge_index, WEIGHT.double(), GRAPH.num_nodes)
+    deflated = deflate_components(op)
+    assert isinstance(deflated, DeflatedOperator)
+    full = torch.linalg.eigvalsh(op.to_dense())
+    rest = torch.linalg.eigvalsh(deflated.to_dense())
+    # three eigenvalues 1 become three zeros; the rest of the spectrum is unchanged
+    expected = torch.cat([full[:-3], torch.zeros(3, dtype=torch.float64)]).sort().values
+    assert torch.allclose(rest, expected, atol=1e-10)
+    x = torch.randn(GRAPH.num_nodes, 2, dtype=torch.float64)
+    assert torch.allclose(deflated.matmul(x), deflated.to_dense() @ x)
+    assert torch.allclose(torch.as_tensor(deflated.to_scipy() @ x.numpy()), deflated.to_dense() @ x)
+
+
+def test_deflation_skips_zero_degree_nodes_without_self_loops():
+    op = normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), num_nodes=3, add_self_loops=False)
+    assert deflate_components(op).basis.shape == (3, 1)
+
+
+def test_deflation_needs_a_normalized_adjacency():
+    with pytest.raises(ValueError, match="built by normalized_adjacency"):
+        deflate_components(laplacian(GRAPH.edge_index, num_nodes=GRAPH.num_nodes))
+
+
+@pytest.mark.parametrize("build", [normalized_adjacency, laplacian])
+@pytest.mark.parametrize("edge_index, kwargs, error, match", [
+    (torch.tensor([[0, 5], [5, 0]]), {"num_nodes": 3}, ValueError, r"\[0, num_nodes\) = \[0, 3\)"),
+    (torch.tensor([[0, -1], [1, 0]]), {"num_nodes": 3}, ValueError, "got min -1"),
+    (torch.tensor([0, 1]), {}, ValueError, r"shape \(2, num_edges\)"),
+    (torch.tensor([[0.0, 1.0], [1.0, 0.0]]), {}, TypeError, "integer dtype"),
+    (torch.empty(2, 0, dtype=torch.long), {}, ValueError, "graph is empty"),
+    (torch.tensor([[0, 1], [1, 0]]), {"edge_weight": torch.tensor([1.0, float("nan")])}, ValueError, "NaN or Inf"),
+    (torch.tensor([[0, 1], [1, 0]]), {"edge_weight": torch.tensor([1.0, -1.0])}, ValueError, "non-negative"),
+    (torch.tensor([[0, 1], [1, 0]]), {"edge_weight": torch.tensor([1.0])}, ValueError, r"shape \(num_edges,\)"),
+    (torch.tensor([[0, 1], [1, 0]]), {"edge_weight": torch.tensor([1, 1])}, TypeError, "floating-point"),
+])
+def test_bad_graph_input(build, edge_index, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        build(edge_index, **kwargs)
+
+
+def test_graph_without_edges_is_the_identity_with_self_loops():
+    op = normalized_adjacency(torch.empty(2, 0, dtype=torch.long), num_nodes=3)
+    assert torch.equal(op.to_dense(), torch.eye(3))
+
+
+def test_unknown_laplacian_normalization():
+    with pytest.raises(ValueError, match="normalization must be one of 'sym', 'rw', 'None'"):
+        laplacian(GRAPH.edge_index, normalization="random_walk")

@@ -1,0 +1,60 @@
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from lowrank_gnn import data
+from lowrank_gnn.data import data_root, load_planetoid, seed_data_root
+
+
+def test_data_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    assert data_root() == Path(data.__file__).resolve().parents[1] / "datasets"  # the checkout's datasets/
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
+    assert data_root() == tmp_path / "env"
+    assert data_root(tmp_path / "arg") == tmp_path / "arg"
+
+
+def test_seed_copies_raw_files_only_and_keeps_existing(tmp_path):
+    source = tmp_path / "source"
+    (source / "Toy" / "raw").mkdir(parents=True)
+    (source / "Toy" / "processed").mkdir()
+    (source / "Toy" / "raw" / "a.txt").write_text("new")
+    (source / "Toy" / "processed" / "data.pt").write_text("x")
+    target = tmp_path / "root"
+    (target / "Toy" / "raw").mkdir(parents=True)
+    (target / "Toy" / "raw" / "a.txt").write_text("old")
+    (source / "Toy" / "raw" / "b.txt").write_text("b")
+    assert seed_data_root(source, target) == ["Toy"]
+    assert (target / "Toy" / "raw" / "a.txt").read_text() == "old"
+    assert (target / "Toy" / "raw" / "b.txt").read_text() == "b"
+    assert not (target / "Toy" / "processed").exists()
+    assert seed_data_root(tmp_path / "missing", target) == []
+
+
+def test_seed_command_line(tmp_path, capsys):
+    (tmp_path / "src" / "Toy" / "raw").mkdir(parents=True)
+    (tmp_path / "src" / "Toy" / "raw" / "f").write_text("1")
+    data.main(["seed", str(tmp_path / "src"), "--root", str(tmp_path / "root")])
+    assert "seeded Toy" in capsys.readouterr().out and (tmp_path / "root" / "Toy" / "raw" / "f").exists()
+
+
+def test_load_planetoid_from_the_seeded_root(planetoid_root):
+    dataset = load_planetoid("Cora", root=planetoid_root)
+    graph = dataset[0]
+    assert (graph.num_nodes, graph.num_edges, dataset.num_classes) == (2708, 10556, 7)
+    assert (int(graph.train_mask.sum()), int(graph.val_mask.sum()), int(graph.test_mask.sum())) == (140, 500, 1000)
+
+
+def test_offline_loader_says_where_to_put_the_files(monkeypatch, tmp_path):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr("torch_geometric.datasets.planetoid.fs.cp", no_network)
+    with pytest.raises(RuntimeError, match=r"put ind\.cora\.x, .* there"):
+        load_planetoid("Cora", root=tmp_path)
+
+
+def test_unknown_planetoid_name():
+    with pytest.raises(ValueError, match="name must be one of 'Cora', 'CiteSeer', 'PubMed'"):
+        load_planetoid("Pubmed")
