@@ -73,6 +73,19 @@ def _ut_factors(blocks: Tensor) -> Tensor:
     return S
 
 
+def _block_vector_grad(V: Tensor, X: Tensor, W: Tensor, G: Tensor, Q: Tensor) -> Tensor:
+    """Gradient of one WY block ``Y = X - V W`` (``W = S^{-1} V^T X``) with respect to ``V``.
+
+    ``G`` is the gradient at the block's output and ``Q = S^{-T} V^T G``; the symmetric
+    part of ``Q W^T`` (strict upper part mirrored, diagonal once) is the term contributed by
+    ``S``, whose upper triangle is built from ``V^T V``.
+    """
+    R = Q @ W.mT
+    strict = R.triu(1)
+    sym = strict + strict.mT + torch.diag_embed(R.diagonal(dim1=-2, dim2=-1))
+    return V @ sym - G @ W.mT - X @ Q.mT
+
+
 class _HouseholderProduct(torch.autograd.Function):
     r"""``Y = H(v_1) \cdots H(v_m) X`` applied block by block, with a blocked backward.
 
@@ -125,10 +138,7 @@ class _HouseholderProduct(torch.autograd.Function):
             Vj, Sj, Xj, Wj = blocks[..., j, :, :], factors[..., j, :, :], inputs[j], coefficients[j]
             Q = torch.linalg.solve_triangular(Sj.mT, Vj.mT @ G, upper=False)
             if need_v:
-                R = Q @ Wj.mT
-                strict = R.triu(1)
-                sym = strict + strict.mT + torch.diag_embed(R.diagonal(dim1=-2, dim2=-1))
-                grad_blocks.append(Vj @ sym - G @ Wj.mT - Xj @ Q.mT)
+                grad_blocks.append(_block_vector_grad(Vj, Xj, Wj, G, Q))
             G = G - Vj @ Q
         grad_v = None
         if need_v:
@@ -184,10 +194,7 @@ class _HouseholderOrthonormal(torch.autograd.Function):
             start = j * block_size
             Vt, Sj, Xt, Wt = blocks[..., j, start:, :], factors[..., j, :, :], inputs[j], coefficients[j]
             Q = torch.linalg.solve_triangular(Sj.mT, Vt.mT @ G, upper=False)
-            R = Q @ Wt.mT
-            strict = R.triu(1)
-            sym = strict + strict.mT + torch.diag_embed(R.diagonal(dim1=-2, dim2=-1))
-            grad_blocks[..., j, start:, :] = Vt @ sym - G @ Wt.mT - Xt @ Q.mT
+            grad_blocks[..., j, start:, :] = _block_vector_grad(Vt, Xt, Wt, G, Q)
             if j + 1 < num_blocks:  # block j + 1 needs only the trailing part of block_j^T G
                 G = G[..., block_size:, block_size:] - Vt[..., block_size:, :] @ Q[..., block_size:]
         grad_v = grad_blocks.movedim(-3, -2).flatten(-2)[..., : ctx.k]
