@@ -1,5 +1,6 @@
 """Eigen backends: one interface, several published solvers."""
 from .base import WHICH, EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
+from .batched_dc import BatchedDCBackend, batched_eigh
 from .exact import ExactBackend
 from .registry import BACKENDS, resolve_eigen_backend
 
@@ -8,6 +9,8 @@ __all__ = [
     "EigenPairs",
     "EigenBackend",
     "ExactBackend",
+    "BatchedDCBackend",
+    "batched_eigh",
     "BACKENDS",
     "resolve_eigen_backend",
     "canonical_signs",

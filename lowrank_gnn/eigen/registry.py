@@ -4,11 +4,13 @@ from __future__ import annotations
 from typing import Dict, Type, Union
 
 from .base import EigenBackend
+from .batched_dc import BatchedDCBackend
 from .exact import ExactBackend
 
 #: Name -> backend class. New backends are added here, and only here.
 BACKENDS: Dict[str, Type[EigenBackend]] = {
     "exact": ExactBackend,
+    "batched_dc": BatchedDCBackend,
 }
 
 

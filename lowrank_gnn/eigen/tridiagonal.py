@@ -168,6 +168,11 @@ def merge(values: Tensor, vectors: Tensor, beta: Tensor) -> Tuple[Tensor, Tensor
     rho = rho.abs()
     d, perm = torch.sort(sign.unsqueeze(-1) * values, dim=-1, stable=True)
     z = z.gather(-1, perm)
+    # Scale each subproblem by a power of two (exact) near ||D + rho zz^T||: a subproblem far
+    # below the matrix's scale (graded input) would otherwise overflow 1 / (d_j - lambda)^2.
+    norm = torch.maximum(d.abs().amax(-1), rho)
+    scale = torch.where(norm > 0, torch.ldexp(torch.ones_like(norm), torch.frexp(norm).exponent), torch.ones_like(norm))
+    d, rho = d / scale.unsqueeze(-1), rho / scale
     tol = DEFLATION_TOL * eps * torch.maximum(d.abs().amax(-1), rho)         # (P,)
 
     # Deflation 1: runs of nearly equal poles keep one non-zero z each.
@@ -186,7 +191,7 @@ def merge(values: Tensor, vectors: Tensor, beta: Tensor) -> Tuple[Tensor, Tensor
         basis = torch.where(active.unsqueeze(-2), root_vectors, basis)
     if reflector is not None:
         basis = torch.bmm(reflector, basis)
-    eigenvalues = sign.unsqueeze(-1) * eigenvalues
+    eigenvalues = (sign * scale).unsqueeze(-1) * eigenvalues
     # Undo the sort on the rows, then apply blockdiag(Q_1, Q_2).
     rows = torch.empty_like(basis).scatter_(1, perm.unsqueeze(-1).expand(problems, width, width), basis)
     merged = torch.cat((torch.bmm(first, rows[:, :half]), torch.bmm(second, rows[:, half:])), 1)
@@ -209,15 +214,19 @@ def _deflate_close_poles(z: Tensor, close: Tensor) -> Tuple[Tensor, Tensor]:
     last = torch.cat((~close, true), -1)
     run = starts.long().cumsum(-1) - 1                                       # run id per pole
     run_length = torch.zeros_like(run).scatter_add_(-1, run, torch.ones_like(run)).gather(-1, run)
-    norm = torch.sqrt(torch.zeros_like(z).scatter_add_(-1, run, z.square())).gather(-1, run)
+    # Work with z / max|z_run|, so that squares neither underflow nor overflow.
+    largest = torch.zeros_like(z).scatter_reduce_(-1, run, z.abs(), "amax").gather(-1, run)
+    rotate = (run_length > 1) & (largest > 0)
+    largest = torch.where(rotate, largest, torch.ones_like(largest))
+    scaled = z / largest
+    norm = torch.sqrt(torch.zeros_like(z).scatter_add_(-1, run, scaled.square())).gather(-1, run)   # >= 1
     z_sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-    u = torch.where(last, z + z_sign * norm, z)
-    u_norm2 = torch.zeros_like(z).scatter_add_(-1, run, u.square()).gather(-1, run)
-    rotate = (run_length > 1) & (u_norm2 > 0)
-    scale = torch.where(rotate, 2.0 / torch.where(rotate, u_norm2, torch.ones_like(u_norm2)), torch.zeros_like(u))
+    u = torch.where(last, scaled + z_sign * norm, scaled)
+    u_norm2 = torch.zeros_like(z).scatter_add_(-1, run, u.square()).gather(-1, run)                 # >= 1
+    coefficient = torch.where(rotate, 2.0 / u_norm2, torch.zeros_like(u))
     same_run = run.unsqueeze(-1) == run.unsqueeze(-2)
-    reflector = torch.diag_embed(torch.ones_like(z)) - same_run * (u * scale).unsqueeze(-1) * u.unsqueeze(-2)
-    new_z = torch.where(rotate, torch.where(last, -z_sign * norm, torch.zeros_like(z)), z)
+    reflector = torch.diag_embed(torch.ones_like(z)) - same_run * (u * coefficient).unsqueeze(-1) * u.unsqueeze(-2)
+    new_z = torch.where(rotate, torch.where(last, -z_sign * norm * largest, torch.zeros_like(z)), z)
     return new_z, reflector
 
 
