@@ -69,19 +69,22 @@ def householder_tridiagonalize(a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tenso
     diagonal = a.new_empty(batch, n)
     off = a.new_empty(batch, max(n - 1, 0))
     for k in range(n - 2):
-        x = a[:, k + 1:, k]                                         # (B, m)
+        column = a[:, k + 1:, k]                                    # (B, m)
+        # tau and v are scale invariant: form them from x / max|x|, whose squares cannot
+        # underflow (an inaccurate norm would make H non-orthogonal on graded input).
+        largest = column.abs().amax(-1)
+        reflect = column[:, 1:].abs().amax(-1) > 0
+        x = column / torch.where(reflect, largest, torch.ones_like(largest)).unsqueeze(-1)
         x0 = x[:, 0]
-        tail2 = x[:, 1:].square().sum(-1)
         sign = torch.where(x0 >= 0, 1.0, -1.0).to(a.dtype)
-        alpha = -sign * torch.sqrt(x0.square() + tail2)             # H x = alpha e_1
-        reflect = tail2 > 0
+        alpha = -sign * torch.linalg.vector_norm(x, dim=-1)          # H x = alpha e_1
         safe_alpha = torch.where(reflect, alpha, torch.ones_like(alpha))
         tau = torch.where(reflect, (alpha - x0) / safe_alpha, torch.zeros_like(alpha))
         denominator = torch.where(reflect, x0 - alpha, torch.ones_like(alpha))  # no cancellation
         v = x / denominator.unsqueeze(-1)
         v[:, 0] = 1.0
         diagonal[:, k] = a[:, k, k]
-        off[:, k] = torch.where(reflect, alpha, x0)
+        off[:, k] = torch.where(reflect, alpha * largest, column[:, 0])
         reflectors[:, k + 1:, k] = v
         taus[:, k] = tau
         # Two-sided update of the trailing block: S <- H S H = S - v w^T - w v^T.
