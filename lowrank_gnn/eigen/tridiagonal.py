@@ -11,7 +11,7 @@ Algorithm for EigenDecomposition" (BatchED), with deflation added.
 :math:`\beta = T_{h-1,h}` into
 :math:`T = \operatorname{diag}(T_1 - \beta e_h e_h^\top, T_2 - \beta e_1 e_1^\top)
 + \beta v v^\top`, :math:`v = [e_h; e_1]` (Cuppen 1981). Tearing every coupling at once
-leaves :math:`1 \times 1` leaves :math:`a_i - b_{i-1} - b_i`; the levels are then merged
+leaves :math:`2 \times 2` blocks (solved in closed form); the levels are then merged
 bottom-up, all subproblems of one level (of every matrix) in one step. Sizes that are not
 a power of two are padded with decoupled diagonal entries larger than any eigenvalue
 (Gershgorin), which deflate immediately and are removed at the end.
@@ -134,11 +134,15 @@ def tridiagonal_eigh(diagonal: Tensor, off: Tensor) -> Tuple[Tensor, Tensor]:
     diagonal = torch.cat((diagonal, pad.unsqueeze(-1).expand(batch, size - n)), -1)
     off = torch.cat((off, off.new_zeros(batch, size - 1 - off.shape[-1])), -1)
     zero = diagonal.new_zeros(batch, 1)
-    leaves = diagonal - torch.cat((zero, off), -1) - torch.cat((off, zero), -1)
-
-    values = leaves.reshape(batch * size, 1)
-    vectors = leaves.new_ones(batch * size, 1, 1)
-    half = 1
+    torn = diagonal - torch.cat((zero, off), -1) - torch.cat((off, zero), -1)
+    if size == 1:
+        values, vectors, half = torn.reshape(batch, 1), torn.new_ones(batch, 1, 1), 1
+    else:
+        # Leaves of size 2 keep their inner coupling and are solved in closed form.
+        inner = off[:, 0::2]
+        torn = torn + inner.repeat_interleave(2, -1)
+        values, vectors = _symmetric_2x2(torn[:, 0::2].reshape(-1), inner.reshape(-1), torn[:, 1::2].reshape(-1))
+        half = 2
     while half < size:
         width = 2 * half
         beta = off[:, half - 1::width].reshape(-1)                 # coupling of each merged pair
@@ -149,6 +153,24 @@ def tridiagonal_eigh(diagonal: Tensor, off: Tensor) -> Tuple[Tensor, Tensor]:
     values, order = torch.sort(values, dim=-1, stable=True)
     values, order = values[:, :n], order[:, :n]
     vectors = vectors[:, :n].gather(-1, order.unsqueeze(-2).expand(batch, n, n))
+    return values, vectors
+
+
+def _symmetric_2x2(a: Tensor, b: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Eigenpairs of :math:`[[a, b], [b, c]]` by one Jacobi rotation (Golub and Van Loan, Alg. 8.5.1).
+
+    :math:`\theta = (c - a) / 2b`, :math:`t = \operatorname{sign}(\theta) / (|\theta| +
+    \sqrt{1 + \theta^2})` (the smaller rotation, no cancellation), eigenvalues
+    :math:`a - t b`, :math:`c + t b`. Shapes: ``(P,)`` each -> ``(P, 2)``, ``(P, 2, 2)``.
+    """
+    coupled = b != 0
+    theta = (c - a) / (2 * torch.where(coupled, b, torch.ones_like(b)))
+    t = torch.where(theta >= 0, 1.0, -1.0).to(a.dtype) / (theta.abs() + torch.hypot(torch.ones_like(theta), theta))
+    t = torch.where(coupled, t, torch.zeros_like(t))
+    cos = torch.rsqrt(1 + t * t)
+    sin = t * cos
+    values = torch.stack((a - t * b, c + t * b), -1)
+    vectors = torch.stack((torch.stack((cos, sin), -1), torch.stack((-sin, cos), -1)), -2)
     return values, vectors
 
 
@@ -291,76 +313,89 @@ def solve_secular(d: Tensor, weights: Tensor, active: Tensor, rho: Tensor, lower
        :math:`d_j - \lambda = (d_j - d_{\text{origin}}) - \tau` keeps full relative accuracy
        next to the pole (the roots lie close to the poles).
     2. *Iteration*: a two-pole rational model of :math:`f` fitted to :math:`f, f'` split at
-       the bracketing poles (Li's "middle way", as in LAPACK ``dlaed4``) gives the step; a
-       step that leaves the current bracket, or is not finite, is replaced by bisection, so
-       the iteration cannot diverge. Converged roots are dropped from the active set.
+       the bracketing poles (Li's "middle way", as in LAPACK ``dlaed4``) gives the step,
+       starting from the midpoint evaluation; a step that leaves the current bracket, or is
+       not finite, is replaced by bisection, so the iteration cannot diverge. Converged
+       roots are dropped from the active set.
 
     Shapes: d, weights, active ``(R, m)``, rho, lower, upper ``(R,)`` ->
     tau ``(R,)``, origin index ``(R,)``, with root ``d[r, origin[r]] + tau[r]``.
     """
     count, width = d.shape
-    dtype = d.dtype
-    eps = torch.finfo(dtype).eps
+    eps = torch.finfo(d.dtype).eps
     rows = torch.arange(count, device=d.device)
     is_last = upper >= width
     upper_index = torch.where(is_last, lower, upper)
     d_low = d[rows, lower]
     d_up = d[rows, upper_index]
     inverse_rho = 1.0 / rho
-    total = weights.sum(-1)
+    # Inactive poles move to +inf: their terms w / (d - lambda) vanish without masking.
+    d = torch.where(active, d, torch.full_like(d, float("inf")))
 
-    def terms(shift: Tensor, rel: Tensor, w: Tensor, act: Tensor, left: Tensor):
-        delta = torch.where(act, rel - shift.unsqueeze(-1), torch.ones_like(rel))
-        q = w / delta
-        psi = torch.where(left, q, torch.zeros_like(q))
-        return delta, q, psi.sum(-1), (q - psi).sum(-1)
-
-    left = torch.arange(width, device=d.device).unsqueeze(0) <= lower.unsqueeze(-1)
-    # Step 1: which pole is nearer.
-    gap = torch.where(is_last, rho * total, d_up - d_low)
+    gap = torch.where(is_last, rho * weights.sum(-1), d_up - d_low)
     mid = gap / 2
-    _, _, psi, phi = terms(mid, d - d_low.unsqueeze(-1), weights, active, left)
-    from_lower = is_last | (inverse_rho + psi + phi >= 0)
+    # Evaluate at the middle of the gap, relative to the lower pole.
+    psi, phi, dpsi, dphi = _secular_terms(d - d_low.unsqueeze(-1), weights, mid)
+    f_mid = inverse_rho + psi + phi
+    from_lower = is_last | (f_mid >= 0)
     origin = torch.where(from_lower, lower, upper_index)
     origin_value = torch.where(from_lower, d_low, d_up)
+    rel = d - origin_value.unsqueeze(-1)                                      # exact-ish pole offsets
     lo = torch.where(from_lower, torch.zeros_like(gap), mid - gap)
     hi = torch.where(from_lower, torch.where(is_last, gap, mid), torch.zeros_like(gap))
-    tau = (lo + hi) / 2
-    rel = d - origin_value.unsqueeze(-1)                                      # exact-ish pole offsets
-
-    # Step 2: safeguarded rational iteration on the rows still running.
-    todo = torch.arange(count, device=d.device)
-    work = [rel, weights, active, left, inverse_rho, lower, upper_index, is_last, lo, hi, tau]
+    low_offset = torch.where(from_lower, torch.zeros_like(gap), -gap)         # d_low - origin
+    up_offset = torch.where(from_lower, gap, torch.zeros_like(gap))           # d_up - origin (unused if last)
+    tau = torch.where(from_lower, mid, mid - gap)                             # the midpoint, in the new frame
+    state = (psi, phi, dpsi, dphi)                                             # f and f' at tau
+    result = tau.clone()
+    todo = rows
+    work = (rel, weights, inverse_rho, low_offset, up_offset, is_last, lo, hi)
     for _ in range(SECULAR_MAX_ITER):
-        rel_w, w_w, act_w, left_w, irho_w, low_w, up_w, last_w, lo_w, hi_w, tau_w = work
-        delta, q, psi, phi = terms(tau_w, rel_w, w_w, act_w, left_w)
-        q2 = q / delta
-        dpsi = torch.where(left_w, q2, torch.zeros_like(q2)).sum(-1)
-        dphi = q2.sum(-1) - dpsi
+        rel_w, w_w, irho_w, low_w, up_w, last_w, lo_w, hi_w = work
+        psi, phi, dpsi, dphi = state
         f = irho_w + psi + phi
-        scale = irho_w + phi - psi + tau_w.abs() * (dpsi + dphi)
+        scale = irho_w + phi - psi + tau.abs() * (dpsi + dphi)
         converged = (f.abs() <= SECULAR_TOL * eps * scale) | (hi_w - lo_w <= 2 * eps * torch.maximum(
             lo_w.abs(), hi_w.abs()))
-        lo_w = torch.where(f < 0, tau_w, lo_w)
-        hi_w = torch.where(f < 0, hi_w, tau_w)
-        r = torch.arange(delta.shape[0], device=d.device)
-        delta_low = delta[r, low_w]
-        delta_up = delta[r, up_w]
+        lo_w = torch.where(f < 0, tau, lo_w)
+        hi_w = torch.where(f < 0, hi_w, tau)
+        delta_low = low_w - tau
+        delta_up = up_w - tau
         c = f - delta_low * dpsi - delta_up * dphi
         a = (delta_low + delta_up) * f - delta_low * delta_up * (dpsi + dphi)
         b = delta_low * delta_up * f
         root = torch.sqrt((a * a - 4 * b * c).abs())
         eta = torch.where(a <= 0, (a - root) / (2 * c), 2 * b / (a + root))
-        c_last = f - delta_low * dpsi
-        eta = torch.where(last_w, delta_low + delta_low * delta_low * dpsi / c_last, eta)
-        step = tau_w + eta
-        inside = (step > lo_w) & (step < hi_w) & torch.isfinite(step)
+        # Last root: one pole only, f ~ c + s / (delta_low - eta).
+        eta = torch.where(last_w, delta_low + delta_low * delta_low * dpsi / (f - delta_low * dpsi), eta)
+        step = tau + eta
+        inside = (step > lo_w) & (step < hi_w)                                 # False for NaN
         step = torch.where(inside, step, (lo_w + hi_w) / 2)
-        tau = tau.index_put((todo,), torch.where(converged, tau_w, step))
-        keep = ~converged
-        if not bool(keep.any()):
+        step = torch.where(converged, tau, step)
+        result[todo] = step
+        remaining = int((~converged).sum())
+        if remaining == 0:
             break
-        todo = todo[keep]
-        tau_w = step[keep]
-        work = [t[keep] for t in (rel_w, w_w, act_w, left_w, irho_w, low_w, up_w, last_w, lo_w, hi_w)] + [tau_w]
-    return tau, origin
+        if remaining < 0.75 * converged.numel():                             # compact the active set
+            keep = ~converged
+            todo, step = todo[keep], step[keep]
+            rel_w, w_w, irho_w, low_w, up_w, last_w, lo_w, hi_w = (
+                t[keep] for t in (rel_w, w_w, irho_w, low_w, up_w, last_w, lo_w, hi_w))
+        work = (rel_w, w_w, irho_w, low_w, up_w, last_w, lo_w, hi_w)
+        tau = step
+        state = _secular_terms(rel_w, w_w, tau)
+    return result, origin
+
+
+def _secular_terms(rel: Tensor, weights: Tensor, tau: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""The two halves of :math:`\sum_j w_j/\delta_j` and of its derivative at shift ``tau``.
+
+    :math:`\delta_j = \text{rel}_j - \tau` is negative exactly for the poles at or below the
+    root's lower pole, so the split into :math:`\psi` (below) and :math:`\phi` (above) is a
+    split by sign. Shapes: rel, weights ``(R, m)``, tau ``(R,)`` -> four ``(R,)``.
+    """
+    delta = rel - tau.unsqueeze(-1)
+    q = weights / delta
+    below = q.clamp(max=0)
+    above = q - below
+    return below.sum(-1), above.sum(-1), (below / delta).sum(-1), (above / delta).sum(-1)
