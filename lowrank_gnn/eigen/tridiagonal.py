@@ -48,6 +48,9 @@ SECULAR_TOL = 8.0
 #: every other step, so 2 * (mantissa bits + exponent range) always suffices.
 SECULAR_MAX_ITER = 200
 
+#: Reflectors applied together in the back-transformation (a typical LAPACK block size).
+REFLECTOR_BLOCK = 32
+
 
 # --------------------------------------------------------------------------- tridiagonalisation
 def householder_tridiagonalize(a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -101,16 +104,28 @@ def householder_tridiagonalize(a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tenso
 
 
 def apply_reflectors(reflectors: Tensor, taus: Tensor, x: Tensor) -> Tensor:
-    r""":math:`Q X` for the :math:`Q` of :func:`householder_tridiagonalize`.
+    r""":math:`Q X` for the :math:`Q` of :func:`householder_tridiagonalize`, in blocks.
+
+    Compact WY form (Schreiber and Van Loan 1989; LAPACK ``dlarft``/``dlarfb``): a block of
+    reflectors :math:`H_{k_0} \cdots H_{k_1 - 1} = I - V T V^\top` with :math:`T` upper
+    triangular, :math:`T_{:j, j} = -\tau_j T_{:j,:j} V_{:, :j}^\top v_j`, :math:`T_{jj} = \tau_j`,
+    so each block is applied with three batched matrix products instead of one
+    matrix-vector product per reflector.
 
     Shapes: reflectors ``(B, n, n)``, taus ``(B, n)``, x ``(B, n, r)`` -> ``(B, n, r)``.
     """
     x = x.clone()
-    n = x.shape[-2]
-    for k in range(n - 3, -1, -1):
-        v = reflectors[:, k + 1:, k].unsqueeze(-1)                 # (B, m, 1)
-        block = x[:, k + 1:]
-        x[:, k + 1:] = block - (taus[:, k, None, None] * v) * torch.bmm(v.mT, block)
+    count = max(x.shape[-2] - 2, 0)                                 # reflectors k = 0 .. n-3
+    for start in reversed(range(0, count, REFLECTOR_BLOCK)):
+        stop = min(start + REFLECTOR_BLOCK, count)
+        v = reflectors[:, start + 1:, start:stop]                   # (B, n-start-1, nb)
+        tau = taus[:, start:stop]
+        gram = v.mT @ v
+        t = torch.diag_embed(tau)
+        for j in range(1, stop - start):
+            t[:, :j, j] = -tau[:, j, None] * (t[:, :j, :j] @ gram[:, :j, j, None]).squeeze(-1)
+        block = x[:, start + 1:]
+        x[:, start + 1:] = block - v @ (t @ (v.mT @ block))
     return x
 
 
