@@ -56,10 +56,12 @@ REFLECTOR_BLOCK = 32
 def householder_tridiagonalize(a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Reduce symmetric matrices to tridiagonal form, :math:`A = Q T Q^\top`.
 
-    Unblocked Householder reduction (Golub and Van Loan, Alg. 8.3.1), one column at a time
-    for the whole batch; step ``k`` works on the trailing ``(n-k-1) x (n-k-1)`` block only.
-    :math:`Q = H_0 H_1 \cdots H_{n-3}`, :math:`H_k = I - \tau_k v_k v_k^\top` with
-    ``v_k[k+1] = 1`` and zeros above.
+    Householder reduction (Golub and Van Loan, Alg. 8.3.1) for the whole batch at once, with
+    the trailing updates delayed over panels of ``REFLECTOR_BLOCK`` columns as in LAPACK's
+    ``dsytrd``/``dlatrd``: inside a panel the current matrix is
+    :math:`A - V W^\top - W V^\top` (never formed), and one rank-``2 nb`` product updates
+    the trailing block per panel. :math:`Q = H_0 H_1 \cdots H_{n-3}`,
+    :math:`H_k = I - \tau_k v_k v_k^\top` with ``v_k[k+1] = 1`` and zeros above.
 
     Shapes:
         a ``(B, n, n)`` -> diagonal ``(B, n)``, off-diagonal ``(B, n-1)``,
@@ -71,36 +73,56 @@ def householder_tridiagonalize(a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tenso
     taus = a.new_zeros(batch, n)
     diagonal = a.new_empty(batch, n)
     off = a.new_empty(batch, max(n - 1, 0))
-    for k in range(n - 2):
-        column = a[:, k + 1:, k]                                    # (B, m)
-        # tau and v are scale invariant: form them from x / max|x|, whose squares cannot
-        # underflow (an inaccurate norm would make H non-orthogonal on graded input).
-        largest = column.abs().amax(-1)
-        reflect = column[:, 1:].abs().amax(-1) > 0
-        x = column / torch.where(reflect, largest, torch.ones_like(largest)).unsqueeze(-1)
-        x0 = x[:, 0]
-        sign = torch.where(x0 >= 0, 1.0, -1.0).to(a.dtype)
-        alpha = -sign * torch.linalg.vector_norm(x, dim=-1)          # H x = alpha e_1
-        safe_alpha = torch.where(reflect, alpha, torch.ones_like(alpha))
-        tau = torch.where(reflect, (alpha - x0) / safe_alpha, torch.zeros_like(alpha))
-        denominator = torch.where(reflect, x0 - alpha, torch.ones_like(alpha))  # no cancellation
-        v = x / denominator.unsqueeze(-1)
-        v[:, 0] = 1.0
-        diagonal[:, k] = a[:, k, k]
-        off[:, k] = torch.where(reflect, alpha * largest, column[:, 0])
-        reflectors[:, k + 1:, k] = v
-        taus[:, k] = tau
-        # Two-sided update of the trailing block: S <- H S H = S - v w^T - w v^T.
-        trailing = a[:, k + 1:, k + 1:]
-        p = tau.unsqueeze(-1) * torch.bmm(trailing, v.unsqueeze(-1)).squeeze(-1)
-        w = p - (0.5 * tau * (p * v).sum(-1)).unsqueeze(-1) * v
-        a[:, k + 1:, k + 1:] = torch.baddbmm(trailing, torch.stack((v, w), -1), torch.stack((w, v), -2), alpha=-1)
+    count = max(n - 2, 0)
+    for start in range(0, count, REFLECTOR_BLOCK):
+        stop = min(start + REFLECTOR_BLOCK, count)
+        vs = a.new_zeros(batch, n, stop - start)                    # pending update: A - V W^T - W V^T
+        ws = a.new_zeros(batch, n, stop - start)
+        for j, k in enumerate(range(start, stop)):
+            v_done, w_done = vs[:, k:, :j], ws[:, k:, :j]
+            column = a[:, k:, k] - (v_done @ ws[:, k, :j, None] + w_done @ vs[:, k, :j, None]).squeeze(-1)
+            diagonal[:, k] = column[:, 0]
+            v, tau, alpha = _householder_vector(column[:, 1:])
+            off[:, k] = alpha
+            reflectors[:, k + 1:, k] = v
+            taus[:, k] = tau
+            # p = tau A_current v on the trailing block, then w = p - (tau/2)(p.v) v.
+            v_done, w_done = vs[:, k + 1:, :j], ws[:, k + 1:, :j]
+            product = a[:, k + 1:, k + 1:] @ v.unsqueeze(-1) - v_done @ (w_done.mT @ v.unsqueeze(-1)) \
+                - w_done @ (v_done.mT @ v.unsqueeze(-1))
+            p = tau.unsqueeze(-1) * product.squeeze(-1)
+            vs[:, k + 1:, j] = v
+            ws[:, k + 1:, j] = p - (0.5 * tau * (p * v).sum(-1)).unsqueeze(-1) * v
+        v_tail, w_tail = vs[:, stop:], ws[:, stop:]
+        a[:, stop:, stop:] -= v_tail @ w_tail.mT + w_tail @ v_tail.mT
     if n >= 2:
         diagonal[:, n - 2] = a[:, n - 2, n - 2]
         off[:, n - 2] = a[:, n - 1, n - 2]
     if n >= 1:
         diagonal[:, n - 1] = a[:, n - 1, n - 1]
     return diagonal, off, reflectors, taus
+
+
+def _householder_vector(column: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""``v`` (``v[0] = 1``), ``tau`` and ``alpha`` with :math:`(I - \tau v v^\top) x = \alpha e_1`.
+
+    ``tau`` and ``v`` are scale invariant: they are formed from :math:`x / \max|x|`, whose
+    squares cannot underflow (an inaccurate norm would make the reflector non-orthogonal on
+    graded input). ``tau = 0`` when ``x`` is already a multiple of :math:`e_1`.
+    Shapes: column ``(B, m)`` -> ``(B, m)``, ``(B,)``, ``(B,)``.
+    """
+    largest = column.abs().amax(-1)
+    reflect = column[:, 1:].abs().amax(-1) > 0
+    x = column / torch.where(reflect, largest, torch.ones_like(largest)).unsqueeze(-1)
+    x0 = x[:, 0]
+    sign = torch.where(x0 >= 0, 1.0, -1.0).to(x.dtype)
+    alpha = -sign * torch.linalg.vector_norm(x, dim=-1)
+    safe_alpha = torch.where(reflect, alpha, torch.ones_like(alpha))
+    tau = torch.where(reflect, (alpha - x0) / safe_alpha, torch.zeros_like(alpha))
+    denominator = torch.where(reflect, x0 - alpha, torch.ones_like(alpha))  # no cancellation
+    v = x / denominator.unsqueeze(-1)
+    v[:, 0] = 1.0
+    return v, tau, torch.where(reflect, alpha * largest, column[:, 0])
 
 
 def apply_reflectors(reflectors: Tensor, taus: Tensor, x: Tensor) -> Tensor:
