@@ -130,9 +130,10 @@ def test_methods_agree(method):
     assert_accurate(a, values, vectors, method)
 
 
-def test_auto_method_is_lapack_on_cpu_and_dc_elsewhere():
+def test_auto_method_is_lapack_on_cpu_and_dc_for_small_n_elsewhere():
     assert auto_method(torch.zeros(3, 3)) == "lapack"
-    assert auto_method(torch.zeros(3, 3, device="meta")) == "dc"
+    assert auto_method(torch.zeros(2, 64, 64, device="meta")) == "dc"
+    assert auto_method(torch.zeros(2, 65, 65, device="meta")) == "lapack"
 
 
 # --------------------------------------------------------------------------- gradients
