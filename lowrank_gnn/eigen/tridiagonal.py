@@ -255,7 +255,8 @@ def merge(values: Tensor, vectors: Tensor, beta: Tensor) -> Tuple[Tensor, Tensor
         basis = torch.bmm(reflector, basis)
     eigenvalues = (sign * scale).unsqueeze(-1) * eigenvalues
     # Undo the sort on the rows, then apply blockdiag(Q_1, Q_2).
-    rows = torch.empty_like(basis).scatter_(1, perm.unsqueeze(-1).expand(problems, width, width), basis)
+    inverse = torch.argsort(perm, dim=-1)
+    rows = basis.gather(1, inverse.unsqueeze(-1).expand(problems, width, width))
     merged = torch.cat((torch.bmm(first, rows[:, :half]), torch.bmm(second, rows[:, half:])), 1)
     return eigenvalues, merged
 
@@ -414,10 +415,10 @@ def solve_secular(d: Tensor, weights: Tensor, active: Tensor, rho: Tensor, lower
         if remaining == 0:
             break
         if remaining < 0.75 * converged.numel():                             # compact the active set
-            keep = ~converged
+            keep = (~converged).nonzero().squeeze(-1)
             todo, step = todo[keep], step[keep]
             rel_w, w_w, irho_w, low_w, up_w, last_w, lo_w, hi_w = (
-                t[keep] for t in (rel_w, w_w, irho_w, low_w, up_w, last_w, lo_w, hi_w))
+                t.index_select(0, keep) for t in (rel_w, w_w, irho_w, low_w, up_w, last_w, lo_w, hi_w))
         work = (rel_w, w_w, irho_w, low_w, up_w, last_w, lo_w, hi_w)
         tau = step
         state = _secular_terms(rel_w, w_w, tau)
@@ -431,8 +432,9 @@ def _secular_terms(rel: Tensor, weights: Tensor, tau: Tensor) -> Tuple[Tensor, T
     root's lower pole, so the split into :math:`\psi` (below) and :math:`\phi` (above) is a
     split by sign. Shapes: rel, weights ``(R, m)``, tau ``(R,)`` -> four ``(R,)``.
     """
-    delta = rel - tau.unsqueeze(-1)
-    q = weights / delta
-    below = q.clamp(max=0)
-    above = q - below
-    return below.sum(-1), above.sum(-1), (below / delta).sum(-1), (above / delta).sum(-1)
+    inverse = torch.reciprocal(rel - tau.unsqueeze(-1))
+    q = weights * inverse
+    slope = q * inverse                                                      # w / delta^2 >= 0
+    below = inverse < 0
+    psi, dpsi = torch.where(below, q, 0.0).sum(-1), torch.where(below, slope, 0.0).sum(-1)
+    return psi, q.sum(-1) - psi, dpsi, slope.sum(-1) - dpsi
