@@ -46,9 +46,9 @@ def assert_accurate(matrix, values, vectors, what=""):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_stress_set_matches_lapack(family, dtype):
-    """12 families x 2 dtypes x 5 sizes x 4 matrices = 480 matrices in the default run."""
-    for n in (1, 2, 5, 12, 33):
-        matrix = stress_batch(family, 4, n, dtype, seed=0)
+    """12 families x 2 dtypes x 3 sizes x 7 matrices = 504 matrices in the default run."""
+    for n in (1, 5, 33):
+        matrix = stress_batch(family, 7, n, dtype, seed=0)
         values, vectors = batched_eigh(matrix)
         assert values.dtype == dtype and vectors.dtype == dtype
         assert_accurate(matrix, values, vectors, f"{family}, n={n}, {dtype}")
