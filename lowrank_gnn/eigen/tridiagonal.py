@@ -322,7 +322,7 @@ def _secular_eigenpairs(d: Tensor, z: Tensor, rho: Tensor, active: Tensor) -> Tu
     gap = (d.gather(-1, origin_full).unsqueeze(-1) - d.unsqueeze(-2)) + tau_full.unsqueeze(-1)   # (P, j, i)
     tiny = torch.finfo(d.dtype).tiny
     gap = torch.where(gap == 0, torch.full_like(gap, tiny), gap)
-    pole_gap = d.unsqueeze(-2) - d.unsqueeze(-1)                                                   # (P, j, i): d_j - d_i
+    pole_gap = d.unsqueeze(-2) - d.unsqueeze(-1)            # (P, j, i): d_i - d_j; only |.| is used below
     pair = active.unsqueeze(-1) & active.unsqueeze(-2)
     off_diagonal = pair & ~torch.eye(width, dtype=torch.bool, device=d.device)
     ratio = torch.where(off_diagonal, gap / torch.where(off_diagonal, pole_gap, torch.ones_like(pole_gap)),
