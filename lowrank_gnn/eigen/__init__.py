@@ -1,5 +1,6 @@
 """Eigen backends: one interface, several published solvers."""
 from .base import WHICH, EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
+from .batched_dc import BatchedDCBackend, batched_eigh
 from .exact import ExactBackend
 from .householder import HouseholderOrthogonal, householder_orthonormal, householder_product, householder_vectors
 from .stable import StableBackend
@@ -10,7 +11,12 @@ __all__ = [
     "EigenPairs",
     "EigenBackend",
     "ExactBackend",
+<<<<<<< HEAD
     "StableBackend",
+=======
+    "BatchedDCBackend",
+    "batched_eigh",
+>>>>>>> batched_dc
     "BACKENDS",
     "resolve_eigen_backend",
     "canonical_signs",

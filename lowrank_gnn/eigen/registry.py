@@ -4,13 +4,18 @@ from __future__ import annotations
 from typing import Dict, Type, Union
 
 from .base import EigenBackend
+from .batched_dc import BatchedDCBackend
 from .exact import ExactBackend
 from .stable import StableBackend
 
 #: Name -> backend class. New backends are added here, and only here.
 BACKENDS: Dict[str, Type[EigenBackend]] = {
     "exact": ExactBackend,
+<<<<<<< HEAD
     "stable": StableBackend,
+=======
+    "batched_dc": BatchedDCBackend,
+>>>>>>> batched_dc
 }
 
 
