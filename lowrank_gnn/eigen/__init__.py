@@ -11,12 +11,9 @@ __all__ = [
     "EigenPairs",
     "EigenBackend",
     "ExactBackend",
-<<<<<<< HEAD
     "StableBackend",
-=======
     "BatchedDCBackend",
     "batched_eigh",
->>>>>>> batched_dc
     "BACKENDS",
     "resolve_eigen_backend",
     "canonical_signs",

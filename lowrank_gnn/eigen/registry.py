@@ -11,11 +11,8 @@ from .stable import StableBackend
 #: Name -> backend class. New backends are added here, and only here.
 BACKENDS: Dict[str, Type[EigenBackend]] = {
     "exact": ExactBackend,
-<<<<<<< HEAD
     "stable": StableBackend,
-=======
     "batched_dc": BatchedDCBackend,
->>>>>>> batched_dc
 }
 
 
