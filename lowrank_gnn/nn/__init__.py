@@ -1,5 +1,6 @@
 """Layers that consume eigenpairs inside PyG models."""
 from .aux_loss import total_aux_loss
-from .conv import LowRankGCNConv, low_rank_propagate
+from .conv import LowRankGCNConv, SpectralFilterConv, low_rank_propagate
+from .pool import LatentPCAPool
 
-__all__ = ["LowRankGCNConv", "low_rank_propagate", "total_aux_loss"]
+__all__ = ["LowRankGCNConv", "SpectralFilterConv", "LatentPCAPool", "low_rank_propagate", "total_aux_loss"]
