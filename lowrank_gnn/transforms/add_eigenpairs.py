@@ -131,6 +131,9 @@ class AddEigenpairs(BaseTransform):
         if edge_index is None:
             raise ValueError("AddEigenpairs needs data.edge_index (use an empty (2, 0) tensor for a "
                              "graph without edges)")
+        if not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            shape = tuple(edge_index.shape) if isinstance(edge_index, torch.Tensor) else type(edge_index).__name__
+            raise ValueError(f"data.edge_index must have shape (2, num_edges) (got {shape})")
         n = data.num_nodes
         if n is None or n < 1:
             raise ValueError(f"AddEigenpairs needs a graph with at least one node (got num_nodes={n})")

@@ -133,7 +133,7 @@ class SpectralFilterConv(nn.Module):
         if eigvals.dim() != 2 or eigvals.shape[1] != k:
             raise ValueError(f"eigvals must have shape (num_graphs, k) with k={k} (or (k,) for one graph) "
                              f"(got shape {tuple(eigvals.shape)})")
-        batch, num_graphs = check_batch(batch, n, x, eigvals.shape[0])
+        batch, num_graphs = check_batch(batch, n, x)
         if num_graphs != eigvals.shape[0]:
             raise ValueError(f"eigvals has {eigvals.shape[0]} rows but batch describes {num_graphs} graph(s)")
         if eig_mask is None:
