@@ -2,8 +2,9 @@
 
 Same GIN backbone for every readout (3 GINConv layers with 2-layer MLPs and batch norm,
 32 hidden units), then the readout, then Linear-ReLU-Dropout(0.5)-Linear. Adam (lr 0.01),
-batch size 64, 20 epochs (short, to keep the full run near 20 minutes on 2 busy CPU cores). 10-fold stratified cross-validation with a fixed seed (the same folds and the
-same initial weights for every readout). Two numbers per row:
+batch size 64, 20 epochs (short, to keep the full run affordable on 2 busy CPU cores). 10-fold
+stratified cross-validation with a fixed seed (the same folds and the same initial weights for
+every readout). Two numbers per row:
 
 * "final": test-fold accuracy after the last epoch, mean ± std over folds (no model selection);
 * "GIN protocol": the epoch with the best accuracy averaged over the 10 test folds, as in
