@@ -119,10 +119,12 @@ class BernsteinFilter(SpectralFilter):
 class MLPFilter(SpectralFilter):
     r""":math:`g(\lambda) = W_2\, \tanh(W_1 \tilde\lambda + b_1) + b_2`, a small MLP on eigenvalues.
 
-    The filter family of spectral networks that learn a free-form response (e.g. the
-    eigenvalue MLPs of Specformer, Bo et al., `ICLR 2023 <https://arxiv.org/abs/2303.01028>`_),
-    applied to the rescaled eigenvalue :math:`\tilde\lambda \in [-1, 1]`; ``tanh`` keeps the
-    response smooth in :math:`\lambda`. Output bias initialised to 1 (near all-pass).
+    A free-form learned response, not tied to a polynomial degree: the idea behind spectral
+    networks that learn directly from eigenvalues (Specformer, Bo et al.,
+    `ICLR 2023 <https://arxiv.org/abs/2303.01028>`_, uses a transformer over eigenvalue
+    encodings; this is the small MLP version), applied to the rescaled eigenvalue
+    :math:`\tilde\lambda \in [-1, 1]`; ``tanh`` keeps the response smooth in :math:`\lambda`.
+    Output bias initialised to 1 (near all-pass).
 
     Args:
         hidden (int): hidden units. (default: ``32``)
