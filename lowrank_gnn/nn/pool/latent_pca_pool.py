@@ -22,31 +22,37 @@ class LatentPCAPool(nn.Module):
     For each graph :math:`b` with node embeddings :math:`h_i \in \mathbb{R}^d`, mean
     :math:`\mu_b` and covariance
     :math:`C_b = \frac{1}{n_b}\sum_i (h_i - \mu_b)(h_i - \mu_b)^T`, the top-``k``
-    eigenpairs :math:`(\lambda_j, u_j)` of all :math:`C_b` are computed in one batched call
-    of the eigen backend on the ``(B, d, d)`` stack (PCA as a differentiable layer, in the
-    spirit of the batched eigendecomposition layers of Wang et al., "Backpropagation-friendly
+    eigenvectors :math:`u_j` of all :math:`C_b` are computed in one batched call of the eigen
+    backend on the ``(B, d, d)`` stack (PCA as a differentiable layer, in the spirit of the
+    batched eigendecomposition layers of Wang et al., "Backpropagation-friendly
     eigendecomposition", `NeurIPS 2019 <https://arxiv.org/abs/1906.09023>`_). The nodes are
     projected, :math:`p_{ij} = (h_i - \mu_b)^T u_j`, and the graph is represented by
 
     .. math::
-        r_b = \big[\, \mu_b \;\|\; m_1 |u_1| \;\|\; \cdots \;\|\; m_k |u_k| \,\big]
-        \in \mathbb{R}^{d (k + 1)}, \qquad m_j = \frac{1}{n_b} \sum_i |p_{ij}|,
+        r_b = \big[\, \mu_b \;\|\; s_1 |u_1| \;\|\; \cdots \;\|\; s_k |u_k| \,\big]
+        \in \mathbb{R}^{d (k + 1)}, \qquad s_j = \frac{1}{n_b} \sum_i p_{ij}^2,
 
     the mean (what ``global_mean_pool`` returns) followed by each principal axis, taken
-    elementwise in absolute value and scaled by the mean absolute deviation of the nodes
-    along it. Every term is a mean over nodes, so :math:`r_b` is invariant to the order of
-    the nodes, and every term is unchanged by :math:`u_j \to -u_j`, so it does not depend on
-    the eigenvectors' signs (within an exactly repeated :math:`\lambda_j` the axes are not
-    unique, and neither is :math:`r_b`). Axes beyond a graph's rank (``n_b <= k``) get
-    :math:`m_j = 0`.
+    elementwise in absolute value and scaled by the variance of the nodes along it
+    (:math:`s_j |u_j| = |C_b u_j|`). Every term is a mean over nodes, so :math:`r_b` is
+    invariant to the order of the nodes, and every term is unchanged by
+    :math:`u_j \to -u_j`, so it does not depend on the eigenvectors' signs (within an exactly
+    repeated eigenvalue the axes are not unique, and neither is :math:`r_b`). Axes beyond a
+    graph's rank (``n_b <= k``) get :math:`s_j = 0`.
 
-    **Tie-breaking ridge.** Before the solve, :math:`\rho\, \mathrm{diag}(1, 2, \dots, d)/d`
-    with :math:`\rho = 10^{-4}\, \mathrm{tr}(C_b)/d + \sqrt{\text{tiny}}` is added: a
-    one-node graph or identical embeddings give :math:`C_b = 0`, whose exactly repeated
-    eigenvalues make ``eigh``'s backward :math:`0/0 = \mathrm{NaN}` even where the loss does
-    not depend on the eigenvectors; the ridge makes them distinct and changes eigenvalues by
-    at most :math:`10^{-4}` of the mean variance. Nearly repeated eigenvalues still give
-    large eigenvector gradients with ``"exact"``: the ``"stable"`` backend is meant for that.
+    **Gradients.** The second moment :math:`s_j` (rather than, say, a mean absolute
+    projection) keeps the backward well scaled: ``eigh``'s backward divides by eigenvalue gaps
+    :math:`\lambda_j - \lambda_i`, and the gradient reaching :math:`u_j` is proportional to
+    :math:`s_j \approx \lambda_j`, so the ratio stays bounded for axes with little or no
+    variance. The covariances are formed and solved in float64 (they are only ``d x d``), and
+    :math:`\rho\, \mathrm{diag}(1, 2, \dots, d)/d` with
+    :math:`\rho = 10^{-4}\, \mathrm{tr}(C_b)/d + \sqrt{\text{tiny}}` is added before the
+    solve: a one-node graph, identical embeddings or ``n_b < d`` give exactly repeated
+    eigenvalues, for which ``eigh``'s backward computes :math:`0/0 = \mathrm{NaN}` even where
+    the loss does not depend on those eigenvectors; the ridge makes them distinct (it shifts
+    the axes by about :math:`10^{-4}` of the mean variance over the gap, and :math:`s_j` is
+    measured on the nodes, without it). Genuinely near-repeated leading eigenvalues still give
+    large gradients with ``"exact"``: the ``"stable"`` backend is meant for that.
 
     Args:
         in_channels (int): embedding size :math:`d`.
@@ -101,17 +107,17 @@ class LatentPCAPool(nn.Module):
         count = mask.sum(1, keepdim=True).clamp_min(1).to(x.dtype)          # (B, 1)
         mean = dense.sum(1) / count                                          # (B, d)
         centered = (dense - mean.unsqueeze(1)) * mask.unsqueeze(-1)          # (B, n_max, d)
-        cov = centered.mT @ centered / count.unsqueeze(-1)                   # (B, d, d)
+        wide = centered.to(torch.float64)
+        cov = wide.mT @ wide / count.unsqueeze(-1).to(torch.float64)         # (B, d, d)
         cov = (cov + cov.mT) / 2
         d = self.in_channels
-        rho = TIE_BREAK * cov.diagonal(dim1=-2, dim2=-1).mean(-1) + torch.finfo(x.dtype).tiny ** 0.5  # (B,)
-        ramp = torch.arange(1, d + 1, dtype=x.dtype, device=x.device) / d
-        cov = cov + torch.diag_embed(rho.unsqueeze(-1) * ramp)
-        pairs = self.backend(DenseOperator(cov))
+        rho = TIE_BREAK * cov.diagonal(dim1=-2, dim2=-1).mean(-1) + torch.finfo(torch.float64).tiny ** 0.5
+        ramp = torch.arange(1, d + 1, dtype=torch.float64, device=x.device) / d
+        pairs = self.backend(DenseOperator(cov + torch.diag_embed(rho.unsqueeze(-1) * ramp)))
         self.aux_loss = pairs.aux_loss
-        axes = pairs.eigenvectors                                            # (B, d, k)
-        spread = (centered @ axes).abs().sum(1) / count                      # (B, k)
-        features = spread.unsqueeze(-1) * axes.abs().mT                      # (B, k, d)
+        axes = pairs.eigenvectors.to(x.dtype)                                # (B, d, k)
+        variance = (centered @ axes).pow(2).sum(1) / count                   # (B, k)
+        features = variance.unsqueeze(-1) * axes.abs().mT                    # (B, k, d)
         return torch.cat([mean, features.flatten(1)], dim=-1)
 
     def __repr__(self) -> str:
