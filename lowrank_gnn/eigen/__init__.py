@@ -1,5 +1,7 @@
 """Eigen backends: one interface, several published solvers."""
+from .amortized import ORTHOGONALIZATIONS, AmortizedBackend, AmortizedBasis, qr_orthonormalize
 from .base import WHICH, EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
+from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
 from .exact import ExactBackend
 from .registry import BACKENDS, resolve_eigen_backend
 
@@ -8,6 +10,14 @@ __all__ = [
     "EigenPairs",
     "EigenBackend",
     "ExactBackend",
+    "AmortizedBackend",
+    "AmortizedBasis",
+    "ORTHOGONALIZATIONS",
+    "qr_orthonormalize",
+    "EigenDiagnostics",
+    "operator_frobenius_norm",
+    "relative_residual",
+    "subspace_angle",
     "BACKENDS",
     "resolve_eigen_backend",
     "canonical_signs",

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Dict, Type, Union
 
+from .amortized import AmortizedBackend
 from .base import EigenBackend
 from .exact import ExactBackend
 
 #: Name -> backend class. New backends are added here, and only here.
 BACKENDS: Dict[str, Type[EigenBackend]] = {
     "exact": ExactBackend,
+    "amortized": AmortizedBackend,
 }
 
 
