@@ -59,7 +59,7 @@ def _rank_tolerance(dtype: torch.dtype) -> float:
 
 
 class AmortizedBasis(nn.Module):
-    r"""A learnable basis :math:`W` of shape ``(*batch, n, k)``, sized on first use.
+    r"""A learnable basis :math:`W` of shape ``(*batch, n, k)``, sized on first use (:meth:`reset`).
 
     ``n`` (and the batch shape) are unknown until an operator is seen, so :attr:`weight`
     starts as an :class:`~torch.nn.parameter.UninitializedParameter` and is materialised
@@ -68,14 +68,12 @@ class AmortizedBasis(nn.Module):
     with the checkpoint's shape, so training resumes from the same basis.
 
     Args:
-        k (int): number of columns.
         orthogonalization (str): a key of :data:`ORTHOGONALIZATIONS`. (default: ``"qr"``)
         seed (int): seed of the random initialisation, for reproducible runs. (default: ``0``)
     """
 
-    def __init__(self, k: int, orthogonalization: str = "qr", seed: int = 0) -> None:
+    def __init__(self, orthogonalization: str = "qr", seed: int = 0) -> None:
         super().__init__()
-        self.k = check_positive_int("k", k)
         self.orthogonalization = check_choice("orthogonalization", orthogonalization, ORTHOGONALIZATIONS)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer (got seed={seed!r})")
@@ -162,7 +160,7 @@ class AmortizedBasis(nn.Module):
 
     def extra_repr(self) -> str:
         shape = tuple(self.weight.shape) if self.initialized else "uninitialized"
-        return f"k={self.k}, orthogonalization={self.orthogonalization!r}, weight={shape}"
+        return f"orthogonalization={self.orthogonalization!r}, weight={shape}"
 
 
 #: L-BFGS history for :meth:`AmortizedBackend.fit`: enough curvature pairs for the
@@ -273,7 +271,7 @@ class AmortizedBackend(EigenBackend):
             raise ValueError(f"eta must be a positive number (got eta={eta!r})")
         self.eta = float(eta)
         self.init = check_choice("init", init, self.INITS)
-        self.basis = AmortizedBasis(k, orthogonalization, seed)
+        self.basis = AmortizedBasis(orthogonalization, seed)
         self._diagnostics: Optional[EigenDiagnostics] = None
         self._last: Optional[tuple] = None
         self._previous: Optional[Tensor] = None
@@ -295,7 +293,9 @@ class AmortizedBackend(EigenBackend):
         op = as_operator(op)
         value = None
         if self.init == "exact":
-            value = ExactBackend(self.k, self.which)(op).eigenvectors.detach()
+            # Columns of norm sqrt(n), like the Gaussian start: entries of W are O(1), so an
+            # optimiser's learning rate is a relative step size whatever n is.
+            value = ExactBackend(self.k, self.which)(op).eigenvectors.detach() * op.shape[-1] ** 0.5
         self.basis.reset(self._basis_shape(op), op.dtype, op.device, value)
         self._diagnostics, self._last, self._previous = None, None, None
 
