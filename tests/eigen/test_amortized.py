@@ -40,7 +40,7 @@ def test_converges_from_random_start(which, loss):
 def test_registry_builds_it_with_options():
     backend = resolve_eigen_backend("amortized", k=16, which="smallest", loss="convex", eta=0.5)
     assert isinstance(backend, AmortizedBackend)
-    assert repr(backend).startswith("AmortizedBackend(k=16, which='smallest', loss='convex', eta=0.5")
+    assert "k=16, which='smallest', loss='convex', eta=0.5, init='random', orthogonalization='qr'" in repr(backend)
     assert "qr" in ORTHOGONALIZATIONS
 
 
@@ -133,10 +133,11 @@ def test_rank_deficient_basis_is_repaired_and_converges():
 
 def test_eigen_loss_updates_only_the_basis_and_outputs_reach_both():
     edge_index = path_graph(8).edge_index
-    weight = torch.rand(edge_index.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    weight = (weight + 0.5).requires_grad_()
+    half = torch.rand(edge_index.shape[1] // 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    weight = (half + 0.5).requires_grad_()
     backend = AmortizedBackend(k=2)
-    pairs = backend(normalized_adjacency(edge_index, weight))
+    # reference graphs list every edge forwards, then the same edges backwards
+    pairs = backend(normalized_adjacency(edge_index, torch.cat([weight, weight])))
     aux_weight, aux_basis = torch.autograd.grad(pairs.aux_loss, (weight, backend.basis.weight), allow_unused=True,
                                                 retain_graph=True)
     assert aux_weight is None and aux_basis.abs().sum() > 0
@@ -189,8 +190,8 @@ def test_diagnostics_match_dense_reference_and_track_subspace_motion():
     assert torch.allclose(first.residual, expected, rtol=1e-10)
     backend(matrix)
     assert float(backend.diagnostics.subspace_angle) < 1e-7  # nothing moved
-    backend.fit(matrix, steps=2000, tol=1e-9)
-    assert float(backend.diagnostics.residual) <= 1e-9
+    backend.fit(matrix, steps=2000, tol=1e-6)
+    assert float(backend.diagnostics.residual) <= 1e-6
 
 
 def test_diagnostics_on_graph_operators_use_exact_frobenius_norm():
