@@ -233,10 +233,12 @@ class AmortizedBackend(EigenBackend):
     eigenvectors of that first operator, one exact solve as a warm start). An optimizer
     made before the first forward still trains it (the parameter is materialised in
     place); :meth:`initialize` restarts the basis explicitly. Adam is the recommended
-    optimiser: it normalises the very different gradient scales of :math:`W` and the model.
-    With ``init="random"`` expect a few hundred steps at lr ``1e-2`` before the pairs are
-    useful; with ``init="exact"`` the basis only has to track the operator's drift, and
-    ``eta=1`` (the default) keeps it within ~1e-2 relative residual on Cora-sized graphs.
+    optimiser. ``W`` has O(1) entries (columns of norm :math:`\sqrt{n}`), so its learning
+    rate is a relative step: give the basis its own parameter group, lr ~1e-3 when the
+    operator drifts slowly (learnable edge weights; Cora: eigenvalues tracked to ~1e-4,
+    residual ~1e-3) up to ~5e-2 when it jumps every step (a minibatch covariance). A larger
+    ``eta`` weighs the eigen loss against the task loss's pull on ``W``. From
+    ``init="random"`` expect hundreds of steps before the pairs are useful.
     :meth:`fit` runs the basis to convergence on a fixed operator.
 
     Args:
