@@ -1,6 +1,8 @@
 """Eigen backends: one interface, several published solvers."""
+from .amortized import ORTHOGONALIZATIONS, AmortizedBackend, AmortizedBasis, qr_orthonormalize
 from .base import WHICH, EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
 from .batched_dc import BatchedDCBackend, batched_eigh
+from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
 from .exact import ExactBackend
 from .householder import HouseholderOrthogonal, householder_orthonormal, householder_product, householder_vectors
 from .stable import StableBackend
@@ -14,6 +16,14 @@ __all__ = [
     "StableBackend",
     "BatchedDCBackend",
     "batched_eigh",
+    "AmortizedBackend",
+    "AmortizedBasis",
+    "ORTHOGONALIZATIONS",
+    "qr_orthonormalize",
+    "EigenDiagnostics",
+    "operator_frobenius_norm",
+    "relative_residual",
+    "subspace_angle",
     "BACKENDS",
     "resolve_eigen_backend",
     "canonical_signs",

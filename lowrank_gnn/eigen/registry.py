@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, Type, Union
 
+from .amortized import AmortizedBackend
 from .base import EigenBackend
 from .batched_dc import BatchedDCBackend
 from .exact import ExactBackend
@@ -13,6 +14,7 @@ BACKENDS: Dict[str, Type[EigenBackend]] = {
     "exact": ExactBackend,
     "stable": StableBackend,
     "batched_dc": BatchedDCBackend,
+    "amortized": AmortizedBackend,
 }
 
 

@@ -1,0 +1,419 @@
+r"""The amortized backend: eigenvectors learned alongside the model.
+
+Li, Shi, Zhao & Lin, "Amortized Eigendecomposition for Neural Networks", NeurIPS 2024
+(`paper <https://openreview.net/forum?id=OYOkkqRLvj>`_). An eigendecomposition is itself
+the optimum of a loss over orthonormal bases; inside training it need not be solved at
+every step, only tracked, so a persistent basis :math:`W` is updated by the same
+optimiser step as the model:
+
+.. math::
+    U = \operatorname{orth}(W), \qquad \lambda_i = u_i^T A u_i, \qquad
+    \mathcal{L} = \mathcal{L}_{\text{task}}(U, \lambda) + \eta\, g(A, U).
+
+One step costs a thin QR of :math:`W` and one product :math:`A U`, instead of an
+eigendecomposition.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_choice, check_positive_int
+from .base import EigenBackend, EigenPairs, select_eigenpairs
+from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
+
+
+def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
+    """Thin QR with the signs fixed so that ``diag(R) > 0``: a smooth map ``W -> U``.
+
+    Without the sign fix LAPACK may flip a column between two steps and the amortized
+    basis would not be a continuous function of ``W``.
+
+    Shapes:
+        weight ``(*batch, n, k)``; returns ``U (*batch, n, k)`` and ``diag(R) (*batch, k)``
+        (non-negative).
+    """
+    q, r = torch.linalg.qr(weight)
+    diagonal = torch.diagonal(r, dim1=-2, dim2=-1)
+    sign = torch.where(diagonal < 0, -1.0, 1.0).to(q.dtype).detach()
+    return q * sign.unsqueeze(-2), diagonal * sign
+
+
+#: Orthogonalisation name -> ``weight (*batch, n, k) -> (U, diag(R) >= 0)``. A closed set,
+#: validated at construction; a new method is added here (and only here).
+ORTHOGONALIZATIONS: Dict[str, Callable[[Tensor], Tuple[Tensor, Tensor]]] = {
+    "qr": qr_orthonormalize,
+}
+
+
+def _rank_tolerance(dtype: torch.dtype) -> float:
+    """Relative ``|R_ii|`` below which ``W`` counts as rank deficient.
+
+    sqrt(eps): below it the QR factor has lost half its digits and its backward, which
+    applies ``R^{-1}``, amplifies gradients by more than ``1 / sqrt(eps)``.
+    """
+    return torch.finfo(dtype).eps ** 0.5
+
+
+class AmortizedBasis(nn.Module):
+    r"""A learnable basis :math:`W` of shape ``(*batch, n, k)``, sized on first use (:meth:`reset`).
+
+    ``n`` (and the batch shape) are unknown until an operator is seen, so :attr:`weight`
+    starts as an :class:`~torch.nn.parameter.UninitializedParameter` and is materialised
+    in place by :meth:`reset`: an optimizer created *before* the first forward holds the
+    same object and trains it. Loading a ``state_dict`` into a fresh basis materialises it
+    with the checkpoint's shape, so training resumes from the same basis.
+
+    Args:
+        orthogonalization (str): a key of :data:`ORTHOGONALIZATIONS`. (default: ``"qr"``)
+        seed (int): seed of the random initialisation, for reproducible runs. (default: ``0``)
+    """
+
+    def __init__(self, orthogonalization: str = "qr", seed: int = 0) -> None:
+        super().__init__()
+        self.orthogonalization = check_choice("orthogonalization", orthogonalization, ORTHOGONALIZATIONS)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer (got seed={seed!r})")
+        self.seed = seed
+        self.weight = nn.UninitializedParameter()
+
+    @property
+    def initialized(self) -> bool:
+        return not isinstance(self.weight, nn.UninitializedParameter)
+
+    def reset(self, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device,
+              value: Optional[Tensor] = None) -> None:
+        """(Re)initialise ``W`` with ``shape``: to ``value`` if given, else Gaussian.
+
+        Materialises in place on first use and when the shape is unchanged (optimizers
+        keep working); a *different* shape creates a new parameter, and an optimizer made
+        for the old one must be recreated.
+        """
+        if value is None:
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+            value = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        if not self.initialized:
+            self.weight.materialize(shape, device=device, dtype=dtype)
+        elif self.weight.shape != torch.Size(shape) or self.weight.dtype != dtype or self.weight.device != device:
+            self.weight = nn.Parameter(torch.empty(shape, dtype=dtype, device=device))
+        with torch.no_grad():
+            self.weight.copy_(value)
+
+    def check_matches(self, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device, what: str) -> None:
+        """Raise if ``W`` was sized for a different operator (never reuse a wrong-shaped basis)."""
+        if self.weight.shape != torch.Size(shape):
+            raise ValueError(
+                f"the amortized basis W has shape {tuple(self.weight.shape)} but {what} needs {tuple(shape)}: "
+                f"it was sized for another operator. Use one backend per operator size, or call "
+                f"initialize(op) to start a new basis (and recreate the optimizer)")
+        if self.weight.dtype != dtype or self.weight.device != device:
+            raise ValueError(f"the amortized basis W is {self.weight.dtype} on {self.weight.device} but {what} is "
+                             f"{dtype} on {device}; move the module with .to(...) first")
+
+    def orthonormal(self) -> Tensor:
+        """``U = orth(W)``, differentiable in ``W``; repairs a rank-deficient ``W`` first.
+
+        A column of ``W`` that has become (numerically) dependent on the others has no
+        well-defined direction and an unbounded QR gradient. Such columns are redrawn at
+        random, the basis is re-orthonormalised in place (keeping the span of the healthy
+        columns) and a ``RuntimeWarning`` says so; the solver then converges again.
+
+        Shapes:
+            returns ``(*batch, n, k)``.
+        """
+        if not bool(torch.isfinite(self.weight.detach()).all()):
+            raise ValueError("the amortized basis W contains NaN or Inf, usually after a diverging optimiser "
+                             "step (learning rate too large, or a non-finite loss); lower the learning rate "
+                             "and call initialize(op) to restart the basis")
+        orthogonalize = ORTHOGONALIZATIONS[self.orthogonalization]
+        vectors, diagonal = orthogonalize(self.weight)
+        scale = diagonal.detach().amax(-1, keepdim=True)
+        deficient = diagonal.detach() <= _rank_tolerance(diagonal.dtype) * scale
+        if bool(deficient.any()):
+            self._repair(vectors.detach(), deficient, scale)
+            vectors, _ = orthogonalize(self.weight)
+        return vectors
+
+    @torch.no_grad()
+    def _repair(self, vectors: Tensor, deficient: Tensor, scale: Tensor) -> None:
+        count = int(deficient.sum())
+        warnings.warn(f"the amortized basis W lost rank ({count} dependent column(s)); redrawing them at "
+                      f"random and re-orthonormalising W in place", RuntimeWarning, stacklevel=4)
+        generator = torch.Generator(device=vectors.device).manual_seed(self.seed + 1)
+        fresh = torch.randn(vectors.shape, generator=generator, dtype=vectors.dtype, device=vectors.device)
+        mixed = torch.where(deficient.unsqueeze(-2), fresh, vectors)
+        repaired, _ = qr_orthonormalize(mixed)
+        # Keep the column scale of W, so that the optimiser's step size keeps its meaning.
+        self.weight.copy_(repaired * scale.clamp_min(torch.finfo(scale.dtype).tiny).unsqueeze(-2))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        key = prefix + "weight"
+        if not self.initialized and key in state_dict:
+            incoming = state_dict[key]
+            self.weight.materialize(incoming.shape, device=incoming.device, dtype=incoming.dtype)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        shape = tuple(self.weight.shape) if self.initialized else "uninitialized"
+        return f"orthogonalization={self.orthogonalization!r}, weight={shape}"
+
+
+#: L-BFGS history for :meth:`AmortizedBackend.fit`: enough curvature pairs for the
+#: ill-conditioned rotations between close eigenvalues, negligible memory next to W.
+FIT_HISTORY = 50
+#: Evaluations per L-BFGS call in :meth:`AmortizedBackend.fit`, between convergence checks.
+FIT_CHUNK = 25
+
+
+def brockett_weights(k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    r"""Brockett's :math:`N = \operatorname{diag}(\nu_1 > \dots > \nu_k > 0)`: :math:`\nu_i = (k - i + 1)/k`.
+
+    Equally spaced: the loss separates each pair of neighbours at the same rate.
+    """
+    return torch.arange(k, 0, -1, dtype=dtype, device=device) / k
+
+
+class AmortizedBackend(EigenBackend):
+    r"""Amortized eigendecomposition (Li et al., NeurIPS 2024): eigenvectors as parameters.
+
+    Each forward orthonormalises a persistent basis, :math:`U = \operatorname{QR}(W)` with
+    :math:`\operatorname{diag}(R) > 0`, returns the Rayleigh quotients
+    :math:`\lambda_i = u_i^T A u_i` and the columns :math:`u_i` (in the ``which`` order,
+    canonical signs), and sets ``aux_loss`` :math:`= \eta\, g(A, U)`. The training loss is
+    ``task_loss + aux_loss`` (:func:`~lowrank_gnn.nn.total_aux_loss` collects it), and one
+    optimiser step updates the model and :math:`W` together; at a stationary point of
+    :math:`g`, :math:`U` holds the requested eigenvectors.
+
+    **Eigen losses** (:math:`d_i = u_i^T A u_i / s`, :math:`s = \max_i |u_i^T A u_i|` held
+    constant, so that :math:`g` is dimensionless and :math:`\eta` does not depend on the
+    scale of :math:`A`):
+
+    * ``"brockett"``: :math:`g = -\sum_i \nu_i d_i` with :math:`\nu_1 > \dots > \nu_k > 0`
+      (Brockett's cost :math:`-\operatorname{tr}(U^T A U N)`); its maximisers are the
+      top-:math:`k` eigenvectors, each in its own slot.
+    * ``"convex"``: :math:`g = -\sum_i \exp(d_i)`; for strictly convex increasing
+      :math:`f`, :math:`\sum_i f(u_i^T A u_i) \le \sum_i f(\lambda_i)` with equality only
+      at eigenvectors (majorisation), so it identifies eigenvectors too, unordered.
+    * ``"trace"``: :math:`g = -\sum_i d_i = -\operatorname{tr}(U^T A U)/s` finds the
+      top-:math:`k` *subspace* only; individual pairs then come from a ``k x k``
+      Rayleigh–Ritz step (``eigh`` of :math:`U^T A U`), whose backward contains
+      :math:`1/(\lambda_i - \lambda_j)` and is not finite at repeated eigenvalues.
+
+    **which.** ``"smallest"`` runs the same losses on :math:`-A`. ``"magnitude"`` squares
+    the quotients: ``brockett`` :math:`-\sum_i \nu_i d_i^2`, ``convex``
+    :math:`-\sum_i \exp(d_i^2)`, ``trace`` :math:`-\|A U\|_F^2 / s^2`
+    (:math:`\operatorname{tr}(U^T A^2 U)`, the subspace of :math:`A^2`). Since
+    :math:`(u^T A u)^2 \le \|A u\|^2` with equality only for eigenvectors of :math:`A`, the
+    first two separate :math:`+\lambda` from :math:`-\lambda`, which :math:`A^2` alone
+    cannot.
+
+    **Gradients.** The returned eigenvalues and eigenvectors depend on both :math:`A` and
+    :math:`W`, so the task loss trains the model through the operator and also moves
+    :math:`W`, as in the paper. The eigen loss uses :math:`A` as a constant: it only
+    updates :math:`W` (otherwise it would also reshape the operator to enlarge its own
+    top eigenvalues). Its gradient :math:`2 A u_i\, \partial g/\partial \lambda_i` is
+    obtained from the one product :math:`A U` of the forward (valid because :math:`A` is
+    symmetric), so a step costs a single operator application.
+
+    **What is identifiable.** At an eigenvalue of multiplicity :math:`m > 1` only the
+    :math:`m`-dimensional eigenspace is determined; the losses are flat inside it and the
+    basis stays wherever it converged. If the block is cut by ``k``
+    (:math:`\lambda_k = \lambda_{k+1}`, e.g. eigenvalue 1 once per component of a
+    disconnected graph) the returned columns converge to *some* orthonormal vectors of
+    that eigenspace: eigenvalues and residuals converge, the particular vectors do not.
+    Deflate such blocks when the vectors matter (``LowRankGCNConv`` does).
+
+    **Training.** :math:`W` is materialised on the first forward with the operator's
+    shape, dtype and device (``init="random"``: Gaussian; ``"exact"``: the exact
+    eigenvectors of that first operator, one exact solve as a warm start). An optimizer
+    made before the first forward still trains it (the parameter is materialised in
+    place); :meth:`initialize` restarts the basis explicitly. Adam is the recommended
+    optimiser. ``W`` has O(1) entries (columns of norm :math:`\sqrt{n}`), so its learning
+    rate is a relative step: give the basis its own parameter group, lr ~1e-3 when the
+    operator drifts slowly (learnable edge weights; Cora: eigenvalues tracked to ~1e-4,
+    residual ~1e-3) up to ~5e-2 when it jumps every step (a minibatch covariance). A larger
+    ``eta`` weighs the eigen loss against the task loss's pull on ``W``. From
+    ``init="random"`` expect hundreds of steps before the pairs are useful.
+    :meth:`fit` runs the basis to convergence on a fixed operator.
+
+    Args:
+        k (int): number of eigenpairs.
+        which (str): ``"largest"``, ``"smallest"`` or ``"magnitude"``. (default: ``"largest"``)
+        loss (str): ``"brockett"``, ``"convex"`` or ``"trace"``. (default: ``"brockett"``)
+        eta (float): weight of the eigen loss, > 0. (default: ``1.0``)
+        init (str): ``"random"`` or ``"exact"`` (warm start). (default: ``"random"``)
+        orthogonalization (str): ``W -> U`` map, a key of :data:`ORTHOGONALIZATIONS`.
+            (default: ``"qr"``)
+        seed (int): seed of the random initialisation. (default: ``0``)
+
+    Shapes:
+        operator ``(*batch, n, n)`` (batched: dense only; one basis per batch entry);
+        :attr:`basis.weight` ``(*batch, n, k)``.
+
+    Example:
+        >>> backend = AmortizedBackend(k=4, loss="brockett")
+        >>> backend.fit(A, steps=500)          # or: train it inside the model
+        >>> pairs = backend(A)
+        >>> loss = task_loss(pairs) + pairs.aux_loss
+    """
+
+    LOSSES = ("brockett", "convex", "trace")
+    INITS = ("random", "exact")
+
+    def __init__(self, k: int, which: str = "largest", loss: str = "brockett", eta: float = 1.0,
+                 init: str = "random", orthogonalization: str = "qr", seed: int = 0) -> None:
+        super().__init__(k, which)
+        self.loss = check_choice("loss", loss, self.LOSSES)
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta > 0:
+            raise ValueError(f"eta must be a positive number (got eta={eta!r})")
+        self.eta = float(eta)
+        self.init = check_choice("init", init, self.INITS)
+        self.basis = AmortizedBasis(orthogonalization, seed)
+        self._diagnostics: Optional[EigenDiagnostics] = None
+        self._last: Optional[tuple] = None
+        self._previous: Optional[Tensor] = None
+
+    # -- state ------------------------------------------------------------------------------
+    def _basis_shape(self, op) -> Tuple[int, ...]:
+        return (*op.shape[:-2], op.shape[-1], self.k)
+
+    @torch.no_grad()
+    def initialize(self, op) -> None:
+        """(Re)start the basis for ``op``: Gaussian (``init="random"``) or exact eigenvectors.
+
+        Called automatically on the first forward. Call it yourself to restart, or to size
+        the basis before creating the optimizer. A new shape creates a new parameter.
+        """
+        from ..operators import as_operator
+        from .exact import ExactBackend
+
+        op = as_operator(op)
+        value = None
+        if self.init == "exact":
+            # Columns of norm sqrt(n), like the Gaussian start: entries of W are O(1), so an
+            # optimiser's learning rate is a relative step size whatever n is.
+            value = ExactBackend(self.k, self.which)(op).eigenvectors.detach() * op.shape[-1] ** 0.5
+        self.basis.reset(self._basis_shape(op), op.dtype, op.device, value)
+        self._diagnostics, self._last, self._previous = None, None, None
+
+    # -- the step ---------------------------------------------------------------------------
+    def solve(self, op) -> EigenPairs:
+        if not self.basis.initialized:
+            self.initialize(op)
+        self.basis.check_matches(self._basis_shape(op), op.dtype, op.device, "this operator")
+        vectors = self.basis.orthonormal()                      # (*batch, n, k), depends on W
+        product = op.matmul(vectors)                            # A U: depends on A and W
+        values = (vectors * product).sum(-2)                    # Rayleigh quotients, (*batch, k)
+        aux_loss = self.eta * self._eigen_loss(op, vectors, product.detach(), values.detach())
+        if self.loss == "trace":                                # Rayleigh-Ritz inside the subspace
+            small = vectors.mT @ product
+            values, rotation = torch.linalg.eigh((small + small.mT) / 2)
+            vectors, product = vectors @ rotation, product @ rotation
+        self._record_diagnostics(op, vectors.detach(), product.detach(), values.detach())
+        values, vectors = select_eigenpairs(values, vectors, self.k, self.which)
+        return EigenPairs(values, vectors, aux_loss)
+
+    def _eigen_loss(self, op, vectors: Tensor, product: Tensor, quotients: Tensor) -> Tensor:
+        """``g`` with ``A`` held constant: gradient to ``W`` only (see the class docstring).
+
+        ``live`` has the value of the Rayleigh quotients and, for symmetric constant ``A``,
+        their exact gradient ``d(u_i^T A u_i)/du_i = 2 A u_i`` (``A u_i`` taken from the
+        forward's product, so no second operator application is needed).
+        """
+        scale = operator_frobenius_norm(op).unsqueeze(-1).clamp_min(torch.finfo(quotients.dtype).tiny)
+        live = (2 * (vectors * product).sum(-2) - quotients) / scale
+        if self.which == "smallest":
+            live = -live
+        if self.which == "magnitude":
+            if self.loss == "trace":  # -||A U||^2 / s^2 with gradient -2 A^2 U / s^2
+                with torch.no_grad():
+                    second = op.matmul(product)
+                direction = (vectors * second).sum((-2, -1))
+                return -(product.square().sum((-2, -1)) + 2 * (direction - direction.detach())).div(
+                    scale.squeeze(-1).square()).sum()
+            live = live.square()
+        if self.loss == "brockett":
+            return -(brockett_weights(self.k, live.dtype, live.device) * live).sum()
+        if self.loss == "convex":
+            return -live.exp().sum()
+        return -live.sum()
+
+    def _record_diagnostics(self, op, vectors: Tensor, product: Tensor, values: Tensor) -> None:
+        previous = self._previous
+        self._last = (op, vectors, product, values, previous if previous is not None
+                      and previous.shape == vectors.shape else None)
+        self._diagnostics = None
+        self._previous = vectors
+
+    @property
+    def diagnostics(self) -> Optional[EigenDiagnostics]:
+        """Convergence of the last forward (``None`` before the first): relative residual and
+        subspace angle to the previous forward's eigenvectors. Computed on first access from
+        the last step's ``A U`` (no further operator products except ``||A||_F``), so
+        logging it every step is cheap and not logging it is free.
+        """
+        if self._diagnostics is None and self._last is not None:
+            op, vectors, product, values, previous = self._last
+            residual = relative_residual(product, vectors, values, operator_frobenius_norm(op))
+            angle = None if previous is None else subspace_angle(previous, vectors)
+            self._diagnostics = EigenDiagnostics(residual, angle)
+        return self._diagnostics
+
+    # -- running to convergence -------------------------------------------------------------
+    def fit(self, op, steps: int = 2000, tol: Optional[float] = None) -> EigenDiagnostics:
+        """Run the basis to convergence on a fixed operator, minimising the eigen loss alone.
+
+        On a fixed operator the amortized method is an ordinary iterative eigensolver; this
+        runs it with L-BFGS (strong-Wolfe line search), which reaches a small residual in far
+        fewer evaluations than a first-order optimiser. Use it to warm up a basis before
+        training, in tests, or to check what the method converges to. Only ``W`` moves.
+
+        Args:
+            op: the operator ``(*batch, n, n)``.
+            steps (int): maximum number of loss evaluations. (default: ``2000``)
+            tol (float, optional): stop once the relative residual (:attr:`diagnostics`) is
+                ``<= tol`` for every batch entry. (default: ``sqrt(eps)`` of the dtype, the
+                accuracy to which a residual determines eigenvectors)
+
+        Returns:
+            the :class:`EigenDiagnostics` of the final basis.
+        """
+        from ..operators import as_operator
+
+        op = as_operator(op)
+        steps = check_positive_int("steps", steps)
+        if tol is not None and not tol > 0:
+            raise ValueError(f"tol must be > 0 (got tol={tol!r})")
+        tol = torch.finfo(op.dtype).eps ** 0.5 if tol is None else float(tol)
+        with torch.no_grad():
+            self(op)  # validates op and materialises W
+        optimizer = torch.optim.LBFGS([self.basis.weight], lr=1.0, max_iter=FIT_CHUNK, history_size=FIT_HISTORY,
+                                      line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+        evaluations = 0
+
+        def closure() -> Tensor:
+            nonlocal evaluations
+            evaluations += 1
+            optimizer.zero_grad(set_to_none=True)
+            aux_loss = self(op).aux_loss
+            aux_loss.backward()
+            return aux_loss
+
+        while evaluations < steps and not bool((self.diagnostics.residual <= tol).all()):
+            optimizer.param_groups[0]["max_eval"] = min(FIT_CHUNK, steps - evaluations)
+            optimizer.step(closure)
+            with torch.no_grad():
+                self(op)  # the diagnostics of the accepted iterate, not of a line-search trial
+        return self.diagnostics
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, loss={self.loss!r}, eta={self.eta}, init={self.init!r}, "
+                f"orthogonalization={self.basis.orthogonalization!r}")
+
+
+__all__ = ["AmortizedBackend", "AmortizedBasis", "ORTHOGONALIZATIONS", "qr_orthonormalize", "brockett_weights"]

@@ -1,0 +1,267 @@
+import pytest
+import torch
+
+from lowrank_gnn.eigen import AmortizedBackend, ExactBackend, resolve_eigen_backend, subspace_angle
+from lowrank_gnn.eigen.amortized import ORTHOGONALIZATIONS
+from lowrank_gnn.operators import normalized_adjacency
+from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
+from lowrank_gnn.testing.conformance import EigenBackendConformance, random_symmetric
+
+
+class TestAmortizedConverged(EigenBackendConformance):
+    """The suite on the converged basis: warm-started, then fit() to the tolerance.
+
+    Convergence from a random start is tested separately below (it takes hundreds of
+    L-BFGS evaluations per case, too slow to repeat over the whole suite).
+    """
+
+    backend_name = "amortized"
+    backend_kwargs = {"init": "exact"}
+    tolerances = {torch.float32: 1e-4, torch.float64: 1e-8}
+
+    def solve(self, backend, op):
+        tol = self.tolerances.get(getattr(op, "dtype", None))  # None for bad input: fit() rejects it
+        backend.fit(op, steps=200, tol=None if tol is None else tol / 10)
+        return backend(op)
+
+
+@pytest.mark.parametrize("loss", [
+    "brockett", pytest.param("convex", marks=pytest.mark.slow), pytest.param("trace", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("which", ["largest", "smallest", "magnitude"])
+def test_converges_from_random_start(which, loss):
+    torch.manual_seed(0)
+    matrix = random_symmetric(16, dtype=torch.float64, seed=5, gap=1.0)
+    backend = AmortizedBackend(k=3, which=which, loss=loss, init="random", seed=1)
+    diagnostics = backend.fit(matrix, steps=3000, tol=1e-7)
+    assert float(diagnostics.residual) <= 1e-7
+    assert_eigenpairs_close(backend(matrix), matrix, 3, which, rtol=1e-6)
+
+
+def test_registry_builds_it_with_options():
+    backend = resolve_eigen_backend("amortized", k=16, which="smallest", loss="convex", eta=0.5)
+    assert isinstance(backend, AmortizedBackend)
+    assert "k=16, which='smallest', loss='convex', eta=0.5, init='random', orthogonalization='qr'" in repr(backend)
+    assert "qr" in ORTHOGONALIZATIONS
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"loss": "rayleigh"}, "loss must be one of 'brockett', 'convex', 'trace'"),
+    ({"eta": 0.0}, "eta must be a positive number"),
+    ({"eta": -1}, "eta must be a positive number"),
+    ({"init": "zeros"}, "init must be one of 'random', 'exact'"),
+    ({"orthogonalization": "householder_typo"}, "orthogonalization must be one of 'qr'"),
+    ({"seed": 1.5}, "seed must be an integer"),
+])
+def test_rejects_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AmortizedBackend(k=2, **kwargs)
+
+
+def test_basis_is_sized_lazily_and_optimizer_made_before_first_forward_trains_it():
+    backend = AmortizedBackend(k=2)
+    assert not backend.basis.initialized and "uninitialized" in repr(backend)
+    optimizer = torch.optim.Adam(backend.parameters(), lr=1e-2)
+    matrix = random_symmetric(7, dtype=torch.float32, seed=0)
+    pairs = backend(matrix)
+    assert backend.basis.weight.shape == (7, 2)
+    before = backend.basis.weight.detach().clone()
+    pairs.aux_loss.backward()
+    optimizer.step()
+    assert not torch.equal(before, backend.basis.weight.detach())
+
+
+def test_state_dict_resumes_the_same_basis():
+    matrix = random_symmetric(9, dtype=torch.float64, seed=2)
+    trained = AmortizedBackend(k=3)
+    trained.fit(matrix, steps=20)
+    fresh = AmortizedBackend(k=3, seed=123)
+    fresh.load_state_dict(trained.state_dict())
+    first, second = trained(matrix), fresh(matrix)
+    assert torch.equal(first.eigenvectors, second.eigenvectors)
+    assert torch.equal(first.eigenvalues, second.eigenvalues)
+
+
+def test_operator_size_change_is_a_clear_error_and_initialize_restarts():
+    backend = AmortizedBackend(k=2)
+    backend(random_symmetric(6))
+    with pytest.raises(ValueError, match=r"W has shape \(6, 2\) but this operator needs \(7, 2\)"):
+        backend(random_symmetric(7))
+    with pytest.raises(ValueError, match=r"needs \(2, 6, 2\)"):
+        backend(random_symmetric(6, 2))
+    backend.initialize(random_symmetric(7))
+    assert backend(random_symmetric(7)).eigenvectors.shape == (7, 2)
+
+
+def test_k_larger_than_n_is_rejected_before_sizing_the_basis():
+    backend = AmortizedBackend(k=5)
+    with pytest.raises(ValueError, match=r"k must satisfy 1 <= k <= n=4 \(got k=5\)"):
+        backend(random_symmetric(4))
+    assert not backend.basis.initialized
+
+
+def test_nan_in_operator_is_rejected():
+    matrix = random_symmetric(5)
+    matrix[1, 2] = matrix[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        AmortizedBackend(k=2)(matrix)
+
+
+def test_nan_in_basis_is_a_clear_error():
+    backend = AmortizedBackend(k=2)
+    matrix = random_symmetric(5)
+    backend(matrix)
+    with torch.no_grad():
+        backend.basis.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="W contains NaN or Inf.*initialize"):
+        backend(matrix)
+
+
+def test_rank_deficient_basis_is_repaired_and_converges():
+    matrix = random_symmetric(10, dtype=torch.float64, seed=3, gap=1.0)
+    backend = AmortizedBackend(k=3)
+    backend(matrix)
+    with torch.no_grad():
+        backend.basis.weight[:, 2] = 2 * backend.basis.weight[:, 0]  # dependent column: QR breaks down
+    with pytest.warns(RuntimeWarning, match="lost rank"):
+        pairs = backend(matrix)
+    vectors = pairs.eigenvectors.detach()
+    assert torch.allclose(vectors.T @ vectors, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    assert bool(torch.isfinite(torch.autograd.grad(pairs.aux_loss, backend.basis.weight)[0]).all())
+    backend.fit(matrix, steps=3000, tol=1e-8)
+    assert_eigenpairs_close(backend(matrix), matrix, 3, "largest", rtol=1e-7)
+
+
+def test_eigen_loss_updates_only_the_basis_and_outputs_reach_both():
+    edge_index = path_graph(8).edge_index
+    half = torch.rand(edge_index.shape[1] // 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    weight = (half + 0.5).requires_grad_()
+    backend = AmortizedBackend(k=2)
+    # reference graphs list every edge forwards, then the same edges backwards
+    pairs = backend(normalized_adjacency(edge_index, torch.cat([weight, weight])))
+    aux_weight, aux_basis = torch.autograd.grad(pairs.aux_loss, (weight, backend.basis.weight), allow_unused=True,
+                                                retain_graph=True)
+    assert aux_weight is None and aux_basis.abs().sum() > 0
+    out = (pairs.eigenvectors * pairs.eigenvalues).square().sum()
+    out_weight, out_basis = torch.autograd.grad(out, (weight, backend.basis.weight))
+    assert out_weight.abs().sum() > 0 and out_basis.abs().sum() > 0
+
+
+def test_eigen_loss_gradient_equals_autograd_with_constant_operator():
+    """The one-product surrogate gives the same gradient as differentiating g(A_const, U) directly."""
+    matrix = random_symmetric(8, dtype=torch.float64, seed=6)
+    for which in ("largest", "smallest", "magnitude"):
+        for loss in AmortizedBackend.LOSSES:
+            backend = AmortizedBackend(k=3, which=which, loss=loss, eta=0.7)
+            grad = torch.autograd.grad(backend(matrix).aux_loss, backend.basis.weight)[0]
+            vectors = backend.basis.orthonormal()
+            quotients = (vectors * (matrix @ vectors)).sum(-2) / torch.linalg.matrix_norm(matrix)
+            x = -quotients if which == "smallest" else quotients
+            if which == "magnitude" and loss == "trace":
+                direct = -(matrix @ vectors).square().sum() / torch.linalg.matrix_norm(matrix) ** 2
+            else:
+                x = x.square() if which == "magnitude" else x
+                nu = torch.arange(3, 0, -1, dtype=torch.float64) / 3
+                direct = -{"brockett": (nu * x).sum(), "convex": x.exp().sum(), "trace": x.sum()}[loss]
+            expected = torch.autograd.grad(0.7 * direct, backend.basis.weight)[0]
+            assert torch.allclose(grad, expected, atol=1e-12), (which, loss)
+
+
+def test_gradcheck_of_gauge_invariant_output_in_the_operator():
+    matrix = random_symmetric(6, dtype=torch.float64, seed=7)
+    backend = AmortizedBackend(k=2)
+    backend.fit(matrix, steps=500, tol=1e-10)
+
+    def projector(a):
+        pairs = backend((a + a.T) / 2)
+        return pairs.eigenvectors @ torch.diag(pairs.eigenvalues) @ pairs.eigenvectors.T
+
+    assert torch.autograd.gradcheck(projector, (matrix.clone().requires_grad_(),))
+
+
+def test_diagnostics_match_dense_reference_and_track_subspace_motion():
+    matrix = random_symmetric(12, dtype=torch.float64, seed=8)
+    backend = AmortizedBackend(k=3)
+    assert backend.diagnostics is None
+    pairs = backend(matrix)
+    first = backend.diagnostics
+    assert first.subspace_angle is None
+    vectors, values = pairs.eigenvectors.detach(), pairs.eigenvalues.detach()
+    expected = torch.linalg.matrix_norm(matrix @ vectors - vectors * values) / torch.linalg.matrix_norm(matrix)
+    assert torch.allclose(first.residual, expected, rtol=1e-10)
+    backend(matrix)
+    assert float(backend.diagnostics.subspace_angle) < 1e-7  # nothing moved
+    backend.fit(matrix, steps=2000, tol=1e-6)
+    assert float(backend.diagnostics.residual) <= 1e-6
+
+
+def test_diagnostics_on_graph_operators_use_exact_frobenius_norm():
+    from lowrank_gnn.eigen import operator_frobenius_norm
+    from lowrank_gnn.operators import deflate_components
+
+    graph = disjoint_union(cycle_graph(5), path_graph(4))
+    op = normalized_adjacency(graph.edge_index, num_nodes=graph.num_nodes)
+    assert torch.allclose(operator_frobenius_norm(op), torch.linalg.matrix_norm(op.to_dense()))
+    deflated = deflate_components(op)
+    assert torch.allclose(operator_frobenius_norm(deflated), torch.linalg.matrix_norm(deflated.to_dense()), atol=1e-6)
+
+
+def test_subspace_angle_resolves_small_rotations():
+    q, _ = torch.linalg.qr(torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    angle = 1e-6
+    rotated = q.clone()
+    rotated[:, 0] = q[:, 0] * torch.cos(torch.tensor(angle, dtype=torch.float64))
+    orth = torch.linalg.qr(torch.cat([q, torch.randn(20, 1, dtype=torch.float64)], 1))[0][:, 3]
+    rotated[:, 0] += orth * torch.sin(torch.tensor(angle, dtype=torch.float64))
+    assert abs(float(subspace_angle(q, rotated)) - angle) < 1e-12
+    assert float(subspace_angle(q, q @ torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0])) < 1e-12
+
+
+def test_repeated_eigenvalue_cut_by_k_converges_as_a_subspace():
+    """lambda_k = lambda_{k+1}: the span of the top block converges, the vectors inside it need not."""
+    graph = disjoint_union(cycle_graph(6), path_graph(5), complete_graph(4))  # eigenvalue 1, three times
+    op = normalized_adjacency(graph.edge_index, torch.ones(graph.edge_index.shape[1], dtype=torch.float64),
+                              graph.num_nodes)
+    backend = AmortizedBackend(k=2, init="random")
+    backend.fit(op, steps=3000, tol=1e-9)
+    pairs = backend(op)
+    assert torch.allclose(pairs.eigenvalues.detach(), torch.ones(2, dtype=torch.float64), atol=1e-9)
+    assert_eigenpairs_close(pairs, op.to_dense(), 2, "largest", rtol=1e-8)
+    # the k vectors lie in the 3-dimensional eigenspace of eigenvalue 1
+    top = ExactBackend(k=3, method="dense")(op).eigenvectors
+    vectors = pairs.eigenvectors.detach()
+    assert float(torch.linalg.matrix_norm(vectors - top @ (top.T @ vectors))) < 1e-8
+
+
+def test_batched_operator_has_one_basis_per_entry():
+    batch = random_symmetric(8, 3, dtype=torch.float64, seed=9, gap=1.0)
+    backend = AmortizedBackend(k=2)
+    backend.fit(batch, steps=3000, tol=1e-8)
+    assert backend.basis.weight.shape == (3, 8, 2)
+    assert_eigenpairs_close(backend(batch), batch, 2, "largest", rtol=1e-7)
+
+
+def test_tracks_a_drifting_operator_inside_training():
+    """The amortized regime: Adam on task + eigen loss, operator changing every step."""
+    torch.manual_seed(0)
+    base = random_symmetric(30, dtype=torch.float64, seed=10, gap=0.5)
+    drift = random_symmetric(30, dtype=torch.float64, seed=11) * 0.01
+    backend = AmortizedBackend(k=4, init="exact")
+    backend.initialize(base)
+    optimizer = torch.optim.Adam(backend.parameters(), lr=2e-3)
+    for step in range(150):
+        matrix = base + drift * step / 150
+        optimizer.zero_grad()
+        pairs = backend(matrix)
+        pairs.aux_loss.backward()
+        optimizer.step()
+    reference = torch.linalg.eigvalsh(matrix).flip(0)[:4]
+    assert float((pairs.eigenvalues.detach() - reference).abs().max()) < 1e-3 * float(reference.abs().max())
+    assert float(backend.diagnostics.residual) < 1e-2
+
+
+def test_fit_rejects_bad_arguments():
+    backend = AmortizedBackend(k=2)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        backend.fit(random_symmetric(5), steps=0)
+    with pytest.raises(ValueError, match="tol must be > 0"):
+        backend.fit(random_symmetric(5), tol=-1.0)
