@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowrank_gnn.data import load_planetoid
-from lowrank_gnn.eigen import AmortizedBackend, EigenBackend, EigenPairs, ExactBackend, canonical_signs
+from lowrank_gnn.eigen import AmortizedBackend, EigenBackend, EigenPairs, ExactBackend
 from lowrank_gnn.nn import LowRankGCNConv, NuclearNormRegularizer, total_aux_loss
 from lowrank_gnn.operators import deflate_components, normalized_adjacency
 
@@ -108,49 +108,6 @@ class DetachedSolve(EigenBackend):
         return EigenPairs(pairs.eigenvalues.detach(), pairs.eigenvectors.detach())
 
 
-class _PartialEigh(torch.autograd.Function):
-    """Dense eigh keeping ``k`` pairs, with the backward of the kept pairs only.
-
-    ``torch.linalg.eigh``'s backward divides by every ``lambda_i - lambda_j``, including
-    pairs of *discarded* eigenvalues, and so returns NaN whenever the discarded part of the
-    spectrum has a repeated eigenvalue (deflated graph operators have hundreds of exact 0s).
-    First-order perturbation theory for a kept pair i (Magnus 1985):
-    ``d lambda_i = u_i^T dA u_i``, ``d u_i = sum_{j != i} u_j u_j^T dA u_i / (lambda_i - lambda_j)``,
-    so ``grad_A = U_k diag(g_lambda) U_k^T + sym(U C U_k^T)`` with
-    ``C_ji = u_j^T g_{u_i} / (lambda_i - lambda_j)`` (0 for j = i), which only divides by gaps
-    to the kept eigenvalues.
-    """
-
-    @staticmethod
-    def forward(ctx, matrix: Tensor, k: int):
-        values, vectors = torch.linalg.eigh(matrix)
-        order = torch.argsort(values, descending=True)
-        values, vectors = values[order], vectors[:, order]
-        ctx.save_for_backward(values, vectors)
-        ctx.k = k
-        return values[:k], vectors[:, :k]
-
-    @staticmethod
-    def backward(ctx, grad_values, grad_vectors):
-        values, vectors = ctx.saved_tensors
-        kept_values, kept = values[:ctx.k], vectors[:, :ctx.k]
-        grad = (kept * grad_values) @ kept.T
-        gaps = kept_values.unsqueeze(0) - values.unsqueeze(1)  # (n, k): lambda_i - lambda_j
-        gaps = torch.where(gaps == 0, torch.inf, gaps)         # j = i (and exact ties): no term
-        coupling = (vectors.T @ grad_vectors) / gaps
-        half = vectors @ coupling @ kept.T
-        return grad + (half + half.T) / 2, None
-
-
-class PartialEighBackend(EigenBackend):
-    """Exact dense baseline: full eigh every step, partial backward (see :class:`_PartialEigh`)."""
-
-    def solve(self, op) -> EigenPairs:
-        matrix = op.to_dense()
-        values, vectors = _PartialEigh.apply((matrix + matrix.mT) / 2, self.k)
-        return EigenPairs(values, canonical_signs(vectors))
-
-
 # --------------------------------------------------------------------------- GCN rows
 def synthetic_pubmed(seed: int = 0):
     """A stochastic-block-model graph with PubMed's size: 19717 nodes, 44324 undirected edges,
@@ -209,7 +166,7 @@ def gcn_row(name: str, data, epochs: int, timing_steps: int, k: int, exact_metho
     def make(kind: str):
         torch.manual_seed(0)
         backend = {"frozen": lambda: FrozenBackend(first),
-                   "exact": lambda: PartialEighBackend(k) if exact_method == "dense"
+                   "exact": lambda: ExactBackend(k, method="dense") if exact_method == "dense"
                    else DetachedSolve(ExactBackend(k, method="sparse")),
                    "amortized": lambda: AmortizedBackend(k, loss="brockett", eta=1.0, init="exact")}[kind]()
         model = EdgeWeightedLowRankGCN(data, 16, classes, k, backend)

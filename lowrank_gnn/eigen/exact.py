@@ -7,8 +7,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from torch.autograd.function import once_differentiable
+
 from .._validation import check_choice, check_positive_int
-from .base import EigenBackend, EigenPairs, select_eigenpairs
+from .base import EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
 
 #: ``which`` -> ARPACK's ``which`` for ``scipy.sparse.linalg.eigsh``.
 ARPACK_WHICH = {"largest": "LA", "smallest": "SA", "magnitude": "LM"}
@@ -40,13 +42,55 @@ class _NoEigenvectorGradient(torch.autograd.Function):
         return None, None
 
 
+class _PartialEigh(torch.autograd.Function):
+    r"""Dense ``eigh`` that keeps ``k`` pairs, with the backward of the kept pairs only.
+
+    ``torch.linalg.eigh``'s backward forms :math:`1/(\lambda_i - \lambda_j)` for *every* pair,
+    and the zero gradient of a discarded pair times the infinite weight of a tie between two
+    discarded eigenvalues is NaN. Deflated graph operators discard hundreds of exact zeros, so
+    that made every gradient NaN. First-order perturbation of a kept pair :math:`i`
+    (Magnus, Econometric Theory 1985): :math:`d\lambda_i = u_i^T dA\, u_i`,
+    :math:`du_i = \sum_{j \ne i} u_j u_j^T dA\, u_i / (\lambda_i - \lambda_j)`, hence
+
+    .. math::
+        \bar A = U_k \operatorname{diag}(\bar\lambda) U_k^T + V C U_k^T, \qquad
+        C_{ji} = \frac{v_j^T \bar u_i}{\lambda_i - \lambda_j} \; (j \ne i),
+
+    which divides only by gaps *to kept eigenvalues*. A tie that involves a kept pair is
+    still non-finite, as in PyTorch: that gradient does not exist (``backend="stable"``).
+    """
+
+    @staticmethod
+    def forward(ctx, matrix: Tensor, k: int, which: str):
+        values, vectors = torch.linalg.eigh(matrix)
+        index = order_indices(values, which)
+        values = values.gather(-1, index)
+        vectors = vectors.gather(-1, index.unsqueeze(-2).expand_as(vectors))
+        ctx.save_for_backward(values, vectors)
+        ctx.k = k
+        return values[..., :k], vectors[..., :k]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_values: Tensor, grad_vectors: Tensor):
+        values, vectors = ctx.saved_tensors
+        k = ctx.k
+        kept = vectors[..., :k]
+        gaps = values[..., :k].unsqueeze(-2) - values.unsqueeze(-1)  # (*, n, k): lambda_i - lambda_j
+        own = torch.eye(values.shape[-1], k, dtype=torch.bool, device=values.device)
+        coupling = (vectors.mT @ grad_vectors) / torch.where(own, torch.inf, gaps)  # j = i: no term
+        grad = (kept * grad_values.unsqueeze(-2)) @ kept.mT + vectors @ coupling @ kept.mT
+        return grad, None, None
+
+
 class ExactBackend(EigenBackend):
     r"""Exact eigenpairs: ``torch.linalg.eigh`` on a dense matrix, ARPACK on a sparse one.
 
     The dense path computes the full decomposition and keeps ``k`` pairs; it is fully
-    differentiable (PyTorch's ``eigh`` backward, which is the correct *partial* backward
-    for the kept pairs but contains :math:`1/(\lambda_i - \lambda_j)` and so is not finite
-    for repeated eigenvalues: use ``backend="stable"`` there). The sparse path runs
+    differentiable, with the backward of the kept pairs only (:class:`_PartialEigh`: gaps
+    between two discarded eigenvalues never enter). It still contains
+    :math:`1/(\lambda_i - \lambda_j)` for kept :math:`i`, so it is not finite when a kept
+    eigenvalue is repeated: use ``backend="stable"`` there. The sparse path runs
     ``scipy.sparse.linalg.eigsh`` (implicitly restarted Lanczos, in float64 on the CPU)
     from a fixed start vector, so results are reproducible run to run. Its eigenvalues are
     differentiable as Rayleigh quotients :math:`\lambda_i = u_i^T A u_i` with :math:`u_i`
@@ -96,8 +140,8 @@ class ExactBackend(EigenBackend):
     def _solve_dense(self, op) -> EigenPairs:
         matrix = op.to_dense()
         matrix = (matrix + matrix.mT) / 2  # eigh reads one triangle; symmetrise so gradients are symmetric
-        eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
-        return EigenPairs(*select_eigenpairs(eigenvalues, eigenvectors, self.k, self.which))
+        eigenvalues, eigenvectors = _PartialEigh.apply(matrix, self.k, self.which)
+        return EigenPairs(eigenvalues, canonical_signs(eigenvectors))
 
     def _solve_sparse(self, op) -> EigenPairs:
         from scipy.sparse.linalg import eigsh

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from lowrank_gnn.eigen import ExactBackend, resolve_eigen_backend
-from lowrank_gnn.operators import normalized_adjacency
-from lowrank_gnn.testing import cycle_graph, disjoint_union, path_graph
+from lowrank_gnn.operators import deflate_components, normalized_adjacency
+from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.testing.conformance import EigenBackendConformance
 
 
@@ -94,3 +94,27 @@ def test_registry_lists_valid_names_and_passes_instances_through():
     with pytest.raises(ValueError, match="cannot be applied"):
         resolve_eigen_backend(backend, k=3)
     assert repr(resolve_eigen_backend("exact", k=16)) == "ExactBackend(k=16, which='largest', method='auto')"
+
+
+def test_dense_backward_ignores_ties_among_discarded_eigenvalues():
+    # Deflated normalized adjacency of a disconnected graph: the discarded spectrum holds
+    # exactly repeated eigenvalues (zeros from the deflation and from the clique), the two
+    # kept ones are simple: only gaps to the kept pairs may enter the backward.
+    graph = disjoint_union(path_graph(5), path_graph(7), complete_graph(4))
+    row, col = graph.edge_index
+    _, slot = torch.unique(torch.minimum(row, col) * graph.num_nodes + torch.maximum(row, col),
+                           return_inverse=True)
+    half = torch.linspace(0.6, 1.4, int(slot.max()) + 1, dtype=torch.float64).requires_grad_()
+
+    def operator(w):
+        return deflate_components(normalized_adjacency(graph.edge_index, w[slot], graph.num_nodes))
+
+    values = torch.linalg.eigvalsh(operator(half.detach()).to_dense())
+    assert (values[:-2].diff() == 0).any() or (values[:-2].diff().abs() < 1e-12).any()
+    assert values[-1] - values[-2] > 1e-3 and values[-2] - values[-3] > 1e-3
+
+    def projector(w):
+        pairs = ExactBackend(k=2, method="dense")(operator(w))
+        return pairs.eigenvectors @ torch.diag(pairs.eigenvalues) @ pairs.eigenvectors.T
+
+    assert torch.autograd.gradcheck(projector, (half,))
