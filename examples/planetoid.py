@@ -1,10 +1,15 @@
-"""Node classification on Planetoid (Cora, CiteSeer, PubMed) with LowRankGCNConv, next to GCNConv.
+"""Node classification on Planetoid (Cora, CiteSeer, PubMed) with LowRankGCNConv or SpectralFilterConv, next to GCNConv.
 
 Public split, 2 layers, 16 hidden units, dropout 0.5, Adam (lr 0.01, weight decay 5e-4),
 200 epochs; the reported test accuracy is taken at the epoch of best validation accuracy.
 
     python examples/planetoid.py                          # Cora, k=64, 5 runs
     python examples/planetoid.py --dataset CiteSeer --k 16 64 256 --model gcn lowrank --runs 10
+
+--model spectral uses SpectralFilterConv (a learnable filter, --filter, on k eigenpairs of the
+normalized adjacency with the component block deflated, precomputed once with AddEigenpairs):
+
+    python examples/planetoid.py --model spectral --k 256 --runs 10
 
 With several values of --k / --model it prints a table at the end (the README's accuracy-vs-k
 table comes from the command above, per dataset), and --csv writes it to a file.
@@ -13,8 +18,8 @@ takes the exact backend's sparse ARPACK path (n > dense_max_nodes); offline, wit
 files, the script stops with a message saying where to put them.
 """
 import argparse
-import sys
 import csv
+import sys
 import statistics
 import time
 
@@ -24,13 +29,18 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.transforms import NormalizeFeatures
 
 from lowrank_gnn.data import load_planetoid
-from lowrank_gnn.nn import LowRankGCNConv, total_aux_loss
+from lowrank_gnn.nn import LowRankGCNConv, SpectralFilterConv, total_aux_loss
+from lowrank_gnn.transforms import AddEigenpairs
 
 
 class Net(torch.nn.Module):
-    def __init__(self, in_channels, hidden, out_channels, model, k, backend, root_weight, deflate, dropout):
+    def __init__(self, in_channels, hidden, out_channels, model, k, backend, root_weight, deflate, dropout,
+                 filter="chebyshev"):
         super().__init__()
-        if model == "gcn":
+        if model == "spectral":  # its self term is on by default: the rest of X outside span(U)
+            self.conv1 = SpectralFilterConv(in_channels, hidden, filter=filter)
+            self.conv2 = SpectralFilterConv(hidden, out_channels, filter=filter)
+        elif model == "gcn":
             self.conv1 = GCNConv(in_channels, hidden, cached=True)
             self.conv2 = GCNConv(hidden, out_channels, cached=True)
         else:
@@ -39,12 +49,17 @@ class Net(torch.nn.Module):
             self.conv2 = LowRankGCNConv(hidden, out_channels, **options)
         self.dropout = dropout
 
-    def forward(self, x, edge_index, eigenpairs=None):
-        spectral = {} if eigenpairs is None else {"eigenpairs": eigenpairs}
+    def forward(self, x, edge_index, precomputed=None):
+        """``precomputed``: from :func:`precompute` (the same fixed graph for every run)."""
+        args, kwargs = (edge_index,), {}
+        if isinstance(self.conv1, SpectralFilterConv):
+            args = precomputed
+        elif precomputed is not None:
+            kwargs = {"eigenpairs": precomputed}
         x = F.dropout(x, self.dropout, self.training)
-        x = self.conv1(x, edge_index, **spectral).relu()
+        x = self.conv1(x, *args, **kwargs).relu()
         x = F.dropout(x, self.dropout, self.training)
-        return self.conv2(x, edge_index, **spectral)
+        return self.conv2(x, *args, **kwargs)
 
 
 class EigenTimer:
@@ -64,39 +79,47 @@ class EigenTimer:
         self.seconds += time.perf_counter() - self._start
 
 
-def shared_eigenpairs(data, args, k):
+def precompute(data, args, model_name, k):
     """Eigenpairs of the fixed graph, computed once for both layers and every run.
 
-    Only for backends without learnable state: an amortized basis must train with the
-    model, so there each layer runs its backend at every forward.
+    ``lowrank``: ``LowRankGCNConv.eigenpairs`` (skipped for backends with learnable state:
+    an amortized basis must train with the model, so each layer runs its backend at every
+    forward). ``spectral``: the tensors ``AddEigenpairs`` puts on the graph. Returns the
+    inputs and the seconds spent.
     """
-    probe = LowRankGCNConv(1, 1, k=k, backend=args.backend, deflate_components=not args.no_deflate)
-    if any(True for _ in probe.backend.parameters()):
-        return None, 0.0
     start = time.perf_counter()
-    eigenpairs = probe.eigenpairs(data.edge_index, None, data.num_nodes)
-    return eigenpairs, time.perf_counter() - start
+    deflate = not args.no_deflate
+    if model_name == "spectral":
+        out = AddEigenpairs(k, backend=args.backend, deflate_components=deflate)(data.clone())
+        basis = (out.eigvecs, out.eigvals, None, out.eig_mask)
+        if deflate:
+            basis += (out.eig_component_vector, out.eig_component_index)
+        return basis, time.perf_counter() - start
+    if model_name == "lowrank":
+        probe = LowRankGCNConv(1, 1, k=k, backend=args.backend, deflate_components=deflate)
+        if not any(True for _ in probe.backend.parameters()):
+            return probe.eigenpairs(data.edge_index, None, data.num_nodes), time.perf_counter() - start
+    return None, 0.0
 
 
-def run(data, num_classes, args, model_name, k, seed, verbose, eigenpairs):
+def run(data, num_classes, args, model_name, k, seed, verbose, precomputed=None):
     torch.manual_seed(seed)
     model = Net(data.num_features, args.hidden, num_classes, model_name, k, args.backend,
-                args.root_weight, not args.no_deflate, args.dropout)
+                args.root_weight, not args.no_deflate, args.dropout, args.filter)
     timer = EigenTimer(model)
-    inputs = (data.x, data.edge_index) if eigenpairs is None else (data.x, data.edge_index, eigenpairs)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     best_val = test_at_best = 0.0
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         model.train()
         optimizer.zero_grad()
-        out = model(*inputs)
+        out = model(data.x, data.edge_index, precomputed)
         loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask]) + total_aux_loss(model)
         loss.backward()
         optimizer.step()
         model.eval()
         with torch.no_grad():
-            pred = model(*inputs).argmax(-1)
+            pred = model(data.x, data.edge_index, precomputed).argmax(-1)
         accs = [float((pred[m] == data.y[m]).float().mean()) for m in (data.train_mask, data.val_mask, data.test_mask)]
         if accs[1] >= best_val:
             best_val, test_at_best = accs[1], accs[2]
@@ -111,8 +134,10 @@ def main():
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped to a file
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="Cora", choices=["Cora", "CiteSeer", "PubMed"])
-    parser.add_argument("--model", nargs="+", default=["lowrank"], choices=["lowrank", "gcn"])
-    parser.add_argument("--k", nargs="+", type=int, default=[64], help="eigenpairs per layer (lowrank)")
+    parser.add_argument("--model", nargs="+", default=["lowrank"], choices=["lowrank", "gcn", "spectral"])
+    parser.add_argument("--k", nargs="+", type=int, default=[64], help="eigenpairs per layer (lowrank, spectral)")
+    parser.add_argument("--filter", default="chebyshev", choices=["chebyshev", "bernstein", "mlp"],
+                        help="filter family of --model spectral (default: chebyshev, order 3)")
     parser.add_argument("--backend", default="exact", help="eigen backend name (default: exact)")
     parser.add_argument("--root-weight", action="store_true", help="add a self term X Theta_root")
     parser.add_argument("--no-deflate", action="store_true", help="plain top-k (no exact component block)")
@@ -135,20 +160,22 @@ def main():
     print(f"{args.dataset}: {data.num_nodes} nodes, {data.num_edges} edges, {dataset.num_classes} classes; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     configs = [("gcn", None)] * ("gcn" in args.model) + [("lowrank", k) for k in args.k] * ("lowrank" in args.model)
+    configs += [("spectral", k) for k in args.k] * ("spectral" in args.model)
     rows = []
     for model_name, k in configs:
-        label = "GCNConv" if model_name == "gcn" else f"LowRankGCNConv k={k} ({args.backend})"
+        label = {"gcn": "GCNConv", "lowrank": f"LowRankGCNConv k={k} ({args.backend})",
+                 "spectral": f"SpectralFilterConv {args.filter} k={k} ({args.backend})"}[model_name]
         print(f"{label}:")
-        eigenpairs, shared_s = shared_eigenpairs(data, args, k) if model_name == "lowrank" else (None, 0.0)
-        results = [run(data, dataset.num_classes, args, model_name, k, seed, seed == 0, eigenpairs)
+        precomputed, seconds = precompute(data, args, model_name, k)
+        results = [run(data, dataset.num_classes, args, model_name, k, seed, seed == 0, precomputed)
                    for seed in range(args.runs)]
         accs = [100 * r[0] for r in results]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         epoch_ms = 1e3 * statistics.mean(r[1] for r in results)
-        eigen_s = shared_s + statistics.mean(r[2] for r in results)
+        eigen_s = seconds + statistics.mean(r[2] for r in results)
         print(f"Test accuracy: {statistics.mean(accs):.1f} ± {std:.1f} over {args.runs} runs")
         print(f"Time per epoch: {epoch_ms:.1f} ms; time in the eigen backend: {eigen_s:.2f} s per run"
-              + (" (computed once, shared by both layers and all runs)" if eigenpairs is not None else ""))
+              + (" (computed once, shared by both layers and all runs)" if precomputed is not None else ""))
         rows.append({"dataset": args.dataset, "model": label, "k": k or "", "runs": args.runs,
                      "test_acc_mean": round(statistics.mean(accs), 2), "test_acc_std": round(std, 2),
                      "epoch_ms": round(epoch_ms, 2), "eigen_s_per_run": round(eigen_s, 3)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Dict, Type, Union
 
 from .base import EigenBackend
+from .batched_dc import BatchedDCBackend
 from .exact import ExactBackend
 from .stable import StableBackend
 
@@ -11,6 +12,7 @@ from .stable import StableBackend
 BACKENDS: Dict[str, Type[EigenBackend]] = {
     "exact": ExactBackend,
     "stable": StableBackend,
+    "batched_dc": BatchedDCBackend,
 }
 
 

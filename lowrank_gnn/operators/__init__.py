@@ -1,7 +1,7 @@
 """Symmetric operators built from graphs (sparse) or tensors (dense)."""
 from .base import DeflatedOperator, DenseOperator, as_operator
-from .graph import (ComponentDeflatedOperator, component_eigenvectors, connected_components, deflate_components, laplacian,
-                    normalized_adjacency)
+from .graph import (ComponentDeflatedOperator, component_eigenvectors, connected_components, deflate_components,
+                    laplacian, normalized_adjacency)
 from .sparse import GraphOperator
 
 __all__ = [

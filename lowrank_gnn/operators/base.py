@@ -77,6 +77,9 @@ class DenseOperator:
     def symmetric(self) -> bool:
         if self._symmetric is None:
             a = self.matrix.detach()
+            if a.numel() == 0:  # an empty batch is (vacuously) symmetric
+                self._symmetric = True
+                return True
             scale = a.abs().amax().clamp_min(torch.finfo(a.dtype).tiny)
             self._symmetric = bool(((a - a.mT).abs() <= symmetry_tolerance(a.dtype) * scale).all())
         return self._symmetric

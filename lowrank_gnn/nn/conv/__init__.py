@@ -1,4 +1,16 @@
 """Graph convolutions that consume eigenpairs."""
+from .filters import FILTERS, BernsteinFilter, ChebyshevFilter, MLPFilter, SpectralFilter, resolve_filter
 from .lowrank_gcn_conv import LowRankGCNConv, low_rank_propagate
+from .spectral_filter_conv import SpectralFilterConv
 
-__all__ = ["LowRankGCNConv", "low_rank_propagate"]
+__all__ = [
+    "LowRankGCNConv",
+    "low_rank_propagate",
+    "SpectralFilterConv",
+    "SpectralFilter",
+    "ChebyshevFilter",
+    "BernsteinFilter",
+    "MLPFilter",
+    "FILTERS",
+    "resolve_filter",
+]
