@@ -112,6 +112,7 @@ def test_component_deflation_matches_the_dense_basis(add_self_loops):
     assert torch.allclose(deflated.matmul(x[:, 0]), dense.matmul(x[:, 0]), atol=1e-14)
     assert torch.allclose(torch.as_tensor(deflated.to_scipy() @ x.detach().numpy()), dense.to_dense() @ x,
                           atol=1e-14)
+    assert torch.allclose(deflated.basis_rayleigh_quotients(), dense.basis_rayleigh_quotients(), atol=1e-14)
 
     def projector(w):
         u, m = to_undirected(edge_index, w, n)

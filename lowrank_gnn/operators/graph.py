@@ -217,6 +217,13 @@ class ComponentDeflatedOperator(DeflatedOperator):
         out = self.value * self.entries.unsqueeze(-1) * coefficients[self.labels]         # V (mu V^T x)
         return out.squeeze(-1) if x.dim() == 1 else out
 
+    def basis_rayleigh_quotients(self) -> Tensor:
+        """``v_c^T A v_c`` in ``O(nnz)``: every stored entry ``A_ij`` adds ``v_i A_ij v_j`` to its component."""
+        base = self.base
+        same = self.labels[base.row] == self.labels[base.col]
+        contribution = torch.where(same, base.value * self.entries[base.row] * self.entries[base.col], 0.0)
+        return contribution.new_zeros(self.num_components).index_add(0, self.labels[base.row], contribution)
+
     def to_scipy(self):
         import numpy as np
         import scipy.sparse as sp
