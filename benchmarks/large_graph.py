@@ -28,7 +28,7 @@ Measured in one run, per graph:
     python benchmarks/large_graph.py            # PubMed and arxiv size (about 15-20 min on 2 busy cores)
     python benchmarks/large_graph.py --quick    # PubMed size, fewer steps, lobpcg capped at 60 s
 
-Writes benchmarks/results/large_graph[_quick].csv and .png.
+Writes benchmarks/results/large_graph[_quick].csv and .png. Needs the amortized backend (issue 3).
 """
 import argparse
 import csv
