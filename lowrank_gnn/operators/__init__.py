@@ -1,13 +1,14 @@
 """Symmetric operators built from graphs (sparse) or tensors (dense)."""
 from .base import DeflatedOperator, DenseOperator, as_operator
-from .graph import (component_eigenvectors, connected_components, deflate_components, laplacian,
-                    normalized_adjacency)
+from .graph import (ComponentDeflatedOperator, component_eigenvectors, connected_components, deflate_components,
+                    laplacian, normalized_adjacency)
 from .sparse import GraphOperator
 
 __all__ = [
     "GraphOperator",
     "DenseOperator",
     "DeflatedOperator",
+    "ComponentDeflatedOperator",
     "as_operator",
     "normalized_adjacency",
     "laplacian",

@@ -147,6 +147,10 @@ class DeflatedOperator:
     def matmul(self, x: Tensor) -> Tensor:
         return self.base.matmul(x) - self.project(x)
 
+    def basis_rayleigh_quotients(self) -> Tensor:
+        """``v_c^T A v_c`` for every basis vector (e.g. for ``||A - V diag(mu) V^T||_F``). Shape ``(c,)``."""
+        return (self.basis * self.base.matmul(self.basis)).sum(-2)
+
     def to_dense(self) -> Tensor:
         return self.base.to_dense() - (self.basis * self.values) @ self.basis.mT
 

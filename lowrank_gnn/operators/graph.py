@@ -126,6 +126,25 @@ def connected_components(op: GraphOperator) -> Tuple[int, Tensor]:
     return int(count), torch.as_tensor(labels, dtype=torch.long, device=op.device)
 
 
+def _component_entries(labels: Tensor, degree: Tensor) -> Tuple[Tensor, Tensor, int]:
+    r"""The per-component eigenvectors in ``O(n)`` form: ``(entries, kept_labels, c)``.
+
+    Vector ``C`` is ``entries * [kept_labels == C]`` with ``entries = D^{1/2} 1 / \|D^{1/2} 1_C\|``;
+    components of zero norm are dropped (their nodes get entry 0 and label 0).
+
+    Shapes:
+        labels ``(n,)``, degree ``(n,)``; returns ``(n,)``, ``(n,)`` and the count ``c``.
+    """
+    root = degree.clamp_min(0).sqrt()
+    count = int(labels.max()) + 1
+    norms = root.new_zeros(count).index_add(0, labels, root * root).sqrt()
+    kept = norms > 0
+    position = torch.cumsum(kept, 0) - 1  # new index of each kept component
+    entries = root / norms.clamp_min(torch.finfo(root.dtype).tiny)[labels]
+    kept_labels = torch.where(kept[labels], position[labels], torch.zeros_like(labels))
+    return entries, kept_labels, int(kept.sum())
+
+
 def component_eigenvectors(labels: Tensor, degree: Tensor) -> Tensor:
     r"""Orthonormal eigenvectors :math:`D^{1/2} 1_C / \|D^{1/2} 1_C\|`, one per component.
 
@@ -133,31 +152,108 @@ def component_eigenvectors(labels: Tensor, degree: Tensor) -> Tensor:
     once per connected component (78 times on Cora) and that a top-``k`` solver can only
     return as an arbitrary basis. Components whose degrees are all zero (isolated nodes
     without self-loops) get no vector: their rows of the operator are zero.
-    Differentiable in ``degree``.
+    Differentiable in ``degree``. This is the dense ``(n, c)`` matrix, for inspection and
+    small graphs; :func:`deflate_components` applies the same vectors in ``O(n)`` without it.
 
     Shapes:
         labels ``(n,)``, degree ``(n,)``; returns ``(n, c)``.
     """
+    entries, kept_labels, count = _component_entries(labels, degree)
     n = labels.numel()
-    root = degree.clamp_min(0).sqrt()
-    count = int(labels.max()) + 1
-    norms = root.new_zeros(count).index_add(0, labels, root * root).sqrt()
-    basis = root.new_zeros(n, count).index_put((torch.arange(n, device=labels.device), labels),
-                                               root / norms.clamp_min(torch.finfo(root.dtype).tiny)[labels])
-    return basis[:, norms > 0]
+    return entries.new_zeros(n, count).index_put((torch.arange(n, device=labels.device), kept_labels), entries)
 
 
-def deflate_components(op: GraphOperator) -> DeflatedOperator:
+class ComponentDeflatedOperator(DeflatedOperator):
+    r""":class:`DeflatedOperator` whose basis vectors have disjoint supports (one per component).
+
+    Stores the ``n`` nonzero entries and each node's component instead of the ``(n, c)``
+    basis, so :meth:`project` costs ``O(n d)`` by scatter-add, however many components
+    there are (a graph with a million isolated nodes has a million of them). Built by
+    :func:`deflate_components`; :attr:`basis` materialises the dense ``(n, c)`` matrix on
+    request (small graphs, tests).
+
+    Args:
+        base: the operator ``A``.
+        entries (Tensor): the nonzero entry of each node's basis vector.
+        labels (Tensor): the basis vector (component) each node belongs to, in ``[0, c)``.
+        num_components (int): ``c``.
+        value (float): the eigenvalue of ``A`` shared by all the vectors. (default: ``1.0``)
+
+    Shapes:
+        entries ``(n,)``, labels ``(n,)``.
+    """
+
+    def __init__(self, base, entries: Tensor, labels: Tensor, num_components: int, value: float = 1.0) -> None:
+        n = base.shape[-1]
+        if entries.shape != (n,) or labels.shape != (n,):
+            raise ValueError(f"entries and labels must have shape (n,) = ({n},) "
+                             f"(got {tuple(entries.shape)} and {tuple(labels.shape)})")
+        self.base = base
+        self.entries = entries
+        self.labels = labels
+        self.num_components = int(num_components)
+        self.value = float(value)
+
+    @property
+    def basis(self) -> Tensor:
+        """The dense ``(n, c)`` basis (``n * c`` numbers: small graphs only)."""
+        n = self.entries.numel()
+        return self.entries.new_zeros(n, self.num_components).index_put(
+            (torch.arange(n, device=self.labels.device), self.labels), self.entries)
+
+    @property
+    def values(self) -> Tensor:
+        return self.entries.new_full((self.num_components,), self.value)
+
+    def check_finite(self) -> None:
+        self.base.check_finite()
+        check_finite("basis", self.entries.detach())
+
+    def project(self, x: Tensor) -> Tensor:
+        columns = x.unsqueeze(-1) if x.dim() == 1 else x
+        weighted = self.entries.unsqueeze(-1) * columns                                   # (n, d)
+        coefficients = weighted.new_zeros(self.num_components, columns.shape[-1]).index_add(
+            0, self.labels, weighted)                                                     # V^T x, (c, d)
+        out = self.value * self.entries.unsqueeze(-1) * coefficients[self.labels]         # V (mu V^T x)
+        return out.squeeze(-1) if x.dim() == 1 else out
+
+    def basis_rayleigh_quotients(self) -> Tensor:
+        """``v_c^T A v_c`` in ``O(nnz)``: every stored entry ``A_ij`` adds ``v_i A_ij v_j`` to its component."""
+        base = self.base
+        same = self.labels[base.row] == self.labels[base.col]
+        contribution = torch.where(same, base.value * self.entries[base.row] * self.entries[base.col], 0.0)
+        return contribution.new_zeros(self.num_components).index_add(0, self.labels[base.row], contribution)
+
+    def to_scipy(self):
+        import numpy as np
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import LinearOperator
+
+        base = self.base.to_scipy()
+        n, c, mu = self.entries.numel(), self.num_components, self.value
+        # the basis as a SciPy sparse matrix: one nonzero per row, n numbers
+        v = sp.csr_matrix((self.entries.detach().cpu().double().numpy(), (np.arange(n), self.labels.cpu().numpy())),
+                          shape=(n, c))
+        vt = v.T.tocsr()
+
+        def apply(x: np.ndarray) -> np.ndarray:
+            columns = x.reshape(n, -1)
+            return (base @ columns - mu * (v @ (vt @ columns))).reshape(x.shape)
+
+        return LinearOperator((n, n), matvec=apply, matmat=apply, dtype=np.float64)
+
+
+def deflate_components(op: GraphOperator) -> ComponentDeflatedOperator:
     r"""The normalized adjacency minus its eigenvalue-1 block :math:`\sum_C v_C v_C^T`.
 
     ``op`` must come from :func:`normalized_adjacency` (it carries the degrees). The removed
-    part is exact and cheap to apply (``O(n)`` per column, see
-    :meth:`DeflatedOperator.project`), so a layer can add it back exactly and spend its
-    ``k`` eigenpairs on the informative rest of the spectrum.
+    part is exact and cheap to apply (``O(n)`` per column whatever the number of
+    components, see :class:`ComponentDeflatedOperator`), so a layer can add it back exactly
+    and spend its ``k`` eigenpairs on the informative rest of the spectrum.
     """
     if op.degree is None:
         raise ValueError("deflate_components needs an operator built by normalized_adjacency "
                          "(it uses its degrees); got one built without them")
     _, labels = connected_components(op)
-    basis = component_eigenvectors(labels, op.degree)
-    return DeflatedOperator(op, basis, torch.ones(basis.shape[1], dtype=basis.dtype, device=basis.device))
+    entries, kept_labels, count = _component_entries(labels, op.degree)
+    return ComponentDeflatedOperator(op, entries, kept_labels, count)

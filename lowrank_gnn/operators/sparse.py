@@ -10,6 +10,9 @@ from torch import Tensor
 from .._validation import check_finite
 from .base import symmetry_tolerance
 
+#: Largest ``n`` with ``n * n`` inside int64 (the (row, col) sort key): floor(sqrt(2**63 - 1)).
+MAX_NUM_NODES = 3_037_000_499
+
 
 def _csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: torch.Size) -> Tensor:
     with warnings.catch_warnings():  # "CSR support is in beta": the ops used here are stable
@@ -66,6 +69,10 @@ class GraphOperator:
     def __init__(self, edge_index: Tensor, value: Tensor, num_nodes: int,
                  degree: Optional[Tensor] = None) -> None:
         n = int(num_nodes)
+        if n > MAX_NUM_NODES:
+            raise ValueError(f"num_nodes must be at most {MAX_NUM_NODES} (got num_nodes={n}): entries are keyed "
+                             "as row * num_nodes + col in int64, and num_nodes**2 would overflow it")
+        edge_index = edge_index.long()  # int32 input: row * n would wrap around in int32
         key = edge_index[0] * n + edge_index[1]
         key, perm = torch.sort(key)
         unique, inverse = torch.unique_consecutive(key, return_inverse=True)
