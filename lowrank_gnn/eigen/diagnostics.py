@@ -59,7 +59,7 @@ def operator_frobenius_norm(op) -> Tensor:
         return torch.linalg.vector_norm(op.value.detach())
     if isinstance(op, DeflatedOperator):
         base = operator_frobenius_norm(op.base)
-        cross = (op.basis * op.base.matmul(op.basis)).sum(-2)  # v_c^T A v_c
+        cross = op.basis_rayleigh_quotients()  # v_c^T A v_c, O(nnz) for per-component deflation
         squared = base.square() - 2 * (op.values * cross).sum(-1) + op.values.square().sum(-1)
         return squared.clamp_min(0).sqrt()
     n = op.shape[-1]
