@@ -13,12 +13,19 @@ backward pass and an SGD update. Every method runs in the same process, on the s
   parametrize householder | cayley | matrix_exp
                         nn.Linear + torch.nn.utils.parametrizations.orthogonal(orthogonal_map=...)
 
+With --amortized it times instead one training step of the amortized eigen backend with each
+orthogonalisation (AmortizedBackend(orthogonalization="qr" | "householder"): U from W, A U,
+Rayleigh quotients, task + eigen loss, backward, Adam step) on GCN-normalised adjacencies of
+synthetic Chung-Lu graphs with Cora's and PubMed's node and edge counts, k = 16 and 64.
+
 Usage:
     python benchmarks/householder.py            # d = 64, 128, 256, 512, 1024
     python benchmarks/householder.py --quick    # d = 64, 128, 256
     python benchmarks/householder.py --block-sizes 8,16,32,64,128   # sweep fasth's block size
+    python benchmarks/householder.py --amortized                    # qr vs householder in the amortized backend
 
-Writes benchmarks/results/householder.csv and .png (or householder_block_sizes.csv).
+Writes benchmarks/results/householder.csv and .png (or householder_block_sizes.csv, or
+householder_amortized.csv).
 """
 from __future__ import annotations
 
@@ -34,9 +41,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
-from lowrank_gnn.eigen import HouseholderOrthogonal, householder_orthonormal, householder_product
+from lowrank_gnn.data import chung_lu_graph
+from lowrank_gnn.eigen import AmortizedBackend, HouseholderOrthogonal, householder_orthonormal, householder_product
+from lowrank_gnn.operators import normalized_adjacency
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Node and edge counts of the graphs for --amortized.
+AMORTIZED_GRAPHS = {"Cora-size": (2_708, 5_278), "PubMed-size": (19_717, 44_324)}
 #: Mathiasen et al. 2020 (RTX 2080 Ti), FastH over the sequential algorithm at d = 512.
 PAPER_SPEEDUP_D512 = {"matrix inversion": 27.1, "multiplication": 44.5}
 
@@ -84,6 +95,7 @@ def make_methods(d, X, block_size=None):
 
 def time_step(params, forward, G, optimizer):
     """One training step; returns (forward, backward + update, wall-clock step) in seconds.
+    The loss is ``(forward() * G).sum()``, or ``forward()`` itself when ``G`` is None.
 
     The first two are CPU time of this process: with one thread that is the compute time, and
     other jobs on a shared machine do not count in it (wall-clock time counts every time slice
@@ -92,17 +104,17 @@ def time_step(params, forward, G, optimizer):
     wall, start = time.perf_counter(), time.process_time()
     Y = forward()
     middle = time.process_time()
-    (Y * G).sum().backward()
+    (Y if G is None else (Y * G).sum()).backward()
     optimizer.step()
     end = time.process_time()
     return middle - start, end - middle, time.perf_counter() - wall
 
 
-def measure_interleaved(methods, G, repeats, budget):
+def measure_interleaved(methods, G, repeats, budget, optimizer=lambda params: torch.optim.SGD(params, lr=1e-4)):
     """Median step times of each method. The methods take turns, so a change in the machine's
     load falls on all of them alike; a method stops repeating once it has used ``budget``
     seconds (with at least 3 timed steps)."""
-    optimizers = {name: torch.optim.SGD(params, lr=1e-4) for name, (params, _) in methods.items()}
+    optimizers = {name: optimizer(params) for name, (params, _) in methods.items()}
     times = {name: [] for name in methods}
     spent = dict.fromkeys(methods, 0.0)
     for name, (params, forward) in methods.items():
@@ -196,6 +208,34 @@ def run_block_sizes(dims, batch, block_sizes, repeats, budget):
     return rows
 
 
+def run_amortized(ks, repeats, budget):
+    """One amortized-backend training step per orthogonalisation, on the same operator."""
+    rows = []
+    for graph, (num_nodes, num_edges) in AMORTIZED_GRAPHS.items():
+        edge_index = chung_lu_graph(num_nodes, num_edges)
+        op = normalized_adjacency(torch.cat([edge_index, edge_index.flip(0)], 1), num_nodes=num_nodes)
+        for k in ks:
+            G = torch.randn(num_nodes, k)
+            methods = {}
+            for name in ("qr", "householder"):
+                backend = AmortizedBackend(k, orthogonalization=name)
+                backend.initialize(op)
+
+                def loss(backend=backend):
+                    pairs = backend(op)
+                    return (pairs.eigenvectors * G).sum() + pairs.aux_loss
+                methods[name] = (list(backend.parameters()), loss)
+            timed = measure_interleaved(methods, None, repeats, budget, lambda params: torch.optim.Adam(params, 1e-3))
+            for name, (f, b, wall, n) in timed.items():
+                rows.append({"graph": graph, "n": num_nodes, "k": k, "orthogonalization": name, "forward_ms": 1e3 * f,
+                             "backward_ms": 1e3 * b, "step_ms": 1e3 * (f + b), "wall_step_ms": 1e3 * wall,
+                             "repeats": n})
+            qr, householder = (rows[-2]["step_ms"], rows[-1]["step_ms"])
+            print(f"  {graph:12s} n={num_nodes:6d} k={k:3d}  qr {qr:8.2f} ms  householder {householder:8.2f} ms  "
+                  f"householder / qr {householder / qr:.2f}", flush=True)
+    return rows
+
+
 def write_csv(rows, path):
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -214,11 +254,20 @@ def main():
                         help="torch.set_num_threads; CPU time equals compute time only with 1 (default: 1)")
     parser.add_argument("--block-sizes", type=str, default=None,
                         help="comma-separated block sizes: sweep fasth's block size instead")
+    parser.add_argument("--amortized", action="store_true",
+                        help="time one amortized-backend step with qr vs householder orthogonalisation instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dims = [64, 128, 256] if args.quick else [64, 128, 256, 512, 1024]
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(hardware())
+    if args.amortized:
+        print(f"amortized backend step, float32; process CPU time, median of up to {args.repeats} interleaved steps "
+              f"after one warm-up step")
+        rows = run_amortized([16, 64], args.repeats, args.budget)
+        write_csv(rows, RESULTS / "householder_amortized.csv")
+        print(f"wrote {RESULTS / 'householder_amortized.csv'}")
+        return
     print(f"X: (d, {args.batch}) float32; process CPU time, median of up to {args.repeats} interleaved steps "
           f"after one warm-up step")
     if torch.get_num_threads() > 1:

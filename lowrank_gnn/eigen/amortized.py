@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .._validation import check_choice, check_positive_int
 from .base import EigenBackend, EigenPairs, select_eigenpairs
+from .householder import householder_orthonormal, householder_vectors
 from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
 
 
@@ -42,11 +43,10 @@ def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
     return q * sign.unsqueeze(-2), diagonal * sign
 
 
-#: Orthogonalisation name -> ``weight (*batch, n, k) -> (U, diag(R) >= 0)``. A closed set,
-#: validated at construction; a new method is added here (and only here).
-ORTHOGONALIZATIONS: Dict[str, Callable[[Tensor], Tuple[Tensor, Tensor]]] = {
-    "qr": qr_orthonormalize,
-}
+#: The ``W -> U`` maps, validated at construction: ``"qr"`` (thin QR, ``diag(R) > 0``,
+#: :func:`qr_orthonormalize`) and ``"householder"`` (``W`` holds Householder vectors and
+#: ``U`` is their product applied in blocked WY form, :func:`householder_orthonormal`).
+ORTHOGONALIZATIONS = ("qr", "householder")
 
 
 def _rank_tolerance(dtype: torch.dtype) -> float:
@@ -67,8 +67,23 @@ class AmortizedBasis(nn.Module):
     same object and trains it. Loading a ``state_dict`` into a fresh basis materialises it
     with the checkpoint's shape, so training resumes from the same basis.
 
+    **Orthogonalisations** (:meth:`orthonormal`, ``W -> U``):
+
+    * ``"qr"``: :math:`U = Q` of :math:`W = QR` with :math:`\operatorname{diag}(R) > 0`. ``W``
+      is any full-rank matrix; one that loses rank is repaired (see :meth:`orthonormal`).
+    * ``"householder"``: :math:`W = \sqrt{n}\, V` holds Householder vectors (strictly lower
+      part; implicit unit diagonal) and :math:`U = H(v_1) \cdots H(v_k) [I_k; 0]
+      \operatorname{diag}(s)`, applied in blocked compact WY form (FastH,
+      :func:`~lowrank_gnn.eigen.householder_orthonormal`); the column signs :math:`s` are a
+      buffer. Every ``W`` gives an orthonormal ``U`` (no rank to lose, no ``R^{-1}`` in the
+      backward). The :math:`\sqrt{n}` keeps the entries of ``W`` O(1) as with ``"qr"``, so
+      the same learning rates apply.
+
+    Both start from the same ``U`` for the same seed: a random (or given) ``W_0`` is
+    orthonormalised by QR, and ``"householder"`` stores that ``Q`` as Householder vectors.
+
     Args:
-        orthogonalization (str): a key of :data:`ORTHOGONALIZATIONS`. (default: ``"qr"``)
+        orthogonalization (str): one of :data:`ORTHOGONALIZATIONS`. (default: ``"qr"``)
         seed (int): seed of the random initialisation, for reproducible runs. (default: ``0``)
     """
 
@@ -79,6 +94,7 @@ class AmortizedBasis(nn.Module):
             raise ValueError(f"seed must be an integer (got seed={seed!r})")
         self.seed = seed
         self.weight = nn.UninitializedParameter()
+        self.register_buffer("signs", None)  # (*batch, k) column signs of "householder"
 
     @property
     def initialized(self) -> bool:
@@ -86,7 +102,8 @@ class AmortizedBasis(nn.Module):
 
     def reset(self, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device,
               value: Optional[Tensor] = None) -> None:
-        """(Re)initialise ``W`` with ``shape``: to ``value`` if given, else Gaussian.
+        """(Re)initialise the basis with shape ``shape`` so that ``U`` spans ``value`` (a full-rank
+        ``(*batch, n, k)`` matrix) if given, else a Gaussian matrix.
 
         Materialises in place on first use and when the shape is unchanged (optimizers
         keep working); a *different* shape creates a new parameter, and an optimizer made
@@ -95,6 +112,9 @@ class AmortizedBasis(nn.Module):
         if value is None:
             generator = torch.Generator(device=device).manual_seed(self.seed)
             value = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        if self.orthogonalization == "householder":
+            vectors, self.signs = householder_vectors(value.to(dtype))
+            value = vectors * shape[-2] ** 0.5
         if not self.initialized:
             self.weight.materialize(shape, device=device, dtype=dtype)
         elif self.weight.shape != torch.Size(shape) or self.weight.dtype != dtype or self.weight.device != device:
@@ -114,7 +134,7 @@ class AmortizedBasis(nn.Module):
                              f"{dtype} on {device}; move the module with .to(...) first")
 
     def orthonormal(self) -> Tensor:
-        """``U = orth(W)``, differentiable in ``W``; repairs a rank-deficient ``W`` first.
+        """``U = orth(W)``, differentiable in ``W``; for ``"qr"``, repairs a rank-deficient ``W`` first.
 
         A column of ``W`` that has become (numerically) dependent on the others has no
         well-defined direction and an unbounded QR gradient. Such columns are redrawn at
@@ -128,13 +148,14 @@ class AmortizedBasis(nn.Module):
             raise ValueError("the amortized basis W contains NaN or Inf, usually after a diverging optimiser "
                              "step (learning rate too large, or a non-finite loss); lower the learning rate "
                              "and call initialize(op) to restart the basis")
-        orthogonalize = ORTHOGONALIZATIONS[self.orthogonalization]
-        vectors, diagonal = orthogonalize(self.weight)
+        if self.orthogonalization == "householder":
+            return householder_orthonormal(self.weight / self.weight.shape[-2] ** 0.5, self.signs)
+        vectors, diagonal = qr_orthonormalize(self.weight)
         scale = diagonal.detach().amax(-1, keepdim=True)
         deficient = diagonal.detach() <= _rank_tolerance(diagonal.dtype) * scale
         if bool(deficient.any()):
             self._repair(vectors.detach(), deficient, scale)
-            vectors, _ = orthogonalize(self.weight)
+            vectors, _ = qr_orthonormalize(self.weight)
         return vectors
 
     @torch.no_grad()
@@ -155,6 +176,9 @@ class AmortizedBasis(nn.Module):
         if not self.initialized and key in state_dict:
             incoming = state_dict[key]
             self.weight.materialize(incoming.shape, device=incoming.device, dtype=incoming.dtype)
+        signs = state_dict.get(prefix + "signs")
+        if signs is not None and (self.signs is None or self.signs.shape != signs.shape):
+            self.signs = torch.empty_like(signs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
@@ -182,7 +206,8 @@ class AmortizedBackend(EigenBackend):
     r"""Amortized eigendecomposition (Li et al., NeurIPS 2024): eigenvectors as parameters.
 
     Each forward orthonormalises a persistent basis, :math:`U = \operatorname{QR}(W)` with
-    :math:`\operatorname{diag}(R) > 0`, returns the Rayleigh quotients
+    :math:`\operatorname{diag}(R) > 0` (or, with ``orthogonalization="householder"``, a
+    product of Householder reflections in blocked WY form; see :class:`AmortizedBasis`), returns the Rayleigh quotients
     :math:`\lambda_i = u_i^T A u_i` and the columns :math:`u_i` (in the ``which`` order,
     canonical signs), and sets ``aux_loss`` :math:`= \eta\, g(A, U)`. The training loss is
     ``task_loss + aux_loss`` (:func:`~lowrank_gnn.nn.total_aux_loss` collects it), and one
@@ -247,8 +272,8 @@ class AmortizedBackend(EigenBackend):
         loss (str): ``"brockett"``, ``"convex"`` or ``"trace"``. (default: ``"brockett"``)
         eta (float): weight of the eigen loss, > 0. (default: ``1.0``)
         init (str): ``"random"`` or ``"exact"`` (warm start). (default: ``"random"``)
-        orthogonalization (str): ``W -> U`` map, a key of :data:`ORTHOGONALIZATIONS`.
-            (default: ``"qr"``)
+        orthogonalization (str): ``W -> U`` map, ``"qr"`` or ``"householder"`` (see
+            :class:`AmortizedBasis`). (default: ``"qr"``)
         seed (int): seed of the random initialisation. (default: ``0``)
 
     Shapes:

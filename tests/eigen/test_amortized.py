@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -25,6 +27,12 @@ class TestAmortizedConverged(EigenBackendConformance):
         return backend(op)
 
 
+class TestAmortizedHouseholderConverged(TestAmortizedConverged):
+    """The same suite with U a product of Householder reflections (blocked WY form)."""
+
+    backend_kwargs = {"init": "exact", "orthogonalization": "householder"}
+
+
 @pytest.mark.parametrize("loss", [
     "brockett", pytest.param("convex", marks=pytest.mark.slow), pytest.param("trace", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("which", ["largest", "smallest", "magnitude"])
@@ -41,7 +49,7 @@ def test_registry_builds_it_with_options():
     backend = resolve_eigen_backend("amortized", k=16, which="smallest", loss="convex", eta=0.5)
     assert isinstance(backend, AmortizedBackend)
     assert "k=16, which='smallest', loss='convex', eta=0.5, init='random', orthogonalization='qr'" in repr(backend)
-    assert "qr" in ORTHOGONALIZATIONS
+    assert ORTHOGONALIZATIONS == ("qr", "householder")
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -49,7 +57,7 @@ def test_registry_builds_it_with_options():
     ({"eta": 0.0}, "eta must be a positive number"),
     ({"eta": -1}, "eta must be a positive number"),
     ({"init": "zeros"}, "init must be one of 'random', 'exact'"),
-    ({"orthogonalization": "householder_typo"}, "orthogonalization must be one of 'qr'"),
+    ({"orthogonalization": "householder_typo"}, "orthogonalization must be one of 'qr', 'householder'"),
     ({"seed": 1.5}, "seed must be an integer"),
 ])
 def test_rejects_bad_options(kwargs, match):
@@ -70,11 +78,12 @@ def test_basis_is_sized_lazily_and_optimizer_made_before_first_forward_trains_it
     assert not torch.equal(before, backend.basis.weight.detach())
 
 
-def test_state_dict_resumes_the_same_basis():
+@pytest.mark.parametrize("orthogonalization", ORTHOGONALIZATIONS)
+def test_state_dict_resumes_the_same_basis(orthogonalization):
     matrix = random_symmetric(9, dtype=torch.float64, seed=2)
-    trained = AmortizedBackend(k=3)
+    trained = AmortizedBackend(k=3, orthogonalization=orthogonalization)
     trained.fit(matrix, steps=20)
-    fresh = AmortizedBackend(k=3, seed=123)
+    fresh = AmortizedBackend(k=3, seed=123, orthogonalization=orthogonalization)
     fresh.load_state_dict(trained.state_dict())
     first, second = trained(matrix), fresh(matrix)
     assert torch.equal(first.eigenvectors, second.eigenvectors)
@@ -240,12 +249,16 @@ def test_batched_operator_has_one_basis_per_entry():
     assert_eigenpairs_close(backend(batch), batch, 2, "largest", rtol=1e-7)
 
 
-def test_tracks_a_drifting_operator_inside_training():
-    """The amortized regime: Adam on task + eigen loss, operator changing every step."""
+@pytest.mark.parametrize("orthogonalization", ORTHOGONALIZATIONS)
+def test_tracks_a_drifting_operator_inside_training(orthogonalization):
+    """The amortized regime: Adam on task + eigen loss, operator changing every step.
+
+    The same learning rate works for both orthogonalisations (W's entries are O(1) in both).
+    """
     torch.manual_seed(0)
     base = random_symmetric(30, dtype=torch.float64, seed=10, gap=0.5)
     drift = random_symmetric(30, dtype=torch.float64, seed=11) * 0.01
-    backend = AmortizedBackend(k=4, init="exact")
+    backend = AmortizedBackend(k=4, init="exact", orthogonalization=orthogonalization)
     backend.initialize(base)
     optimizer = torch.optim.Adam(backend.parameters(), lr=2e-3)
     for step in range(150):
@@ -265,3 +278,84 @@ def test_fit_rejects_bad_arguments():
         backend.fit(random_symmetric(5), steps=0)
     with pytest.raises(ValueError, match="tol must be > 0"):
         backend.fit(random_symmetric(5), tol=-1.0)
+
+
+# -- orthogonalization="householder" ---------------------------------------------------------
+
+@pytest.mark.parametrize("init", ["random", "exact"])
+def test_householder_starts_from_the_same_basis_as_qr(init):
+    matrix = random_symmetric(12, 2, dtype=torch.float64, seed=4, gap=1.0)
+    qr = AmortizedBackend(k=3, init=init, seed=5)
+    householder = AmortizedBackend(k=3, init=init, seed=5, orthogonalization="householder")
+    assert torch.allclose(householder.basis.orthonormal() if householder.basis.initialized else
+                          householder(matrix).eigenvectors, qr(matrix).eigenvectors, atol=1e-12)
+    assert householder.basis.signs.shape == (2, 3)
+    assert "orthogonalization='householder'" in repr(householder)
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest", "magnitude"])
+def test_householder_converges_from_random_start(which):
+    matrix = random_symmetric(16, dtype=torch.float64, seed=5, gap=1.0)
+    backend = AmortizedBackend(k=3, which=which, init="random", seed=1, orthogonalization="householder")
+    diagnostics = backend.fit(matrix, steps=3000, tol=1e-7)
+    assert float(diagnostics.residual) <= 1e-7
+    assert_eigenpairs_close(backend(matrix), matrix, 3, which, rtol=1e-6)
+
+
+def test_householder_basis_is_orthonormal_for_any_weight_without_repair():
+    """No R^{-1}: W = 0 or W with dependent columns still gives an orthonormal U and finite
+    gradients, so the rank repair of "qr" is never needed (and never warns)."""
+    matrix = random_symmetric(10, dtype=torch.float64, seed=3, gap=1.0)
+    backend = AmortizedBackend(k=3, orthogonalization="householder")
+    backend(matrix)
+    eye = torch.eye(3, dtype=torch.float64)
+    for weight in (torch.zeros(10, 3, dtype=torch.float64), torch.ones(10, 3, dtype=torch.float64) * 1e3):
+        with torch.no_grad():
+            backend.basis.weight.copy_(weight)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pairs = backend(matrix)
+        vectors = pairs.eigenvectors.detach()
+        assert torch.allclose(vectors.T @ vectors, eye, atol=1e-12)
+        assert bool(torch.isfinite(torch.autograd.grad(pairs.aux_loss, backend.basis.weight)[0]).all())
+
+
+def test_householder_basis_gradient_matches_finite_differences():
+    """d(aux_loss + task)/dW through W -> V = W / sqrt(n) -> U, against central differences."""
+    matrix = random_symmetric(7, dtype=torch.float64, seed=6, gap=1.0)
+    backend = AmortizedBackend(k=2, orthogonalization="householder")
+    backend(matrix)
+    weight = backend.basis.weight
+    target = torch.randn(7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def objective():
+        pairs = backend(matrix)
+        vectors = pairs.eigenvectors
+        return pairs.aux_loss + ((vectors * pairs.eigenvalues) @ vectors.T * target).sum()
+
+    gradient = torch.autograd.grad(objective(), weight)[0]
+    direction = torch.randn(weight.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).tril(-1)
+    step = 1e-6
+    start = weight.detach().clone()
+    values = []
+    with torch.no_grad():
+        for sign in (1, -1):
+            weight.copy_(start + sign * step * direction)
+            values.append(float(objective()))
+        weight.copy_(start)
+    numeric = (values[0] - values[1]) / (2 * step)
+    assert abs(float((gradient * direction).sum()) - numeric) <= 1e-6 * max(1.0, abs(numeric))
+
+
+def test_householder_state_dict_loads_into_a_fresh_backend_and_moves_with_to():
+    matrix = random_symmetric(6, dtype=torch.float32, seed=8)
+    trained = AmortizedBackend(k=2, orthogonalization="householder", seed=3)
+    trained(matrix)
+    state = trained.state_dict()
+    assert set(state) == {"basis.weight", "basis.signs"}
+    fresh = AmortizedBackend(k=2, orthogonalization="householder").to(torch.float64)
+    fresh.load_state_dict(state)
+    assert fresh.basis.signs.dtype == torch.float32
+    fresh.to(torch.float64)
+    assert fresh.basis.signs.dtype == fresh.basis.weight.dtype == torch.float64
+    assert torch.allclose(fresh(matrix.double()).eigenvectors, trained(matrix).eigenvectors.double(), atol=1e-6)

@@ -51,9 +51,10 @@ def test_ky_fan_norm_with_rank_and_total_aux_loss_collects_it():
     assert total_aux_loss(model) is reg.aux_loss
 
 
-def test_amortized_svd_matches_torch_svd():
+@pytest.mark.parametrize("orthogonalization", ["qr", "householder"])
+def test_amortized_svd_matches_torch_svd(orthogonalization):
     matrix = torch.randn(12, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    svd = AmortizedSVD(k=3)
+    svd = AmortizedSVD(k=3, orthogonalization=orthogonalization)
     svd(matrix)
     optimizer = torch.optim.LBFGS(svd.parameters(), max_iter=500, history_size=50, line_search_fn="strong_wolfe",
                                   tolerance_grad=0.0, tolerance_change=0.0)
