@@ -1,5 +1,6 @@
 """Graph convolutions that consume eigenpairs."""
-from .filters import FILTERS, BernsteinFilter, ChebyshevFilter, MLPFilter, SpectralFilter, resolve_filter
+from .filters import (FILTERS, BernsteinFilter, ChebyshevFilter, MLPFilter, PolynomialFilter, SpectralFilter,
+                      resolve_filter)
 from .lowrank_gcn_conv import LowRankGCNConv, low_rank_propagate
 from .spectral_filter_conv import SpectralFilterConv
 
@@ -8,6 +9,7 @@ __all__ = [
     "low_rank_propagate",
     "SpectralFilterConv",
     "SpectralFilter",
+    "PolynomialFilter",
     "ChebyshevFilter",
     "BernsteinFilter",
     "MLPFilter",

@@ -46,7 +46,35 @@ class SpectralFilter(nn.Module):
         return f"interval={self.interval}, channels={self.channels}"
 
 
-class ChebyshevFilter(SpectralFilter):
+class PolynomialFilter(SpectralFilter):
+    r"""Base class of polynomial filters :math:`g(\lambda) = \sum_{j=0}^{K} \theta_j b_j(\lambda)`.
+
+    Subclasses give the basis :math:`b_j` (:meth:`basis`) and the all-pass initialisation
+    (:meth:`reset_parameters`); ``weight`` :math:`\theta` has shape ``(K + 1, channels)``.
+
+    Args:
+        order (int): polynomial degree :math:`K`. (default: ``3``)
+        interval, channels: see :class:`SpectralFilter`.
+    """
+
+    def __init__(self, order: int = 3, interval: Tuple[float, float] = (-1.0, 1.0), channels: int = 1) -> None:
+        super().__init__(interval, channels)
+        self.order = check_positive_int("order", order)
+        self.weight = nn.Parameter(torch.empty(order + 1, channels))
+
+    def basis(self, eigenvalues: Tensor) -> Tensor:
+        """The basis polynomials at the eigenvalues: ``(*batch, k) -> (*batch, k, order + 1)``."""
+        raise NotImplementedError
+
+    def forward(self, eigenvalues: Tensor) -> Tensor:
+        basis = self.basis(eigenvalues)
+        return basis @ self.weight.to(basis.dtype)
+
+    def extra_repr(self) -> str:
+        return f"order={self.order}, {super().extra_repr()}"
+
+
+class ChebyshevFilter(PolynomialFilter):
     r"""Chebyshev polynomial :math:`g(\lambda) = \sum_{j=0}^{K} \theta_j T_j(\tilde\lambda)`.
 
     As in ChebNet (Defferrard et al., `NeurIPS 2016 <https://arxiv.org/abs/1606.09375>`_),
@@ -60,9 +88,7 @@ class ChebyshevFilter(SpectralFilter):
     """
 
     def __init__(self, order: int = 3, interval: Tuple[float, float] = (-1.0, 1.0), channels: int = 1) -> None:
-        super().__init__(interval, channels)
-        self.order = check_positive_int("order", order)
-        self.weight = nn.Parameter(torch.empty(order + 1, channels))
+        super().__init__(order, interval, channels)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -70,18 +96,15 @@ class ChebyshevFilter(SpectralFilter):
             self.weight.zero_()
             self.weight[0] = 1.0
 
-    def forward(self, eigenvalues: Tensor) -> Tensor:
+    def basis(self, eigenvalues: Tensor) -> Tensor:
         t = 2.0 * self.unit(eigenvalues) - 1.0
         basis = [torch.ones_like(t), t]
         for _ in range(2, self.order + 1):
             basis.append(2.0 * t * basis[-1] - basis[-2])
-        return torch.stack(basis[: self.order + 1], dim=-1) @ self.weight.to(t.dtype)
-
-    def extra_repr(self) -> str:
-        return f"order={self.order}, {super().extra_repr()}"
+        return torch.stack(basis[: self.order + 1], dim=-1)
 
 
-class BernsteinFilter(SpectralFilter):
+class BernsteinFilter(PolynomialFilter):
     r"""Bernstein polynomial :math:`g(\lambda) = \sum_{j=0}^{K} \theta_j \binom{K}{j} t^j (1 - t)^{K - j}`.
 
     As in BernNet (He et al., `NeurIPS 2021 <https://arxiv.org/abs/2106.10994>`_), with
@@ -95,9 +118,7 @@ class BernsteinFilter(SpectralFilter):
     """
 
     def __init__(self, order: int = 3, interval: Tuple[float, float] = (-1.0, 1.0), channels: int = 1) -> None:
-        super().__init__(interval, channels)
-        self.order = check_positive_int("order", order)
-        self.weight = nn.Parameter(torch.empty(order + 1, channels))
+        super().__init__(order, interval, channels)
         self.register_buffer("binomial", torch.tensor([float(comb(order, j)) for j in range(order + 1)]),
                              persistent=False)
         self.reset_parameters()
@@ -106,14 +127,10 @@ class BernsteinFilter(SpectralFilter):
         with torch.no_grad():
             self.weight.fill_(1.0)
 
-    def forward(self, eigenvalues: Tensor) -> Tensor:
+    def basis(self, eigenvalues: Tensor) -> Tensor:
         t = self.unit(eigenvalues).unsqueeze(-1)
         j = torch.arange(self.order + 1, device=t.device, dtype=t.dtype)
-        basis = self.binomial.to(t.dtype) * t.pow(j) * (1.0 - t).pow(self.order - j)
-        return basis @ self.weight.to(t.dtype)
-
-    def extra_repr(self) -> str:
-        return f"order={self.order}, {super().extra_repr()}"
+        return self.binomial.to(t.dtype) * t.pow(j) * (1.0 - t).pow(self.order - j)
 
 
 class MLPFilter(SpectralFilter):

@@ -249,3 +249,29 @@ def test_bad_construction():
         SpectralFilterConv(3, 2, filter=MLPFilter(channels=3))
     with pytest.raises(ValueError, match="cannot be applied"):
         SpectralFilterConv(3, 2, filter=MLPFilter(), filter_kwargs={"hidden": 4})
+
+
+def test_a_user_polynomial_basis_plugs_into_the_layer():
+    """PolynomialFilter is the extension point: a monomial basis gives g(l) = sum_j theta_j t^j."""
+    from lowrank_gnn.nn.conv import PolynomialFilter
+
+    class MonomialFilter(PolynomialFilter):
+        def reset_parameters(self):
+            with torch.no_grad():
+                self.weight.copy_(torch.arange(1.0, self.order + 2).unsqueeze(-1))
+
+        def basis(self, eigenvalues):
+            t = self.unit(eigenvalues).unsqueeze(-1)
+            return t.pow(torch.arange(self.order + 1, dtype=t.dtype, device=t.device))
+
+    monomial = MonomialFilter(order=2, interval=(0.0, 2.0))
+    monomial.reset_parameters()
+    values = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    t = values / 2
+    assert torch.allclose(monomial.double()(values)[:, 0], 1 + 2 * t + 3 * t ** 2)
+    assert "order=2, interval=(0.0, 2.0)" in repr(monomial)
+    vectors, eigenvalues = full_eigenpairs(dense_adjacency())
+    conv = SpectralFilterConv(3, 2, filter=monomial, root_weight=False, bias=False).double()
+    x = torch.randn(N, 3, dtype=torch.float64)
+    expected = vectors @ torch.diag(monomial(eigenvalues)[:, 0]) @ vectors.T @ conv.lin(x)
+    assert torch.allclose(conv(x, vectors, eigenvalues), expected, atol=1e-10)
