@@ -72,7 +72,7 @@ matrix products, cost ``O(n krylov_dim^2)``). It is exact once :math:`\mathcal K
 holds ``N`` block steps, up to the spectral bound it needs, which comes from the Ritz
 values :math:`\Theta`. Otherwise it is an approximation whose error falls as
 ``krylov_dim`` grows (measured in ``benchmarks/stable_backward.py --sparse`` and
-``tests/eigen/test_stable.py``). Memory: the basis, ``n * krylov_dim`` numbers.
+``tests/eigen/test_stable.py``). Memory: the basis, ``n * krylov_dim`` numbers, plus one block.
 """
 from __future__ import annotations
 
@@ -179,11 +179,15 @@ def _krylov_complement(op, basis: Tensor, start: Tensor, max_dim: int, scale: Te
         basis ``(n, k)``, start ``(n, c)``; returns ``Q (n, d)`` and ``Q^T A Q (d, d)``, ``d <= max_dim``.
     """
     tolerance = BREAKDOWN_EPS * torch.finfo(start.dtype).eps
-    found, images = [start.new_zeros(start.shape[0], 0)], [start.new_zeros(start.shape[0], 0)]
+    # One preallocated basis, filled block by block: the n x d basis is the only large
+    # buffer (A times a block is kept just until the next block is drawn from it), and the
+    # projection is accumulated blockwise using the symmetry of A.
+    q = start.new_empty(start.shape[0], max_dim)
+    projected = start.new_zeros(max_dim, max_dim)
     block, size = start, 0
     reference = start.norm(dim=0).max().clamp_min(torch.finfo(start.dtype).tiny)
     while size < max_dim:
-        previous = torch.cat(found, dim=1)
+        previous = q[:, :size]
         for _ in range(2):
             block = block - basis @ (basis.mT @ block)
             block = block - previous @ (previous.mT @ block)
@@ -193,14 +197,17 @@ def _krylov_complement(op, basis: Tensor, start: Tensor, max_dim: int, scale: Te
         if left.shape[1] == 0:
             break
         left = left - basis @ (basis.mT @ left)  # one more pass: the SVD mixes in rounding
-        found.append(left)
-        images.append(op.matmul(left))
-        size += left.shape[1]
+        end = size + left.shape[1]
+        q[:, size:end] = left
+        image = op.matmul(left)
+        column = q[:, :end].mT @ image                    # Q^T A q_new for all blocks so far
+        projected[:end, size:end] = column
+        projected[size:end, :end] = column.mT
+        size = end
         # ||A q|| <= ||A||: later blocks are judged against the operator's scale.
-        block, reference = images[-1], torch.maximum(images[-1].norm(dim=0).max(), scale)
-    q = torch.cat(found, dim=1)
-    projected = q.mT @ torch.cat(images, dim=1)
-    return q, (projected + projected.mT) / 2
+        block, reference = image, torch.maximum(image.norm(dim=0).max(), scale)
+    projected = projected[:size, :size]
+    return q[:, :size], (projected + projected.mT) / 2
 
 
 class _StableDenseEigh(torch.autograd.Function):
