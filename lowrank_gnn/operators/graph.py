@@ -243,17 +243,25 @@ class ComponentDeflatedOperator(DeflatedOperator):
         return LinearOperator((n, n), matvec=apply, matmat=apply, dtype=np.float64)
 
 
-def deflate_components(op: GraphOperator) -> ComponentDeflatedOperator:
-    r"""The normalized adjacency minus its eigenvalue-1 block :math:`\sum_C v_C v_C^T`.
+def deflate_components(op: GraphOperator, eigenvalue: float = 0.0) -> ComponentDeflatedOperator:
+    r"""The normalized adjacency with its eigenvalue-1 block :math:`\sum_C v_C v_C^T` moved to ``eigenvalue``.
 
-    ``op`` must come from :func:`normalized_adjacency` (it carries the degrees). The removed
-    part is exact and cheap to apply (``O(n)`` per column whatever the number of
-    components, see :class:`ComponentDeflatedOperator`), so a layer can add it back exactly
-    and spend its ``k`` eigenpairs on the informative rest of the spectrum.
+    ``op`` must come from :func:`normalized_adjacency` (it carries the degrees). The result is
+    :math:`\hat A - (1 - \text{eigenvalue}) \sum_C v_C v_C^T`: with the default 0 the block
+    is removed; a value outside the spectrum on the side a solver never reaches (e.g. -2
+    for ``which="largest"``) keeps the removed directions out of a top-``k`` solve even
+    when ``k`` is close to ``n``. The removed part is exact and cheap to apply (``O(n)`` per
+    column whatever the number of components, see :class:`ComponentDeflatedOperator`), so a
+    layer can add it back exactly and spend its ``k`` eigenpairs on the informative rest of
+    the spectrum.
+
+    Args:
+        op (GraphOperator): a normalized adjacency.
+        eigenvalue (float): the eigenvalue the component vectors get. (default: ``0.0``)
     """
     if op.degree is None:
         raise ValueError("deflate_components needs an operator built by normalized_adjacency "
                          "(it uses its degrees); got one built without them")
     _, labels = connected_components(op)
     entries, kept_labels, count = _component_entries(labels, op.degree)
-    return ComponentDeflatedOperator(op, entries, kept_labels, count)
+    return ComponentDeflatedOperator(op, entries, kept_labels, count, value=1.0 - float(eigenvalue))

@@ -10,7 +10,7 @@ from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_choice, check_positive_int
 from ..eigen import WHICH, EigenBackend, resolve_eigen_backend
-from ..operators import DeflatedOperator, component_eigenvectors, connected_components, laplacian, normalized_adjacency
+from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
 
 OPERATORS = ("normalized_adjacency", "laplacian")
 
@@ -148,16 +148,12 @@ class AddEigenpairs(BaseTransform):
         available = n
         if self.deflate_components:
             _, labels = connected_components(op)
-            basis = component_eigenvectors(labels, op.degree)
-            # 1 - mu is the deflated directions' eigenvalue: put it at the sentinel
-            mu = torch.full((basis.shape[1],), 1.0 - DEFLATED_SENTINEL[self.which], dtype=basis.dtype,
-                            device=basis.device)
-            op = DeflatedOperator(op, basis, mu)
-            available = n - basis.shape[1]
+            op = deflate_components(op, eigenvalue=DEFLATED_SENTINEL[self.which])  # O(n), no (n, c) basis
+            available = n - op.num_components
             root = torch.arange(n, device=labels.device)
             data.eig_component_index = root.new_full((int(labels.max()) + 1,), n).scatter_reduce(
                 0, labels, root, reduce="amin")[labels]
-            data.eig_component_vector = basis.sum(dim=1).to(dtype)  # one nonzero per row
+            data.eig_component_vector = op.entries.to(dtype)  # v_C at each node (0 where no vector)
         m = min(self.k, available)
         values = torch.zeros(1, self.k, dtype=dtype, device=edge_index.device)
         vectors = torch.zeros(n, self.k, dtype=dtype, device=edge_index.device)

@@ -120,6 +120,15 @@ def test_deflation_removes_exactly_the_eigenvalue_one_block():
     assert torch.allclose(torch.as_tensor(deflated.to_scipy() @ x.numpy()), deflated.to_dense() @ x)
 
 
+@pytest.mark.parametrize("eigenvalue", [-2.0, 0.5])
+def test_deflation_can_move_the_block_to_a_chosen_eigenvalue(eigenvalue):
+    op = normalized_adjacency(GRAPH.edge_index, WEIGHT.double(), GRAPH.num_nodes)
+    moved = torch.linalg.eigvalsh(deflate_components(op, eigenvalue=eigenvalue).to_dense())
+    full = torch.linalg.eigvalsh(op.to_dense())
+    expected = torch.cat([full[:-3], torch.full((3,), eigenvalue, dtype=torch.float64)]).sort().values
+    assert torch.allclose(moved, expected, atol=1e-10)
+
+
 def test_deflation_skips_zero_degree_nodes_without_self_loops():
     op = normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), num_nodes=3, add_self_loops=False)
     assert deflate_components(op).basis.shape == (3, 1)

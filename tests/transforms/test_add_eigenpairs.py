@@ -65,6 +65,26 @@ def test_deflation_stores_the_component_block_exactly(float64_default):
     assert (data.eigvals[0, : n - components] > -1.0 - 1e-12).all()
 
 
+def test_deflation_with_many_components_never_builds_the_dense_component_basis(monkeypatch):
+    """A path plus 20,000 isolated nodes (each its own component): the (n, c) basis would be
+    n * c = 4e8 numbers; the O(n) deflated operator is used instead (densifying it is patched to fail)."""
+    from lowrank_gnn.operators import ComponentDeflatedOperator
+
+    def refuse(self):
+        raise AssertionError("the dense (n, c) component basis was built")
+    monkeypatch.setattr(ComponentDeflatedOperator, "basis", property(refuse))
+    isolated = 20_000
+    graph = path_graph(6)
+    data = AddEigenpairs(k=2, deflate_components=True)(Data(edge_index=graph.edge_index, num_nodes=6 + isolated))
+    assert data.eig_component_vector.shape == (6 + isolated,)
+    assert torch.allclose(data.eig_component_vector[6:], torch.ones(isolated))  # self-loop: v = e_i
+    assert data.eig_component_index[6:].tolist() == list(range(6, 6 + isolated))
+    path = normalized_adjacency(graph.edge_index, num_nodes=6).to_dense().double()
+    expected = torch.linalg.eigvalsh(path).flip(0)[1:3]  # below the path's own eigenvalue 1
+    assert torch.allclose(data.eigvals[0].double(), expected, atol=1e-5)
+    assert data.eigvecs[6:].abs().max() < 1e-6
+
+
 def test_small_graphs_are_padded_and_masked():
     single = Data(edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=1)
     data = AddEigenpairs(k=4)(single)
