@@ -14,11 +14,12 @@ Two modes (see the README section "Distributed training"):
 Every collective goes through a :class:`Communicator`, which counts the bytes sent.
 """
 from .backend import DistributedAmortizedBackend, PartitionedBasis, partitioned_canonical_signs, tsqr_orthonormalize
-from .checkpoint import CHECKPOINT_FORMAT, check_replicated, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from .comm import CollectiveError, CommStats, Communicator
 from .conv import PartitionedLowRankGCNConv
 from .operator import (PartitionedComponentDeflatedOperator, RowPartitionedOperator, partitioned_connected_components,
                        partitioned_deflate_components, partitioned_normalized_adjacency)
+from .parallel import check_replicated, data_parallel
 from .partition import PartitionedGraph, RowPartition, partition_graph
 
 __all__ = [
@@ -41,5 +42,6 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "check_replicated",
+    "data_parallel",
     "CHECKPOINT_FORMAT",
 ]

@@ -1,4 +1,4 @@
-"""Checkpoints that resume on any number of ranks, and a check that replicas agree.
+"""Checkpoints that resume on any number of ranks.
 
 A model trained with ``DistributedDataParallel`` holds the same parameters on every rank,
 so its checkpoint is rank 0's ``state_dict``. A row-partitioned amortized basis
@@ -23,11 +23,11 @@ from .comm import Communicator
 CHECKPOINT_FORMAT = "lowrank_gnn.distributed.checkpoint/1"
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _partitioned_bases(model: nn.Module) -> List[Tuple[str, PartitionedBasis]]:
+def partitioned_bases(model: nn.Module) -> List[Tuple[str, PartitionedBasis]]:
     return [(name, module) for name, module in model.named_modules() if isinstance(module, PartitionedBasis)]
 
 
@@ -54,12 +54,12 @@ def save_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim
         **extra: anything else to store (epoch, RNG state, ...); returned by :func:`load_checkpoint`.
     """
     comm = comm if comm is not None else Communicator()
-    model = _unwrap(model)
+    model = unwrap(model)
     state = model.state_dict()
     optimizer_state = optimizer.state_dict() if optimizer is not None else None
     index = _optimizer_index(optimizer) if optimizer is not None else {}
     partitioned = {}
-    for name, basis in _partitioned_bases(model):
+    for name, basis in partitioned_bases(model):
         prefix = f"{name}." if name else ""
         if not basis.initialized:
             raise ValueError(f"the partitioned basis {name!r} is not initialised yet; run one forward pass first")
@@ -101,11 +101,11 @@ def load_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim
                          f"(format {checkpoint.get('format') if isinstance(checkpoint, dict) else None!r}, "
                          f"expected {CHECKPOINT_FORMAT!r}); per-rank state_dicts load with model.load_state_dict "
                          f"under the partition they were saved with")
-    model = _unwrap(model)
+    model = unwrap(model)
     state = dict(checkpoint["model"])
     optimizer_state = checkpoint["optimizer"]
     index = _optimizer_index(optimizer) if optimizer is not None else {}
-    for name, basis in _partitioned_bases(model):
+    for name, basis in partitioned_bases(model):
         prefix = f"{name}." if name else ""
         key = prefix + "weight"
         saved_nodes = checkpoint["partitioned"].get(key)
@@ -130,36 +130,4 @@ def load_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim
     return {**checkpoint["extra"], "world_size": checkpoint["world_size"]}
 
 
-@torch.no_grad()
-def check_replicated(model: nn.Module, comm: Optional[Communicator] = None, atol: float = 0.0) -> None:
-    """Raise unless every rank holds the same parameters and buffers as rank 0 (collective).
-
-    What ``DistributedDataParallel`` promises for replicated state (including an amortized
-    basis inside a replicated model, e.g. ``LatentPCAPool(backend="amortized")``); partitioned
-    bases, which differ by design, are skipped. Sends every replicated tensor once.
-
-    Args:
-        model (nn.Module): optionally wrapped in ``DistributedDataParallel``.
-        comm (Communicator, optional): (default: ``Communicator()``)
-        atol (float): allowed absolute difference. (default: ``0.0``: bitwise equal)
-    """
-    comm = comm if comm is not None else Communicator()
-    model = _unwrap(model)
-    skip = {id(basis.weight) for _, basis in _partitioned_bases(model)}
-    tensors = [(name, t) for name, t in list(model.named_parameters()) + list(model.named_buffers())
-               if id(t) not in skip and not isinstance(t, nn.parameter.UninitializedParameter)]
-    differences = []
-    for name, tensor in tensors:
-        reference = comm.broadcast_(tensor.detach().clone(), src=0)
-        differences.append((reference.double() - tensor.detach().double()).abs().max() if tensor.numel() else
-                           torch.zeros((), dtype=torch.float64))
-    worst = comm.all_reduce_(torch.stack(differences) if differences else torch.zeros(0, dtype=torch.float64), "max")
-    bad = [(name, float(d)) for (name, _), d in zip(tensors, worst) if float(d) > atol]
-    if bad:
-        listed = ", ".join(f"{name} (max |diff| {d:.3g})" for name, d in bad[:5])
-        raise ValueError(f"{len(bad)} replicated tensor(s) differ between ranks beyond atol={atol}: {listed}. "
-                         f"Wrap the model in DistributedDataParallel (it broadcasts rank 0's state and averages "
-                         f"gradients), and materialise lazy parameters with one forward pass before wrapping it")
-
-
-__all__ = ["save_checkpoint", "load_checkpoint", "check_replicated", "CHECKPOINT_FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]

@@ -97,6 +97,7 @@ class RowPartitionedOperator:
         self.crow[1:] = torch.bincount(self.row, minlength=self.num_local_rows).cumsum(0)
         self._transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
         self._symmetric: Optional[bool] = None
+        self._frobenius: Optional[Tensor] = None
 
     @property
     def shape(self) -> torch.Size:
@@ -154,8 +155,10 @@ class RowPartitionedOperator:
 
     @torch.no_grad()
     def frobenius_norm(self) -> Tensor:
-        """:math:`\\|A\\|_F` of the whole operator (collective, detached)."""
-        return self.comm.all_reduce_(self.value.detach().square().sum()).sqrt()
+        """:math:`\\|A\\|_F` of the whole operator (collective on the first call, then cached; detached)."""
+        if self._frobenius is None:
+            self._frobenius = self.comm.all_reduce_(self.value.detach().square().sum()).sqrt()
+        return self._frobenius
 
     def check_finite(self) -> None:
         """Raise on every rank if any rank's entries contain NaN/Inf (collective)."""
@@ -226,8 +229,8 @@ def partitioned_normalized_adjacency(edge_index: Tensor, edge_weight: Optional[T
     r"""This rank's rows of :math:`\hat A = \hat D^{-1/2}(A + I)\hat D^{-1/2}` (GCN normalisation).
 
     Equals rows ``[start, stop)`` of :func:`~lowrank_gnn.operators.normalized_adjacency` for an
-    undirected graph with symmetric weights: degrees are the local row sums, and the ``n``
-    degrees are all-gathered once (differentiably, so edge-weight gradients cross ranks).
+    undirected graph: the degrees are column sums as in ``gcn_norm``, summed over ranks by one
+    all-reduce of ``n`` numbers (differentiable, so edge-weight gradients cross ranks).
 
     Args:
         edge_index (LongTensor): this rank's stored entries ``(i, j)``, ``i`` in its range
@@ -255,12 +258,12 @@ def partitioned_normalized_adjacency(edge_index: Tensor, edge_weight: Optional[T
         local = torch.arange(stop - start, device=index.device)
         row, col = torch.cat([row[keep], local]), torch.cat([col[keep], local + start])
         weight = torch.cat([weight[keep], loop_weight])
-    degree = weight.new_zeros(stop - start).index_add(0, row, weight)
-    full = comm.all_gather_rows(degree, partition.sizes)
+    # gcn_norm's degree is the column sum; each rank holds part of every column: all-reduce
+    full = comm.all_reduce(weight.new_zeros(partition.num_nodes).index_add(0, col, weight))
     inv_sqrt = full.pow(-0.5)
     inv_sqrt = torch.where(torch.isinf(inv_sqrt), torch.zeros_like(inv_sqrt), inv_sqrt)  # degree 0: zero row
     value = inv_sqrt[row + start] * weight * inv_sqrt[col]
-    return RowPartitionedOperator(row, col, value, partition, comm, degree=degree)
+    return RowPartitionedOperator(row, col, value, partition, comm, degree=full[start:stop])
 
 
 @torch.no_grad()
@@ -324,6 +327,7 @@ class PartitionedComponentDeflatedOperator(DeflatedOperator):
         self.num_components = int(num_components)
         self.value = float(value)
         self.comm, self.partition = base.comm, base.partition
+        self._frobenius: Optional[Tensor] = None
 
     @property
     def num_local_rows(self) -> int:
@@ -361,11 +365,15 @@ class PartitionedComponentDeflatedOperator(DeflatedOperator):
     @torch.no_grad()
     def frobenius_norm(self) -> Tensor:
         r""":math:`\|A - \mu V V^T\|_F^2 = \|A\|_F^2 - 2\mu\, v^T A v + c \mu^2` with
-        :math:`v = \sum_C v_C` (edges never join two components, so the cross terms vanish)."""
-        entries = self.entries.detach()
-        cross = self.comm.all_reduce_((entries * self.base.matmul(entries).detach()).sum().reshape(1))
-        squared = self.base.frobenius_norm().square() - 2 * self.value * cross[0] + self.num_components * self.value ** 2
-        return squared.clamp_min(0).sqrt()
+        :math:`v = \sum_C v_C` (edges never join two components, so the cross terms vanish).
+        Collective on the first call, then cached."""
+        if self._frobenius is None:
+            entries = self.entries.detach()
+            cross = self.comm.all_reduce_((entries * self.base.matmul(entries).detach()).sum().reshape(1))
+            squared = (self.base.frobenius_norm().square() - 2 * self.value * cross[0]
+                       + self.num_components * self.value ** 2)
+            self._frobenius = squared.clamp_min(0).sqrt()
+        return self._frobenius
 
 
 def partitioned_deflate_components(op: RowPartitionedOperator) -> PartitionedComponentDeflatedOperator:
