@@ -198,6 +198,7 @@ class RowPartitionedOperator:
 
 def _check_local_graph(edge_index: Tensor, edge_weight: Optional[Tensor], partition: RowPartition,
                        comm: Communicator) -> Tensor:
+    partition.check_world_size(comm.world_size)
     if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
         shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
         raise ValueError(f"edge_index must be a LongTensor of shape (2, num_local_edges) (got {shape})")
