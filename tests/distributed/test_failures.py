@@ -5,8 +5,9 @@ import time
 import pytest
 import torch
 
-from lowrank_gnn.distributed import (CollectiveError, Communicator, DistributedAmortizedBackend, RowPartition,
-                                     check_replicated, partition_graph, partitioned_normalized_adjacency)
+from lowrank_gnn.distributed import (CollectiveError, Communicator, DistributedAmortizedBackend,
+                                     PartitionedLowRankGCNConv, RowPartition, check_replicated, partition_graph,
+                                     partitioned_normalized_adjacency)
 from lowrank_gnn.testing.distributed import run_distributed
 
 N = 12
@@ -28,7 +29,7 @@ def failing_worker(rank, world_size, mode):
             raise RuntimeError("injected failure on rank 1")
         if mode == "exit":
             os._exit(3)
-        time.sleep(6.0)  # "hang": longer than the collective timeout below
+        time.sleep(4.0)  # "hang": longer than the collective timeout below
         return "slept"
     start = time.perf_counter()
     try:
@@ -40,12 +41,12 @@ def failing_worker(rank, world_size, mode):
 
 @pytest.mark.parametrize("mode", ["raise", "exit", "hang"])
 def test_failing_rank_stops_the_others_with_a_clear_error(mode):
-    results = run_distributed(failing_worker, 2, args=(mode,), timeout=40, collective_timeout=3,
+    results = run_distributed(failing_worker, 2, args=(mode,), timeout=40, collective_timeout=2,
                               raise_errors=False)
     kind, message, seconds = results[0].value
     assert kind == "CollectiveError"
     assert "failed on rank 0 of world_size=2" in message and "timeout" in message
-    assert seconds < 15  # bounded by the 3 s collective timeout (plus process noise), never a hang
+    assert seconds < 15  # bounded by the 2 s collective timeout (plus process noise), never a hang
     if mode == "raise":
         assert "injected failure on rank 1" in results[1].error
 
@@ -114,3 +115,11 @@ def test_single_process_without_torch_distributed():
     assert pairs.eigenvectors.shape == (N, 3) and comm.stats.total_bytes == 0
     with pytest.raises(ValueError, match="2 part"):
         partitioned_normalized_adjacency(graph.part(0)[0], None, RowPartition.even(N, 2), comm)
+
+
+def test_cache_operator_refuses_learnable_edge_weights():
+    graph = partition_graph(ring_edges(), N, num_parts=1)
+    conv = PartitionedLowRankGCNConv(2, 2, 3, graph.partition, cache_operator=True).double()
+    weight = torch.ones(graph.edge_index.shape[1], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="cache_operator=True would freeze the operator"):
+        conv(torch.randn(N, 2, dtype=torch.float64), graph.edge_index, weight)
