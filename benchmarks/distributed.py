@@ -7,7 +7,8 @@ What is measured (all ranks on this machine, gloo over localhost, 1 torch thread
 a training step of two PartitionedLowRankGCNConv layers (32 -> 16 -> 8 channels, root weight,
 per-component deflation) sharing one amortized eigen solve, on a synthetic Chung-Lu graph
 (power-law exponent 2.5): forward, backward and an SGD step, replicated weights summed by
-data_parallel. Time per step: median over the timed steps (after 2 untimed ones). Bytes: what
+data_parallel; the operator is built once (cache_operator=True, a fixed graph) unless
+--rebuild-operator is given (a graph that changes every step). Time per step: median over the timed steps (after 2 untimed ones). Bytes: what
 the Communicator counted on each rank per step (bytes *sent* per rank under ring algorithms,
 see lowrank_gnn/distributed/comm.py), plus the DDP all-reduce of the replicated weights
 (computed from their size, not counted by the wrappers). On 2 shared cores the point is
@@ -16,7 +17,7 @@ correctness and the communication volume, not speed-up.
 Projection to ogbn-papers100M sizes (n = 111,059,956 nodes, 1,615,685,872 edges): the bytes per
 step measured at 2 ranks for k = 16 and 64 are fitted as a * n * k + b * n (per rank, divided by
 the ring factor (P - 1)/P, float32 elements), and the time as bytes / (bandwidth of a pure n x k
-all-gather measured here). Output: benchmarks/results/distributed.{csv,png,md}.
+all-gather measured here). Output: benchmarks/results/distributed[_rebuild].csv, distributed_projection[_rebuild].csv, .png.
 """
 import argparse
 import csv
@@ -39,7 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PAPERS100M = (111_059_956, 1_615_685_872)
 
 
-def worker(rank, world_size, num_nodes, num_edges, k, steps):
+def worker(rank, world_size, num_nodes, num_edges, k, steps, cache_operator):
     edge_index = chung_lu_graph(num_nodes, num_edges, seed=0)
     graph = partition_graph(edge_index, num_nodes, num_parts=world_size)
     local_edges, _ = graph.part(rank)
@@ -48,7 +49,7 @@ def worker(rank, world_size, num_nodes, num_edges, k, steps):
     y = graph.node_slice(torch.randint(0, 8, (num_nodes,), generator=generator), rank)
     comm = Communicator(dist.new_group() if world_size > 1 else None)
     torch.manual_seed(0)
-    conv1 = PartitionedLowRankGCNConv(32, 16, k, graph.partition, comm, root_weight=True)
+    conv1 = PartitionedLowRankGCNConv(32, 16, k, graph.partition, comm, root_weight=True, cache_operator=cache_operator)
     conv2 = PartitionedLowRankGCNConv(16, 8, k, graph.partition, comm, root_weight=True)
     model = torch.nn.ModuleList([conv1, conv2])
     conv1.eigenpairs(local_edges, None, x.shape[0])  # size the basis before wrapping
@@ -91,16 +92,20 @@ def main():
     parser.add_argument("--edges", type=int, default=400_000)
     parser.add_argument("--k", type=int, nargs=2, default=[16, 64], help="two ranks for the fit a*n*k + b*n")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rebuild-operator", action="store_true",
+                        help="rebuild the partitioned operator every step (a graph that changes) instead of caching it")
     parser.add_argument("--quick", action="store_true", help="n = 5,000, 40,000 edges, 5 steps")
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.edges, args.steps = 5_000, 40_000, 5
     print(f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, gloo on localhost, "
-          f"1 thread per rank; Chung-Lu graph n={args.nodes}, {args.edges} edges; {args.steps} timed steps")
+          f"1 thread per rank; Chung-Lu graph n={args.nodes}, {args.edges} edges; {args.steps} timed steps; "
+          f"operator {'rebuilt every step' if args.rebuild_operator else 'built once (cache_operator=True)'}")
     rows = []
     for k in args.k:
         for world_size in (1, 2):
-            results = [r.value for r in run_distributed(worker, world_size, args=(args.nodes, args.edges, k, args.steps),
+            results = [r.value for r in run_distributed(worker, world_size, args=(args.nodes, args.edges, k, args.steps,
+                                                                               not args.rebuild_operator),
                                                         timeout=1800, collective_timeout=600)]
             seconds = max(r["seconds"] for r in results)
             per_rank = max(sum(r["bytes"].values()) for r in results)
@@ -124,6 +129,7 @@ def main():
     (k1, y1), (k2, y2) = [(r["k"], r["operator_MB_per_rank"] * 1e6 / ring / args.nodes / 4) for r in two]
     a = (y2 - y1) / (k2 - k1)          # n x k exchanges per step
     b = y1 - a * k1                    # n-sized exchanges per step (degrees, component labels, probes)
+    suffix = "_rebuild" if args.rebuild_operator else ""
     bandwidth = statistics.mean(r["gather_GBps"] for r in two) * 1e9
     print(f"\nfit: bytes/rank/step = 4 * (P-1)/P * n * ({a:.2f} k + {b:.2f}); measured all-gather bandwidth "
           f"{bandwidth / 1e9:.2f} GB/s per rank (localhost)")
@@ -149,11 +155,11 @@ def main():
             print(f"| {k} | {world_size} | {entry['GB_per_rank_step']:.1f} | {entry['seconds']:.1f} | "
                   f"{entry['entries_per_rank']:.2e} |")
     RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "distributed.csv", "w", newline="") as handle:
+    with open(RESULTS / f"distributed{suffix}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    with open(RESULTS / "distributed_projection.csv", "w", newline="") as handle:
+    with open(RESULTS / f"distributed_projection{suffix}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(projection[0]) + ["a_nk", "b_n", "bandwidth_GBps"])
         writer.writeheader()
         for entry in projection:
@@ -173,7 +179,7 @@ def main():
         axes[0].legend()
         axes[1].set(ylabel="MB sent / rank / step", title="communication at P = 2")
         figure.tight_layout()
-        figure.savefig(RESULTS / "distributed.png", dpi=120)
+        figure.savefig(RESULTS / f"distributed{suffix}.png", dpi=120)
     except ImportError:
         print("matplotlib not installed: no PNG")
 
