@@ -11,6 +11,7 @@ nccl-tests' "bus bandwidth"):
 collective                    bytes sent per rank
 ============================  ==========================================
 all-gather of blocks of b     :math:`(P - 1)\, b`
+all-to-all                    the rows sent to other ranks
 reduce-scatter of m in all    :math:`(P - 1)\, m / P`
 all-reduce of m               :math:`2 (P - 1)\, m / P`
 broadcast of m                :math:`m` (an upper bound, pipelined tree)
@@ -151,6 +152,26 @@ class Communicator:
         self._run("reduce_scatter", dist.reduce_scatter, out, padded)
         return out[: sizes[self.rank]]
 
+    def all_to_all_blocks(self, tensor: Tensor, send_sizes: Sequence[int], recv_sizes: Sequence[int]) -> Tensor:
+        """Rows ``[sum(send_sizes[:r]), ...)`` of ``tensor`` go to rank ``r``; without autograd.
+
+        Shapes:
+            tensor ``(sum(send_sizes), *rest)``; returns ``(sum(recv_sizes), *rest)``, grouped by source rank.
+        """
+        if self.world_size == 1:
+            return tensor
+        out = tensor.new_empty((sum(recv_sizes), *tensor.shape[1:]))
+        row_bytes = tensor[:1].numel() * tensor.element_size() if tensor.dim() > 1 else tensor.element_size()
+        self.stats.add("all_to_all", (sum(send_sizes) - send_sizes[self.rank]) * row_bytes)
+        self._run("all_to_all", dist.all_to_all_single, out, tensor.contiguous(),
+                  output_split_sizes=list(recv_sizes), input_split_sizes=list(send_sizes))
+        return out
+
+    def exchange_sizes(self, send_sizes: Sequence[int]) -> List[int]:
+        """How many rows each rank will send to this one, given how many this one sends to each."""
+        sizes = torch.tensor(list(send_sizes), dtype=torch.long)
+        return [int(v) for v in self.all_to_all_blocks(sizes, [1] * self.world_size, [1] * self.world_size)]
+
     def broadcast_(self, tensor: Tensor, src: int = 0) -> Tensor:
         """In-place broadcast from rank ``src`` (a rank of this group) without autograd."""
         if self.world_size > 1:
@@ -179,6 +200,26 @@ class Communicator:
         if self.world_size == 1:
             return block
         return _AllGatherRows.apply(block, self, tuple(sizes))
+
+    def all_to_all_rows(self, rows: Tensor, send_sizes: Sequence[int], recv_sizes: Sequence[int]) -> Tensor:
+        """:meth:`all_to_all_blocks` with autograd (backward: the reverse exchange)."""
+        if self.world_size == 1:
+            return rows
+        return _AllToAllRows.apply(rows, self, tuple(send_sizes), tuple(recv_sizes))
+
+
+class _AllToAllRows(torch.autograd.Function):
+    """Rows sent to other ranks. The adjoint of a permutation of rows between ranks is the reverse
+    exchange: each received row's gradient goes back to the rank (and row) that sent it."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, comm: Communicator, send_sizes, recv_sizes) -> Tensor:
+        ctx.comm, ctx.send_sizes, ctx.recv_sizes = comm, send_sizes, recv_sizes
+        return comm.all_to_all_blocks(rows, send_sizes, recv_sizes)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return ctx.comm.all_to_all_blocks(grad.contiguous(), ctx.recv_sizes, ctx.send_sizes), None, None, None
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -5,11 +5,12 @@ from typing import Any, Dict, Optional
 
 from torch import Tensor
 
+from .._validation import check_choice
 from ..eigen import EigenPairs
 from ..nn.conv.lowrank_gcn_conv import LowRankGCNConv
 from .backend import DistributedAmortizedBackend
 from .comm import Communicator
-from .operator import partitioned_deflate_components, partitioned_normalized_adjacency
+from .operator import RowPartitionedOperator, partitioned_deflate_components, partitioned_normalized_adjacency
 from .partition import RowPartition
 
 
@@ -45,6 +46,9 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
             numbers of communication per step (``benchmarks/distributed.py``). The eigenpairs are
             still updated at every call (the basis trains). Refused when ``edge_weight``
             requires grad. (default: ``False``)
+        exchange (str): ``"allgather"`` (the ``n x k`` basis) or ``"halo"`` (only the rows each
+            rank's block references); see :class:`~lowrank_gnn.distributed.RowPartitionedOperator`.
+            (default: ``"allgather"``)
         root_weight (bool): add a self term. (default: ``False``)
         add_self_loops (bool): as in ``GCNConv``. (default: ``True``)
         bias (bool): learn an additive bias. (default: ``True``)
@@ -62,7 +66,8 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
 
     def __init__(self, in_channels: int, out_channels: int, k: int, partition: RowPartition,
                  comm: Optional[Communicator] = None, backend_kwargs: Optional[Dict[str, Any]] = None,
-                 deflate_components: bool = True, cache_operator: bool = False, root_weight: bool = False,
+                 deflate_components: bool = True, cache_operator: bool = False, exchange: str = "allgather",
+                 root_weight: bool = False,
                  add_self_loops: bool = True, bias: bool = True) -> None:
         comm = comm if comm is not None else Communicator()
         backend = DistributedAmortizedBackend(k, partition, comm, **(backend_kwargs or {}))
@@ -70,6 +75,7 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
                          root_weight=root_weight, cached=False, add_self_loops=add_self_loops, bias=bias)
         self.partition, self.comm = partition, comm
         self.cache_operator = cache_operator
+        self.exchange = check_choice("exchange", exchange, RowPartitionedOperator.EXCHANGES)
         self._operator_cache = None
 
     def reset_parameters(self) -> None:
@@ -88,7 +94,8 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
             raise ValueError("cache_operator=True would freeze the operator and silently stop the gradient to "
                              "edge_weight; use cache_operator=False with learnable edge weights")
         op = partitioned_normalized_adjacency(edge_index, edge_weight, self.partition, self.comm,
-                                              add_self_loops=self.add_self_loops, dtype=self.lin.weight.dtype)
+                                              add_self_loops=self.add_self_loops, dtype=self.lin.weight.dtype,
+                                              exchange=self.exchange)
         op = partitioned_deflate_components(op) if self.deflate_components else op
         if self.cache_operator:
             self._operator_cache = op

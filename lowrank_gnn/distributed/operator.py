@@ -3,7 +3,10 @@ r"""A symmetric graph operator split by rows across ranks.
 Rank ``r`` stores the rows ``[b_r, b_{r+1})`` of :math:`A` (CSR, column indices global),
 about ``nnz / P`` entries. A product with a row-distributed thin matrix,
 :math:`(A U)_r = A_{r,:} U`, all-gathers :math:`U` (``n x k``) and multiplies the local
-block: per rank ``O(nnz / P + n k)`` memory and ``(P - 1) n k / P`` elements sent.
+block: per rank ``O(nnz / P + n k)`` memory and ``(P - 1) n k / P`` elements sent. With
+``exchange="halo"`` only the rows of :math:`U` that the local block references (its halo,
+``h_r`` rows) are exchanged, by one all-to-all: ``O(nnz / P + (n_r + h_r) k)`` memory and the
+halo rows sent, which a locality-preserving partition (METIS) makes much smaller than ``n``.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import check_finite, check_floating
+from .._validation import check_choice, check_finite, check_floating
 from ..operators.base import DeflatedOperator, symmetry_tolerance
 from .comm import Communicator
 from .partition import RowPartition
@@ -27,7 +30,8 @@ def _csr(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Te
 
 
 class _RowBlockMatmul(torch.autograd.Function):
-    r"""``Y = B X`` for the local row block ``B`` (``n_r x n``) and the gathered ``X`` (``n x d``).
+    r"""``Y = B X`` for the local row block ``B`` (``n_r x m``) and the exchanged ``X`` (``m x d``),
+    ``m = n`` (all-gather) or ``n_r + h_r`` (halo).
 
     Backward as for any sparse product (cf. ``operators.sparse._SparseMatmul``):
     :math:`\partial L / \partial B_{e} = \langle \bar Y_{\mathrm{row}(e)}, X_{\mathrm{col}(e)} \rangle`
@@ -39,7 +43,8 @@ class _RowBlockMatmul(torch.autograd.Function):
     def forward(ctx, value: Tensor, x: Tensor, op: "RowPartitionedOperator") -> Tensor:
         ctx.op = op
         ctx.save_for_backward(value, x)
-        return _csr(op.crow, op.col, value, (op.num_local_rows, op.num_nodes)) @ x
+        col, width = op.block_columns()
+        return _csr(op.crow, col, value, (op.num_local_rows, width)) @ x
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -47,10 +52,10 @@ class _RowBlockMatmul(torch.autograd.Function):
         op: RowPartitionedOperator = ctx.op
         grad_value = grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_value = (grad_out[op.row] * x[op.col]).sum(-1)
+            grad_value = (grad_out[op.row] * x[op.block_columns()[0]]).sum(-1)
         if ctx.needs_input_grad[1]:
             crow, row, perm = op._transpose_pattern()
-            grad_x = _csr(crow, row, value[perm], (op.num_nodes, op.num_local_rows)) @ grad_out
+            grad_x = _csr(crow, row, value[perm], (op.block_columns()[1], op.num_local_rows)) @ grad_out
         return grad_value, grad_x, None
 
 
@@ -71,13 +76,19 @@ class RowPartitionedOperator:
         partition (RowPartition): the node ranges of all ranks.
         comm (Communicator): rank, world size, collectives.
         degree (Tensor, optional): this rank's rows of the degrees of a normalized adjacency.
+        exchange (str): how :meth:`matmul` obtains the other ranks' rows of ``X``: ``"allgather"``
+            (all ``n`` rows) or ``"halo"`` (only the rows this block references, by one all-to-all
+            planned on first use). (default: ``"allgather"``)
 
     Shapes:
         row, col, value ``(nnz_r,)``; degree ``(n_r,)``.
     """
 
+    EXCHANGES = ("allgather", "halo")
+
     def __init__(self, row: Tensor, col: Tensor, value: Tensor, partition: RowPartition, comm: Communicator,
-                 degree: Optional[Tensor] = None) -> None:
+                 degree: Optional[Tensor] = None, exchange: str = "allgather") -> None:
+        self.exchange = check_choice("exchange", exchange, self.EXCHANGES)
         partition.check_world_size(comm.world_size)
         self.partition, self.comm = partition, comm
         self.start, self.stop = partition.range(comm.rank)
@@ -98,6 +109,7 @@ class RowPartitionedOperator:
         self._transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
         self._symmetric: Optional[bool] = None
         self._frobenius: Optional[Tensor] = None
+        self._halo: Optional[dict] = None
 
     @property
     def shape(self) -> torch.Size:
@@ -116,18 +128,54 @@ class RowPartitionedOperator:
         """Entries stored on this rank."""
         return self.value.numel()
 
+    def _halo_plan(self) -> dict:
+        """Which rows to send to and receive from each rank (collective, once per operator)."""
+        if self._halo is None:
+            comm, start = self.comm, self.start
+            needed = torch.unique(self.col)
+            remote = needed[(needed < start) | (needed >= self.stop)]                     # sorted global ids
+            bounds = torch.tensor(self.partition.bounds[1:], device=self.device)
+            owner = torch.searchsorted(bounds, remote, right=True)
+            recv_sizes = torch.bincount(owner, minlength=comm.world_size).tolist()
+            send_sizes = comm.exchange_sizes(recv_sizes)
+            requested = comm.all_to_all_blocks(remote, recv_sizes, send_sizes)             # ids others need
+            inside = (self.col >= start) & (self.col < self.stop)
+            column = torch.where(inside, self.col - start,
+                                 self.num_local_rows + torch.searchsorted(remote, self.col))
+            self._halo = {"send_index": requested - start, "send_sizes": send_sizes, "recv_sizes": recv_sizes,
+                          "column": column, "width": self.num_local_rows + remote.numel()}
+        return self._halo
+
+    @property
+    def halo_size(self) -> int:
+        """``h_r``: rows of other ranks this block references (plans the halo exchange; collective)."""
+        return self._halo_plan()["width"] - self.num_local_rows
+
+    def block_columns(self) -> Tuple[Tensor, int]:
+        """Column of each stored entry in the exchanged ``X`` and its number of rows ``m``."""
+        if self.exchange == "allgather":
+            return self.col, self.num_nodes
+        plan = self._halo_plan()
+        return plan["column"], plan["width"]
+
     def _transpose_pattern(self) -> Tuple[Tensor, Tensor, Tensor]:
-        """(crow, local row, perm) of the block's transpose ``(n, n_r)``."""
+        """(crow, local row, perm) of the block's transpose ``(m, n_r)``."""
         if self._transpose is None:
-            perm = torch.argsort(self.col * self.num_local_rows + self.row)
-            crow = torch.zeros(self.num_nodes + 1, dtype=torch.long, device=self.device)
-            crow[1:] = torch.bincount(self.col, minlength=self.num_nodes).cumsum(0)
+            col, width = self.block_columns()
+            perm = torch.argsort(col * self.num_local_rows + self.row)
+            crow = torch.zeros(width + 1, dtype=torch.long, device=self.device)
+            crow[1:] = torch.bincount(col, minlength=width).cumsum(0)
             self._transpose = (crow, self.row[perm], perm)
         return self._transpose
 
     def gather(self, x: Tensor) -> Tensor:
-        """All ranks' rows of ``x``, differentiable: ``(n_r, d) -> (n, d)``."""
-        return self.comm.all_gather_rows(x, self.partition.sizes)
+        """The rows of ``x`` the local block needs, differentiable: ``(n_r, d) -> (m, d)``
+        (all ``n`` rows in global order, or this rank's rows followed by its halo)."""
+        if self.exchange == "allgather":
+            return self.comm.all_gather_rows(x, self.partition.sizes)
+        plan = self._halo_plan()
+        received = self.comm.all_to_all_rows(x[plan["send_index"]], plan["send_sizes"], plan["recv_sizes"])
+        return torch.cat([x, received])
 
     def matmul(self, x: Tensor) -> Tensor:
         """This rank's rows of ``A X`` from this rank's rows of ``X`` (collective).
@@ -226,7 +274,8 @@ def _check_local_graph(edge_index: Tensor, edge_weight: Optional[Tensor], partit
 
 def partitioned_normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor], partition: RowPartition,
                                      comm: Communicator, add_self_loops: bool = True,
-                                     dtype: Optional[torch.dtype] = None) -> RowPartitionedOperator:
+                                     dtype: Optional[torch.dtype] = None,
+                                     exchange: str = "allgather") -> RowPartitionedOperator:
     r"""This rank's rows of :math:`\hat A = \hat D^{-1/2}(A + I)\hat D^{-1/2}` (GCN normalisation).
 
     Equals rows ``[start, stop)`` of :func:`~lowrank_gnn.operators.normalized_adjacency` for an
@@ -242,6 +291,8 @@ def partitioned_normalized_adjacency(edge_index: Tensor, edge_weight: Optional[T
         add_self_loops (bool): add missing self-loops with weight 1. (default: ``True``)
         dtype (torch.dtype, optional): dtype of unit weights when ``edge_weight`` is ``None``.
             (default: ``torch.get_default_dtype()``)
+        exchange (str): ``"allgather"`` or ``"halo"`` (see :class:`RowPartitionedOperator`).
+            (default: ``"allgather"``)
 
     Shapes:
         edge_index ``(2, E_r)``, edge_weight ``(E_r,)``.
@@ -264,7 +315,7 @@ def partitioned_normalized_adjacency(edge_index: Tensor, edge_weight: Optional[T
     inv_sqrt = full.pow(-0.5)
     inv_sqrt = torch.where(torch.isinf(inv_sqrt), torch.zeros_like(inv_sqrt), inv_sqrt)  # degree 0: zero row
     value = inv_sqrt[row + start] * weight * inv_sqrt[col]
-    return RowPartitionedOperator(row, col, value, partition, comm, degree=full[start:stop])
+    return RowPartitionedOperator(row, col, value, partition, comm, degree=full[start:stop], exchange=exchange)
 
 
 @torch.no_grad()

@@ -69,6 +69,15 @@ def partitioned_worker(rank, world_size, sizes, checkpoint_path):
     (probe * op.matmul(x_grad)).sum().backward()
     symmetric = op.symmetric
 
+    # the same product with the halo exchange: only referenced rows travel
+    halo_weight = graph.part(rank)[1].clone().requires_grad_()
+    halo_op = partitioned_normalized_adjacency(edge_index, halo_weight, graph.partition, comm, exchange="halo")
+    halo_x = x_local.clone().requires_grad_()
+    before = comm.stats.total_bytes
+    (probe * halo_op.matmul(halo_x)).sum().backward()
+    halo = {"weight_grad": halo_weight.grad, "x_grad": halo_x.grad, "halo_size": halo_op.halo_size,
+            "bytes": comm.stats.bytes.get("all_to_all", 0)}
+
     # backend variants: pairs, aux loss and basis gradient
     variants = {}
     deflated = partitioned_deflate_components(partitioned_normalized_adjacency(edge_index, graph.part(rank)[1],
@@ -116,10 +125,15 @@ def partitioned_worker(rank, world_size, sizes, checkpoint_path):
     train_steps(data_parallel(uncached), uncached, x_local, edge_index, graph.part(rank)[1], y_local, N, world_size,
                 STEPS)
     uncached_bytes = comm.stats.total_bytes
+    torch.manual_seed(0)
+    halo_conv = PartitionedLowRankGCNConv(F_IN, CLASSES, K, graph.partition, comm, backend_kwargs={"seed": 5},
+                                          root_weight=True, exchange="halo").double()
+    halo["outputs"], _, _ = train_steps(data_parallel(halo_conv), halo_conv, x_local, edge_index, graph.part(rank)[1],
+                                        y_local, N, world_size, STEPS)
     return {"dense": op.local_dense().detach(), "weight_grad": weight.grad, "x_grad": x_grad.grad,
             "symmetric": symmetric, "variants": variants, "outputs": outputs, "losses": losses,
             "basis": basis, "lin": lin, "after_resume_step": more[0], "shard": shard, "bytes": step_bytes, "cached_outputs": cached_outputs,
-            "cached_bytes": cached_bytes, "uncached_bytes": uncached_bytes, "num_shared": deflated.num_shared, "start": graph.partition.range(rank)}
+            "cached_bytes": cached_bytes, "halo": halo, "uncached_bytes": uncached_bytes, "num_shared": deflated.num_shared, "start": graph.partition.range(rank)}
 
 
 def single_process_reference(graph, x, y):
@@ -211,6 +225,22 @@ def test_communication_is_thin(runs):
         # all-reduces of the gradients of the eigenvalues, the quotients (k each) and P_0 (shared x k)
         assert step["reduce_scatter"] == (p - 1) * b * (rows * K + K * K)
         assert step["all_reduce"] - forward["all_reduce"] == round(ring * b * (2 * K + shared * K))
+
+
+def test_halo_exchange_matches_all_gather(runs):
+    results, ref, graph, _ = runs
+    assert close(torch.cat([r["halo"]["x_grad"] for r in results]), ref["x_grad"])
+    assert close(torch.cat([r["halo"]["weight_grad"] for r in results]), ref["weight_grad"])
+    for step in range(STEPS):
+        assert close(torch.cat([r["halo"]["outputs"][step] for r in results]), ref["outputs"][step])
+    for rank, r in enumerate(results):
+        other = graph.partition.sizes[1 - rank]
+        assert 0 < r["halo"]["halo_size"] <= other
+    # plan: the row count (one int64) and the ids of this rank's halo; forward: the rows the other rank
+    # references; backward: the gradients of this rank's halo rows, back to their owner (float64)
+    for rank, r in enumerate(results):
+        mine, theirs = r["halo"]["halo_size"], results[1 - rank]["halo"]["halo_size"]
+        assert r["halo"]["bytes"] == 8 + 8 * mine + 8 * F_IN * (theirs + mine)
 
 
 def test_cached_operator_gives_the_same_steps_with_less_traffic(runs):
