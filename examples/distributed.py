@@ -13,7 +13,9 @@ DistributedDataParallel with a DistributedSampler; rank 0 checkpoints every epoc
 (save_checkpoint), --resume continues from it on any world size; test accuracy is all-reduced.
 
 --mode nodes: Cora split by nodes into world_size contiguous ranges (partition_graph); each
-rank holds its rows of the normalized adjacency and of the amortized basis; two
+rank holds its rows of the normalized adjacency (built once: cache_operator=True) and of the
+amortized basis, and receives all n rows of the basis (--exchange allgather) or only the rows its
+edges reference (--exchange halo); two
 PartitionedLowRankGCNConv layers share one eigen solve; replicated weights are trained by
 data_parallel (gradients summed). The basis is warmed up on the eigen loss alone first (the
 distributed backend has no exact warm start). Prints the bytes each rank sent per step.
@@ -122,7 +124,8 @@ def run_nodes(args, rank, world_size, device):
     train, test = graph.node_slice(data.train_mask, rank).to(device), graph.node_slice(data.test_mask, rank).to(device)
     comm = Communicator(dist.new_group() if world_size > 1 else None)  # the operator's own group
     torch.manual_seed(0)
-    conv1 = PartitionedLowRankGCNConv(data.num_features, 16, args.k, graph.partition, comm, root_weight=True)
+    conv1 = PartitionedLowRankGCNConv(data.num_features, 16, args.k, graph.partition, comm, root_weight=True,
+                                      cache_operator=True, exchange=args.exchange)  # fixed graph: build once
     conv2 = PartitionedLowRankGCNConv(16, 7, args.k, graph.partition, comm, root_weight=True)
     model = nn.ModuleList([conv1, conv2]).to(device)
     num_train = int(data.train_mask.sum())
@@ -182,6 +185,8 @@ def main():
                         help="seconds a rank waits in a collective for a failed peer before raising")
     parser.add_argument("--epochs", type=int, default=None, help="(default: 20 graphs, 200 nodes)")
     parser.add_argument("--k", type=int, default=64, help="eigenpairs (nodes mode)")
+    parser.add_argument("--exchange", choices=["allgather", "halo"], default="allgather",
+                        help="rows of the basis each rank receives: all n, or only those its edges reference")
     parser.add_argument("--warmup", type=int, default=300, help="basis warm-up steps (nodes mode)")
     parser.add_argument("--batch-size", type=int, default=32, help="global batch (graphs mode)")
     parser.add_argument("--checkpoint", default="distributed_checkpoint.pt")
