@@ -7,20 +7,22 @@
 What is measured (all ranks on this machine, gloo over localhost, 1 torch thread per rank):
 a training step of two PartitionedLowRankGCNConv layers (32 -> 16 -> 8 channels, root weight,
 per-component deflation) sharing one amortized eigen solve, on a synthetic Chung-Lu graph
-(power-law exponent 2.5; or --graph geometric: a random geometric graph): forward, backward and an SGD step, replicated weights summed by
-data_parallel; the operator is built once (cache_operator=True, a fixed graph) unless
---rebuild-operator is given (a graph that changes every step). Time per step: median over the timed steps (after 2 untimed ones). Bytes: what
-the Communicator counted on each rank per step (bytes *sent* per rank under ring algorithms,
-see lowrank_gnn/distributed/comm.py), plus the DDP all-reduce of the replicated weights
-(computed from their size, not counted by the wrappers). Rows: 1 process; 2 processes with the
-all-gather exchange; 2 with the halo exchange, nodes split in their given (random) order and along
-SciPy's reverse Cuthill-McKee order (a cheap locality-preserving partition). On 2 shared cores the point is
+(power-law exponent 2.5; --graph geometric: a random geometric graph): forward, backward and an
+SGD step, replicated weights summed by data_parallel. The operator is built once
+(cache_operator=True, a fixed graph) unless --rebuild-operator is given (a graph that changes
+every step). Time per step: median over the timed steps (after 2 untimed ones). Bytes: what the
+Communicator counted on each rank per step (bytes *sent* per rank under ring algorithms, see
+lowrank_gnn/distributed/comm.py), plus the DDP all-reduce of the replicated weights (computed
+from their size, not counted by the wrappers). Rows: 1 process; 2 processes with the all-gather
+exchange; 2 with the halo exchange, nodes split in their given order and along SciPy's reverse
+Cuthill-McKee order (a cheap locality-preserving partition). On 2 shared cores the point is
 correctness and the communication volume, not speed-up.
 
 Projection to ogbn-papers100M sizes (n = 111,059,956 nodes, 1,615,685,872 edges): the bytes per
 step measured at 2 ranks for k = 16 and 64 are fitted as a * n * k + b * n (per rank, divided by
 the ring factor (P - 1)/P, float32 elements), and the time as bytes / (bandwidth of a pure n x k
-all-gather measured here). Output: benchmarks/results/distributed[_rebuild].csv, distributed_projection[_rebuild].csv, .png.
+all-gather measured here). Output: benchmarks/results/distributed[_geometric|_rebuild].{csv,log,png}
+and distributed_projection[...].csv.
 """
 import argparse
 import csv
@@ -70,6 +72,22 @@ def geometric_graph(num_nodes, num_edges, seed=0):
     return torch.as_tensor(pairs.T.astype(np.int64))
 
 
+class TwoLayers(torch.nn.Module):
+    """32 -> 16 -> 8 channels, one eigen solve shared by both layers."""
+
+    def __init__(self, k, partition, comm, cache_operator, exchange):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = PartitionedLowRankGCNConv(32, 16, k, partition, comm, root_weight=True,
+                                               cache_operator=cache_operator, exchange=exchange)
+        self.conv2 = PartitionedLowRankGCNConv(16, 8, k, partition, comm, root_weight=True)
+
+    def forward(self, x, edge_index):
+        pairs = self.conv1.eigenpairs(edge_index, None, x.shape[0])
+        h = self.conv1(x, edge_index, eigenpairs=pairs).relu()
+        return self.conv2(h, edge_index, eigenpairs=pairs), pairs[0].aux_loss
+
+
 def worker(rank, world_size, num_nodes, num_edges, k, steps, cache_operator, exchange, order, kind):
     edge_index = (chung_lu_graph if kind == "chung-lu" else geometric_graph)(num_nodes, num_edges, seed=0)
     membership = rcm_membership(edge_index, num_nodes, world_size) if order == "rcm" else None
@@ -80,23 +98,18 @@ def worker(rank, world_size, num_nodes, num_edges, k, steps, cache_operator, exc
     y = graph.node_slice(torch.randint(0, 8, (num_nodes,), generator=generator), rank)
     comm = Communicator(dist.new_group() if world_size > 1 else None)
     torch.manual_seed(0)
-    conv1 = PartitionedLowRankGCNConv(32, 16, k, graph.partition, comm, root_weight=True,
-                                      cache_operator=cache_operator, exchange=exchange)
-    conv2 = PartitionedLowRankGCNConv(16, 8, k, graph.partition, comm, root_weight=True)
-    model = torch.nn.ModuleList([conv1, conv2])
-    conv1.eigenpairs(local_edges, None, x.shape[0])  # size the basis before wrapping
-    if world_size > 1:
-        model = data_parallel(model)
-    replicated = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if "basis" not in name)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    net = TwoLayers(k, graph.partition, comm, cache_operator, exchange)
+    net.conv1.eigenpairs(local_edges, None, x.shape[0])  # size the basis before wrapping
+    model = data_parallel(net) if world_size > 1 else net  # called through DDP: replicated grads summed
+    replicated = sum(p.numel() * p.element_size() for name, p in net.named_parameters() if "basis" not in name)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     times, sent = [], []
     for step in range(steps + 2):
         comm.stats.reset()
         start = time.perf_counter()
         optimizer.zero_grad()
-        pairs = conv1.eigenpairs(local_edges, None, x.shape[0])
-        out = conv2(conv1(x, local_edges, eigenpairs=pairs).relu(), local_edges, eigenpairs=pairs)
-        loss = F.cross_entropy(out, y, reduction="sum") / num_nodes + pairs[0].aux_loss
+        out, aux_loss = model(x, local_edges)
+        loss = F.cross_entropy(out, y, reduction="sum") / num_nodes + aux_loss
         loss.backward()
         optimizer.step()
         if step >= 2:
@@ -111,7 +124,7 @@ def worker(rank, world_size, num_nodes, num_edges, k, steps, cache_operator, exc
     gather_seconds = (time.perf_counter() - start) / 5
     gather_bytes = comm.stats.total_bytes / 5
     ddp_bytes = 2 * (world_size - 1) / world_size * replicated
-    operator = conv1._operator(local_edges, None, x.shape[0]).base
+    operator = net.conv1._operator(local_edges, None, x.shape[0]).base
     halo = operator.halo_size if exchange == "halo" else num_nodes - x.shape[0]
     return {"seconds": statistics.median(times), "bytes": {key: statistics.median(s.get(key, 0) for s in sent)
                                                           for key in sent[0]},

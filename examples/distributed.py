@@ -113,68 +113,76 @@ def run_graphs(args, rank, world_size, device):
                   f"{seconds * 1e3:.0f} ms/epoch  (world_size {world_size})")
 
 
+class NodeNet(nn.Module):
+    """Two PartitionedLowRankGCNConv layers sharing one eigen solve; called through DDP so that
+    DDP synchronises the replicated weights (it only does for calls through its forward)."""
+
+    def __init__(self, in_channels, classes, k, partition, comm, exchange):
+        super().__init__()
+        self.conv1 = PartitionedLowRankGCNConv(in_channels, 16, k, partition, comm, root_weight=True,
+                                               cache_operator=True, exchange=exchange)  # fixed graph: build once
+        self.conv2 = PartitionedLowRankGCNConv(16, classes, k, partition, comm, root_weight=True)
+
+    def forward(self, x, edge_index):
+        pairs = self.conv1.eigenpairs(edge_index, None, x.shape[0])  # one solve shared by both layers
+        h = F.dropout(x, 0.5, self.training)
+        h = F.dropout(self.conv1(h, edge_index, eigenpairs=pairs).relu(), 0.5, self.training)
+        return self.conv2(h, edge_index, eigenpairs=pairs), pairs[0].aux_loss
+
+
 def run_nodes(args, rank, world_size, device):
     from lowrank_gnn.data import load_planetoid
 
     data = load_planetoid("Cora")[0]
     graph = partition_graph(data.edge_index, data.num_nodes, num_parts=world_size)
-    edge_index, edge_weight = graph.part(rank)
-    edge_index = edge_index.to(device)
+    edge_index = graph.part(rank)[0].to(device)
     x, y = graph.node_slice(data.x, rank).to(device), graph.node_slice(data.y, rank).to(device)
     train, test = graph.node_slice(data.train_mask, rank).to(device), graph.node_slice(data.test_mask, rank).to(device)
     comm = Communicator(dist.new_group() if world_size > 1 else None)  # the operator's own group
-    torch.manual_seed(0)
-    conv1 = PartitionedLowRankGCNConv(data.num_features, 16, args.k, graph.partition, comm, root_weight=True,
-                                      cache_operator=True, exchange=args.exchange)  # fixed graph: build once
-    conv2 = PartitionedLowRankGCNConv(16, 7, args.k, graph.partition, comm, root_weight=True)
-    model = nn.ModuleList([conv1, conv2]).to(device)
+    torch.manual_seed(args.seed)
+    net = NodeNet(data.num_features, 7, args.k, graph.partition, comm, args.exchange).to(device)
     num_train = int(data.train_mask.sum())
 
     # warm-up: the basis alone on the eigen loss (Adam moves each rank's rows as in one process)
-    pairs = conv1.eigenpairs(edge_index, edge_weight, x.shape[0])  # sizes the basis
-    warm = torch.optim.Adam([conv1.backend.basis.weight], lr=0.05)
+    basis = net.conv1.backend
+    net.conv1.eigenpairs(edge_index, None, x.shape[0])  # sizes the basis
+    warm = torch.optim.Adam([basis.basis.weight], lr=0.05)
     for _ in range(args.warmup):
         warm.zero_grad()
-        pairs = conv1.eigenpairs(edge_index, edge_weight, x.shape[0])
-        pairs[0].aux_loss.backward()
+        net.conv1.eigenpairs(edge_index, None, x.shape[0])[0].aux_loss.backward()
         warm.step()
     if rank == 0:
-        print(f"warm-up {args.warmup} steps: relative residual {conv1.backend.diagnostics.residual.item():.2e}")
+        print(f"warm-up {args.warmup} steps: relative residual {basis.diagnostics.residual.item():.2e}")
 
-    if world_size > 1:
-        model = data_parallel(model)
-    parameters = list(model.parameters())
-    basis = [p for p in parameters if p is conv1.backend.basis.weight]
-    rest = [p for p in parameters if p is not conv1.backend.basis.weight and p is not conv2.backend.basis.weight]
-    optimizer = torch.optim.Adam([{"params": rest, "weight_decay": 5e-4}, {"params": basis, "lr": 1e-3}], lr=0.01)
+    model = data_parallel(net) if world_size > 1 else net
+    rest = [p for name, p in net.named_parameters() if ".basis." not in name]
+    optimizer = torch.optim.Adam([{"params": rest, "weight_decay": 5e-4},
+                                  {"params": [basis.basis.weight], "lr": 1e-3}], lr=0.01)
     comm.stats.reset()
-    best_val = 0.0
+    torch.manual_seed(1000 * args.seed + rank)  # independent dropout masks on each rank's rows
     start = time.perf_counter()
     for epoch in range(args.epochs):
         model.train()
         optimizer.zero_grad()
-        pairs = conv1.eigenpairs(edge_index, edge_weight, x.shape[0])  # one solve shared by both layers
-        h = F.dropout(conv1(F.dropout(x, 0.5), edge_index, edge_weight, eigenpairs=pairs).relu(), 0.5)
-        out = conv2(h, edge_index, edge_weight, eigenpairs=pairs)
+        out, aux_loss = model(x, edge_index)
         # the objective is the sum of the ranks' losses: local sum / global count; aux_loss is already split
-        loss = F.cross_entropy(out[train], y[train], reduction="sum") / num_train + pairs[0].aux_loss
+        loss = F.cross_entropy(out[train], y[train], reduction="sum") / num_train + aux_loss
         loss.backward()
         optimizer.step()
     seconds = (time.perf_counter() - start) / args.epochs
     model.eval()
     with torch.no_grad():
-        pairs = conv1.eigenpairs(edge_index, edge_weight, x.shape[0])
-        out = conv2(conv1(x, edge_index, edge_weight, eigenpairs=pairs).relu(), edge_index, edge_weight,
-                    eigenpairs=pairs)
+        out, _ = model(x, edge_index)
         counts = torch.tensor([(out[test].argmax(-1) == y[test]).sum().item(), test.sum().item()],
                               dtype=torch.float64, device=device)
         comm.all_reduce_(counts)
     sent = comm.stats.total_bytes / (args.epochs + 1)
+    check_replicated(model, comm)  # DDP kept the replicated weights identical (bitwise)
     print(f"rank {rank}: nodes [{graph.partition.range(rank)[0]}, {graph.partition.range(rank)[1]}), "
           f"{edge_index.shape[1]} stored edges, {sent / 1e6:.2f} MB sent per step by the operator's collectives")
     if rank == 0:
         print(f"Cora, k={args.k}, {args.epochs} epochs, world_size {world_size}: test accuracy "
-              f"{counts[0] / counts[1]:.3f}, {seconds * 1e3:.0f} ms/step")
+              f"{counts[0] / counts[1]:.3f}, {seconds * 1e3:.0f} ms/step; replicas identical")
 
 
 def main():
@@ -189,6 +197,7 @@ def main():
                         help="rows of the basis each rank receives: all n, or only those its edges reference")
     parser.add_argument("--warmup", type=int, default=300, help="basis warm-up steps (nodes mode)")
     parser.add_argument("--batch-size", type=int, default=32, help="global batch (graphs mode)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default="distributed_checkpoint.pt")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()

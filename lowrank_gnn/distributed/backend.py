@@ -70,7 +70,7 @@ def partitioned_canonical_signs(vectors: Tensor, comm: Communicator) -> Tensor:
     significant = magnitude >= SIGN_PIVOT_FRACTION * column_max
     pivot = significant.to(torch.uint8).argmax(0, keepdim=True)
     local_sign = torch.where(significant.any(0), torch.sign(vectors.detach().gather(0, pivot)[0]), 0.0)
-    signs = torch.stack(comm.all_gather_blocks(local_sign.unsqueeze(0), [1] * comm.world_size)).view(-1, vectors.shape[1])
+    signs = torch.cat(comm.all_gather_blocks(local_sign.unsqueeze(0), [1] * comm.world_size))     # (P, k)
     sign = signs.gather(0, (signs != 0).to(torch.uint8).argmax(0, keepdim=True))[0]
     return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
 

@@ -167,9 +167,10 @@ class Communicator:
                   output_split_sizes=list(recv_sizes), input_split_sizes=list(send_sizes))
         return out
 
-    def exchange_sizes(self, send_sizes: Sequence[int]) -> List[int]:
-        """How many rows each rank will send to this one, given how many this one sends to each."""
-        sizes = torch.tensor(list(send_sizes), dtype=torch.long)
+    def exchange_sizes(self, send_sizes: Sequence[int], device: Optional[torch.device] = None) -> List[int]:
+        """How many rows each rank will send to this one, given how many this one sends to each
+        (``device``: where the backend communicates, e.g. the GPU for NCCL)."""
+        sizes = torch.tensor(list(send_sizes), dtype=torch.long, device=device)
         return [int(v) for v in self.all_to_all_blocks(sizes, [1] * self.world_size, [1] * self.world_size)]
 
     def broadcast_(self, tensor: Tensor, src: int = 0) -> Tensor:

@@ -64,7 +64,7 @@ class RowPartitionedOperator:
 
     Implements the operator protocol of :mod:`lowrank_gnn.operators` for row-distributed
     vectors: :meth:`matmul` takes this rank's rows of ``X`` and returns this rank's rows of
-    ``A X`` (one all-gather of ``X``); :attr:`shape` is the global ``(n, n)``. Values are
+    ``A X`` (one exchange of ``X``, see ``exchange``); :attr:`shape` is the global ``(n, n)``. Values are
     differentiable (gradients reach learnable edge weights on every rank). Checks
     (:meth:`check_finite`, :attr:`symmetric`) are collective, so all ranks raise together.
     Build it with :func:`partitioned_normalized_adjacency`.
@@ -137,7 +137,7 @@ class RowPartitionedOperator:
             bounds = torch.tensor(self.partition.bounds[1:], device=self.device)
             owner = torch.searchsorted(bounds, remote, right=True)
             recv_sizes = torch.bincount(owner, minlength=comm.world_size).tolist()
-            send_sizes = comm.exchange_sizes(recv_sizes)
+            send_sizes = comm.exchange_sizes(recv_sizes, self.device)
             requested = comm.all_to_all_blocks(remote, recv_sizes, send_sizes)             # ids others need
             inside = (self.col >= start) & (self.col < self.stop)
             column = torch.where(inside, self.col - start,
@@ -324,8 +324,9 @@ def partitioned_connected_components(op: RowPartitionedOperator) -> Tensor:
 
     Components inside the local block come from SciPy; labels then spread across cut edges
     (minimum over neighbours, then over the local component) until no rank changes, one
-    all-gather of the ``n`` labels per round: the rounds are bounded by the number of
-    rank-to-rank hops a component spans, not by its diameter.
+    all-gather of the ``n`` labels per round. The rounds are bounded by the number of cut edges
+    on the shortest paths inside a component (small for a locality-preserving partition; the
+    diameter in the worst case, e.g. a path whose nodes alternate between ranks).
 
     Shapes:
         returns ``(n_r,)`` int64 global labels.
@@ -337,8 +338,8 @@ def partitioned_connected_components(op: RowPartitionedOperator) -> Tensor:
     nonzero = op.value != 0
     row, col = op.row[nonzero], op.col[nonzero]
     inside = (col >= start) & (col < op.stop)
-    block = sp.coo_matrix((np.ones(int(inside.sum())), (row[inside].cpu().numpy(), (col[inside] - start).cpu().numpy())),
-                          shape=(n_r, n_r))
+    entries = (row[inside].cpu().numpy(), (col[inside] - start).cpu().numpy())
+    block = sp.coo_matrix((np.ones(int(inside.sum())), entries), shape=(n_r, n_r))
     _, local_component = connected_components(block, directed=True, connection="weak")
     local_component = torch.as_tensor(local_component, dtype=torch.long, device=op.device)
     count = int(local_component.max()) + 1

@@ -29,7 +29,9 @@ def data_parallel(model: nn.Module, **ddp_kwargs: Any) -> nn.parallel.Distribute
     rank (and in shape, with uneven partitions), is left out of DDP: its gradient is complete
     on its own rank. Give the partitioned operator its own process group
     (``Communicator(dist.new_group())``), so that its collectives never share a group with
-    DDP's gradient all-reduces.
+    DDP's gradient all-reduces. As with any DDP model, call the *wrapper* (``model(x, ...)``):
+    DDP synchronises gradients only for calls through its forward, and calling the wrapped
+    layers directly leaves each rank with its own replicas (:func:`check_replicated` catches it).
 
     Args:
         model (nn.Module): the model (lazy parameters other than partitioned bases must be

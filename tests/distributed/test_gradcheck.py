@@ -43,7 +43,8 @@ def test_distributed_eigen_step_gradcheck_gauge_invariant():
     weight = backend.basis.weight.detach().clone().requires_grad_()
 
     def pairs_of(w, v):
-        return functional_call(backend, {"basis.weight": w}, (RowPartitionedOperator(row, col, v[pair], partition, comm),))
+        op = RowPartitionedOperator(row, col, v[pair], partition, comm)
+        return functional_call(backend, {"basis.weight": w}, (op,))
 
     def projector(w, v):
         pairs = pairs_of(w, v)

@@ -73,7 +73,6 @@ def partitioned_worker(rank, world_size, sizes, checkpoint_path):
     halo_weight = graph.part(rank)[1].clone().requires_grad_()
     halo_op = partitioned_normalized_adjacency(edge_index, halo_weight, graph.partition, comm, exchange="halo")
     halo_x = x_local.clone().requires_grad_()
-    before = comm.stats.total_bytes
     (probe * halo_op.matmul(halo_x)).sum().backward()
     halo = {"weight_grad": halo_weight.grad, "x_grad": halo_x.grad, "halo_size": halo_op.halo_size,
             "bytes": comm.stats.bytes.get("all_to_all", 0)}
@@ -132,8 +131,9 @@ def partitioned_worker(rank, world_size, sizes, checkpoint_path):
                                         y_local, N, world_size, STEPS)
     return {"dense": op.local_dense().detach(), "weight_grad": weight.grad, "x_grad": x_grad.grad,
             "symmetric": symmetric, "variants": variants, "outputs": outputs, "losses": losses,
-            "basis": basis, "lin": lin, "after_resume_step": more[0], "shard": shard, "bytes": step_bytes, "cached_outputs": cached_outputs,
-            "cached_bytes": cached_bytes, "halo": halo, "uncached_bytes": uncached_bytes, "num_shared": deflated.num_shared, "start": graph.partition.range(rank)}
+            "basis": basis, "lin": lin, "after_resume_step": more[0], "shard": shard, "bytes": step_bytes,
+            "cached_outputs": cached_outputs, "cached_bytes": cached_bytes, "uncached_bytes": uncached_bytes,
+            "halo": halo, "num_shared": deflated.num_shared}
 
 
 def single_process_reference(graph, x, y):
@@ -257,7 +257,8 @@ def test_checkpoint_resumes_on_one_process(runs):
     expected = torch.cat([r["after_resume_step"] for r in results])
     x, y, index, weight = ref["x"], ref["y"], graph.edge_index, graph.edge_weight
     torch.manual_seed(1)  # different initial weights: everything must come from the checkpoint
-    single = LowRankGCNConv(F_IN, CLASSES, K, backend="amortized", backend_kwargs={"seed": 9}, root_weight=True).double()
+    single = LowRankGCNConv(F_IN, CLASSES, K, backend="amortized", backend_kwargs={"seed": 9},
+                            root_weight=True).double()
     optimizer = torch.optim.SGD(single.parameters(), lr=0.1, momentum=0.9)
     assert load_checkpoint(path, single, optimizer)["world_size"] == 2
     out, _, _ = train_steps(single, single, x, index, weight, y, N, 1, 1)
