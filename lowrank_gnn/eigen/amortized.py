@@ -362,6 +362,10 @@ class AmortizedBackend(EigenBackend):
                 return -(product.square().sum((-2, -1)) + 2 * (direction - direction.detach())).div(
                     scale.squeeze(-1).square()).sum()
             live = live.square()
+        return self._quotient_loss(live)
+
+    def _quotient_loss(self, live: Tensor) -> Tensor:
+        """``g`` from the scaled (and, for ``"magnitude"``, squared) quotients ``(*batch, k)``."""
         if self.loss == "brockett":
             return -(brockett_weights(self.k, live.dtype, live.device) * live).sum()
         if self.loss == "convex":

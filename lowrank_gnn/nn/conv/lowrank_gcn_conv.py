@@ -173,12 +173,16 @@ class LowRankGCNConv(nn.Module):
             raise ValueError(f"eigenpairs has eigenvectors of shape {tuple(pairs.eigenvectors.shape)} but this layer "
                              f"needs ({x.shape[0]}, {self.k}) (num_nodes, k)")
         h = self.lin(x)
-        out = low_rank_propagate(pairs, h, deflated)
+        out = self.propagate(pairs, h, deflated)
         if self.lin_root is not None:
             out = out + self.lin_root(x)
         if self.bias is not None:
             out = out + self.bias
         return out
+
+    def propagate(self, pairs: EigenPairs, h: Tensor, deflated: Optional[DeflatedOperator]) -> Tensor:
+        """:func:`low_rank_propagate`; row-distributed subclasses reduce ``U^T h`` across ranks here."""
+        return low_rank_propagate(pairs, h, deflated)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, k={self.k})"
