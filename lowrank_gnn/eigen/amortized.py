@@ -26,16 +26,73 @@ from .base import EigenBackend, EigenPairs, select_eigenpairs
 from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
 
 
-def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
-    """Thin QR with the signs fixed so that ``diag(R) > 0``: a smooth map ``W -> U``.
+def _rank_tolerance(dtype: torch.dtype) -> float:
+    """Relative ``|R_ii|`` below which ``W`` counts as rank deficient.
 
-    Without the sign fix LAPACK may flip a column between two steps and the amortized
-    basis would not be a continuous function of ``W``.
+    sqrt(eps): below it the QR factor has lost half its digits and its backward, which
+    applies ``R^{-1}``, amplifies gradients by more than ``1 / sqrt(eps)``.
+    """
+    return torch.finfo(dtype).eps ** 0.5
+
+
+#: CholeskyQR2's second pass is accepted when the Gram matrix of the first pass is within this
+#: distance (max entry) of I: its condition number is then at most 3, and the second pass
+#: orthonormalises to a few epsilons.
+CHOLESKY_QR_ACCEPT = 0.5
+
+
+def _cholesky_qr2(weight: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+    r"""CholeskyQR2 (Fukaya et al., 2014), or ``None`` where it would break down.
+
+    Pass 1, without gradient: :math:`R_1 = \operatorname{chol}(W^T W)^T`. Pass 2, on
+    :math:`Q_1 = W R_1^{-1}`: :math:`R_2 = \operatorname{chol}(Q_1^T Q_1)^T`,
+    :math:`U = Q_1 R_2^{-1}`, :math:`R = R_2 R_1`. For any fixed upper-triangular
+    :math:`P` with positive diagonal, :math:`\operatorname{qr}(W P)` has the same
+    :math:`Q` as :math:`\operatorname{qr}(W)` and :math:`R P^{-1}` as its :math:`R`, so
+    differentiating pass 2 with :math:`R_1` held constant gives the exact QR gradient.
+
+    Three ``(n, k)`` products forward and four backward, all in the input's memory layout:
+    several times faster than Householder QR for ``n >> k`` (which also returns a
+    column-major ``Q`` that slows every later elementwise op). Pass 1 alone loses
+    orthogonality like :math:`\kappa(W)^2 \epsilon`; pass 2 restores it to rounding once
+    :math:`Q_1^T Q_1` is within :data:`CHOLESKY_QR_ACCEPT` of the identity. Otherwise (or if
+    a Cholesky factorisation fails) ``None`` sends the caller to Householder QR.
+    """
+    with torch.no_grad():
+        lower, info = torch.linalg.cholesky_ex(weight.mT @ weight)
+        if bool((info != 0).any()):
+            return None
+        eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
+        first = lower.mT                                                    # R_1
+        inverse = torch.linalg.solve_triangular(first, eye, upper=True)     # R_1^{-1}
+    vectors = weight @ inverse                                              # Q_1
+    gram = vectors.mT @ vectors
+    if not bool(((gram.detach() - eye).abs() <= CHOLESKY_QR_ACCEPT).all()):
+        return None
+    lower, info = torch.linalg.cholesky_ex(gram)
+    if bool((info != 0).any()):
+        return None
+    second = lower.mT                                                       # R_2
+    vectors = vectors @ torch.linalg.solve_triangular(second, eye, upper=True)
+    return vectors, torch.diagonal(second, dim1=-2, dim2=-1) * torch.diagonal(first, dim1=-2, dim2=-1)
+
+
+def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
+    """Thin QR with ``diag(R) > 0``: a smooth map ``W -> U``.
+
+    The QR factorisation with a positive diagonal is unique, so how it is computed does not
+    change ``U`` or its gradient: CholeskyQR2 (:func:`_cholesky_qr2`) when ``W`` is well
+    conditioned, as an amortized basis is, else Householder QR (LAPACK) with the signs
+    fixed. Without the sign fix LAPACK may flip a column between two steps and the
+    amortized basis would not be a continuous function of ``W``.
 
     Shapes:
         weight ``(*batch, n, k)``; returns ``U (*batch, n, k)`` and ``diag(R) (*batch, k)``
         (non-negative).
     """
+    fast = _cholesky_qr2(weight) if weight.numel() and weight.shape[-2] >= weight.shape[-1] else None
+    if fast is not None:
+        return fast
     q, r = torch.linalg.qr(weight)
     diagonal = torch.diagonal(r, dim1=-2, dim2=-1)
     sign = torch.where(diagonal < 0, -1.0, 1.0).to(q.dtype).detach()
@@ -47,15 +104,6 @@ def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
 ORTHOGONALIZATIONS: Dict[str, Callable[[Tensor], Tuple[Tensor, Tensor]]] = {
     "qr": qr_orthonormalize,
 }
-
-
-def _rank_tolerance(dtype: torch.dtype) -> float:
-    """Relative ``|R_ii|`` below which ``W`` counts as rank deficient.
-
-    sqrt(eps): below it the QR factor has lost half its digits and its backward, which
-    applies ``R^{-1}``, amplifies gradients by more than ``1 / sqrt(eps)``.
-    """
-    return torch.finfo(dtype).eps ** 0.5
 
 
 class AmortizedBasis(nn.Module):

@@ -50,7 +50,7 @@ def canonical_signs(vectors: Tensor) -> Tensor:
     """
     magnitude = vectors.detach().abs()
     significant = magnitude >= SIGN_PIVOT_FRACTION * magnitude.amax(dim=-2, keepdim=True)
-    pivot = significant.to(torch.uint8).argmax(dim=-2, keepdim=True)  # first True per column
+    pivot = significant.max(dim=-2, keepdim=True).indices  # first True per column (max returns the first maximum)
     sign = torch.sign(vectors.detach().gather(-2, pivot))
     return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
 

@@ -222,14 +222,19 @@ def test_repeated_eigenvalue_cut_by_k_converges_as_a_subspace():
     op = normalized_adjacency(graph.edge_index, torch.ones(graph.edge_index.shape[1], dtype=torch.float64),
                               graph.num_nodes)
     backend = AmortizedBackend(k=2, init="random")
-    backend.fit(op, steps=3000, tol=1e-9)
+    # L-BFGS stalls at a relative residual of a few 1e-9 here (the loss then changes by less
+    # than float64 resolves), so 1e-8 is what is asserted
+    assert float(backend.fit(op, steps=3000, tol=1e-9).residual) <= 1e-8
     pairs = backend(op)
     assert torch.allclose(pairs.eigenvalues.detach(), torch.ones(2, dtype=torch.float64), atol=1e-9)
     assert_eigenpairs_close(pairs, op.to_dense(), 2, "largest", rtol=1e-8)
-    # the k vectors lie in the 3-dimensional eigenspace of eigenvalue 1
+    # the k vectors lie in the 3-dimensional eigenspace of eigenvalue 1, as close as Davis-Kahan
+    # allows: ||sin Theta||_F <= ||A V - V diag(lambda)||_F / (1 - lambda_4), lambda_4 = 5/6
+    dense = op.to_dense()
     top = ExactBackend(k=3, method="dense")(op).eigenvectors
-    vectors = pairs.eigenvectors.detach()
-    assert float(torch.linalg.matrix_norm(vectors - top @ (top.T @ vectors))) < 1e-8
+    vectors, values = pairs.eigenvectors.detach(), pairs.eigenvalues.detach()
+    bound = float(torch.linalg.matrix_norm(dense @ vectors - vectors * values)) / (1 - 5 / 6)
+    assert float(torch.linalg.matrix_norm(vectors - top @ (top.T @ vectors))) <= bound
 
 
 def test_batched_operator_has_one_basis_per_entry():
