@@ -222,12 +222,13 @@ def test_repeated_eigenvalue_cut_by_k_converges_as_a_subspace():
     op = normalized_adjacency(graph.edge_index, torch.ones(graph.edge_index.shape[1], dtype=torch.float64),
                               graph.num_nodes)
     backend = AmortizedBackend(k=2, init="random")
-    # L-BFGS stalls at a relative residual of a few 1e-9 here (the loss then changes by less
-    # than float64 resolves), so 1e-8 is what is asserted
-    assert float(backend.fit(op, steps=3000, tol=1e-9).residual) <= 1e-8
+    # fit()'s default tol, sqrt(eps): below it the loss changes by less than float64 resolves
+    # and L-BFGS stalls (at a few 1e-9 here, depending on rounding)
+    assert float(backend.fit(op, steps=3000).residual) <= torch.finfo(torch.float64).eps ** 0.5
     pairs = backend(op)
     assert torch.allclose(pairs.eigenvalues.detach(), torch.ones(2, dtype=torch.float64), atol=1e-9)
-    assert_eigenpairs_close(pairs, op.to_dense(), 2, "largest", rtol=1e-8)
+    # that residual is relative to ||A||_F ~ 2.2; the assert scales by max |A_ij| = 1/2
+    assert_eigenpairs_close(pairs, op.to_dense(), 2, "largest", rtol=1e-7)
     # the k vectors lie in the 3-dimensional eigenspace of eigenvalue 1, as close as Davis-Kahan
     # allows: ||sin Theta||_F <= ||A V - V diag(lambda)||_F / (1 - lambda_4), lambda_4 = 5/6
     dense = op.to_dense()
