@@ -301,7 +301,11 @@ class AmortizedBackend(EigenBackend):
     Krylov eigensolver warm-started from the previous basis (the subspace
     :math:`\operatorname{span}[U, A U]`, as in LOBPCG without its third block); each costs
     one extra operator product with ``k`` columns, and the differentiable forward then
-    runs on the refined basis. :meth:`fit` runs without it.
+    runs on the refined basis. Like any block eigensolver restarted to ``k`` vectors, it
+    converges to *an* invariant subspace: from a random start it can settle on one that
+    misses a wanted eigenvalue (seen with ``which="magnitude"`` in float32 when
+    :math:`|\lambda_k|` and :math:`|\lambda_{k+1}|` are close and of opposite sign), so
+    start it from ``init="exact"`` or a :meth:`fit` basis. :meth:`fit` runs without it.
 
     Args:
         k (int): number of eigenpairs.
@@ -407,8 +411,8 @@ class AmortizedBackend(EigenBackend):
         image = torch.cat([product, op.matmul(block)], -1)                   # A [U, B]
         small = basis.mT @ image
         ritz_values, ritz_vectors = torch.linalg.eigh((small + small.mT) / 2)
-        # a dropped (zero) column of B is decoupled in `small` and gives a spurious Ritz pair
-        # (value 0, vector on that column): rank those last
+        # a column of B still zero (2k > n) is decoupled in `small` and gives a spurious Ritz
+        # pair (value 0, vector on that column): rank those last
         spurious = ~torch.cat([torch.ones_like(keep), keep], -1).gather(-1, ritz_vectors.abs().argmax(-2))
         index = order_indices(ritz_values, self.which)
         index = index.gather(-1, torch.argsort(spurious.gather(-1, index).to(torch.uint8), dim=-1, stable=True))
