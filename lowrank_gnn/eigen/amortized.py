@@ -291,8 +291,8 @@ class AmortizedBackend(EigenBackend):
 
     **Refinement** (``refine > 0``, an addition to the paper's method). The gradient step
     moves :math:`W` by a learning rate, which on a drifting operator lags behind: on graphs
-    whose top spectrum is dense (power-law graphs) the tracked basis stays at a residual of
-    ~1e-2. With ``refine=r`` every forward first runs ``r`` block Rayleigh–Ritz steps on
+    whose top spectrum is dense (power-law graphs; ``benchmarks/large_graph.py``) the tracked
+    basis stays at a residual of ~2e-2, and ``refine=1`` brings it to ~1e-3. With ``refine=r`` every forward first runs ``r`` block Rayleigh–Ritz steps on
     the *current* operator, without gradient, and writes the result into :math:`W`: the
     residual block :math:`R = (I - U U^T) A U` is orthonormalised (twice, dropping
     directions below rounding) to :math:`B`, the ``2k x 2k`` matrix
