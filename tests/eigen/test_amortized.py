@@ -25,6 +25,19 @@ class TestAmortizedConverged(EigenBackendConformance):
         return backend(op)
 
 
+class TestAmortizedRefined(EigenBackendConformance):
+    """The suite on the refinement path: warm-started, then forwards with block Rayleigh-Ritz steps only."""
+
+    backend_name = "amortized"
+    backend_kwargs = {"init": "exact", "refine": 2}
+    tolerances = {torch.float32: 1e-4, torch.float64: 1e-8}
+
+    def solve(self, backend, op):
+        with torch.no_grad():
+            backend(op)
+        return backend(op)
+
+
 @pytest.mark.parametrize("loss", [
     "brockett", pytest.param("convex", marks=pytest.mark.slow), pytest.param("trace", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("which", ["largest", "smallest", "magnitude"])
