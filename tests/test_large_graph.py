@@ -141,7 +141,8 @@ def test_deflation_with_a_million_components_stays_linear():
 def check_sparse_layer(monkeypatch, num_nodes, backend, backend_kwargs, isolated):
     edge_index, n = planted_graph(num_nodes, mean_degree=10, isolated=isolated)
     x = torch.randn(n, 4)
-    weight = torch.ones(edge_index.shape[1], requires_grad=backend == "stable")
+    learnable = backend in ("stable", "amortized")  # both differentiate the eigenpairs in the edge weights
+    weight = torch.ones(edge_index.shape[1], requires_grad=learnable)
     conv = LowRankGCNConv(4, 3, k=2, backend=backend, backend_kwargs=backend_kwargs)
     forbid_dense(monkeypatch)
     pairs, deflated = conv.eigenpairs(edge_index, weight, n)  # operator + eigen backend, as forward() runs them
@@ -149,7 +150,7 @@ def check_sparse_layer(monkeypatch, num_nodes, backend, backend_kwargs, isolated
     out.square().sum().backward()
     assert out.shape == (n, 3) and torch.isfinite(out).all()
     assert torch.isfinite(conv.lin.weight.grad).all()
-    if backend == "stable":
+    if learnable:
         assert torch.isfinite(weight.grad).all() and weight.grad.abs().sum() > 0
     assert deflated.num_components > isolated  # each isolated node is a component of its own
     vectors, values = pairs.eigenvectors.detach(), pairs.eigenvalues.detach()
@@ -162,6 +163,12 @@ def test_lowrank_gcn_conv_stays_sparse_at_200k_nodes(monkeypatch):
     # A dense float32 operator at this size would be 160 GB; isolated nodes give 20,000 components.
     # The stable backend runs the exact backend's sparse (ARPACK) forward and adds a sparse backward.
     check_sparse_layer(monkeypatch, 180_000, "stable", {"tol": 1e-6, "krylov_dim": 8}, isolated=20_000)
+
+
+def test_amortized_backend_stays_sparse_at_200k_nodes(monkeypatch):
+    # Warm start by one sparse exact solve, then a forward with a block Rayleigh-Ritz refinement,
+    # the CholeskyQR of W and the eigen loss: all O(nnz k) or O(n k^2), nothing n x n.
+    check_sparse_layer(monkeypatch, 180_000, "amortized", {"init": "exact", "refine": 1}, isolated=20_000)
 
 
 @pytest.mark.slow

@@ -43,15 +43,28 @@ class EigenPairs(NamedTuple):
     aux_loss: Optional[Tensor] = None
 
 
+#: Rows searched first for each column's pivot (the first significant entry is usually near
+#: the top); the whole column is searched only if some column has none there.
+SIGN_PIVOT_PREFIX = 256
+
+
 def canonical_signs(vectors: Tensor) -> Tensor:
     """Flip each column so that its first entry with ``|u_i| >= 0.1 max|u|`` is positive.
 
-    Differentiable (the signs are constants). Shapes: ``(*batch, n, k)`` in and out.
+    Costs one reduction over the whole column (its largest magnitude) and a search of the
+    first :data:`SIGN_PIVOT_PREFIX` rows, widened to all rows only when a column has no
+    significant entry there. Differentiable (the signs are constants).
+    Shapes: ``(*batch, n, k)`` in and out.
     """
-    magnitude = vectors.detach().abs()
-    significant = magnitude >= SIGN_PIVOT_FRACTION * magnitude.amax(dim=-2, keepdim=True)
-    pivot = significant.to(torch.uint8).argmax(dim=-2, keepdim=True)  # first True per column
-    sign = torch.sign(vectors.detach().gather(-2, pivot))
+    detached = vectors.detach()
+    threshold = SIGN_PIVOT_FRACTION * detached.abs().amax(dim=-2, keepdim=True)
+    head = detached[..., :SIGN_PIVOT_PREFIX, :]
+    significant = head.abs() >= threshold
+    if not bool(significant.any(dim=-2).all()):
+        head = detached
+        significant = head.abs() >= threshold
+    pivot = significant.max(dim=-2, keepdim=True).indices  # first True per column (max returns the first maximum)
+    sign = torch.sign(head.gather(-2, pivot))
     return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
 
 
@@ -77,6 +90,8 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
         ``(*batch, k)``, ``(*batch, n, k)`` out.
     """
     index = order_indices(eigenvalues, which)[..., :k]
+    if k == eigenvalues.shape[-1] and bool((index == torch.arange(k, device=index.device)).all()):
+        return eigenvalues, canonical_signs(eigenvectors)  # already in order (a tracked basis): no (n, k) gather
     values = eigenvalues.gather(-1, index)
     vectors = eigenvectors.gather(-1, index.unsqueeze(-2).expand(*eigenvectors.shape[:-1], k))
     return values, canonical_signs(vectors)

@@ -43,8 +43,32 @@ def _check_graph(edge_index: Tensor, edge_weight: Optional[Tensor],
     return num_nodes, edge_weight
 
 
+def _reuse(structure: Optional[GraphOperator], recipe: tuple, edge_index: Tensor) -> Optional[GraphOperator]:
+    """``structure`` if it was built by the same ``recipe`` from an equal ``edge_index``, else raise."""
+    if structure is None:
+        return None
+    if not isinstance(structure, GraphOperator) or getattr(structure, "_recipe", None) is None:
+        raise TypeError("structure must be a GraphOperator returned by normalized_adjacency or laplacian "
+                        f"(got {type(structure).__name__})")
+    built_recipe, built_index = structure._recipe
+    same_index = built_index is edge_index or (built_index.shape == edge_index.shape
+                                               and built_index.device == edge_index.device
+                                               and torch.equal(built_index, edge_index))
+    if built_recipe != recipe or not same_index:
+        raise ValueError(f"structure was built as {built_recipe} from a different graph; this call is {recipe}. "
+                         "Pass structure= only with the same edge_index (same entries, same order), num_nodes "
+                         "and options")
+    return structure
+
+
+def _built(op: GraphOperator, recipe: tuple, edge_index: Tensor) -> GraphOperator:
+    op._recipe = (recipe, edge_index)  # what structure= checks; holds a reference, no copy
+    return op
+
+
 def normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor] = None,
-                         num_nodes: Optional[int] = None, add_self_loops: bool = True) -> GraphOperator:
+                         num_nodes: Optional[int] = None, add_self_loops: bool = True,
+                         structure: Optional[GraphOperator] = None) -> GraphOperator:
     r"""The GCN propagation matrix :math:`\hat A = \hat D^{-1/2} (A + I) \hat D^{-1/2}`.
 
     Identical to PyG's :func:`~torch_geometric.nn.conv.gcn_conv.gcn_norm` (Kipf & Welling,
@@ -58,6 +82,12 @@ def normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor] = Non
             (default: all ones)
         num_nodes (int, optional): number of nodes. (default: ``edge_index.max() + 1``)
         add_self_loops (bool, optional): add the identity first. (default: ``True``)
+        structure (GraphOperator, optional): an operator returned by an earlier call with
+            the same ``edge_index`` (equal entries, same order), ``num_nodes`` and
+            ``add_self_loops``. Its sorted sparsity pattern and structural symmetry check
+            are reused (:meth:`GraphOperator.with_values`), so a graph whose weights change
+            every step (learnable edge weights) is rebuilt in ``O(nnz)`` without sorting;
+            a different graph raises. (default: ``None``)
 
     Shapes:
         edge_index ``(2, E)``, edge_weight ``(E,)``; the operator is ``(n, n)``.
@@ -69,6 +99,8 @@ def normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor] = Non
         torch.Size([3, 3])
     """
     num_nodes, edge_weight = _check_graph(edge_index, edge_weight, num_nodes)
+    recipe = ("normalized_adjacency", num_nodes, add_self_loops)
+    structure = _reuse(structure, recipe, edge_index)
     if bool((edge_weight.detach() < 0).any()):
         raise ValueError("normalized_adjacency needs non-negative edge weights "
                          f"(got min edge_weight={float(edge_weight.min()):.4g}); "
@@ -78,11 +110,13 @@ def normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor] = Non
         index, weight = add_remaining_self_loops(index, weight, 1.0, num_nodes)
     degree = weight.new_zeros(num_nodes).index_add(0, index[1], weight)
     index, value = gcn_norm(index, weight, num_nodes, improved=False, add_self_loops=False, dtype=weight.dtype)
-    return GraphOperator(index, value, num_nodes, degree=degree)
+    if structure is not None:
+        return _built(structure.with_values(value, degree=degree), recipe, edge_index)
+    return _built(GraphOperator(index, value, num_nodes, degree=degree), recipe, edge_index)
 
 
 def laplacian(edge_index: Tensor, edge_weight: Optional[Tensor] = None, num_nodes: Optional[int] = None,
-              normalization: Optional[str] = "sym") -> GraphOperator:
+              normalization: Optional[str] = "sym", structure: Optional[GraphOperator] = None) -> GraphOperator:
     r"""A graph Laplacian, identical to PyG's :func:`~torch_geometric.utils.get_laplacian`.
 
     * ``None``: :math:`L = D - A`,
@@ -94,6 +128,9 @@ def laplacian(edge_index: Tensor, edge_weight: Optional[Tensor] = None, num_node
         edge_weight (Tensor, optional): non-negative weights. (default: all ones)
         num_nodes (int, optional): number of nodes. (default: ``edge_index.max() + 1``)
         normalization (str, optional): ``"sym"``, ``"rw"`` or ``None``. (default: ``"sym"``)
+        structure (GraphOperator, optional): an earlier result for the same ``edge_index``,
+            ``num_nodes`` and ``normalization``, whose sparsity pattern is reused (see
+            :func:`normalized_adjacency`). (default: ``None``)
 
     Shapes:
         edge_index ``(2, E)``, edge_weight ``(E,)``; the operator is ``(n, n)``.
@@ -101,11 +138,15 @@ def laplacian(edge_index: Tensor, edge_weight: Optional[Tensor] = None, num_node
     check_choice("normalization", normalization if normalization is not None else "None",
                  [str(c) for c in LAPLACIAN_NORMALIZATIONS])
     num_nodes, edge_weight = _check_graph(edge_index, edge_weight, num_nodes)
+    recipe = ("laplacian", num_nodes, normalization)
+    structure = _reuse(structure, recipe, edge_index)
     if bool((edge_weight.detach() < 0).any()):
         raise ValueError(f"laplacian needs non-negative edge weights (got min edge_weight="
                          f"{float(edge_weight.min()):.4g})")
     index, value = get_laplacian(edge_index.long(), edge_weight, normalization, edge_weight.dtype, num_nodes)
-    return GraphOperator(index, value, num_nodes)
+    if structure is not None:
+        return _built(structure.with_values(value), recipe, edge_index)
+    return _built(GraphOperator(index, value, num_nodes), recipe, edge_index)
 
 
 def connected_components(op: GraphOperator) -> Tuple[int, Tensor]:

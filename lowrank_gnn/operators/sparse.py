@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_finite
+from .._validation import check_finite, check_floating
 from .base import symmetry_tolerance
 
 #: Largest ``n`` with ``n * n`` inside int64 (the (row, col) sort key): floor(sqrt(2**63 - 1)).
@@ -46,6 +46,62 @@ class _SparseMatmul(torch.autograd.Function):
         return grad_value, grad_x, None
 
 
+class _Pattern:
+    """The value-independent part of a :class:`GraphOperator`, shared by :meth:`GraphOperator.with_values`.
+
+    Holds the sorted, deduplicated CSR structure, where each input entry is stored, and
+    (computed once, on first use) the transpose permutation and whether the pattern is
+    symmetric, so that an operator with new values on the same graph is built and
+    checked in ``O(nnz)`` without sorting again.
+    """
+
+    def __init__(self, edge_index: Tensor, num_nodes: int) -> None:
+        n = num_nodes
+        edge_index = edge_index.long()  # int32 input: row * n would wrap around in int32
+        key, self.order = torch.sort(edge_index[0] * n + edge_index[1])
+        unique, inverse = torch.unique_consecutive(key, return_inverse=True)
+        #: storage slot of each sorted input entry, or None when no (row, col) pair repeats
+        self.inverse: Optional[Tensor] = inverse if unique.numel() != key.numel() else None
+        self.num_nodes = n
+        self.nnz = unique.numel()
+        self.row = torch.div(unique, n, rounding_mode="floor")
+        self.col = unique - self.row * n
+        self.crow = torch.zeros(n + 1, dtype=torch.long, device=edge_index.device)
+        self.crow[1:] = torch.bincount(self.row, minlength=n).cumsum(0)
+        self._transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+        self._symmetric: Optional[bool] = None
+
+    @property
+    def num_entries(self) -> int:
+        """Number of input entries (before duplicates are summed)."""
+        return self.order.numel()
+
+    def store(self, value: Tensor) -> Tensor:
+        """Input-order values ``(num_entries,)`` -> stored values ``(nnz,)``, duplicates summed."""
+        value = value[self.order]
+        if self.inverse is not None:
+            value = value.new_zeros(self.nnz).index_add(0, self.inverse, value)
+        return value
+
+    def transpose(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """(crow, col, perm) of ``A^T``: ``A^T.values == A.values[perm]``."""
+        if self._transpose is None:
+            # entries are sorted by (row, col): a stable sort by col orders them by (col, row)
+            _, perm = torch.sort(self.col, stable=True)
+            crow = torch.zeros(self.num_nodes + 1, dtype=torch.long, device=self.col.device)
+            crow[1:] = torch.bincount(self.col, minlength=self.num_nodes).cumsum(0)
+            self._transpose = (crow, self.row[perm], perm)
+        return self._transpose
+
+    @property
+    def symmetric(self) -> bool:
+        """Whether ``(i, j)`` is stored exactly when ``(j, i)`` is (then entry ``e`` of ``A^T`` is entry ``e`` of ``A``)."""
+        if self._symmetric is None:
+            crow, col, _ = self.transpose()
+            self._symmetric = bool(torch.equal(crow, self.crow) and torch.equal(col, self.col))
+        return self._symmetric
+
+
 class GraphOperator:
     """A sparse ``n x n`` matrix built from a graph, differentiable in its values.
 
@@ -53,7 +109,8 @@ class GraphOperator:
     pairs are summed. Gradients flow from :meth:`matmul` and :meth:`to_dense` back to
     ``value`` (and so to learnable edge weights). Build it with
     :func:`~lowrank_gnn.operators.normalized_adjacency` or
-    :func:`~lowrank_gnn.operators.laplacian` rather than directly.
+    :func:`~lowrank_gnn.operators.laplacian` rather than directly; for new values on the
+    same graph use :meth:`with_values`, which skips the sort.
 
     Args:
         edge_index (LongTensor): positions of the stored entries.
@@ -72,22 +129,44 @@ class GraphOperator:
         if n > MAX_NUM_NODES:
             raise ValueError(f"num_nodes must be at most {MAX_NUM_NODES} (got num_nodes={n}): entries are keyed "
                              "as row * num_nodes + col in int64, and num_nodes**2 would overflow it")
-        edge_index = edge_index.long()  # int32 input: row * n would wrap around in int32
-        key = edge_index[0] * n + edge_index[1]
-        key, perm = torch.sort(key)
-        unique, inverse = torch.unique_consecutive(key, return_inverse=True)
-        value = value[perm]
-        if unique.numel() != key.numel():
-            value = value.new_zeros(unique.numel()).index_add(0, inverse, value)
-        self.row = torch.div(unique, n, rounding_mode="floor")
-        self.col = unique - self.row * n
-        self.value = value
-        self.num_nodes = n
+        self._set(_Pattern(edge_index, n), value, degree)
+
+    def _set(self, pattern: _Pattern, value: Tensor, degree: Optional[Tensor]) -> None:
+        self._pattern = pattern
+        self.row, self.col, self.crow = pattern.row, pattern.col, pattern.crow
+        self.num_nodes = pattern.num_nodes
+        self.value = pattern.store(value)
         self.degree = degree
-        self.crow = torch.zeros(n + 1, dtype=torch.long, device=value.device)
-        self.crow[1:] = torch.bincount(self.row, minlength=n).cumsum(0)
-        self._transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
         self._symmetric: Optional[bool] = None
+
+    def with_values(self, value: Tensor, degree: Optional[Tensor] = None) -> "GraphOperator":
+        """The same graph with new values, in ``O(nnz)``: no sort, and a cheaper symmetry check.
+
+        ``value`` is given per entry of the ``edge_index`` this operator was built from, in
+        the same order (repeated pairs are summed again). The sorted structure, the
+        transpose permutation and the structural half of :attr:`symmetric` are shared
+        with this operator, so checking the new one compares values only (one gather).
+        Made for a graph whose weights change every step (learnable edge weights);
+        :func:`~lowrank_gnn.operators.normalized_adjacency` uses it through ``structure=``.
+
+        Args:
+            value (Tensor): the new values, floating point, on the operator's device.
+            degree (Tensor, optional): see the class. (default: ``None``)
+
+        Shapes:
+            value ``(num_entries,)`` (the ``edge_index`` given at construction had
+            ``num_entries`` columns), degree ``(n,)``.
+        """
+        check_floating("value", value)
+        if value.shape != (self._pattern.num_entries,):
+            raise ValueError(f"value must have shape (num_entries,) = ({self._pattern.num_entries},), one per entry "
+                             f"of the edge_index this operator was built from (got {tuple(value.shape)})")
+        if value.device != self.device:
+            raise ValueError(f"value is on {value.device} but the operator is on {self.device}; "
+                             f"move it with .to({str(self.device)!r})")
+        new = GraphOperator.__new__(GraphOperator)
+        new._set(self._pattern, value, degree)
+        return new
 
     @property
     def shape(self) -> torch.Size:
@@ -108,18 +187,8 @@ class GraphOperator:
     def _csr(self, value: Tensor) -> Tensor:
         return _csr_tensor(self.crow, self.col, value, self.shape)
 
-    def _transpose_pattern(self) -> Tuple[Tensor, Tensor, Tensor]:
-        """(crow, col, perm) of ``A^T``: ``A^T.values == A.values[perm]``."""
-        if self._transpose is None:
-            n = self.num_nodes
-            perm = torch.argsort(self.col * n + self.row)
-            crow = torch.zeros(n + 1, dtype=torch.long, device=self.device)
-            crow[1:] = torch.bincount(self.col, minlength=n).cumsum(0)
-            self._transpose = (crow, self.row[perm], perm)
-        return self._transpose
-
     def _csr_transposed(self, value: Tensor) -> Tensor:
-        crow, col, perm = self._transpose_pattern()
+        crow, col, perm = self._pattern.transpose()
         return _csr_tensor(crow, col, value[perm], self.shape)
 
     def matmul(self, x: Tensor) -> Tensor:
@@ -148,13 +217,19 @@ class GraphOperator:
 
     @property
     def symmetric(self) -> bool:
-        """``True`` iff the pattern is symmetric and ``A_ij == A_ji`` to :func:`symmetry_tolerance`."""
+        """``True`` iff the pattern is symmetric and ``A_ij == A_ji`` to :func:`symmetry_tolerance`.
+
+        The pattern half is computed once per graph (a sort, shared by :meth:`with_values`);
+        the value half is one gather and compare, ``O(nnz)``, once per operator.
+        """
         if self._symmetric is None:
-            _, col_t, perm = self._transpose_pattern()
-            value = self.value.detach()
-            scale = value.abs().amax().clamp_min(torch.finfo(self.dtype).tiny) if value.numel() else 1.0
-            self._symmetric = bool(torch.equal(col_t, self.col) and torch.equal(self._transpose[0], self.crow)
-                                   and ((value - value[perm]).abs() <= symmetry_tolerance(self.dtype) * scale).all())
+            symmetric = self._pattern.symmetric
+            if symmetric and self.nnz:
+                value = self.value.detach()
+                scale = torch.linalg.vector_norm(value, ord=float("inf")).clamp_min(torch.finfo(self.dtype).tiny)
+                error = value[self._pattern.transpose()[2]].sub_(value).abs_().amax()  # in place on the gathered copy
+                symmetric = bool(error <= symmetry_tolerance(self.dtype) * scale)
+            self._symmetric = symmetric
         return self._symmetric
 
     def __repr__(self) -> str:
