@@ -172,7 +172,7 @@ class AmortizedBasis(nn.Module):
 
     @torch.no_grad()
     def assign(self, vectors: Tensor) -> None:
-        """Set ``W`` in place so that :meth:`orthonormal` returns ``vectors`` (orthonormal columns).
+        r"""Set ``W`` in place so that :meth:`orthonormal` returns ``vectors`` (orthonormal columns).
 
         ``W`` gets columns of norm :math:`\sqrt{n}` (``"qr"``: ``W = \sqrt{n}\, U``;
         ``"householder"``: :math:`\sqrt{n}` times the Householder vectors of ``U``, and their

@@ -70,6 +70,9 @@ class _Pattern:
         self.crow[1:] = torch.bincount(self.row, minlength=n).cumsum(0)
         self._transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
         self._symmetric: Optional[bool] = None
+        #: connected components when every stored value is nonzero (a function of the pattern
+        #: alone then); filled by :func:`~lowrank_gnn.operators.connected_components`
+        self.components: Optional[Tuple[int, Tensor]] = None
 
     @property
     def num_entries(self) -> int:
@@ -206,11 +209,16 @@ class GraphOperator:
         return dense.view(self.num_nodes, self.num_nodes)
 
     def to_scipy(self):
-        """A SciPy CSR matrix (float64, detached) for ARPACK."""
+        """A SciPy CSR matrix (float64, detached) for ARPACK.
+
+        Its arrays are copies: on the CPU in float64, ``.numpy()`` would share memory with
+        the operator (and with every operator on the same pattern), and an in-place SciPy
+        method such as ``eliminate_zeros()`` would corrupt them.
+        """
         import scipy.sparse as sp
 
-        return sp.csr_matrix((self.value.detach().cpu().double().numpy(),
-                              self.col.cpu().numpy(), self.crow.cpu().numpy()), shape=tuple(self.shape))
+        return sp.csr_matrix((self.value.detach().cpu().double().numpy().copy(), self.col.cpu().numpy().copy(),
+                              self.crow.cpu().numpy().copy()), shape=tuple(self.shape))
 
     def check_finite(self) -> None:
         check_finite("the operator's values (edge weights after normalisation)", self.value.detach())

@@ -243,3 +243,17 @@ def test_symmetry_recheck_on_a_shared_structure_still_rejects_asymmetric_values(
     # an asymmetric pattern is reported the same way through with_values
     one_way = GraphOperator(torch.tensor([[0, 1], [1, 2]]), torch.ones(2), 3)
     assert not one_way.symmetric and not one_way.with_values(torch.ones(2)).symmetric
+
+
+def test_connected_components_leave_a_float64_operator_with_zero_entries_intact():
+    """Regression: to_scipy() shared memory with a CPU float64 operator, and the
+    eliminate_zeros() of the component search compacted the operator's own arrays."""
+    weight = WEIGHT.double().clone()
+    weight[(ROW == 0) & (COL == 1)] = 0.0
+    weight[(ROW == 1) & (COL == 0)] = 0.0
+    op = normalized_adjacency(GRAPH.edge_index, weight, GRAPH.num_nodes)
+    value, col, crow = op.value.clone(), op.col.clone(), op.crow.clone()
+    count, _ = connected_components(op)
+    assert count == 3  # cycle 0-1-2-3-4-0 minus the edge 0-1 is still connected
+    assert torch.equal(op.value, value) and torch.equal(op.col, col) and torch.equal(op.crow, crow)
+    assert op.symmetric

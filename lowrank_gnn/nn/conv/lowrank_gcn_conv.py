@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
-from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index, to_undirected
+from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
 from ..._validation import check_finite, check_positive_int, check_same_device
 from ...eigen import EigenBackend, EigenPairs, resolve_eigen_backend
@@ -25,6 +25,44 @@ def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[Deflated
     if deflated is not None:
         out = out + deflated.project(x)
     return out
+
+
+class _SymmetrisedGraph:
+    """One input graph made undirected, prepared once and reused while the layer sees it.
+
+    ``to_undirected(edge_index, edge_weight, reduce="mean")`` as a fixed scatter: the merged
+    pattern and the slot of every input edge (both directions) are computed once, with one
+    sort. Each forward then averages the weights into their slots in ``O(E)`` and rebuilds
+    the operator on the first one's sorted structure (``structure=``), so learnable edge
+    weights never trigger a sort, a structural symmetry check or a connected-components
+    search again.
+    """
+
+    def __init__(self, edge_index: Tensor, num_nodes: int, add_self_loops: bool) -> None:
+        n = num_nodes
+        both = torch.cat([edge_index, edge_index.flip(0)], dim=1).long()
+        keys, self.slot = torch.unique(both[0] * n + both[1], return_inverse=True)
+        self.count = torch.bincount(self.slot, minlength=keys.numel())
+        self.edge_index = torch.stack([torch.div(keys, n, rounding_mode="floor"), keys % n])
+        self.source, self.num_nodes, self.add_self_loops = edge_index, num_nodes, add_self_loops
+        self.structure = None
+
+    def matches(self, edge_index: Tensor, num_nodes: int, add_self_loops: bool) -> bool:
+        same = self.source is edge_index or (self.source.shape == edge_index.shape
+                                             and self.source.device == edge_index.device
+                                             and torch.equal(self.source, edge_index))
+        return same and num_nodes == self.num_nodes and add_self_loops == self.add_self_loops
+
+    def operator(self, edge_weight: Optional[Tensor]):
+        weight = None
+        if edge_weight is not None:  # the mean over every stored copy of each undirected pair
+            weight = edge_weight.new_zeros(self.count.numel()).index_add(
+                0, self.slot, torch.cat([edge_weight, edge_weight])) / self.count
+        if self.structure is None:  # sorts once; holds no autograd graph
+            self.structure = normalized_adjacency(self.edge_index, None if weight is None else weight.detach(),
+                                                  self.num_nodes, add_self_loops=self.add_self_loops)
+        return normalized_adjacency(self.edge_index, weight, self.num_nodes, add_self_loops=self.add_self_loops,
+                                    structure=self.structure)
 
 
 class LowRankGCNConv(nn.Module):
@@ -107,6 +145,7 @@ class LowRankGCNConv(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.aux_loss: Optional[Tensor] = None
         self._cache: Optional[tuple] = None
+        self._graph: Optional[_SymmetrisedGraph] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -123,8 +162,9 @@ class LowRankGCNConv(nn.Module):
         # Symmetric eigensolvers need A_ij == A_ji: merge both directions of every edge
         # (a one-way edge counts both ways, two weights are averaged). A no-op on
         # undirected input; keeps per-direction learnable weights usable.
-        edge_index, edge_weight = to_undirected(edge_index, edge_weight, num_nodes, reduce="mean")
-        op = normalized_adjacency(edge_index, edge_weight, num_nodes, add_self_loops=self.add_self_loops)
+        if self._graph is None or not self._graph.matches(edge_index, num_nodes, self.add_self_loops):
+            self._graph = _SymmetrisedGraph(edge_index, num_nodes, self.add_self_loops)
+        op = self._graph.operator(edge_weight)
         return deflate_components(op) if self.deflate_components else op
 
     def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int

@@ -197,3 +197,38 @@ def test_one_way_edges_count_in_both_directions():
     one_way = torch.tensor([[0, 1], [1, 2]])
     both_ways = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
     assert torch.allclose(conv(x, one_way), conv(x, both_ways), atol=1e-12)
+
+
+def test_a_graph_seen_again_reuses_its_structure_and_stays_exact(monkeypatch):
+    """Same edge_index, new weights every forward: the operator equals a fresh to_undirected +
+    normalized_adjacency build each time, while the sort-based work (pattern, symmetry,
+    components) runs once; a zero weight (a component may split) or a new graph recomputes."""
+    import scipy.sparse.csgraph as csgraph
+    from torch_geometric.utils import to_undirected
+
+    calls = []
+    original = csgraph.connected_components
+    monkeypatch.setattr(csgraph, "connected_components", lambda *a, **k: calls.append(1) or original(*a, **k))
+    torch.manual_seed(0)
+    directed = torch.tensor([[0, 1, 1, 2, 3, 4, 5, 5], [1, 0, 2, 3, 4, 3, 6, 6]])  # one-way, two-way, repeated
+    x = torch.randn(7, 3, dtype=torch.float64)
+    conv = LowRankGCNConv(3, 2, k=3).double()
+    for step in range(3):
+        weight = 0.5 + torch.rand(directed.shape[1], dtype=torch.float64)
+        index, merged = to_undirected(directed, weight, 7, reduce="mean")
+        reference = LowRankGCNConv(3, 2, k=3).double()
+        reference.load_state_dict(conv.state_dict())
+        op = deflate_components(normalized_adjacency(index, merged, 7))
+        assert torch.allclose(conv(x, directed, weight), reference(x, index, merged), atol=1e-12)
+        assert torch.allclose(conv._operator(directed, weight, 7).to_dense(), op.to_dense(), atol=1e-12)
+    graph = conv._graph
+    assert conv._graph.structure is not None and len(calls) == 1 + 3 * 2  # conv once; each reference twice
+    calls.clear()
+    weight[3] = 0.0  # the one-way edge 2 -> 3: a zero entry, the graph splits into {0, 1, 2} and {3, ...}
+    out = conv(x, directed, weight)
+    assert conv._graph is graph and len(calls) == 1  # zeros present: components recomputed, not taken from the cache
+    index, merged = to_undirected(directed, weight, 7, reduce="mean")
+    assert torch.allclose(out, reference(x, index, merged), atol=1e-12)
+    other = torch.tensor([[0, 2], [2, 0]])
+    conv(x, other, torch.ones(2, dtype=torch.float64))
+    assert conv._graph is not graph
