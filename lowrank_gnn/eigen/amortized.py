@@ -240,11 +240,13 @@ class AmortizedBasis(nn.Module):
                               unexpected_keys, error_msgs) -> None:
         key = prefix + "weight"
         if not self.initialized and key in state_dict:
-            incoming = state_dict[key]
-            self.weight.materialize(incoming.shape, device=incoming.device, dtype=incoming.dtype)
+            # the module's own dtype and device (set by .to() before loading), as in PyTorch's
+            # lazy modules; the copy below converts the checkpoint's tensor
+            self.weight.materialize(state_dict[key].shape)
         signs = state_dict.get(prefix + "signs")
         if signs is not None and (self.signs is None or self.signs.shape != signs.shape):
-            self.signs = torch.empty_like(signs)
+            like = self.weight if self.initialized else signs
+            self.signs = torch.empty(signs.shape, dtype=like.dtype, device=like.device)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 

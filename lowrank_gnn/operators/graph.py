@@ -50,7 +50,10 @@ def _reuse(structure: Optional[GraphOperator], recipe: tuple, edge_index: Tensor
     if not isinstance(structure, GraphOperator) or getattr(structure, "_recipe", None) is None:
         raise TypeError("structure must be a GraphOperator returned by normalized_adjacency or laplacian "
                         f"(got {type(structure).__name__})")
-    built_recipe, built_index = structure._recipe
+    built_recipe, built_index, built_version = structure._recipe
+    if built_index._version != built_version:
+        raise ValueError("the edge_index that structure was built from has been modified in place since; "
+                         "build the operator without structure= (and pass the new one as structure= later)")
     same_index = built_index is edge_index or (built_index.shape == edge_index.shape
                                                and built_index.device == edge_index.device
                                                and torch.equal(built_index, edge_index))
@@ -62,7 +65,7 @@ def _reuse(structure: Optional[GraphOperator], recipe: tuple, edge_index: Tensor
 
 
 def _built(op: GraphOperator, recipe: tuple, edge_index: Tensor) -> GraphOperator:
-    op._recipe = (recipe, edge_index)  # what structure= checks; holds a reference, no copy
+    op._recipe = (recipe, edge_index, edge_index._version)  # what structure= checks; a reference, no copy
     return op
 
 

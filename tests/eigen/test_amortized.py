@@ -97,7 +97,7 @@ def test_state_dict_resumes_the_same_basis(orthogonalization):
     matrix = random_symmetric(9, dtype=torch.float64, seed=2)
     trained = AmortizedBackend(k=3, orthogonalization=orthogonalization)
     trained.fit(matrix, steps=20)
-    fresh = AmortizedBackend(k=3, seed=123, orthogonalization=orthogonalization)
+    fresh = AmortizedBackend(k=3, seed=123, orthogonalization=orthogonalization).double()  # the module's dtype
     fresh.load_state_dict(trained.state_dict())
     first, second = trained(matrix), fresh(matrix)
     assert torch.equal(first.eigenvectors, second.eigenvectors)
@@ -374,11 +374,11 @@ def test_householder_state_dict_loads_into_a_fresh_backend_and_moves_with_to():
     state = trained.state_dict()
     assert set(state) == {"basis.weight", "basis.signs"}
     fresh = AmortizedBackend(k=2, orthogonalization="householder").to(torch.float64)
-    fresh.load_state_dict(state)
-    assert fresh.basis.signs.dtype == torch.float32
-    fresh.to(torch.float64)
+    fresh.load_state_dict(state)  # a float32 checkpoint into a float64 module: the module's dtype wins
     assert fresh.basis.signs.dtype == fresh.basis.weight.dtype == torch.float64
     assert torch.allclose(fresh(matrix.double()).eigenvectors, trained(matrix).eigenvectors.double(), atol=1e-6)
+    fresh.to(torch.float32)
+    assert fresh.basis.signs.dtype == fresh.basis.weight.dtype == torch.float32
 
 
 # --- the W -> U map -----------------------------------------------------------------------------
@@ -523,3 +523,15 @@ def test_refine_option_is_validated_and_fit_runs_without_it():
     matrix = separated_spectrum()
     assert float(backend.fit(matrix, steps=500).residual) <= 1e-7  # L-BFGS alone, near its sqrt(eps) floor
     assert backend.refine == 2
+
+
+@pytest.mark.parametrize("orthogonalization", ORTHOGONALIZATIONS)
+def test_checkpoint_loads_into_a_fresh_module_with_the_modules_dtype(orthogonalization):
+    """model.to(...) then load_state_dict(checkpoint): W takes the module's dtype (and device), not the file's."""
+    matrix = random_symmetric(6, dtype=torch.float32, seed=8)
+    trained = AmortizedBackend(k=2, orthogonalization=orthogonalization)
+    trained(matrix)
+    fresh = AmortizedBackend(k=2, orthogonalization=orthogonalization).double()
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.basis.weight.dtype == torch.float64 and fresh.basis.weight.device == matrix.device
+    assert torch.allclose(fresh(matrix.double()).eigenvectors, trained(matrix).eigenvectors.double(), atol=1e-6)

@@ -86,7 +86,7 @@ def test_state_dict_round_trip_and_shape_change_error():
     matrix = torch.randn(5, 4, dtype=torch.float64)
     reg = NuclearNormRegularizer()
     reg(matrix)
-    fresh = NuclearNormRegularizer(seed=9)
+    fresh = NuclearNormRegularizer(seed=9).double()  # the module's dtype, as for any nn.Module
     fresh.load_state_dict(reg.state_dict())
     assert torch.equal(fresh(matrix), reg(matrix))
     with pytest.raises(ValueError, match=r"W has shape \(5, 4\) but a matrix of shape \(6, 4\) needs \(6, 4\)"):

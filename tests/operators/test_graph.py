@@ -257,3 +257,11 @@ def test_connected_components_leave_a_float64_operator_with_zero_entries_intact(
     assert count == 3  # cycle 0-1-2-3-4-0 minus the edge 0-1 is still connected
     assert torch.equal(op.value, value) and torch.equal(op.col, col) and torch.equal(op.crow, crow)
     assert op.symmetric
+
+
+def test_structure_refuses_an_edge_index_edited_in_place():
+    edge_index = GRAPH.edge_index.clone()
+    first = normalized_adjacency(edge_index, num_nodes=GRAPH.num_nodes)
+    edge_index[1, 0] = edge_index[1, 1]
+    with pytest.raises(ValueError, match="modified in place"):
+        normalized_adjacency(edge_index, num_nodes=GRAPH.num_nodes, structure=first)

@@ -45,9 +45,12 @@ class _SymmetrisedGraph:
         self.count = torch.bincount(self.slot, minlength=keys.numel())
         self.edge_index = torch.stack([torch.div(keys, n, rounding_mode="floor"), keys % n])
         self.source, self.num_nodes, self.add_self_loops = edge_index, num_nodes, add_self_loops
+        self.version = edge_index._version  # an in-place edit of the caller's edge_index bumps it
         self.structure = None
 
     def matches(self, edge_index: Tensor, num_nodes: int, add_self_loops: bool) -> bool:
+        if self.source._version != self.version:  # edited in place since: what it held is gone
+            return False
         same = self.source is edge_index or (self.source.shape == edge_index.shape
                                              and self.source.device == edge_index.device
                                              and torch.equal(self.source, edge_index))

@@ -232,3 +232,15 @@ def test_a_graph_seen_again_reuses_its_structure_and_stays_exact(monkeypatch):
     other = torch.tensor([[0, 2], [2, 0]])
     conv(x, other, torch.ones(2, dtype=torch.float64))
     assert conv._graph is not graph
+
+
+def test_an_edge_index_edited_in_place_is_not_served_from_the_prepared_graph():
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    edge_index = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    conv = LowRankGCNConv(3, 2, k=6).double()
+    conv(x, edge_index)
+    edge_index[1, 3] = 5  # rewired in place (e.g. an in-place edge dropout / rewiring step)
+    fresh = LowRankGCNConv(3, 2, k=6).double()
+    fresh.load_state_dict(conv.state_dict())
+    assert torch.allclose(conv(x, edge_index), fresh(x, edge_index.clone()), atol=1e-12)
