@@ -43,6 +43,26 @@ def _check_graph(edge_index: Tensor, edge_weight: Optional[Tensor],
     return num_nodes, edge_weight
 
 
+class EdgeIndexRef:
+    """A reference (no copy) to the ``edge_index`` something was built from, with the tensor's
+    version counter at that time, so that an in-place edit of it is noticed later."""
+
+    def __init__(self, edge_index: Tensor) -> None:
+        self.tensor, self.version = edge_index, edge_index._version
+
+    @property
+    def edited(self) -> bool:
+        """Whether the referenced tensor was modified in place since (its old entries are gone)."""
+        return self.tensor._version != self.version
+
+    def same_as(self, edge_index: Tensor) -> bool:
+        """Unedited, and ``edge_index`` holds the same entries in the same order."""
+        held = self.tensor
+        return not self.edited and (held is edge_index or (held.shape == edge_index.shape
+                                                           and held.device == edge_index.device
+                                                           and torch.equal(held, edge_index)))
+
+
 def _reuse(structure: Optional[GraphOperator], recipe: tuple, edge_index: Tensor) -> Optional[GraphOperator]:
     """``structure`` if it was built by the same ``recipe`` from an equal ``edge_index``, else raise."""
     if structure is None:
@@ -50,14 +70,11 @@ def _reuse(structure: Optional[GraphOperator], recipe: tuple, edge_index: Tensor
     if not isinstance(structure, GraphOperator) or getattr(structure, "_recipe", None) is None:
         raise TypeError("structure must be a GraphOperator returned by normalized_adjacency or laplacian "
                         f"(got {type(structure).__name__})")
-    built_recipe, built_index, built_version = structure._recipe
-    if built_index._version != built_version:
+    built_recipe, built_index = structure._recipe
+    if built_index.edited:
         raise ValueError("the edge_index that structure was built from has been modified in place since; "
                          "build the operator without structure= (and pass the new one as structure= later)")
-    same_index = built_index is edge_index or (built_index.shape == edge_index.shape
-                                               and built_index.device == edge_index.device
-                                               and torch.equal(built_index, edge_index))
-    if built_recipe != recipe or not same_index:
+    if built_recipe != recipe or not built_index.same_as(edge_index):
         raise ValueError(f"structure was built as {built_recipe} from a different graph; this call is {recipe}. "
                          "Pass structure= only with the same edge_index (same entries, same order), num_nodes "
                          "and options")
@@ -65,7 +82,7 @@ def _reuse(structure: Optional[GraphOperator], recipe: tuple, edge_index: Tensor
 
 
 def _built(op: GraphOperator, recipe: tuple, edge_index: Tensor) -> GraphOperator:
-    op._recipe = (recipe, edge_index, edge_index._version)  # what structure= checks; a reference, no copy
+    op._recipe = (recipe, EdgeIndexRef(edge_index))  # what structure= checks
     return op
 
 

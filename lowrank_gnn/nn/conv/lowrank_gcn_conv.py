@@ -12,6 +12,7 @@ from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 from ..._validation import check_finite, check_positive_int, check_same_device
 from ...eigen import EigenBackend, EigenPairs, resolve_eigen_backend
 from ...operators import DeflatedOperator, deflate_components, normalized_adjacency
+from ...operators.graph import EdgeIndexRef
 
 
 def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperator] = None) -> Tensor:
@@ -44,17 +45,12 @@ class _SymmetrisedGraph:
         keys, self.slot = torch.unique(both[0] * n + both[1], return_inverse=True)
         self.count = torch.bincount(self.slot, minlength=keys.numel())
         self.edge_index = torch.stack([torch.div(keys, n, rounding_mode="floor"), keys % n])
-        self.source, self.num_nodes, self.add_self_loops = edge_index, num_nodes, add_self_loops
-        self.version = edge_index._version  # an in-place edit of the caller's edge_index bumps it
+        self.source, self.num_nodes, self.add_self_loops = EdgeIndexRef(edge_index), num_nodes, add_self_loops
         self.structure = None
 
     def matches(self, edge_index: Tensor, num_nodes: int, add_self_loops: bool) -> bool:
-        if self.source._version != self.version:  # edited in place since: what it held is gone
-            return False
-        same = self.source is edge_index or (self.source.shape == edge_index.shape
-                                             and self.source.device == edge_index.device
-                                             and torch.equal(self.source, edge_index))
-        return same and num_nodes == self.num_nodes and add_self_loops == self.add_self_loops
+        return (self.source.same_as(edge_index) and num_nodes == self.num_nodes
+                and add_self_loops == self.add_self_loops)
 
     def operator(self, edge_weight: Optional[Tensor]):
         weight = None
