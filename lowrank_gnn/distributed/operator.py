@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_finite, check_floating
 from ..operators.base import DeflatedOperator, symmetry_tolerance
+from ..operators.sparse import _Pattern
 from .comm import Communicator
 from .partition import RowPartition
 
@@ -94,18 +95,10 @@ class RowPartitionedOperator:
         self.start, self.stop = partition.range(comm.rank)
         self.num_nodes = partition.num_nodes
         self.num_local_rows = self.stop - self.start
-        n = self.num_nodes
-        key, perm = torch.sort(row.long() * n + col.long())
-        unique, inverse = torch.unique_consecutive(key, return_inverse=True)
-        value = value[perm]
-        if unique.numel() != key.numel():
-            value = value.new_zeros(unique.numel()).index_add(0, inverse, value)
-        self.row = torch.div(unique, n, rounding_mode="floor")
-        self.col = unique - self.row * n
-        self.value = value
+        pattern = _Pattern(torch.stack([row.long(), col.long()]), self.num_nodes, num_rows=self.num_local_rows)
+        self.row, self.col, self.crow = pattern.row, pattern.col, pattern.crow
+        self.value = pattern.store(value)  # sorted, duplicates summed
         self.degree = degree
-        self.crow = torch.zeros(self.num_local_rows + 1, dtype=torch.long, device=value.device)
-        self.crow[1:] = torch.bincount(self.row, minlength=self.num_local_rows).cumsum(0)
         self._transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
         self._symmetric: Optional[bool] = None
         self._frobenius: Optional[Tensor] = None

@@ -49,14 +49,16 @@ class _SparseMatmul(torch.autograd.Function):
 class _Pattern:
     """The value-independent part of a :class:`GraphOperator`, shared by :meth:`GraphOperator.with_values`.
 
-    Holds the sorted, deduplicated CSR structure, where each input entry is stored, and
-    (computed once, on first use) the transpose permutation and whether the pattern is
+    Holds the sorted, deduplicated CSR structure (of all ``num_nodes`` rows, or of the first
+    ``num_rows`` for a block of rows), where each input entry is stored, and (square patterns
+    only; computed once, on first use) the transpose permutation and whether the pattern is
     symmetric, so that an operator with new values on the same graph is built and
     checked in ``O(nnz)`` without sorting again.
     """
 
-    def __init__(self, edge_index: Tensor, num_nodes: int) -> None:
+    def __init__(self, edge_index: Tensor, num_nodes: int, num_rows: Optional[int] = None) -> None:
         n = num_nodes
+        rows = n if num_rows is None else num_rows  # fewer for a block of rows (distributed operators)
         edge_index = edge_index.long()  # int32 input: row * n would wrap around in int32
         key, self.order = torch.sort(edge_index[0] * n + edge_index[1])
         unique, inverse = torch.unique_consecutive(key, return_inverse=True)
@@ -66,8 +68,8 @@ class _Pattern:
         self.nnz = unique.numel()
         self.row = torch.div(unique, n, rounding_mode="floor")
         self.col = unique - self.row * n
-        self.crow = torch.zeros(n + 1, dtype=torch.long, device=edge_index.device)
-        self.crow[1:] = torch.bincount(self.row, minlength=n).cumsum(0)
+        self.crow = torch.zeros(rows + 1, dtype=torch.long, device=edge_index.device)
+        self.crow[1:] = torch.bincount(self.row, minlength=rows).cumsum(0)
         self._transpose: Optional[Tuple[Tensor, Tensor, Tensor]] = None
         self._symmetric: Optional[bool] = None
         #: connected components when every stored value is nonzero (a function of the pattern
