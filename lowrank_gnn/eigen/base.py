@@ -57,7 +57,8 @@ def canonical_signs(vectors: Tensor) -> Tensor:
     Shapes: ``(*batch, n, k)`` in and out.
     """
     detached = vectors.detach()
-    threshold = SIGN_PIVOT_FRACTION * detached.abs().amax(dim=-2, keepdim=True)
+    low, high = torch.aminmax(detached, dim=-2, keepdim=True)  # max |u| in one pass, without an |u| copy
+    threshold = SIGN_PIVOT_FRACTION * torch.maximum(high, -low)
     head = detached[..., :SIGN_PIVOT_PREFIX, :]
     significant = head.abs() >= threshold
     if not bool(significant.any(dim=-2).all()):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lowrank_gnn.eigen import AmortizedBackend, ExactBackend, resolve_eigen_backend, subspace_angle
-from lowrank_gnn.eigen.amortized import ORTHOGONALIZATIONS
+from lowrank_gnn.eigen.amortized import ORTHOGONALIZATIONS, qr_orthonormalize
 from lowrank_gnn.operators import normalized_adjacency
 from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.testing.conformance import EigenBackendConformance, random_symmetric
@@ -384,21 +384,31 @@ def test_householder_state_dict_loads_into_a_fresh_backend_and_moves_with_to():
 # --- the W -> U map -----------------------------------------------------------------------------
 
 def test_cholesky_qr_path_equals_householder_qr_and_its_gradient():
+    """CholeskyQR2 forward and the closed-form QR backward (_QFactor) against LAPACK QR under autograd."""
     from lowrank_gnn.eigen.amortized import _cholesky_qr2, qr_orthonormalize
 
     generator = torch.Generator().manual_seed(0)
     weight = (torch.randn(2, 50, 4, generator=generator, dtype=torch.float64)
               @ torch.diag(torch.tensor([1.0, 3.0, 0.1, 10.0], dtype=torch.float64))).requires_grad_()
-    fast = _cholesky_qr2(weight)
-    assert fast is not None
+    assert _cholesky_qr2(weight) is not None  # the fast path is the one under test
+    vectors, diagonal = qr_orthonormalize(weight)
     q, r = torch.linalg.qr(weight)
     sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-    assert torch.allclose(fast[0], q * sign, atol=1e-13)
-    assert torch.allclose(fast[1], torch.diagonal(r, dim1=-2, dim2=-1).abs(), atol=1e-12)
+    assert torch.allclose(vectors, q * sign, atol=1e-13)
+    assert torch.allclose(diagonal, torch.diagonal(r, dim1=-2, dim2=-1).abs(), atol=1e-12)
     probe = torch.randn(2, 50, 4, generator=generator, dtype=torch.float64)
     expected = torch.autograd.grad(((q * sign) * probe).sum(), weight)[0]
-    assert torch.allclose(torch.autograd.grad((fast[0] * probe).sum(), weight)[0], expected, atol=1e-12)
+    assert torch.allclose(torch.autograd.grad((vectors * probe).sum(), weight)[0], expected, atol=1e-12)
     assert torch.autograd.gradcheck(lambda w: qr_orthonormalize(w)[0], (weight[0].detach().requires_grad_(),))
+
+
+def test_cholesky_qr_path_is_first_order_only():
+    """The closed-form backward has no graph of its own: a double backward says so instead of returning zeros."""
+    weight = torch.randn(30, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64, requires_grad=True)
+    vectors, _ = qr_orthonormalize(weight)
+    (grad,) = torch.autograd.grad(vectors.pow(3).sum(), weight, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward"):
+        grad.sum().backward()
 
 
 def test_ill_conditioned_or_deficient_basis_falls_back_to_householder():

@@ -245,6 +245,20 @@ def test_symmetry_recheck_on_a_shared_structure_still_rejects_asymmetric_values(
     assert not one_way.symmetric and not one_way.with_values(torch.ones(2)).symmetric
 
 
+def test_symmetry_check_catches_a_change_of_any_single_entry():
+    """The value check compares each off-diagonal pair once (the entry above the diagonal with its mirror):
+    perturbing any one stored entry, above or below the diagonal, is caught; diagonal entries never break symmetry."""
+    first = normalized_adjacency(GRAPH.edge_index, WEIGHT.double(), GRAPH.num_nodes)
+    assert first.symmetric
+    for entry in range(first.nnz):
+        value = first.value.detach().clone()
+        value[entry] += 0.25
+        changed = GraphOperator(torch.stack([first.row, first.col]), value, GRAPH.num_nodes)
+        assert changed.symmetric == bool(first.row[entry] == first.col[entry]), entry
+    loops = GraphOperator(torch.arange(3).repeat(2, 1), torch.tensor([1.0, -2.0, 3.0]), 3)  # diagonal only
+    assert loops.symmetric
+
+
 def test_connected_components_leave_a_float64_operator_with_zero_entries_intact():
     """Regression: to_scipy() shared memory with a CPU float64 operator, and the
     eliminate_zeros() of the component search compacted the operator's own arrays."""
