@@ -2,19 +2,22 @@
 
 Graphs: synthetic, with the node and edge counts of PubMed (19,717 / 44,324 undirected edges) and
 ogbn-arxiv (169,343 / 1,166,243 edges, symmetrised), drawn by lowrank_gnn.data.chung_lu_graph
-(Chung-Lu expected-degree model, power-law exponent 2.5). The few small components the model
-leaves are joined to the giant one by one edge each (reported), so the graph is connected like
-real PubMed / arxiv and the top eigenvalue (1) is simple. Operator: the GCN normalized
-adjacency with self-loops (a sparse GraphOperator); k = 16 largest eigenpairs.
+(Chung-Lu expected-degree model, power-law exponent 2.5: the realistic degree distribution).
+Also, at arxiv size, the uniform random graph (exponent = inf: Erdos-Renyi G(n, m)), the kind of
+"random graph" on which issue 8 quotes its eigsh time; its top spectrum is much denser, which
+makes eigsh several times slower. The few small components a graph has are joined to the giant
+one by one edge each (reported), so the graph is connected like real PubMed / arxiv and the top
+eigenvalue (1) is simple. Operator: the GCN normalized adjacency with self-loops (a sparse
+GraphOperator); k = 16 largest eigenpairs.
 
 Measured in one run, per graph:
 
 * per-step eigen cost on a slowly changing operator: every step multiplies each edge weight by
-  exp(0.01 * N(0, 1)) (symmetric) and rebuilds the operator with normalized_adjacency(...,
-  structure=first operator) (O(nnz), no sort; timed apart, every method needs it). amortized = one
+  exp(drift * N(0, 1)) (symmetric; drift = 0.01 unless --drift) and rebuilds the operator with
+  normalized_adjacency(..., structure=first operator) (O(nnz), no sort; timed apart, every method needs it). amortized = one
   training step's eigen work: AmortizedBackend forward on the new operator (its input checks, the
   O(nnz) symmetry re-check included; refine=r block Rayleigh-Ritz steps; QR of W, A U, eigen loss),
-  backward of the eigen loss, Adam step on W; for refine=0 (the paper's gradient-only method) and
+  backward of the eigen loss, Adam step on W (fused=True, PyTorch's single-kernel Adam); for refine=0 (the paper's gradient-only method) and
   each --refine value, all warm-started from the same init="exact" basis (one eigsh solve, timed as
   warm-up) and driven through the same operator sequence. eigsh = scipy.sparse.linalg.eigsh
   re-solve (tol 1e-4, fixed random start, what users run today), timed at --eigsh-steps of the
@@ -34,7 +37,8 @@ Measured in one run, per graph:
   LowRankGCNConv (exact backend, eigenpairs computed once and shared; and amortized backend, one
   step per forward) against GCNConv (cached), on random features (128) and 40 classes.
 
-    python benchmarks/large_graph.py            # PubMed and arxiv size (about 20 min on 2 busy cores)
+    python benchmarks/large_graph.py            # all three graphs (about 40 min on one core)
+    python benchmarks/large_graph.py --graphs PubMed ogbn-arxiv
     python benchmarks/large_graph.py --quick    # PubMed size, fewer steps, lobpcg capped at 60 s
 
 Writes benchmarks/results/large_graph[_quick].csv and .png. Needs the amortized backend (issue 3).
@@ -63,9 +67,12 @@ from lowrank_gnn.eigen import AmortizedBackend
 from lowrank_gnn.nn import LowRankGCNConv, total_aux_loss
 from lowrank_gnn.operators import normalized_adjacency
 
-SIZES = {"PubMed": (19_717, 44_324), "ogbn-arxiv": (169_343, 1_166_243)}
+#: name: (nodes, undirected edges, Chung-Lu degree exponent (inf: uniform, Erdos-Renyi), time training epochs)
+GRAPHS = {"PubMed": (19_717, 44_324, 2.5, True), "ogbn-arxiv": (169_343, 1_166_243, 2.5, True),
+          "ogbn-arxiv-uniform": (169_343, 1_166_243, float("inf"), False)}
 RESULTS = Path(__file__).resolve().parent / "results"
-#: Relative change of each edge weight per step: "slowly changing" (a training step's drift).
+#: Default relative change of each edge weight per step (--drift): "slowly changing", about what Adam at
+#: lr 1e-2 does to a learnable edge weight of order 1 in one step.
 DRIFT = 0.01
 TOL = 1e-4
 #: Progress bars only on a terminal.
@@ -87,9 +94,9 @@ def peak_mb():
     return int(line.split()[1]) / 1024
 
 
-def connected_graph(num_nodes, num_edges, seed):
+def connected_graph(num_nodes, num_edges, exponent, seed):
     """Chung-Lu edges, symmetrised, each small component joined to the giant one by one edge."""
-    edge_index = chung_lu_graph(num_nodes, num_edges, seed=seed)
+    edge_index = chung_lu_graph(num_nodes, num_edges, exponent=exponent, seed=seed)
     matrix = sp.coo_matrix((np.ones(num_edges), edge_index.numpy()), shape=(num_nodes, num_nodes))
     count, labels = connected_components(matrix, directed=False)
     giant = np.bincount(labels).argmax()
@@ -108,10 +115,10 @@ def edge_pairs(edge_index):
     return torch.unique(key, return_inverse=True)[1]
 
 
-def symmetric_drift(pairs, generator):
-    """exp(DRIFT * N(0,1)) per undirected edge, the same factor on both directions."""
+def symmetric_drift(pairs, drift, generator):
+    """exp(drift * N(0,1)) per undirected edge, the same factor on both directions."""
     noise = torch.randn(int(pairs.max()) + 1, generator=generator, dtype=torch.float64)
-    return torch.exp(DRIFT * noise[pairs])
+    return torch.exp(drift * noise[pairs])
 
 
 def quality(op, values, vectors, reference):
@@ -193,14 +200,16 @@ def epoch_times(edge_index, n, args, generator):
 
 
 def run_size(name, args, generator):
-    num_nodes, num_edges = SIZES[name]
+    num_nodes, num_edges, exponent, time_epochs = GRAPHS[name]
     k = args.k
     start = time.perf_counter()
-    edge_index, joined = connected_graph(num_nodes, num_edges, args.seed)
-    print(f"\n== {name}-sized synthetic graph: {num_nodes} nodes, {num_edges} Chung-Lu edges + {joined} joining "
+    edge_index, joined = connected_graph(num_nodes, num_edges, exponent, args.seed)
+    print(f"\n== {name}-sized synthetic graph: {num_nodes} nodes, {num_edges} Chung-Lu edges (exponent {exponent}) "
+          f"+ {joined} joining "
           f"edges ({edge_index.shape[1]} directed entries), generated in {time.perf_counter() - start:.1f} s")
     weight = torch.ones(edge_index.shape[1], dtype=torch.float64)
-    row = {"graph": name, "nodes": num_nodes, "edges": num_edges + joined, "k": k, "steps": args.steps}
+    row = {"graph": name, "nodes": num_nodes, "edges": num_edges + joined, "k": k, "steps": args.steps,
+           "drift": args.drift}
 
     # amortized (float32, as in training): one warm start (an exact solve), then one step per operator change
     pairs_index = edge_pairs(edge_index)
@@ -218,12 +227,12 @@ def run_size(name, args, generator):
         peak_reset()
         backend = AmortizedBackend(k, refine=refine)
         backend.basis.reset(warm.basis.weight.shape, torch.float32, warm.basis.weight.device, warm.basis.weight)
-        optimizer = torch.optim.Adam(backend.parameters(), lr=args.lr)
+        optimizer = torch.optim.Adam(backend.parameters(), lr=args.lr, fused=True)
         drift = torch.Generator().manual_seed(args.seed + 1)  # the same operator sequence for every variant
         weight = torch.ones(edge_index.shape[1], dtype=torch.float64)
         step_times, build_times, eigsh_times, peaks = [], [], [], []
         for step in tqdm(range(args.steps), desc=f"{name}: amortized refine={refine}", disable=QUIET, leave=False):
-            previous, weight = weight, weight * symmetric_drift(pairs_index, drift)
+            previous, weight = weight, weight * symmetric_drift(pairs_index, args.drift, drift)
             start = time.perf_counter()
             op = normalized_adjacency(edge_index, weight.float(), num_nodes, structure=first)
             build_times.append(time.perf_counter() - start)
@@ -279,7 +288,8 @@ def run_size(name, args, generator):
         row[f"amortized_r{refine}_speedup_vs_eigsh"] = (row[f"amortized_r{refine}_eigsh_s"]
                                                        / row[f"amortized_r{refine}_step_s"])
         row[f"amortized_r{refine}_speedup_vs_lobpcg"] = row["lobpcg_s"] / row[f"amortized_r{refine}_step_s"]
-    for label, (epoch_s, setup_s, peak) in epoch_times(edge_index, num_nodes, args, generator).items():
+    for label, (epoch_s, setup_s, peak) in (epoch_times(edge_index, num_nodes, args, generator).items()
+                                            if time_epochs and args.epochs else ()):
         row[f"epoch_s[{label}]"], row[f"setup_s[{label}]"], row[f"epoch_peak_mb[{label}]"] = epoch_s, setup_s, peak
     return row
 
@@ -348,17 +358,21 @@ def main():
     sys.stdout.reconfigure(line_buffering=True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="PubMed size only, 20 steps, lobpcg capped at 60 s")
+    parser.add_argument("--graphs", nargs="+", choices=list(GRAPHS), default=list(GRAPHS))
+    parser.add_argument("--drift", type=float, default=DRIFT,
+                        help="relative change of each edge weight per step (results go to a _drift<value> file "
+                             "when not the default)")
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50, help="operator changes T (amortized steps)")
     parser.add_argument("--eigsh-steps", type=int, default=3, help="eigsh re-solves timed among the T steps")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the amortized basis")
     parser.add_argument("--refine", type=int, nargs="+", default=[0, 1, 4],
                         help="AmortizedBackend(refine=...) variants to run (0: the paper's gradient-only method)")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs timed per layer")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs timed per layer (0: skip)")
     parser.add_argument("--lobpcg-cap", type=float, default=600.0, help="seconds before lobpcg is stopped")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    sizes = list(SIZES)
+    sizes = args.graphs
     if args.quick:
         sizes, args.steps, args.lobpcg_cap = ["PubMed"], min(args.steps, 20), min(args.lobpcg_cap, 60.0)
     torch.set_default_dtype(torch.float32)
@@ -368,9 +382,10 @@ def main():
     rows = [run_size(name, args, generator) for name in sizes]
     report(rows, args)
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / ("large_graph_quick" if args.quick else "large_graph")
+    stem = RESULTS / (("large_graph_quick" if args.quick else "large_graph")
+                      + ("" if args.drift == DRIFT else f"_drift{args.drift:g}"))
     with open(stem.with_suffix(".csv"), "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, args, stem.with_suffix(".png"))

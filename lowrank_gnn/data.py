@@ -151,7 +151,9 @@ def chung_lu_graph(num_nodes: int, num_edges: int, exponent: float = 2.5, seed: 
     Args:
         num_nodes (int): ``n``.
         num_edges (int): distinct undirected pairs; at most ``n (n - 1) / 2``.
-        exponent (float): the degree exponent :math:`\gamma > 2`. (default: ``2.5``)
+        exponent (float): the degree exponent :math:`\gamma > 2`; ``float("inf")`` gives every
+            node the same weight: the uniform random graph :math:`G(n, m)` (Erdős–Rényi).
+            (default: ``2.5``)
         seed (int): numpy seed. (default: ``0``)
 
     Shapes:

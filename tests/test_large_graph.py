@@ -190,6 +190,17 @@ def test_chung_lu_graph_has_the_requested_counts_and_a_heavy_tail():
     assert torch.equal(chung_lu_graph(19_717, 44_324, seed=1), edge_index)
 
 
+def test_chung_lu_graph_with_infinite_exponent_is_uniform():
+    """exponent=inf: equal weights, G(n, m): degrees concentrate around the mean (Poisson), no hubs."""
+    n, m = 20_000, 100_000
+    edge_index = chung_lu_graph(n, m, exponent=float("inf"), seed=1)
+    low, high = edge_index.min(0).values, edge_index.max(0).values
+    assert torch.unique(low * n + high).numel() == m and (low != high).all()
+    degree = torch.bincount(edge_index.flatten(), minlength=n).float()
+    assert abs(degree.mean().item() - 10) < 1e-9 and abs(degree.var().item() - 10) < 0.5  # Poisson(10)
+    assert degree.max() < 3 * degree.mean()
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_nodes=1, num_edges=1), "num_nodes must be an integer >= 2"),
     (dict(num_nodes=4, num_edges=7), r"num_edges must satisfy 1 <= num_edges <= n \(n - 1\) / 2 = 6"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import torch
 from torch import Tensor
 
 from .._validation import check_choice
@@ -83,7 +84,7 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
         super().reset_parameters()
         self._operator_cache = None
 
-    def _operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int):
+    def _operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int, dtype: torch.dtype):
         start, stop = self.partition.range(self.comm.rank)
         if num_nodes != stop - start:
             raise ValueError(f"x must hold this rank's {stop - start} nodes [{start}, {stop}) "
@@ -94,7 +95,7 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
             raise ValueError("cache_operator=True would freeze the operator and silently stop the gradient to "
                              "edge_weight; use cache_operator=False with learnable edge weights")
         op = partitioned_normalized_adjacency(edge_index, edge_weight, self.partition, self.comm,
-                                              add_self_loops=self.add_self_loops, dtype=self.lin.weight.dtype,
+                                              add_self_loops=self.add_self_loops, dtype=dtype,
                                               exchange=self.exchange)
         op = partitioned_deflate_components(op) if self.deflate_components else op
         if self.cache_operator:

@@ -36,7 +36,8 @@ class _SymmetrisedGraph:
     sort. Each forward then averages the weights into their slots in ``O(E)`` and rebuilds
     the operator on the first one's sorted structure (``structure=``), so learnable edge
     weights never trigger a sort, a structural symmetry check or a connected-components
-    search again.
+    search again. Without edge weights the operator itself is the same at every forward:
+    it is built (and its symmetry checked) once per dtype and reused.
     """
 
     def __init__(self, edge_index: Tensor, num_nodes: int, add_self_loops: bool) -> None:
@@ -47,19 +48,25 @@ class _SymmetrisedGraph:
         self.edge_index = torch.stack([torch.div(keys, n, rounding_mode="floor"), keys % n])
         self.source, self.num_nodes, self.add_self_loops = EdgeIndexRef(edge_index), num_nodes, add_self_loops
         self.structure = None
+        self.unit = None  # the operator with unit weights, once built
 
     def matches(self, edge_index: Tensor, num_nodes: int, add_self_loops: bool) -> bool:
         return (self.source.same_as(edge_index) and num_nodes == self.num_nodes
                 and add_self_loops == self.add_self_loops)
 
-    def operator(self, edge_weight: Optional[Tensor]):
-        weight = None
-        if edge_weight is not None:  # the mean over every stored copy of each undirected pair
-            weight = edge_weight.new_zeros(self.count.numel()).index_add(
-                0, self.slot, torch.cat([edge_weight, edge_weight])) / self.count
+    def operator(self, edge_weight: Optional[Tensor], dtype: torch.dtype):
+        if edge_weight is None:
+            if self.unit is None or self.unit.dtype != dtype:
+                self.unit = self._build(torch.ones(self.count.numel(), dtype=dtype, device=self.count.device))
+            return self.unit
+        # the mean over every stored copy of each undirected pair
+        return self._build(edge_weight.new_zeros(self.count.numel()).index_add(
+            0, self.slot, torch.cat([edge_weight, edge_weight])) / self.count)
+
+    def _build(self, weight: Tensor):
         if self.structure is None:  # sorts once; holds no autograd graph
-            self.structure = normalized_adjacency(self.edge_index, None if weight is None else weight.detach(),
-                                                  self.num_nodes, add_self_loops=self.add_self_loops)
+            self.structure = normalized_adjacency(self.edge_index, weight.detach(), self.num_nodes,
+                                                  add_self_loops=self.add_self_loops)
         return normalized_adjacency(self.edge_index, weight, self.num_nodes, add_self_loops=self.add_self_loops,
                                     structure=self.structure)
 
@@ -157,29 +164,33 @@ class LowRankGCNConv(nn.Module):
         self._cache = None
         self.aux_loss = None
 
-    def _operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int):
+    def _operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int, dtype: torch.dtype):
         # Symmetric eigensolvers need A_ij == A_ji: merge both directions of every edge
         # (a one-way edge counts both ways, two weights are averaged). A no-op on
         # undirected input; keeps per-direction learnable weights usable.
         if self._graph is None or not self._graph.matches(edge_index, num_nodes, self.add_self_loops):
             self._graph = _SymmetrisedGraph(edge_index, num_nodes, self.add_self_loops)
-        op = self._graph.operator(edge_weight)
+        op = self._graph.operator(edge_weight, dtype)
         return deflate_components(op) if self.deflate_components else op
 
-    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int
-                   ) -> Tuple[EigenPairs, Optional[DeflatedOperator]]:
+    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                   dtype: Optional[torch.dtype] = None) -> Tuple[EigenPairs, Optional[DeflatedOperator]]:
         """The spectrum this layer propagates with: ``(EigenPairs, deflated operator or None)``.
 
         Computed by the layer's backend (or taken from the cache with ``cached=True``). Pass
         the result as ``forward(..., eigenpairs=...)`` to share one computation between
-        layers, or between models, on the same fixed graph.
+        layers, or between models, on the same fixed graph. ``dtype`` is the operator's
+        dtype when ``edge_weight`` is ``None`` (default: ``torch.get_default_dtype()``;
+        ``forward`` passes ``x.dtype``); given weights set it themselves.
         """
         if self.cached and self._cache is not None:
             return self._cache
         if self.cached and edge_weight is not None and edge_weight.requires_grad:
             raise ValueError("cached=True would freeze the eigenpairs and silently stop the gradient to "
                              "edge_weight; use cached=False with learnable edge weights")
-        op = self._operator(edge_index, edge_weight, num_nodes)
+        if edge_weight is not None:
+            dtype = edge_weight.dtype
+        op = self._operator(edge_index, edge_weight, num_nodes, dtype or torch.get_default_dtype())
         pairs = self.backend(op)
         deflated = op if isinstance(op, DeflatedOperator) else None
         if self.cached:
@@ -200,10 +211,8 @@ class LowRankGCNConv(nn.Module):
             if edge_weight.dtype != x.dtype:
                 raise TypeError(f"edge_weight has dtype {edge_weight.dtype} but x has dtype {x.dtype}; "
                                 f"cast edge_weight with .to({x.dtype})")
-        else:
-            edge_weight = torch.ones(edge_index.shape[1], dtype=x.dtype, device=x.device)
         if eigenpairs is None:
-            eigenpairs = self.eigenpairs(edge_index, edge_weight, x.shape[0])
+            eigenpairs = self.eigenpairs(edge_index, edge_weight, x.shape[0], x.dtype)
             self.aux_loss = eigenpairs[0].aux_loss
         else:
             self.aux_loss = None  # precomputed: whoever computed them owns their auxiliary loss

@@ -220,7 +220,7 @@ def test_a_graph_seen_again_reuses_its_structure_and_stays_exact(monkeypatch):
         reference.load_state_dict(conv.state_dict())
         op = deflate_components(normalized_adjacency(index, merged, 7))
         assert torch.allclose(conv(x, directed, weight), reference(x, index, merged), atol=1e-12)
-        assert torch.allclose(conv._operator(directed, weight, 7).to_dense(), op.to_dense(), atol=1e-12)
+        assert torch.allclose(conv._operator(directed, weight, 7, torch.float64).to_dense(), op.to_dense(), atol=1e-12)
     graph = conv._graph
     assert conv._graph.structure is not None and len(calls) == 1 + 3 * 2  # conv once; each reference twice
     calls.clear()
@@ -244,3 +244,23 @@ def test_an_edge_index_edited_in_place_is_not_served_from_the_prepared_graph():
     fresh = LowRankGCNConv(3, 2, k=6).double()
     fresh.load_state_dict(conv.state_dict())
     assert torch.allclose(conv(x, edge_index), fresh(x, edge_index.clone()), atol=1e-12)
+
+
+def test_an_unweighted_graph_builds_its_operator_once_per_dtype():
+    """edge_weight=None: the unit-weight operator (normalisation and symmetry check included) is built at the
+    first forward and reused; it equals explicit unit weights; a new dtype builds a new one."""
+    torch.manual_seed(0)
+    edge_index = disjoint_union(cycle_graph(6), path_graph(3)).edge_index
+    conv = LowRankGCNConv(3, 2, k=2).double()
+    x = torch.randn(9, 3, dtype=torch.float64)
+    out = conv(x, edge_index)
+    op = conv._graph.unit
+    assert op.dtype == torch.float64 and op._symmetric is True  # checked once, cached on the operator
+    assert torch.equal(conv(x, edge_index), out) and conv._graph.unit is op
+    ones = torch.ones(edge_index.shape[1], dtype=torch.float64)
+    assert torch.allclose(conv(x, edge_index, ones), out, atol=1e-12) and conv._graph.unit is op
+    conv.float()
+    out32 = conv(x.float(), edge_index)
+    assert conv._graph.unit.dtype == torch.float32 and torch.allclose(out32.double(), out, atol=1e-5)
+    pairs, _ = conv.eigenpairs(edge_index, None, 9)  # public call without weights: the default dtype
+    assert pairs.eigenvalues.dtype == torch.get_default_dtype()
