@@ -16,7 +16,8 @@ Measured in one run, per graph:
   exp(drift * N(0, 1)) (symmetric; drift = 0.01 unless --drift) and rebuilds the operator with
   normalized_adjacency(..., structure=first operator) (O(nnz), no sort; timed apart, every method needs it). amortized = one
   training step's eigen work: AmortizedBackend forward on the new operator (its input checks, the
-  O(nnz) symmetry re-check included; refine=r block Rayleigh-Ritz steps; QR of W, A U, eigen loss),
+  O(nnz) symmetry re-check included; refine=r: one Rayleigh-Ritz step on the depth-r block Krylov
+  subspace span[U, A U, ..., A^r U]; QR of W, A U, eigen loss),
   backward of the eigen loss, Adam step on W (fused=True, PyTorch's single-kernel Adam); for refine=0 (the paper's gradient-only method) and
   each --refine value, all warm-started from the same init="exact" basis (one eigsh solve, timed as
   warm-up) and driven through the same operator sequence. eigsh = scipy.sparse.linalg.eigsh
@@ -366,7 +367,7 @@ def main():
     parser.add_argument("--steps", type=int, default=50, help="operator changes T (amortized steps)")
     parser.add_argument("--eigsh-steps", type=int, default=3, help="eigsh re-solves timed among the T steps")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the amortized basis")
-    parser.add_argument("--refine", type=int, nargs="+", default=[0, 1, 4],
+    parser.add_argument("--refine", type=int, nargs="+", default=[0, 1, 4, 8],
                         help="AmortizedBackend(refine=...) variants to run (0: the paper's gradient-only method)")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs timed per layer (0: skip)")
     parser.add_argument("--lobpcg-cap", type=float, default=600.0, help="seconds before lobpcg is stopped")

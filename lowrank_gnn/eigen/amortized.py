@@ -357,20 +357,22 @@ class AmortizedBackend(EigenBackend):
     **Refinement** (``refine > 0``, an addition to the paper's method). The gradient step
     moves :math:`W` by a learning rate, which on a drifting operator lags behind: on graphs
     whose top spectrum is dense (power-law graphs; ``benchmarks/large_graph.py``) the tracked
-    basis stays at a residual of ~2e-2, and ``refine=1`` brings it to ~1e-3. With ``refine=r`` every forward first runs ``r`` block Rayleigh–Ritz steps on
-    the *current* operator, without gradient, and writes the result into :math:`W`: the
-    residual block :math:`R = (I - U U^T) A U` is orthonormalised (twice, dropping
-    directions below rounding) to :math:`B`, the ``2k x 2k`` matrix
-    :math:`[U\ B]^T A [U\ B]` is diagonalised, and the ``k`` Ritz vectors chosen by
-    ``which`` replace :math:`U` (signs kept continuous). This is one step of a block
-    Krylov eigensolver warm-started from the previous basis (the subspace
-    :math:`\operatorname{span}[U, A U]`, as in LOBPCG without its third block); each costs
-    one extra operator product with ``k`` columns, and the differentiable forward then
-    runs on the refined basis. Like any block eigensolver restarted to ``k`` vectors, it
-    converges to *an* invariant subspace: from a random start it can settle on one that
-    misses a wanted eigenvalue (seen with ``which="magnitude"`` in float32 when
-    :math:`|\lambda_k|` and :math:`|\lambda_{k+1}|` are close and of opposite sign), so
-    start it from ``init="exact"`` or a :meth:`fit` basis. :meth:`fit` runs without it.
+    basis stays at a residual of ~1e-2. With ``refine=r`` every forward first runs one
+    Rayleigh–Ritz step, without gradient, on the block Krylov subspace
+    :math:`\operatorname{span}[U, A U, \dots, A^r U]` of the *current* operator and writes the
+    ``k`` Ritz vectors chosen by ``which`` into :math:`W` (signs kept continuous): each new
+    block :math:`A B_{d-1}` is orthogonalised against all earlier ones (twice, dropping
+    directions below rounding), the ``(r+1)k x (r+1)k`` matrix :math:`V^T A V` is
+    diagonalised. This is a block Lanczos eigensolver warm-started from the previous basis and
+    restarted every forward; ``refine=1`` is :math:`\operatorname{span}[U, A U]` (LOBPCG
+    without its third block). It costs ``r + 1`` operator products with ``k`` columns, and the
+    differentiable forward then runs on the refined basis. Deeper subspaces resolve the drift
+    far better per product than repeated shallow steps: a Ritz vector is a degree-``r``
+    polynomial in :math:`A` applied to :math:`U`. Like any block eigensolver restarted to
+    ``k`` vectors, it converges to *an* invariant subspace: from a random start it can settle
+    on one that misses a wanted eigenvalue (seen with ``which="magnitude"`` in float32 when
+    :math:`|\lambda_k|` and :math:`|\lambda_{k+1}|` are close and of opposite sign), so start it
+    from ``init="exact"`` or a :meth:`fit` basis. :meth:`fit` runs without it.
 
     Args:
         k (int): number of eigenpairs.
@@ -378,7 +380,8 @@ class AmortizedBackend(EigenBackend):
         loss (str): ``"brockett"``, ``"convex"`` or ``"trace"``. (default: ``"brockett"``)
         eta (float): weight of the eigen loss, > 0. (default: ``1.0``)
         init (str): ``"random"`` or ``"exact"`` (warm start). (default: ``"random"``)
-        refine (int): block Rayleigh–Ritz steps per forward, >= 0; ``0`` is the paper's
+        refine (int): depth ``r`` of the block Krylov subspace of the Rayleigh–Ritz step
+            run before each forward (``r + 1`` operator products), >= 0; ``0`` is the paper's
             gradient-only method. (default: ``0``)
         orthogonalization (str): ``W -> U`` map, ``"qr"`` or ``"householder"`` (see
             :class:`AmortizedBasis`). (default: ``"qr"``)
@@ -442,7 +445,7 @@ class AmortizedBackend(EigenBackend):
         if not self.basis.initialized:
             self.initialize(op)
         self.basis.check_matches(self._basis_shape(op), op.dtype, op.device, "this operator")
-        for _ in range(self.refine):
+        if self.refine:
             self._rayleigh_ritz(op)
         vectors = self.basis.orthonormal()                      # (*batch, n, k), depends on W
         product = op.matmul(vectors)                            # A U: depends on A and W
@@ -458,32 +461,43 @@ class AmortizedBackend(EigenBackend):
 
     @torch.no_grad()
     def _rayleigh_ritz(self, op) -> None:
-        """One block Rayleigh–Ritz step on ``span[U, A U]``, written into ``W`` (see the class docstring)."""
+        """One Rayleigh–Ritz step on the block Krylov subspace ``span[U, A U, ..., A^r U]``, written into ``W``
+        (``r = refine``; see the class docstring)."""
         vectors = self.basis.orthonormal()                                   # U, (*batch, n, k)
-        product = op.matmul(vectors)                                         # A U
-        block = product
-        # Residual directions below 10 epsilons of ||A U|| are dropped: normalising one of them
-        # amplifies its rounding error (its leftover component along U) to at most ~0.1, which
-        # the second pass removes; smaller ones could come back at O(1) and spoil [U, B].
-        floor = 10 * torch.finfo(vectors.dtype).eps * torch.linalg.vector_norm(product, dim=-2).amax(-1)
-        for _ in range(2):                                                   # project out U, orthonormalise
-            block = block - vectors @ (vectors.mT @ block)
-            values, rotation = torch.linalg.eigh(block.mT @ block)
-            keep = values > floor.square()[..., None]
-            block = block @ (rotation * torch.where(keep, values.clamp_min(torch.finfo(values.dtype).tiny).rsqrt(),
-                                                    0.0).unsqueeze(-2))      # B: orthonormal columns or zeros
-        basis = torch.cat([vectors, block], -1)                              # [U, B], (*batch, n, 2k)
-        image = torch.cat([product, op.matmul(block)], -1)                   # A [U, B]
+        k, depth = self.k, self.refine
+        basis = vectors.new_empty(*vectors.shape[:-1], (depth + 1) * k)      # [B_0 = U, B_1, ..., B_r], orthonormal
+        image = torch.empty_like(basis)                                      # A [B_0, ..., B_r]
+        kept = torch.ones(*vectors.shape[:-2], (depth + 1) * k, dtype=torch.bool, device=vectors.device)
+        basis[..., :k] = vectors
+        floor = None
+        for block_index in range(1, depth + 1):
+            done = basis[..., :block_index * k]
+            block = op.matmul(basis[..., (block_index - 1) * k:block_index * k].contiguous())  # A B_{d-1}
+            image[..., (block_index - 1) * k:block_index * k] = block
+            if floor is None:
+                # Directions below 10 epsilons of ||A U|| are dropped: normalising one of them
+                # amplifies its rounding error (its leftover component along the basis) to at most
+                # ~0.1, which the second pass removes; smaller ones could come back at O(1).
+                floor = 10 * torch.finfo(vectors.dtype).eps * torch.linalg.vector_norm(block, dim=-2).amax(-1)
+            for _ in range(2):                                               # project out the basis, orthonormalise
+                block = block - done @ (done.mT @ block)
+                values, rotation = torch.linalg.eigh(block.mT @ block)
+                keep = values > floor.square()[..., None]
+                block = block @ (rotation * torch.where(keep, values.clamp_min(torch.finfo(values.dtype).tiny).rsqrt(),
+                                                        0.0).unsqueeze(-2))  # B_d: orthonormal columns or zeros
+            basis[..., block_index * k:(block_index + 1) * k] = block
+            kept[..., block_index * k:(block_index + 1) * k] = keep
+        image[..., depth * k:] = op.matmul(basis[..., depth * k:].contiguous())
         small = basis.mT @ image
         ritz_values, ritz_vectors = torch.linalg.eigh((small + small.mT) / 2)
-        # a column of B still zero (2k > n) is decoupled in `small` and gives a spurious Ritz
-        # pair (value 0, vector on that column): rank those last
-        spurious = ~torch.cat([torch.ones_like(keep), keep], -1).gather(-1, ritz_vectors.abs().argmax(-2))
+        # a column of the basis still zero (a dropped direction, e.g. (r + 1) k > n) is decoupled
+        # in `small` and gives a spurious Ritz pair (value 0, vector on that column): rank those last
+        spurious = ~kept.gather(-1, ritz_vectors.abs().argmax(-2))
         index = order_indices(ritz_values, self.which)
         index = index.gather(-1, torch.argsort(spurious.gather(-1, index).to(torch.uint8), dim=-1, stable=True))
-        chosen = ritz_vectors.gather(-1, index[..., None, :self.k].expand(*ritz_vectors.shape[:-1], self.k))
+        chosen = ritz_vectors.gather(-1, index[..., None, :k].expand(*ritz_vectors.shape[:-1], k))
         # keep each column's sign continuous (Adam's moments refer to it): sign of <u_old_i, u_new_i>
-        sign = torch.sign(torch.diagonal(chosen[..., :self.k, :], dim1=-2, dim2=-1))
+        sign = torch.sign(torch.diagonal(chosen[..., :k, :], dim1=-2, dim2=-1))
         chosen = chosen * torch.where(sign == 0, 1.0, sign).unsqueeze(-2)
         self.basis.assign(basis @ chosen)
 

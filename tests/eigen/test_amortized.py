@@ -513,6 +513,39 @@ def test_refine_tracks_a_drifting_operator_closer_than_the_gradient_alone():
     assert residuals[1] < residuals[0] / 10, residuals
 
 
+@pytest.mark.parametrize("depth", [1, 3])
+def test_refine_is_rayleigh_ritz_on_the_block_krylov_subspace(depth):
+    """One forward with refine=r puts into W the top-k Ritz vectors of span[U, A U, ..., A^r U] (dense reference)."""
+    matrix = random_symmetric(40, dtype=torch.float64, seed=5)
+    start, _ = torch.linalg.qr(torch.randn(40, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64))
+    backend = AmortizedBackend(k=3, refine=depth)
+    backend.initialize(matrix)
+    backend.basis.assign(start)
+    with torch.no_grad():
+        backend(matrix)
+    krylov = torch.cat([torch.linalg.matrix_power(matrix, power) @ start for power in range(depth + 1)], -1)
+    space, _ = torch.linalg.qr(krylov)
+    values, vectors = torch.linalg.eigh(space.T @ matrix @ space)
+    expected = space @ vectors[:, -3:].flip(-1)
+    refined = backend.basis.orthonormal().detach()
+    assert torch.allclose((refined * (matrix @ refined)).sum(0), values[-3:].flip(-1), atol=1e-10)
+    assert torch.allclose((refined.T @ expected).abs(), torch.eye(3, dtype=torch.float64), atol=1e-8)  # up to sign
+
+
+def test_a_deeper_krylov_refinement_tracks_a_drifting_operator_closer():
+    base = separated_spectrum()
+    drift = random_symmetric(40, dtype=torch.float64, seed=11) * 0.05
+    residuals = {}
+    for refine in (1, 3):
+        backend = AmortizedBackend(k=3, init="exact", refine=refine)
+        backend.initialize(base)
+        with torch.no_grad():
+            for step in range(150):
+                backend(base + drift * step / 150 + drift.square() * (step % 2) * 0.1)  # drift plus a jitter
+        residuals[refine] = float(backend.diagnostics.residual)
+    assert residuals[3] < residuals[1] / 10, residuals
+
+
 def test_refine_keeps_gradients_to_the_operator_and_the_basis():
     edge_index = path_graph(8).edge_index
     half = torch.rand(edge_index.shape[1] // 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
