@@ -18,8 +18,8 @@ Measured in one run, per graph:
   training step's eigen work: AmortizedBackend forward on the new operator (its input checks, the
   O(nnz) symmetry re-check included; refine=r: one Rayleigh-Ritz step on the depth-r block Krylov
   subspace span[U, A U, ..., A^r U]; QR of W, A U, eigen loss),
-  backward of the eigen loss, Adam step on W (fused=True, PyTorch's single-kernel Adam); for refine=0 (the paper's gradient-only method) and
-  each --refine value, all warm-started from the same init="exact" basis (one eigsh solve, timed as
+  backward of the eigen loss, Adam step on W (fused=True, PyTorch's single-kernel Adam); for
+  refine=0 (the paper's gradient-only method) and each --refine value, all warm-started from the same init="exact" basis (one eigsh solve, timed as
   warm-up) and driven through the same operator sequence. eigsh = scipy.sparse.linalg.eigsh
   re-solve (tol 1e-4, fixed random start, what users run today), timed at --eigsh-steps of the
   steps of every variant, interleaved with its steps so that both see the same load on a shared
