@@ -14,13 +14,14 @@ Measured in one run, per graph:
 
 * per-step eigen cost on a slowly changing operator: every step multiplies each edge weight by
   exp(drift * N(0, 1)) (symmetric; drift = 0.01 unless --drift) and rebuilds the operator with
-  normalized_adjacency(..., structure=first operator) (O(nnz), no sort; timed apart, every method needs it). amortized = one
-  training step's eigen work: AmortizedBackend forward on the new operator (its input checks, the
-  O(nnz) symmetry re-check included; refine=r: one Rayleigh-Ritz step on the depth-r block Krylov
-  subspace span[U, A U, ..., A^r U]; QR of W, A U, eigen loss),
+  normalized_adjacency(..., structure=first operator) (O(nnz), no sort; timed apart, every method
+  needs it). amortized = one training step's eigen work: AmortizedBackend forward on the new
+  operator (its input checks, the O(nnz) symmetry re-check included; refine=r: one Rayleigh-Ritz
+  step on the depth-r block Krylov subspace span[U, A U, ..., A^r U]; QR of W, A U, eigen loss),
   backward of the eigen loss, Adam step on W (fused=True, PyTorch's single-kernel Adam); for
-  refine=0 (the paper's gradient-only method) and each --refine value, all warm-started from the same init="exact" basis (one eigsh solve, timed as
-  warm-up) and driven through the same operator sequence. eigsh = scipy.sparse.linalg.eigsh
+  refine=0 (the paper's gradient-only method) and each --refine value, all warm-started from the
+  same init="exact" basis (one eigsh solve, timed as warm-up) and driven through the same
+  operator sequence. eigsh = scipy.sparse.linalg.eigsh
   re-solve (tol 1e-4, fixed random start, what users run today), timed at --eigsh-steps of the
   steps of every variant, interleaved with its steps so that both see the same load on a shared
   machine; each variant's speedup is against the eigsh solves of its own run (the eigsh row shows
@@ -42,7 +43,7 @@ Measured in one run, per graph:
     python benchmarks/large_graph.py --graphs PubMed ogbn-arxiv
     python benchmarks/large_graph.py --quick    # PubMed size, fewer steps, lobpcg capped at 60 s
 
-Writes benchmarks/results/large_graph[_quick].csv and .png. Needs the amortized backend (issue 3).
+Writes benchmarks/results/large_graph[_quick][_drift<value, "." as "p">].csv and .png. Needs the amortized backend (issue 3).
 """
 import argparse
 import csv
@@ -320,6 +321,8 @@ def report(rows, args):
         print(f"| {row['graph']} | (warm start: init='exact', once) | {row['amortized_warmup_s']:.1f} | | | | |")
         print(f"| {row['graph']} | (gap lambda_{row['k']} - lambda_{row['k'] + 1} of the final operator) | | | "
               f"{row['gap_k']:.1e} | | |")
+    if not any(key.startswith("epoch_s[") for row in rows for key in row):
+        return  # --epochs 0
     print("\n| graph | layer | time per epoch (s) | one-off setup (s) | peak RSS (MB) |\n|---|---|---|---|---|")
     for row in rows:
         for key in [key for key in row if key.startswith("epoch_s[")]:
@@ -384,7 +387,7 @@ def main():
     report(rows, args)
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / (("large_graph_quick" if args.quick else "large_graph")
-                      + ("" if args.drift == DRIFT else f"_drift{args.drift:g}"))
+                      + ("" if args.drift == DRIFT else f"_drift{args.drift:g}".replace(".", "p")))
     with open(stem.with_suffix(".csv"), "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
