@@ -426,7 +426,7 @@ def test_ill_conditioned_or_deficient_basis_falls_back_to_householder():
         assert bool((diagonal >= 0).all())
 
 
-# --- refine: block Rayleigh-Ritz steps -----------------------------------------------------------
+# --- refine: block Krylov Rayleigh-Ritz ------------------------------------------------------------
 
 def separated_spectrum(dtype=torch.float64):
     """Eigenvalues 6, 5, 4 and -5.5, -4.5, -3.5 outside a bulk of 34 in [-1, 1]: every which has a gap."""
