@@ -19,13 +19,12 @@ them in one process.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..eigen.amortized import AmortizedBackend, AmortizedBasis, _rank_tolerance
+from ..eigen.amortized import AmortizedBackend, AmortizedBasis
 from ..eigen.base import SIGN_PIVOT_FRACTION, EigenPairs, order_indices
 from ..eigen.diagnostics import EigenDiagnostics
 from .comm import Communicator
@@ -100,33 +99,20 @@ class PartitionedBasis(AmortizedBasis):
     def layout(self) -> dict:
         return {"num_nodes": self.partition.num_nodes, "bounds": list(self.partition.bounds), "rank": self.comm.rank}
 
-    def random_rows(self, k: int, dtype: torch.dtype, device: torch.device, seed: int) -> Tensor:
+    def random(self, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device, seed: int) -> Tensor:
         """Rows ``[start, stop)`` of the ``n x k`` Gaussian draw with ``seed`` (``O(n k)`` transient)."""
-        generator = torch.Generator(device=device).manual_seed(seed)
-        full = torch.randn((self.partition.num_nodes, k), generator=generator, dtype=dtype, device=device)
+        full = super().random((self.partition.num_nodes, shape[-1]), dtype, device, seed)
         return full[self.start:self.stop].clone()
 
-    def orthonormal(self) -> Tensor:
-        """This rank's rows of ``U = orth(W)`` (collective); repairs a rank-deficient ``W`` like the base class."""
-        bad = (~torch.isfinite(self.weight.detach())).sum().to(torch.float64).reshape(1)
-        if self.comm.all_reduce_(bad).item():
-            raise ValueError("the amortized basis W contains NaN or Inf on some rank, usually after a diverging "
-                             "optimiser step; lower the learning rate and call initialize(op) to restart the basis")
-        vectors, diagonal = tsqr_orthonormalize(self.weight, self.comm)
-        scale = diagonal.detach().amax()
-        deficient = diagonal.detach() <= _rank_tolerance(diagonal.dtype) * scale
-        if bool(deficient.any()):  # identical on every rank: R is computed redundantly
-            self._repair_partitioned(vectors.detach(), deficient, scale)
-            vectors, _ = tsqr_orthonormalize(self.weight, self.comm)
-        return vectors
+    def _qr(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
+        return tsqr_orthonormalize(weight, self.comm)
 
-    @torch.no_grad()
-    def _repair_partitioned(self, vectors: Tensor, deficient: Tensor, scale: Tensor) -> None:
-        warnings.warn(f"the amortized basis W lost rank ({int(deficient.sum())} dependent column(s)); redrawing "
-                      f"them at random and re-orthonormalising W in place", RuntimeWarning, stacklevel=4)
-        fresh = self.random_rows(vectors.shape[1], vectors.dtype, vectors.device, self.seed + 1)
-        repaired, _ = tsqr_orthonormalize(torch.where(deficient, fresh, vectors), self.comm)
-        self.weight.copy_(repaired * scale.clamp_min(torch.finfo(scale.dtype).tiny))
+    def _all_finite(self) -> bool:
+        """Collective: every rank raises if any rank's rows are not finite."""
+        bad = (~torch.isfinite(self.weight.detach())).sum().to(torch.float64).reshape(1)
+        return not self.comm.all_reduce_(bad).item()
+
+    _NONFINITE_WHERE = " on some rank"
 
     def get_extra_state(self) -> dict:
         return self.layout()
@@ -218,8 +204,7 @@ class DistributedAmortizedBackend(AmortizedBackend):
     def initialize(self, op) -> None:
         """(Re)start the basis: this rank's rows of the seeded Gaussian ``W`` (collective-free)."""
         self._check_operator(op)
-        value = self.basis.random_rows(self.k, op.dtype, op.device, self.basis.seed)
-        self.basis.reset(self._basis_shape(op), op.dtype, op.device, value)
+        self.basis.reset(self._basis_shape(op), op.dtype, op.device)
         self._diagnostics, self._last, self._previous = None, None, None
 
     def solve(self, op) -> EigenPairs:

@@ -178,8 +178,7 @@ class AmortizedBasis(nn.Module):
         for the old one must be recreated.
         """
         if value is None:
-            generator = torch.Generator(device=device).manual_seed(self.seed)
-            value = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+            value = self.random(shape, dtype, device, self.seed)
         if not self.initialized:
             self.weight.materialize(shape, device=device, dtype=dtype)
         elif self.weight.shape != torch.Size(shape) or self.weight.dtype != dtype or self.weight.device != device:
@@ -189,6 +188,21 @@ class AmortizedBasis(nn.Module):
         else:
             with torch.no_grad():
                 self.weight.copy_(value)
+
+    def random(self, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device, seed: int) -> Tensor:
+        """The Gaussian matrix drawn with ``seed``: the initial ``W``, and (``seed + 1``) a repair's fresh columns."""
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+
+    def _qr(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
+        """The ``"qr"`` map: :func:`qr_orthonormalize` (row-distributed bases use TSQR)."""
+        return qr_orthonormalize(weight)
+
+    def _all_finite(self) -> bool:
+        return bool(torch.isfinite(self.weight.detach().sum()))  # one reduction: any NaN/Inf makes the sum so
+
+    #: Where the non-finite entries are said to be, in the error of :meth:`orthonormal`.
+    _NONFINITE_WHERE = ""
 
     @torch.no_grad()
     def assign(self, vectors: Tensor) -> None:
@@ -230,18 +244,18 @@ class AmortizedBasis(nn.Module):
         Shapes:
             returns ``(*batch, n, k)``.
         """
-        if not bool(torch.isfinite(self.weight.detach().sum())):  # one reduction: any NaN/Inf makes the sum so
-            raise ValueError("the amortized basis W contains NaN or Inf, usually after a diverging optimiser "
-                             "step (learning rate too large, or a non-finite loss); lower the learning rate "
-                             "and call initialize(op) to restart the basis")
+        if not self._all_finite():
+            raise ValueError(f"the amortized basis W contains NaN or Inf{self._NONFINITE_WHERE}, usually after a "
+                             "diverging optimiser step (learning rate too large, or a non-finite loss); lower the "
+                             "learning rate and call initialize(op) to restart the basis")
         if self.orthogonalization == "householder":
             return householder_orthonormal(self.weight / self.weight.shape[-2] ** 0.5, self.signs)
-        vectors, diagonal = qr_orthonormalize(self.weight)
+        vectors, diagonal = self._qr(self.weight)
         scale = diagonal.detach().amax(-1, keepdim=True)
         deficient = diagonal.detach() <= _rank_tolerance(diagonal.dtype) * scale
         if bool(deficient.any()):
             self._repair(vectors.detach(), deficient, scale)
-            vectors, _ = qr_orthonormalize(self.weight)
+            vectors, _ = self._qr(self.weight)
         return vectors
 
     @torch.no_grad()
@@ -249,10 +263,9 @@ class AmortizedBasis(nn.Module):
         count = int(deficient.sum())
         warnings.warn(f"the amortized basis W lost rank ({count} dependent column(s)); redrawing them at "
                       f"random and re-orthonormalising W in place", RuntimeWarning, stacklevel=4)
-        generator = torch.Generator(device=vectors.device).manual_seed(self.seed + 1)
-        fresh = torch.randn(vectors.shape, generator=generator, dtype=vectors.dtype, device=vectors.device)
+        fresh = self.random(vectors.shape, vectors.dtype, vectors.device, self.seed + 1)
         mixed = torch.where(deficient.unsqueeze(-2), fresh, vectors)
-        repaired, _ = qr_orthonormalize(mixed)
+        repaired, _ = self._qr(mixed)
         # Keep the column scale of W, so that the optimiser's step size keeps its meaning.
         self.weight.copy_(repaired * scale.clamp_min(torch.finfo(scale.dtype).tiny).unsqueeze(-2))
 

@@ -4,13 +4,14 @@ With one rank every collective is the identity, so these check the local rules (
 product, TSQR, the distributed eigen step); their cross-rank parts are checked against the
 single-process autograd in test_partitioned.py.
 """
+import pytest
 import torch
 from torch.autograd import gradcheck
 from torch.func import functional_call
 
-from lowrank_gnn.distributed import (Communicator, DistributedAmortizedBackend, RowPartitionedOperator, RowPartition,
-                                     tsqr_orthonormalize)
-from lowrank_gnn.eigen import qr_orthonormalize
+from lowrank_gnn.distributed import (Communicator, DistributedAmortizedBackend, PartitionedBasis, RowPartitionedOperator,
+                                     RowPartition, tsqr_orthonormalize)
+from lowrank_gnn.eigen import AmortizedBasis, qr_orthonormalize
 
 
 def test_row_block_matmul_gradcheck():
@@ -53,3 +54,25 @@ def test_distributed_eigen_step_gradcheck_gauge_invariant():
     gradcheck(projector, (weight, value))
     # the eigen loss holds the operator constant by design (it trains W only): check it in W
     gradcheck(lambda w: pairs_of(w, value.detach()).aux_loss, (weight,))
+
+
+def test_partitioned_basis_repairs_and_rejects_like_the_single_process_basis():
+    """PartitionedBasis shares AmortizedBasis's checks and repair (TSQR and row-sliced draws as its hooks):
+    on one rank a dependent column is redrawn exactly as the single-process basis redraws it, and a
+    non-finite W raises the same error, naming the ranks."""
+    single, partitioned = AmortizedBasis(seed=4), PartitionedBasis(RowPartition.even(12, 1), Communicator(), seed=4)
+    for basis in (single, partitioned):
+        basis.reset((12, 3), torch.float64, torch.device("cpu"))
+    assert torch.equal(partitioned.weight, single.weight)  # the same seeded draw
+    for basis in (single, partitioned):
+        with torch.no_grad():
+            basis.weight[:, 2] = 2 * basis.weight[:, 0]  # dependent column: QR breaks down
+        with pytest.warns(RuntimeWarning, match="lost rank"):
+            basis.orthonormal()
+    assert torch.allclose(partitioned.weight, single.weight, atol=1e-12)
+    vectors = partitioned.orthonormal().detach()
+    assert torch.allclose(vectors.T @ vectors, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    with torch.no_grad():
+        partitioned.weight[5, 1] = float("nan")
+    with pytest.raises(ValueError, match="W contains NaN or Inf on some rank.*initialize"):
+        partitioned.orthonormal()
