@@ -10,7 +10,6 @@ halo rows sent, which a locality-preserving partition (METIS) makes much smaller
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Tuple
 
 import numpy as np
@@ -19,15 +18,9 @@ from torch import Tensor
 
 from .._validation import check_choice, check_finite, check_floating
 from ..operators.base import DeflatedOperator, symmetry_tolerance
-from ..operators.sparse import _Pattern
+from ..operators.sparse import _csr_tensor, _Pattern
 from .comm import Communicator
 from .partition import RowPartition
-
-
-def _csr(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():  # "CSR support is in beta": the ops used here are stable
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, value, shape, check_invariants=False)
 
 
 class _RowBlockMatmul(torch.autograd.Function):
@@ -45,7 +38,7 @@ class _RowBlockMatmul(torch.autograd.Function):
         ctx.op = op
         ctx.save_for_backward(value, x)
         col, width = op.block_columns()
-        return _csr(op.crow, col, value, (op.num_local_rows, width)) @ x
+        return _csr_tensor(op.crow, col, value, (op.num_local_rows, width)) @ x
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -56,7 +49,7 @@ class _RowBlockMatmul(torch.autograd.Function):
             grad_value = (grad_out[op.row] * x[op.block_columns()[0]]).sum(-1)
         if ctx.needs_input_grad[1]:
             crow, row, perm = op._transpose_pattern()
-            grad_x = _csr(crow, row, value[perm], (op.block_columns()[1], op.num_local_rows)) @ grad_out
+            grad_x = _csr_tensor(crow, row, value[perm], (op.block_columns()[1], op.num_local_rows)) @ grad_out
         return grad_value, grad_x, None
 
 

@@ -14,7 +14,7 @@ from .base import symmetry_tolerance
 MAX_NUM_NODES = 3_037_000_499
 
 
-def _csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: torch.Size) -> Tensor:
+def _csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
     with warnings.catch_warnings():  # "CSR support is in beta": the ops used here are stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, value, shape, check_invariants=False)
