@@ -16,7 +16,7 @@ eigendecomposition.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn

@@ -160,7 +160,8 @@ class GraphOperator:
         ``value`` is given per entry of the ``edge_index`` this operator was built from, in
         the same order (repeated pairs are summed again). The sorted structure, the
         transpose permutation and the structural half of :attr:`symmetric` are shared
-        with this operator, so checking the new one compares values only (one gather).
+        with this operator, so checking the new one compares values only (each off-diagonal
+        pair once).
         Made for a graph whose weights change every step (learnable edge weights);
         :func:`~lowrank_gnn.operators.normalized_adjacency` uses it through ``structure=``.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Union
 
 import torch
-from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
