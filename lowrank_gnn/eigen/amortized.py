@@ -482,16 +482,19 @@ class AmortizedBackend(EigenBackend):
         image = torch.empty_like(basis)                                      # A [B_0, ..., B_r]
         kept = torch.ones(*vectors.shape[:-2], (depth + 1) * k, dtype=torch.bool, device=vectors.device)
         basis[..., :k] = vectors
+        block = vectors  # the newest block, also kept contiguous: a column slice of `basis` costs a copy per product
         floor = None
         for block_index in range(1, depth + 1):
             done = basis[..., :block_index * k]
-            block = op.matmul(basis[..., (block_index - 1) * k:block_index * k].contiguous())  # A B_{d-1}
+            block = op.matmul(block)                                         # A B_{d-1}
             image[..., (block_index - 1) * k:block_index * k] = block
             if floor is None:
                 # Directions below 10 epsilons of ||A U|| are dropped: normalising one of them
                 # amplifies its rounding error (its leftover component along the basis) to at most
                 # ~0.1, which the second pass removes; smaller ones could come back at O(1).
-                floor = 10 * torch.finfo(vectors.dtype).eps * torch.linalg.vector_norm(block, dim=-2).amax(-1)
+                # (||A u_i||^2 from the Gram diagonal: one GEMM, several times faster than a column reduction.)
+                largest = torch.diagonal(block.mT @ block, dim1=-2, dim2=-1).amax(-1)
+                floor = 10 * torch.finfo(vectors.dtype).eps * largest.sqrt()
             for _ in range(2):                                               # project out the basis, orthonormalise
                 block = block - done @ (done.mT @ block)
                 values, rotation = torch.linalg.eigh(block.mT @ block)
@@ -500,7 +503,7 @@ class AmortizedBackend(EigenBackend):
                                                         0.0).unsqueeze(-2))  # B_d: orthonormal columns or zeros
             basis[..., block_index * k:(block_index + 1) * k] = block
             kept[..., block_index * k:(block_index + 1) * k] = keep
-        image[..., depth * k:] = op.matmul(basis[..., depth * k:].contiguous())
+        image[..., depth * k:] = op.matmul(block)
         small = basis.mT @ image
         ritz_values, ritz_vectors = torch.linalg.eigh((small + small.mT) / 2)
         # a column of the basis still zero (a dropped direction, e.g. (r + 1) k > n) is decoupled
