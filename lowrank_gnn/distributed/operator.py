@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_finite, check_floating
+from .._validation import check_choice, check_finite, check_floating, check_same_device
 from ..operators.base import DeflatedOperator, symmetry_tolerance
 from ..operators.sparse import _csr_tensor, _Pattern
 from .comm import Communicator
@@ -249,6 +249,7 @@ def _check_local_graph(edge_index: Tensor, edge_weight: Optional[Tensor], partit
                          f"(got min {int(index[1].min())}, max {int(index[1].max())})")
     if edge_weight is not None:
         check_floating("edge_weight", edge_weight)
+        check_same_device("edge_weight", edge_weight, "edge_index", edge_index)
         if edge_weight.shape != (index.shape[1],):
             raise ValueError(f"edge_weight must have shape (num_local_edges,) = ({index.shape[1]},) "
                              f"(got {tuple(edge_weight.shape)})")

@@ -117,6 +117,35 @@ def test_single_process_without_torch_distributed():
         partitioned_normalized_adjacency(graph.part(0)[0], None, RowPartition.even(N, 2), comm)
 
 
+def nonfinite_weight_worker(rank, world_size):
+    graph = partition_graph(ring_edges(), N, num_parts=world_size)
+    index = graph.part(rank)[0]
+    weight = torch.ones(index.shape[1], dtype=torch.float64)
+    if rank == 1:
+        weight[3] = float("nan")
+    op = partitioned_normalized_adjacency(index, weight, graph.partition, Communicator())
+    try:
+        DistributedAmortizedBackend(3, graph.partition, Communicator())(op)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def test_a_nonfinite_edge_weight_on_one_rank_stops_every_rank():
+    """The finiteness check of the operator is collective: both ranks raise, neither waits for the other."""
+    messages = [r.value for r in run_distributed(nonfinite_weight_worker, 2, timeout=30)]
+    assert "5 NaN/Inf entries on other ranks" in messages[0]
+    assert "rank 1's operator values contains NaN or Inf" in messages[1]
+
+
+def test_edge_weight_on_another_device_than_edge_index_is_refused():
+    graph = partition_graph(ring_edges(), N, num_parts=1)
+    index = graph.part(0)[0]
+    elsewhere = torch.ones(index.shape[1], dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match="edge_weight is on meta but edge_index is on cpu"):
+        partitioned_normalized_adjacency(index, elsewhere, graph.partition, Communicator())
+
+
 def test_cache_operator_refuses_learnable_edge_weights():
     graph = partition_graph(ring_edges(), N, num_parts=1)
     conv = PartitionedLowRankGCNConv(2, 2, 3, graph.partition, cache_operator=True).double()
