@@ -130,7 +130,11 @@ def _ogb_dataset(dataset_class, name: str, path: Path, transform: Optional[Calla
     from torch_geometric.data.data import Data, DataEdgeAttr, DataTensorAttr
     from torch_geometric.data.storage import GlobalStorage
 
-    with torch.serialization.safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
+    # only the classes not yet allow-listed: leaving the context removes every class it was given,
+    # including those PyG registered itself at import (Data), and later PyG loads would then warn
+    allowed = torch.serialization.get_safe_globals()
+    missing = [cls for cls in (Data, DataEdgeAttr, DataTensorAttr, GlobalStorage) if cls not in allowed]
+    with torch.serialization.safe_globals(missing):
         return dataset_class(name, root=str(path), transform=transform)
 
 

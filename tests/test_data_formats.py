@@ -5,6 +5,9 @@ import pickle
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
+from torch_geometric.data import Data
+from torch_geometric.data.data import DataEdgeAttr
 
 from lowrank_gnn.data import PLANETOID_RAW, load_ogb_node, load_planetoid
 
@@ -48,6 +51,10 @@ def test_ogbn_arxiv_loads_non_interactively_with_torch_weights_only_default(tmp_
         assert graph.edge_index.t().tolist() == edges.tolist()  # directed, as published
     split = dataset.get_idx_split()
     assert sorted(np.concatenate([split[p].numpy() for p in ("train", "valid", "test")]).tolist()) == list(range(30))
+    # the process-wide torch.load allowlist keeps PyG's own entry (Data), so later PyG loads (Planetoid, ...)
+    # still load with weights_only=True instead of warning, and the classes only OGB's load needed are gone again
+    allowed = torch.serialization.get_safe_globals()
+    assert Data in allowed and DataEdgeAttr not in allowed
 
 
 def test_ogb_offline_error_says_where_the_files_go(tmp_path, monkeypatch):
