@@ -199,7 +199,7 @@ class RowPartitionedOperator:
         bad = (~torch.isfinite(self.value.detach())).sum().to(torch.float64).reshape(1)
         self.comm.all_reduce_(bad)
         if bad.item():
-            check_finite(f"rank {self.comm.rank}'s operator values", self.value.detach())
+            check_finite(f"the operator's block on rank {self.comm.rank}", self.value.detach())
             raise ValueError(f"the operator's values contain {int(bad.item())} NaN/Inf entries on other ranks; "
                              f"clean the input first")
 

@@ -135,7 +135,7 @@ def test_a_nonfinite_edge_weight_on_one_rank_stops_every_rank():
     """The finiteness check of the operator is collective: both ranks raise, neither waits for the other."""
     messages = [r.value for r in run_distributed(nonfinite_weight_worker, 2, timeout=30)]
     assert "5 NaN/Inf entries on other ranks" in messages[0]
-    assert "rank 1's operator values contains NaN or Inf" in messages[1]
+    assert "the operator's block on rank 1 contains NaN or Inf" in messages[1]
 
 
 def test_edge_weight_on_another_device_than_edge_index_is_refused():
