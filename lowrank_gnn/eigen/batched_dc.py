@@ -111,12 +111,16 @@ def batched_eigh(matrix: Tensor, method: str = "dc") -> Tuple[Tensor, Tensor]:
     check_choice("method", method, METHODS)
     operator = DenseOperator(matrix)   # checks: tensor, floating point, shape (*batch, n, n)
     operator.check_finite()
-    symmetric = (matrix + matrix.mT) / 2
+    return _symmetric_eigh(operator.symmetrized(), method)
+
+
+def _symmetric_eigh(symmetric: Tensor, method: str) -> Tuple[Tensor, Tensor]:
+    """:func:`batched_eigh` of an already checked, symmetrised batch."""
     if method == "auto":
-        method = auto_method(matrix)
+        method = auto_method(symmetric)
     if method == "lapack":
         return torch.linalg.eigh(symmetric)
-    batch, n = matrix.shape[:-2], matrix.shape[-1]
+    batch, n = symmetric.shape[:-2], symmetric.shape[-1]
     values, vectors = _DivideAndConquerEigh.apply(symmetric.reshape(math.prod(batch), n, n))
     return values.reshape(*batch, n), vectors.reshape(*batch, n, n)
 
@@ -168,7 +172,9 @@ class BatchedDCBackend(EigenBackend):
         self.method = check_choice("method", method, METHODS)
 
     def solve(self, op) -> EigenPairs:
-        values, vectors = batched_eigh(op.to_dense(), method=self.method)
+        # forward() has checked the operator (finite, symmetric): only symmetrise, and only if needed
+        dense = op.symmetrized() if isinstance(op, DenseOperator) else DenseOperator(op.to_dense()).symmetrized()
+        values, vectors = _symmetric_eigh(dense, self.method)
         return EigenPairs(*select_eigenpairs(values, vectors, self.k, self.which))
 
     def extra_repr(self) -> str:

@@ -46,6 +46,8 @@ class DenseOperator:
             raise ValueError(f"matrix must have shape (*batch, n, n) (got shape {tuple(matrix.shape)})")
         self.matrix = matrix
         self._symmetric: bool | None = None
+        self._exactly_symmetric = False
+        self._largest_magnitude: Tensor | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -65,7 +67,23 @@ class DenseOperator:
     def to_dense(self) -> Tensor:
         return self.matrix
 
+    def largest_magnitude(self) -> Tensor:
+        """``max |a_ij|`` over the whole (batch of) matrices, a 0-dim tensor; NaN or Inf if an entry is.
+
+        One pass, computed once and shared by :meth:`check_finite` and :attr:`symmetric`.
+        """
+        if self._largest_magnitude is None:
+            a = self.matrix.detach()
+            if a.numel() == 0:
+                self._largest_magnitude = a.new_zeros(())
+            else:
+                low, high = torch.aminmax(a)   # propagates NaN; an Inf entry gives an infinite extreme
+                self._largest_magnitude = torch.maximum(high, -low)
+        return self._largest_magnitude
+
     def check_finite(self) -> None:
+        if bool(torch.isfinite(self.largest_magnitude())):
+            return
         bad = ~torch.isfinite(self.matrix.detach())
         if bool(bad.any()):
             where = tuple(int(i) for i in bad.nonzero()[0])
@@ -78,11 +96,25 @@ class DenseOperator:
         if self._symmetric is None:
             a = self.matrix.detach()
             if a.numel() == 0:  # an empty batch is (vacuously) symmetric
-                self._symmetric = True
+                self._symmetric, self._exactly_symmetric = True, True
                 return True
-            scale = a.abs().amax().clamp_min(torch.finfo(a.dtype).tiny)
-            self._symmetric = bool(((a - a.mT).abs() <= symmetry_tolerance(a.dtype) * scale).all())
+            scale = self.largest_magnitude().clamp_min(torch.finfo(a.dtype).tiny)
+            low, high = torch.aminmax(a - a.mT)   # max |a_ij - a_ji|: one pass over the difference, no |.| copy
+            asymmetry = torch.maximum(high, -low)
+            self._symmetric = bool(asymmetry <= symmetry_tolerance(a.dtype) * scale)
+            self._exactly_symmetric = bool(asymmetry == 0)
         return self._symmetric
+
+    def symmetrized(self) -> Tensor:
+        r"""The symmetric part :math:`(A + A^\top)/2`.
+
+        The matrix itself, without a copy, when the symmetry check has already found it exactly
+        symmetric (the two are then equal) and it needs no gradient (the gradient of the
+        symmetric part is the symmetrised one).
+        """
+        if self._exactly_symmetric and not self.matrix.requires_grad:
+            return self.matrix
+        return (self.matrix + self.matrix.mT) / 2
 
     def to_scipy(self) -> np.ndarray:
         if self.matrix.dim() != 2:
