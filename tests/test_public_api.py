@@ -105,8 +105,40 @@ def test_linalg_imports_no_other_lowrank_gnn_package():
     assert upward == []
 
 
+#: Package -> the lowrank_gnn packages it may import (dependencies point one way).
+LAYERS = {
+    "linalg": set(),
+    "operators": {"linalg"},
+    "eigen": {"linalg", "operators"},
+    "nn": {"linalg", "operators", "eigen"},
+    "transforms": {"linalg", "operators", "eigen"},
+    "distributed": {"linalg", "operators", "eigen", "nn", "transforms"},
+    "testing": {"linalg", "operators", "eigen", "nn", "transforms", "distributed"},
+}
+
+
+def upward_imports(root: Path = ROOT):
+    """``(file, imported package)`` for every import against the one-way order of :data:`LAYERS`."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        source = _top_package(_module_name(path, root)).partition(".")[2]
+        if source not in LAYERS:
+            continue
+        for target, _ in _imports(path, root):
+            package = _top_package(target).partition(".")[2]
+            if target.startswith("lowrank_gnn.") and package in LAYERS and package != source \
+                    and package not in LAYERS[source]:
+                found.append((str(path.relative_to(root.parent)), package))
+    return found
+
+
+def test_package_dependencies_point_one_way():
+    assert set(LAYERS) == {name.split(".")[1] for name in _package_names() if name.count(".") == 1}
+    assert upward_imports() == []
+
+
 def test_the_private_import_check_catches_a_violation(tmp_path):
-    """The check above can fail: a planted cross-package private import is reported."""
+    """The checks above can fail: planted private and upward imports are reported."""
     fake = tmp_path / "lowrank_gnn"
     for package in ("eigen", "nn"):
         (fake / package).mkdir(parents=True)
@@ -118,3 +150,5 @@ def test_the_private_import_check_catches_a_violation(tmp_path):
         ("lowrank_gnn/nn/layer.py", "lowrank_gnn.eigen.amortized", "_rank_tolerance"),
         ("lowrank_gnn/nn/layer.py", "lowrank_gnn.eigen", "_helpers"),
     ]
+    (fake / "eigen" / "backend.py").write_text("from ..nn.layer import Layer\nfrom ..operators import GraphOperator\n")
+    assert upward_imports(fake) == [("lowrank_gnn/eigen/backend.py", "nn")]
