@@ -19,10 +19,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-#: Random probes for the Hutchinson estimate of ||A||_F^2 on operators without a closed form
-#: (relative standard deviation ~ sqrt(2 / probes), ~30% at 16: enough for a normalisation).
-FROBENIUS_PROBES = 16
-
+from ..operators.base import as_operator
 
 class EigenDiagnostics(NamedTuple):
     """Convergence measures of one solve, detached.
@@ -39,34 +36,20 @@ class EigenDiagnostics(NamedTuple):
 
 @torch.no_grad()
 def operator_frobenius_norm(op) -> Tensor:
-    r""":math:`\|A\|_F` of an operator, per batch entry, detached.
+    r""":math:`\|A\|_F` of an operator, per batch entry, detached: :meth:`Operator.frobenius_norm
+    <lowrank_gnn.operators.Operator.frobenius_norm>` (a dense tensor is wrapped first).
 
     Exact for dense matrices and :class:`~lowrank_gnn.operators.GraphOperator` (the norm of
     the stored values); for :class:`~lowrank_gnn.operators.DeflatedOperator`
     :math:`A - V \operatorname{diag}(\mu) V^T` with orthonormal ``V`` it is exact too:
-    :math:`\|A\|_F^2 - 2 \sum_c \mu_c v_c^T A v_c + \|\mu\|^2` (one product with ``V``). Any
-    other operator gets a Hutchinson estimate :math:`E\|A z\|^2` with
-    :data:`FROBENIUS_PROBES` fixed Rademacher probes.
+    :math:`\|A\|_F^2 - 2 \sum_c \mu_c v_c^T A v_c + \|\mu\|^2` (one product with ``V``). An
+    operator without a closed form gets a Hutchinson estimate :math:`E\|A z\|^2` with
+    :data:`~lowrank_gnn.operators.FROBENIUS_PROBES` fixed Rademacher probes.
 
     Shapes:
         ``op`` is ``(*batch, n, n)``; returns ``(*batch,)``.
     """
-    from ..operators import DeflatedOperator, DenseOperator, GraphOperator
-
-    if isinstance(op, DenseOperator):
-        return torch.linalg.matrix_norm(op.matrix.detach())
-    if isinstance(op, GraphOperator):
-        return torch.linalg.vector_norm(op.value.detach())
-    if isinstance(op, DeflatedOperator):
-        base = operator_frobenius_norm(op.base)
-        cross = op.basis_rayleigh_quotients()  # v_c^T A v_c, O(nnz) for per-component deflation
-        squared = base.square() - 2 * (op.values * cross).sum(-1) + op.values.square().sum(-1)
-        return squared.clamp_min(0).sqrt()
-    n = op.shape[-1]
-    generator = torch.Generator().manual_seed(0)
-    probes = torch.randint(0, 2, (*op.shape[:-2], n, FROBENIUS_PROBES), generator=generator)
-    probes = (2 * probes - 1).to(dtype=op.dtype, device=op.device)
-    return (op.matmul(probes).square().sum((-2, -1)) / FROBENIUS_PROBES).sqrt()
+    return as_operator(op).frobenius_norm()
 
 
 @torch.no_grad()
@@ -104,5 +87,4 @@ def subspace_angle(first: Tensor, second: Tensor) -> Tensor:
     return torch.linalg.eigvalsh(outside.mT @ outside)[..., -1].clamp_min(0).sqrt()
 
 
-__all__ = ["EigenDiagnostics", "operator_frobenius_norm", "relative_residual", "subspace_angle",
-           "FROBENIUS_PROBES"]
+__all__ = ["EigenDiagnostics", "operator_frobenius_norm", "relative_residual", "subspace_angle"]

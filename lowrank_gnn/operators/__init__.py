@@ -1,10 +1,14 @@
 """Symmetric operators built from graphs (sparse) or tensors (dense)."""
-from .base import DeflatedOperator, DenseOperator, as_operator
+from .base import FROBENIUS_PROBES, DeflatedOperator, DeflatedOperatorBase, DenseOperator, Operator, as_operator
 from .graph import (ComponentDeflatedOperator, component_eigenvectors, connected_components, deflate_components,
                     laplacian, normalized_adjacency)
-from .sparse import GraphOperator
+from .sparse import CSROperator, GraphOperator
 
 __all__ = [
+    "Operator",
+    "CSROperator",
+    "DeflatedOperatorBase",
+    "FROBENIUS_PROBES",
     "GraphOperator",
     "DenseOperator",
     "DeflatedOperator",

@@ -11,11 +11,11 @@ from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
 from ..._validation import check_finite, check_positive_int, check_same_device
 from ...eigen import EigenBackend, EigenPairs, resolve_eigen_backend
-from ...operators import DeflatedOperator, deflate_components, normalized_adjacency
+from ...operators import DeflatedOperatorBase, deflate_components, normalized_adjacency
 from ...operators.graph import EdgeIndexRef
 
 
-def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperator] = None) -> Tensor:
+def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperatorBase] = None) -> Tensor:
     r""":math:`U \operatorname{diag}(\lambda) U^T x` (plus the exact deflated block, if any).
 
     Shapes:
@@ -174,7 +174,7 @@ class LowRankGCNConv(nn.Module):
         return deflate_components(op) if self.deflate_components else op
 
     def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
-                   dtype: Optional[torch.dtype] = None) -> Tuple[EigenPairs, Optional[DeflatedOperator]]:
+                   dtype: Optional[torch.dtype] = None) -> Tuple[EigenPairs, Optional[DeflatedOperatorBase]]:
         """The spectrum this layer propagates with: ``(EigenPairs, deflated operator or None)``.
 
         Computed by the layer's backend (or taken from the cache with ``cached=True``). Pass
@@ -192,13 +192,13 @@ class LowRankGCNConv(nn.Module):
             dtype = edge_weight.dtype
         op = self._operator(edge_index, edge_weight, num_nodes, dtype or torch.get_default_dtype())
         pairs = self.backend(op)
-        deflated = op if isinstance(op, DeflatedOperator) else None
+        deflated = op if isinstance(op, DeflatedOperatorBase) else None
         if self.cached:
             self._cache = (pairs, deflated)
         return pairs, deflated
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None,
-                eigenpairs: Optional[Tuple[EigenPairs, Optional[DeflatedOperator]]] = None) -> Tensor:
+                eigenpairs: Optional[Tuple[EigenPairs, Optional[DeflatedOperatorBase]]] = None) -> Tensor:
         """Shapes: see the class docstring; ``eigenpairs`` as returned by :meth:`eigenpairs`."""
         if x.dim() != 2:
             raise ValueError(f"x must have shape (num_nodes, in_channels) (got shape {tuple(x.shape)})")
@@ -228,7 +228,7 @@ class LowRankGCNConv(nn.Module):
             out = out + self.bias
         return out
 
-    def propagate(self, pairs: EigenPairs, h: Tensor, deflated: Optional[DeflatedOperator]) -> Tensor:
+    def propagate(self, pairs: EigenPairs, h: Tensor, deflated: Optional[DeflatedOperatorBase]) -> Tensor:
         """:func:`low_rank_propagate`; row-distributed subclasses reduce ``U^T h`` across ranks here."""
         return low_rank_propagate(pairs, h, deflated)
 
