@@ -14,7 +14,7 @@ Conventions, identical for every backend:
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -83,8 +83,13 @@ def order_indices(eigenvalues: Tensor, which: str) -> Tensor:
     return by_value.gather(-1, by_magnitude)
 
 
-def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: str) -> Tuple[Tensor, Tensor]:
+def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: str,
+                      signs: Callable[[Tensor], Tensor] = canonical_signs) -> Tuple[Tensor, Tensor]:
     """The first ``k`` pairs in ``which`` order, with canonical signs.
+
+    Args:
+        signs (callable): the sign convention applied to the selected columns; a row-distributed
+            backend passes the one that searches the pivot across ranks. (default: :func:`canonical_signs`)
 
     Shapes:
         eigenvalues ``(*batch, m)``, eigenvectors ``(*batch, n, m)`` in;
@@ -92,10 +97,10 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
     """
     index = order_indices(eigenvalues, which)[..., :k]
     if k == eigenvalues.shape[-1] and bool((index == torch.arange(k, device=index.device)).all()):
-        return eigenvalues, canonical_signs(eigenvectors)  # already in order (a tracked basis): no (n, k) gather
+        return eigenvalues, signs(eigenvectors)  # already in order (a tracked basis): no (n, k) gather
     values = eigenvalues.gather(-1, index)
     vectors = eigenvectors.gather(-1, index.unsqueeze(-2).expand(*eigenvectors.shape[:-1], k))
-    return values, canonical_signs(vectors)
+    return values, signs(vectors)
 
 
 class EigenBackend(nn.Module):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..operators.base import as_operator
+from .rows import LocalRows
 
 class EigenDiagnostics(NamedTuple):
     """Convergence measures of one solve, detached.
@@ -53,7 +54,8 @@ def operator_frobenius_norm(op) -> Tensor:
 
 
 @torch.no_grad()
-def relative_residual(op_times_vectors: Tensor, vectors: Tensor, values: Tensor, op_norm: Tensor) -> Tensor:
+def relative_residual(op_times_vectors: Tensor, vectors: Tensor, values: Tensor, op_norm: Tensor,
+                      rows: Optional[LocalRows] = None) -> Tensor:
     r""":math:`\|A U - U \operatorname{diag}(\lambda)\|_F / \|A\|_F` per batch entry.
 
     Args:
@@ -61,16 +63,20 @@ def relative_residual(op_times_vectors: Tensor, vectors: Tensor, values: Tensor,
         vectors (Tensor): :math:`U`.
         values (Tensor): :math:`\lambda`.
         op_norm (Tensor): :math:`\|A\|_F` (:func:`operator_frobenius_norm`).
+        rows (LocalRows, optional): for vectors split by rows over ranks, what sums the squared
+            residual over them (:mod:`lowrank_gnn.eigen.rows`). (default: all rows here)
 
     Shapes:
         ``(*batch, n, k)``, ``(*batch, n, k)``, ``(*batch, k)``, ``(*batch,)``; returns ``(*batch,)``.
     """
     error = torch.linalg.matrix_norm(op_times_vectors - vectors * values.unsqueeze(-2))
+    if rows is not None and rows.world_size > 1:
+        error = rows.all_reduce_(error.square()).sqrt()
     return error / op_norm.clamp_min(torch.finfo(error.dtype).tiny)
 
 
 @torch.no_grad()
-def subspace_angle(first: Tensor, second: Tensor) -> Tensor:
+def subspace_angle(first: Tensor, second: Tensor, rows: Optional[LocalRows] = None) -> Tensor:
     r"""Sine of the largest principal angle between the spans of two orthonormal bases.
 
     :math:`\sin\theta_{\max} = \|(I - U_1 U_1^T) U_2\|_2`: 0 for the same span, 1 when some
@@ -78,13 +84,16 @@ def subspace_angle(first: Tensor, second: Tensor) -> Tensor:
     either span, so it also measures convergence of a repeated-eigenvalue block. The
     projection is formed explicitly (not as :math:`\sqrt{1 - \sigma_{\min}^2}`, which
     cancels to about :math:`\sqrt{\epsilon}`), so small angles are resolved to rounding.
-    Costs ``O(n k^2)`` and a ``k x k`` symmetric eigenvalue problem.
+    Costs ``O(n k^2)`` and a ``k x k`` symmetric eigenvalue problem. For bases split by rows
+    over ranks, ``rows`` (:mod:`lowrank_gnn.eigen.rows`) all-reduces the two ``k x k`` Gram
+    matrices (default: all rows here).
 
     Shapes:
         ``(*batch, n, k)`` twice; returns ``(*batch,)``.
     """
-    outside = second - first @ (first.mT @ second)
-    return torch.linalg.eigvalsh(outside.mT @ outside)[..., -1].clamp_min(0).sqrt()
+    rows = rows if rows is not None else LocalRows()
+    outside = second - first @ rows.all_reduce_(first.mT @ second)
+    return torch.linalg.eigvalsh(rows.all_reduce_(outside.mT @ outside))[..., -1].clamp_min(0).sqrt()
 
 
 __all__ = ["EigenDiagnostics", "operator_frobenius_norm", "relative_residual", "subspace_angle"]

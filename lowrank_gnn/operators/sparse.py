@@ -161,7 +161,8 @@ class SparsityPattern:
 
     @property
     def symmetric(self) -> bool:
-        """Whether ``(i, j)`` is stored exactly when ``(j, i)`` is (then entry ``e`` of ``A^T`` is entry ``e`` of ``A``)."""
+        """Whether ``(i, j)`` is stored exactly when ``(j, i)`` is (then entry ``e`` of ``A^T`` is entry ``e``
+        of ``A``)."""
         if self._symmetric is None:
             crow, col, _ = self.transpose()
             self._symmetric = bool(torch.equal(crow, self.crow) and torch.equal(col, self.col))
