@@ -240,7 +240,8 @@ class OperatorConformance:
     @staticmethod
     def assert_close(actual: Tensor, expected: Tensor, dtype: torch.dtype, what: str) -> None:
         scale = max(float(expected.abs().max()) if expected.numel() else 0.0, 1.0)
-        error = float((actual.detach().double().cpu() - expected.detach().cpu()).abs().max()) if expected.numel() else 0.0
+        difference = actual.detach().double().cpu() - expected.detach().cpu()
+        error = float(difference.abs().max()) if expected.numel() else 0.0
         assert error <= 10 * TOLERANCES[dtype] * scale, f"{what}: max error {error:.3g} (scale {scale:.3g})"
 
     # protocol -----------------------------------------------------------------------------
@@ -318,7 +319,8 @@ class OperatorConformance:
             return
         n = case.dense.shape[-1]
         matrix = np.asarray(case.operator.to_scipy() @ np.eye(n))
-        assert np.allclose(matrix, case.dense.cpu().numpy(), rtol=0, atol=1e-12 * max(1.0, float(case.dense.abs().max())))
+        scale = max(1.0, float(case.dense.abs().max()))
+        assert np.allclose(matrix, case.dense.cpu().numpy(), rtol=0, atol=1e-12 * scale)
 
     @pytest.mark.parametrize("dtype", DTYPES, ids=str)
     def test_gradients_match_dense_reference(self, dtype: torch.dtype) -> None:
@@ -338,7 +340,7 @@ class OperatorConformance:
         full_x = torch.zeros_like(full)
         full_x[..., case.rows, :] = x.detach().double()
         (full * (case.dense_of(leaf) @ full_x)).sum().backward()
-        assert case.leaf.grad is not None, "no gradient reached the operator's values"
+        assert case.leaf.grad is not None and leaf.grad is not None, "no gradient reached the operator's values"
         self.assert_close(case.leaf.grad, leaf.grad, dtype, "gradient to the values")
 
     def test_inherited_members_work(self) -> None:
