@@ -18,6 +18,7 @@ from lowrank_gnn.testing.conformance import OperatorCase, OperatorConformance, r
 #: three components of sizes 5, 4 and 3: repeated eigenvalue 1 of the normalized adjacency
 GRAPH = disjoint_union(cycle_graph(5), path_graph(4), complete_graph(3))
 SIZES = (5, 4, 3)
+N = GRAPH.num_nodes
 
 
 def pair_weights(edge_index, variant):
@@ -54,6 +55,38 @@ def component_projector(edge_index, weight, n):
     return vectors @ vectors.mT
 
 
+def weighted_case(edge_index, variant, dtype, device, build, reference):
+    """The operator ``build(w)`` on the pair weights ``w`` of ``edge_index``, differentiable in them,
+    with its float64 ``reference(w)``."""
+    weight = pair_weights(edge_index.cpu(), variant).to(device)
+    leaf = weight.to(dtype).clone().requires_grad_()
+    return OperatorCase(build(leaf), reference(weight), leaf=leaf, dense_of=reference)
+
+
+def matrix_case(matrix, variant, dtype, device, build, reference=lambda m: m):
+    """The operator ``build(M)`` on a dense ``matrix`` made non-symmetric or NaN by ``variant``,
+    differentiable in it, with its float64 ``reference(M)``."""
+    matrix = matrix.clone()
+    entry = (0,) * (matrix.dim() - 2)
+    if variant == "asymmetric":
+        matrix[(*entry, 0, 1)] += 1.0
+    if variant == "nan":
+        matrix[(*entry, 2, 3)] = matrix[(*entry, 3, 2)] = float("nan")
+    leaf = matrix.to(dtype=dtype, device=device).clone().requires_grad_()
+    return OperatorCase(build(leaf), reference(matrix.to(device)), leaf=leaf, dense_of=reference)
+
+
+def with_repeated_pair(edge_index, device):
+    """``edge_index`` with its first undirected edge stored twice (both directions): summed values."""
+    return torch.cat([edge_index, edge_index[:, :1], edge_index[:, :1].flip(0)], dim=1).to(device)
+
+
+def deflated_reference(edge_index):
+    def reference(weight):
+        return gcn_dense(edge_index, weight, N) - component_projector(edge_index, weight, N)
+    return reference
+
+
 def graph_edges(variant, device):
     edge_index = GRAPH.edge_index
     if variant == "asymmetric":  # a directed graph: drop one direction of an edge
@@ -63,39 +96,23 @@ def graph_edges(variant, device):
 
 class TestDenseOperator(OperatorConformance):
     def make_case(self, dtype, device, variant):
-        matrix = random_symmetric(7, seed=5)
-        if variant == "asymmetric":
-            matrix[0, 1] += 1.0
-        if variant == "nan":
-            matrix[2, 3] = matrix[3, 2] = float("nan")
-        leaf = matrix.to(dtype=dtype, device=device).clone().requires_grad_()
-        return OperatorCase(DenseOperator(leaf), matrix.to(device), leaf=leaf, dense_of=lambda m: m)
+        return matrix_case(random_symmetric(7, seed=5), variant, dtype, device, DenseOperator)
 
 
 class TestBatchedDenseOperator(OperatorConformance):
     has_scipy = False  # ARPACK takes one matrix
 
     def make_case(self, dtype, device, variant):
-        matrix = random_symmetric(6, 3, seed=6)
-        if variant == "asymmetric":
-            matrix[1, 0, 1] += 1.0
-        if variant == "nan":
-            matrix[2, 1, 4] = float("nan")
-        leaf = matrix.to(dtype=dtype, device=device).clone().requires_grad_()
-        return OperatorCase(DenseOperator(leaf), matrix.to(device), leaf=leaf, dense_of=lambda m: m)
+        return matrix_case(random_symmetric(6, 3, seed=6), variant, dtype, device, DenseOperator)
 
 
 class TestGraphOperator(OperatorConformance):
     """Built directly, with a repeated (row, col) pair whose values are summed."""
 
     def make_case(self, dtype, device, variant):
-        edge_index = GRAPH.edge_index
-        edge_index = torch.cat([edge_index, edge_index[:, :1], edge_index[:, :1].flip(0)], dim=1).to(device)
-        weight = pair_weights(edge_index.cpu(), variant).to(device)
-        leaf = weight.to(dtype).clone().requires_grad_()
-        op = GraphOperator(edge_index, leaf, GRAPH.num_nodes)
-        return OperatorCase(op, scatter_dense(edge_index, weight, GRAPH.num_nodes), leaf=leaf,
-                            dense_of=lambda w: scatter_dense(edge_index, w, GRAPH.num_nodes))
+        edge_index = with_repeated_pair(GRAPH.edge_index, device)
+        return weighted_case(edge_index, variant, dtype, device, lambda w: GraphOperator(edge_index, w, N),
+                             lambda w: scatter_dense(edge_index, w, N))
 
 
 class TestNormalizedAdjacency(OperatorConformance):
@@ -103,28 +120,21 @@ class TestNormalizedAdjacency(OperatorConformance):
 
     def make_case(self, dtype, device, variant):
         edge_index = graph_edges(variant, device)
-        weight = pair_weights(edge_index.cpu(), variant).to(device)
-        leaf = weight.to(dtype).clone().requires_grad_()
-        op = normalized_adjacency(edge_index, leaf, GRAPH.num_nodes)
-        return OperatorCase(op, gcn_dense(edge_index, weight, GRAPH.num_nodes), leaf=leaf,
-                            dense_of=lambda w: gcn_dense(edge_index, w, GRAPH.num_nodes))
+        return weighted_case(edge_index, variant, dtype, device, lambda w: normalized_adjacency(edge_index, w, N),
+                             lambda w: gcn_dense(edge_index, w, N))
 
 
 class TestDeflatedOperator(OperatorConformance):
     def make_case(self, dtype, device, variant):
-        matrix = random_symmetric(7, seed=7)
-        if variant == "asymmetric":
-            matrix[0, 1] += 1.0
-        if variant == "nan":
-            matrix[2, 3] = matrix[3, 2] = float("nan")
         basis, _ = torch.linalg.qr(torch.randn(7, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
         values = torch.tensor([0.7, -1.3], dtype=torch.float64)
-        removed = (basis * values) @ basis.mT
-        leaf = matrix.to(dtype=dtype, device=device).clone().requires_grad_()
-        op = DeflatedOperator(DenseOperator(leaf), basis.to(dtype=dtype, device=device),
-                              values.to(dtype=dtype, device=device))
-        removed = removed.to(device)
-        return OperatorCase(op, matrix.to(device) - removed, leaf=leaf, dense_of=lambda m: m - removed)
+        removed = ((basis * values) @ basis.mT).to(device)
+
+        def build(matrix):
+            return DeflatedOperator(DenseOperator(matrix), basis.to(dtype=dtype, device=device),
+                                    values.to(dtype=dtype, device=device))
+
+        return matrix_case(random_symmetric(7, seed=7), variant, dtype, device, build, lambda m: m - removed)
 
 
 class TestComponentDeflatedOperator(OperatorConformance):
@@ -132,30 +142,23 @@ class TestComponentDeflatedOperator(OperatorConformance):
 
     def make_case(self, dtype, device, variant):
         edge_index = graph_edges(variant, device)
-        weight = pair_weights(edge_index.cpu(), variant).to(device)
-        leaf = weight.to(dtype).clone().requires_grad_()
-        op = deflate_components(normalized_adjacency(edge_index, leaf, GRAPH.num_nodes))
-
-        def dense_of(w):
-            return gcn_dense(edge_index, w, GRAPH.num_nodes) - component_projector(edge_index, w, GRAPH.num_nodes)
-
-        return OperatorCase(op, dense_of(weight), leaf=leaf, dense_of=dense_of)
+        return weighted_case(edge_index, variant, dtype, device,
+                             lambda w: deflate_components(normalized_adjacency(edge_index, w, N)),
+                             deflated_reference(edge_index))
 
 
-PARTITION = RowPartition.even(GRAPH.num_nodes, 1)
+PARTITION = RowPartition.even(N, 1)
 
 
 class TestRowPartitionedOperator(OperatorConformance):
     has_dense = has_scipy = False  # no rank holds the whole matrix
 
     def make_case(self, dtype, device, variant):
-        edge_index = GRAPH.edge_index
-        edge_index = torch.cat([edge_index, edge_index[:, :1], edge_index[:, :1].flip(0)], dim=1).to(device)
-        weight = pair_weights(edge_index.cpu(), variant).to(device)  # with a repeated pair, summed
-        leaf = weight.to(dtype).clone().requires_grad_()
-        op = RowPartitionedOperator(edge_index[0], edge_index[1], leaf, PARTITION, Communicator())
-        return OperatorCase(op, scatter_dense(edge_index, weight, GRAPH.num_nodes), leaf=leaf,
-                            dense_of=lambda w: scatter_dense(edge_index, w, GRAPH.num_nodes))
+        edge_index = with_repeated_pair(GRAPH.edge_index, device)
+        return weighted_case(edge_index, variant, dtype, device,
+                             lambda w: RowPartitionedOperator(edge_index[0], edge_index[1], w, PARTITION,
+                                                              Communicator()),
+                             lambda w: scatter_dense(edge_index, w, N))
 
 
 class TestPartitionedComponentDeflatedOperator(OperatorConformance):
@@ -163,15 +166,10 @@ class TestPartitionedComponentDeflatedOperator(OperatorConformance):
 
     def make_case(self, dtype, device, variant):
         edge_index = graph_edges(variant, device)
-        weight = pair_weights(edge_index.cpu(), variant).to(device)
-        leaf = weight.to(dtype).clone().requires_grad_()
-        op = partitioned_deflate_components(partitioned_normalized_adjacency(edge_index, leaf, PARTITION,
-                                                                             Communicator()))
-
-        def dense_of(w):
-            return gcn_dense(edge_index, w, GRAPH.num_nodes) - component_projector(edge_index, w, GRAPH.num_nodes)
-
-        return OperatorCase(op, dense_of(weight), leaf=leaf, dense_of=dense_of)
+        return weighted_case(edge_index, variant, dtype, device,
+                             lambda w: partitioned_deflate_components(
+                                 partitioned_normalized_adjacency(edge_index, w, PARTITION, Communicator())),
+                             deflated_reference(edge_index))
 
 
 def test_partitioned_deflation_has_no_dense_basis_methods():
