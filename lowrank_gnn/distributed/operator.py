@@ -18,7 +18,8 @@ from torch import Tensor
 
 from .._validation import check_choice, check_finite, check_floating, check_same_device
 from ..operators.base import DeflatedOperator, symmetry_tolerance
-from ..operators.sparse import _csr_tensor, _Pattern
+from ..operators import SparsityPattern
+from ..operators.sparse import _csr_tensor
 from .comm import Communicator
 from .partition import RowPartition
 
@@ -88,7 +89,7 @@ class RowPartitionedOperator:
         self.start, self.stop = partition.range(comm.rank)
         self.num_nodes = partition.num_nodes
         self.num_local_rows = self.stop - self.start
-        pattern = _Pattern(torch.stack([row.long(), col.long()]), self.num_nodes, num_rows=self.num_local_rows)
+        pattern = SparsityPattern(torch.stack([row.long(), col.long()]), self.num_nodes, num_rows=self.num_local_rows)
         self.row, self.col, self.crow = pattern.row, pattern.col, pattern.crow
         self.value = pattern.store(value)  # sorted, duplicates summed
         self.degree = degree

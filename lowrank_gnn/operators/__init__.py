@@ -2,10 +2,13 @@
 from .base import DeflatedOperator, DenseOperator, as_operator
 from .graph import (ComponentDeflatedOperator, component_eigenvectors, connected_components, deflate_components,
                     laplacian, normalized_adjacency)
-from .sparse import GraphOperator
+from .sparse import GraphOperator, SparsityPattern
+from .structure import GraphStructure
 
 __all__ = [
     "GraphOperator",
+    "GraphStructure",
+    "SparsityPattern",
     "DenseOperator",
     "DeflatedOperator",
     "ComponentDeflatedOperator",

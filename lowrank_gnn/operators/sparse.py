@@ -46,7 +46,7 @@ class _SparseMatmul(torch.autograd.Function):
         return grad_value, grad_x, None
 
 
-class _Pattern:
+class SparsityPattern:
     """The value-independent part of a :class:`GraphOperator`, shared by :meth:`GraphOperator.with_values`.
 
     Holds the sorted, deduplicated CSR structure (of all ``num_nodes`` rows, or of the first
@@ -144,15 +144,26 @@ class GraphOperator:
         if n > MAX_NUM_NODES:
             raise ValueError(f"num_nodes must be at most {MAX_NUM_NODES} (got num_nodes={n}): entries are keyed "
                              "as row * num_nodes + col in int64, and num_nodes**2 would overflow it")
-        self._set(_Pattern(edge_index, n), value, degree)
+        self._set(SparsityPattern(edge_index, n), value, degree)
 
-    def _set(self, pattern: _Pattern, value: Tensor, degree: Optional[Tensor]) -> None:
+    def _set(self, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor], stored: bool = False) -> None:
         self._pattern = pattern
         self.row, self.col, self.crow = pattern.row, pattern.col, pattern.crow
         self.num_nodes = pattern.num_nodes
-        self.value = pattern.store(value)
+        self.value = value if stored else pattern.store(value)
         self.degree = degree
         self._symmetric: Optional[bool] = None
+
+    @classmethod
+    def from_pattern(cls, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor] = None) -> "GraphOperator":
+        """An operator on ``pattern`` whose values are given in storage order, one per stored entry.
+
+        Used by :class:`~lowrank_gnn.operators.GraphStructure`, which computes stored values
+        itself; ``value`` has shape ``(pattern.nnz,)``.
+        """
+        new = cls.__new__(cls)
+        new._set(pattern, value, degree, stored=True)
+        return new
 
     def with_values(self, value: Tensor, degree: Optional[Tensor] = None) -> "GraphOperator":
         """The same graph with new values, in ``O(nnz)``: no sort, and a cheaper symmetry check.
