@@ -14,7 +14,8 @@ from .base import symmetry_tolerance
 MAX_NUM_NODES = 3_037_000_499
 
 
-def _csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
+def csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
+    """A ``torch.sparse_csr_tensor`` from an already sorted, deduplicated pattern (invariants unchecked)."""
     with warnings.catch_warnings():  # "CSR support is in beta": the ops used here are stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, value, shape, check_invariants=False)
@@ -212,11 +213,11 @@ class GraphOperator:
         return self.value.numel()
 
     def _csr(self, value: Tensor) -> Tensor:
-        return _csr_tensor(self.crow, self.col, value, self.shape)
+        return csr_tensor(self.crow, self.col, value, self.shape)
 
     def _csr_transposed(self, value: Tensor) -> Tensor:
         crow, col, perm = self._pattern.transpose()
-        return _csr_tensor(crow, col, value[perm], self.shape)
+        return csr_tensor(crow, col, value[perm], self.shape)
 
     def matmul(self, x: Tensor) -> Tensor:
         """``A @ x`` for ``x`` of shape ``(n,)`` or ``(n, d)``."""
