@@ -348,9 +348,8 @@ class LowRankGCNConv(MessagePassing):
         if not x.is_sparse and not _is_compiling():
             check_finite("x", x.detach())
         edge_index, edge_weight, source_format = self._edges(edge_index, edge_weight)
-        if edge_weight is not None and edge_weight.dtype != x.dtype and torch.is_floating_point(edge_weight):
-            raise TypeError(f"edge_weight has dtype {edge_weight.dtype} but x has dtype {x.dtype}; "
-                            f"cast edge_weight with .to({x.dtype})")
+        if edge_weight is not None and torch.is_floating_point(edge_weight) and edge_weight.dtype != x.dtype:
+            edge_weight = edge_weight.to(x.dtype)  # the operator follows x, as GCNConv's messages do
         if self.explain:
             edge_weight = self._masked(edge_index, edge_weight, x.dtype)
         h = self.lin(x)

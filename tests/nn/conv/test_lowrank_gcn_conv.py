@@ -148,7 +148,6 @@ def test_backend_by_name_with_options_and_instance_checks():
     (lambda: (torch.full((N, 4), float("nan")), GRAPH.edge_index, None, 3), ValueError, "x contains NaN"),
     (lambda: (torch.randn(N), GRAPH.edge_index, None, 3), ValueError, r"x must have shape \(num_nodes"),
     (lambda: (torch.randn(5, 4), GRAPH.edge_index, None, 3), ValueError, r"\[0, num_nodes\) = \[0, 5\)"),
-    (lambda: (torch.randn(N, 4), GRAPH.edge_index, WEIGHT, 3), TypeError, "edge_weight has dtype torch.float64"),
 ])
 def test_bad_input(make_input, error, match):
     x, edge_index, weight, k = make_input()
@@ -202,6 +201,7 @@ def test_one_way_edges_count_in_both_directions():
     assert torch.allclose(out, conv(x, both_ways), atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:the graph is directed")
 def test_an_edge_index_edited_in_place_is_not_served_from_the_prepared_graph():
     torch.manual_seed(0)
     x = torch.randn(6, 3, dtype=torch.float64)
@@ -249,18 +249,6 @@ def test_a_graph_seen_again_reuses_its_structure_and_stays_exact(monkeypatch):
     assert len(builds) == 0 and len(searches) == 1  # a zero entry: components searched again, no new sort
     conv(x, torch.tensor([[0, 2], [2, 0]]))
     assert len(builds) == 1
-
-
-def test_an_edge_index_edited_in_place_is_not_served_from_the_held_structure():
-    torch.manual_seed(0)
-    x = torch.randn(6, 3, dtype=torch.float64)
-    edge_index = torch.tensor([[0, 1, 1, 2, 2, 3, 3, 4], [1, 0, 2, 1, 3, 2, 4, 3]])
-    conv = LowRankGCNConv(3, 2, k=6).double()
-    conv(x, edge_index)
-    edge_index[0, 6], edge_index[1, 7] = 5, 5  # 3 - 4 rewired in place to 5 - 4
-    fresh = LowRankGCNConv(3, 2, k=6).double()
-    fresh.load_state_dict(conv.state_dict())
-    assert torch.allclose(conv(x, edge_index), fresh(x, edge_index.clone()), atol=1e-12)
 
 
 def test_an_unweighted_graph_builds_its_operator_once_per_dtype(monkeypatch):
