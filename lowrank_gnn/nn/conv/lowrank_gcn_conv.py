@@ -1,6 +1,7 @@
 """LowRankGCNConv: GCN propagation through k eigenpairs of the normalized adjacency."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -413,7 +414,7 @@ class LowRankGCNConv(MessagePassing):
                 edge_index, size, kwargs = result
                 h = kwargs["x"]
         nodes_first = h.movedim(self.node_dim, 0)
-        flat = nodes_first.reshape(nodes_first.shape[0], -1)                      # (n, B * F)
+        flat = nodes_first.reshape(nodes_first.shape[0], math.prod(nodes_first.shape[1:]))  # (n, B * F)
         chunks = flat.chunk(self.decomposed_layers, dim=-1) if self.decomposed_layers > 1 else (flat,)
         out_flat = torch.cat([apply(chunk) for chunk in chunks], dim=-1) if len(chunks) > 1 else apply(flat)
         out = out_flat.reshape(out_flat.shape[:1] + nodes_first.shape[1:]).movedim(0, self.node_dim)
