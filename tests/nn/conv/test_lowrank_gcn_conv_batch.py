@@ -42,6 +42,22 @@ def test_batch_equals_each_graph_alone(weighted, options):
     assert torch.allclose(conv(batch.x, batch.edge_index, weight, ptr=batch.ptr), out, atol=1e-14)
 
 
+def test_graphs_of_very_different_sizes_are_solved_in_size_classes():
+    """Sizes 5 .. 40 with k=4: several size classes (each one batched call) plus graphs applied directly."""
+    graphs = [random_graph(n, 0.3, 100 + n) for n in (40, 5, 9, 3, 26, 12, 17)]
+    calls = []
+    conv = layer(k=4)
+    original = conv.backend.solve
+    conv.backend.solve = lambda op: calls.append(tuple(op.shape)) or original(op)
+    batch = Batch.from_data_list(graphs)
+    out = conv(batch.x, batch.edge_index, batch.edge_weight, batch=batch.batch)
+    # sizes above k in classes of ratio <= 1.5: 5 | 9 12 | 17 | 26 | 40; the 3-node graph is applied directly
+    assert sorted(calls) == sorted([(1, 5, 5), (2, 12, 12), (1, 17, 17), (1, 26, 26), (1, 40, 40)])
+    conv.backend.solve = original
+    alone = torch.cat([conv(g.x, g.edge_index, g.edge_weight) for g in graphs])
+    assert torch.allclose(out, alone, atol=1e-10)
+
+
 def test_a_graph_does_not_depend_on_the_rest_of_its_batch():
     conv = layer(k=4)
     first = Batch.from_data_list(GRAPHS[:3])
