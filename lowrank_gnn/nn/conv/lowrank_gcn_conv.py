@@ -326,6 +326,12 @@ class LowRankGCNConv(MessagePassing):
                                  f"{self._cached_size}, but this graph has {size}; use cached=False for changing "
                                  "graphs or mini-batches, or call reset_parameters() to drop the cache")
             return self._cached_eigenpairs
+        return self._solve(edge_index, edge_weight, num_nodes, dtype, size)
+
+    @torch.compiler.disable
+    def _solve(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+               dtype: Optional[torch.dtype], size: Tuple[int, int]) -> Spectrum:
+        """Build the operator and solve: eager under ``torch.compile`` (sorts, SciPy components, data-dependent sizes)."""
         if self.cached and edge_weight is not None and edge_weight.requires_grad:
             raise ValueError("cached=True would freeze the eigenpairs and silently stop the gradient to "
                              "edge_weight; use cached=False with learnable edge weights")
@@ -434,6 +440,7 @@ class LowRankGCNConv(MessagePassing):
 
     # --- mini-batches -----------------------------------------------------------------------
 
+    @torch.compiler.disable
     def _batched(self, h: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor], batch: Optional[Tensor],
                  ptr: Optional[Tensor]) -> Tensor:
         r"""Each graph of the batch through its own ``min(k, n_g)`` eigenpairs.
