@@ -83,7 +83,8 @@ def main() -> None:
     node_batches = [((cora.x, cora.edge_index), cora.y[cora.train_mask], cora.train_mask)]
     mutag = load_tu("MUTAG")
     graph_batches = [((b.x, b.edge_index, b.batch), b.y, slice(None))
-                     for b in DataLoader(mutag, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))]
+                     for b in DataLoader(mutag, batch_size=32, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))]
     rows = [compare("Cora, cached, fullgraph=True", lambda: NodeModel(cora.num_features, 7), node_batches,
                     args.steps, True),
             compare("MUTAG batch 32, batch=", lambda: GraphModel(mutag.num_features, mutag.num_classes),

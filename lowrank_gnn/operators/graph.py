@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_finite
+from .._validation import check_finite
 from .base import DeflatedOperator
 from .sparse import GraphOperator
 from .structure import GraphStructure

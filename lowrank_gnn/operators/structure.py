@@ -10,7 +10,7 @@ edge weights never trigger a sort, a structural symmetry check or a component se
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
@@ -90,7 +90,8 @@ class GraphStructure:
         if edge_index.numel() and not _is_compiling():
             low, high = (int(v) for v in torch.aminmax(edge_index))
             if low < 0 or high >= n:
-                raise ValueError(f"edge_index entries must lie in [0, num_nodes) = [0, {n}) (got min {low}, max {high})")
+                raise ValueError(f"edge_index entries must lie in [0, num_nodes) = [0, {n}) "
+                                 f"(got min {low}, max {high})")
         self._source, self._version = edge_index, edge_index._version
         self.num_nodes = n
         self.num_edges = edge_index.shape[1]
@@ -161,8 +162,8 @@ class GraphStructure:
         if not _is_compiling():
             check_finite("edge_weight", edge_weight.detach())
             if nonnegative and self.num_edges and bool((edge_weight.detach() < 0).any()):
-                raise ValueError(f"edge_weight must be non-negative (got min edge_weight={float(edge_weight.min()):.4g}): "
-                                 "degrees D^{-1/2} are undefined otherwise")
+                raise ValueError("edge_weight must be non-negative (got min edge_weight="
+                                 f"{float(edge_weight.min()):.4g}): degrees D^{{-1/2}} are undefined otherwise")
         return edge_weight
 
     def adjacency(self, edge_weight: Optional[Tensor] = None, symmetrize: bool = False,

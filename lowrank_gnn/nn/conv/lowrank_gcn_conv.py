@@ -272,7 +272,7 @@ class LowRankGCNConv(MessagePassing):
         if not isinstance(weight, nn.parameter.UninitializedParameter) and x.dtype != weight.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the layer's weights have dtype {weight.dtype}; cast x or "
                             f"the layer (e.g. conv.to({x.dtype}))")
-        return x.size(self.node_dim)
+        return int(x.shape[self.node_dim])
 
     # --- the spectrum -----------------------------------------------------------------------
 
@@ -331,7 +331,7 @@ class LowRankGCNConv(MessagePassing):
     @torch.compiler.disable
     def _solve(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
                dtype: Optional[torch.dtype], size: Tuple[int, int]) -> Spectrum:
-        """Build the operator and solve: eager under ``torch.compile`` (sorts, SciPy components, data-dependent sizes)."""
+        """Build the operator and solve; eager under ``torch.compile`` (sorts, SciPy components, dynamic sizes)."""
         if self.cached and edge_weight is not None and edge_weight.requires_grad:
             raise ValueError("cached=True would freeze the eigenpairs and silently stop the gradient to "
                              "edge_weight; use cached=False with learnable edge weights")

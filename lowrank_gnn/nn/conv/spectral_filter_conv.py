@@ -139,7 +139,8 @@ class SpectralFilterConv(nn.Module):
         if eager:
             batch, num_graphs = check_batch(batch, n, x)
         else:
-            batch, num_graphs = (batch.long() if batch is not None else x.new_zeros(n, dtype=torch.long)), eigvals.shape[0]
+            batch = batch.long() if batch is not None else x.new_zeros(n, dtype=torch.long)
+            num_graphs = eigvals.shape[0]
         if num_graphs != eigvals.shape[0]:
             raise ValueError(f"eigvals has {eigvals.shape[0]} rows but batch describes {num_graphs} graph(s)")
         if eig_mask is None:

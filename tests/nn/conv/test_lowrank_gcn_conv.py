@@ -225,7 +225,8 @@ def test_a_graph_seen_again_reuses_its_structure_and_stays_exact(monkeypatch):
 
     builds, searches = [], []
     original_init, original_search = GraphStructure.__init__, csgraph.connected_components
-    monkeypatch.setattr(GraphStructure, "__init__", lambda self, *a, **k: builds.append(1) or original_init(self, *a, **k))
+    monkeypatch.setattr(GraphStructure, "__init__",
+                        lambda self, *a, **k: builds.append(1) or original_init(self, *a, **k))
     monkeypatch.setattr(csgraph, "connected_components", lambda *a, **k: searches.append(1) or original_search(*a, **k))
     torch.manual_seed(0)
     edge_index = disjoint_union(cycle_graph(4), path_graph(3)).edge_index

@@ -27,7 +27,8 @@ def test_gnn_explainer_edge_and_feature_masks():
     x = torch.randn(GRAPH.num_nodes, 3)
     explainer = Explainer(Net(k=4), GNNExplainer(epochs=3), explanation_type="model", node_mask_type="attributes",
                           edge_mask_type="object",
-                          model_config={"mode": "multiclass_classification", "task_level": "node", "return_type": "raw"})
+                          model_config={"mode": "multiclass_classification", "task_level": "node",
+                                        "return_type": "raw"})
     explanation = explainer(x, GRAPH.edge_index, index=2)
     edge_mask, node_mask = explanation.edge_mask, explanation.node_mask
     assert edge_mask.shape == (GRAPH.edge_index.shape[1],) and node_mask.shape == x.shape

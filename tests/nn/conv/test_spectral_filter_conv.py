@@ -284,7 +284,8 @@ def test_compiles_with_fullgraph_on_a_batch_and_equals_eager():
 
     torch.manual_seed(0)
     transform = AddEigenpairs(k=4)
-    graphs = [transform(Data(x=torch.randn(n, 3), edge_index=cycle_graph(n).edge_index, num_nodes=n)) for n in (3, 7, 9)]
+    graphs = [transform(Data(x=torch.randn(n, 3), edge_index=cycle_graph(n).edge_index, num_nodes=n))
+              for n in (3, 7, 9)]
     batch = Batch.from_data_list(graphs)
     conv = SpectralFilterConv(3, 4)
     args = (batch.x, batch.eigvecs, batch.eigvals, batch.batch, batch.eig_mask)
