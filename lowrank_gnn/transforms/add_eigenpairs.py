@@ -10,7 +10,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_choice, check_positive_int
-from ..eigen import WHICH, EigenBackend, batched_eigh, resolve_eigen_backend, select_eigenpairs
+from ..eigen import WHICH, EigenBackend, batched_eigh, canonical_signs, resolve_eigen_backend, select_eigenpairs
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
 from .packed import PackedGraphs, check_symmetric, dense_operators, pack_graphs, scatter_rows, size_buckets
 from .progress import progress_bar
@@ -193,9 +193,8 @@ class AddEigenpairs(BaseTransform):
                 for bucket in size_buckets(packed, dense.nonzero().squeeze(1)):
                     m = min(k, bucket.n)
                     operators = dense_operators(bucket, self.operator, self.add_self_loops)
-                    check_symmetric(operators, bucket.graphs)
-                    pair_values, pair_vectors = select_eigenpairs(*batched_eigh(operators, method=solver[0]),
-                                                                  m, self.which)
+                    check_symmetric(operators, bucket)
+                    pair_values, pair_vectors = self._select(*self._eigh(operators, solver[0]), m)
                     values[bucket.graphs, :m] = pair_values.to(dtype)
                     scatter_rows(vectors, node_ptr, bucket.graphs, bucket.n, pair_vectors)
                     available[bucket.graphs] = m
@@ -210,6 +209,27 @@ class AddEigenpairs(BaseTransform):
         out["eigvals"], out["eigvecs"] = values, vectors
         out["eig_mask"] = torch.arange(k, device=device).unsqueeze(0) < available.unsqueeze(1)
         return out
+
+    @staticmethod
+    def _eigh(operators: Tensor, method: str) -> Tuple[Tensor, Tensor]:
+        """All eigenpairs of a batch of dense graph operators, ascending.
+
+        LAPACK reads one triangle, and the operators are symmetric by construction (checked to
+        rounding by ``check_symmetric``), so ``method="lapack"`` calls ``torch.linalg.eigh``
+        directly, without :func:`~lowrank_gnn.eigen.batched_eigh`'s symmetrisation and
+        finiteness pass over the dense batch (the edge weights were checked already)."""
+        if method == "lapack":
+            return torch.linalg.eigh(operators)
+        return batched_eigh(operators, method=method)
+
+    def _select(self, values: Tensor, vectors: Tensor, m: int) -> Tuple[Tensor, Tensor]:
+        """``m`` pairs in ``which`` order with canonical signs, from ascending ``eigh`` output.
+
+        For ``"smallest"`` the ascending order is already the documented one (a stable sort of a
+        sorted row is the identity), so the first ``m`` columns are sliced instead of gathered."""
+        if self.which == "smallest":
+            return values[..., :m], canonical_signs(vectors[..., :m])
+        return select_eigenpairs(values, vectors, m, self.which)
 
     def _solve_one(self, data: Data) -> Tuple[int, Tensor, Tensor, Optional[Tuple[Tensor, Tensor]]]:
         """One graph through the backend: ``(m, values (m,), vectors (n, m), component attributes)``."""

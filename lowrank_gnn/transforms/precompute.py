@@ -20,8 +20,8 @@ EigenpairTransform = Union[AddEigenpairs, LaplacianEigenvectorPE]
 
 
 def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], transform: EigenpairTransform,
-                          cache_dir: Union[str, os.PathLike, None, bool] = None,
-                          progress: Optional[bool] = None) -> Union[InMemoryDataset, List[Data]]:
+                          cache_dir: Union[str, os.PathLike, None, bool] = None, progress: Optional[bool] = None,
+                          device: Union[str, torch.device, None] = None) -> Union[InMemoryDataset, List[Data]]:
     r"""Applies an eigenpair transform to every graph of a dataset at once: batched, cached, deterministic.
 
     Equivalent, bit for bit, to applying ``transform`` (:class:`AddEigenpairs` or
@@ -58,6 +58,8 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
             cache; ``False``: no cache. (default: ``None``)
         progress (bool, optional): show a tqdm progress bar; ``None`` shows it when stderr is a
             terminal. (default: ``None``)
+        device (str or torch.device, optional): where to solve, e.g. ``"cuda"``; the results are
+            returned on the graphs' own device. (default: the graphs' device)
 
     Example:
         >>> from lowrank_gnn.testing import cycle_graph, path_graph
@@ -76,7 +78,11 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     else:
         graphs = list(dataset)
         packed = pack_graphs(graphs)
+    home = packed.edge_index.device
+    if device is not None:
+        packed = PackedGraphs(*(tensor.to(device) for tensor in packed))
     outputs = _solve_or_load(packed, transform, _cache_folder(dataset, cache_dir), progress)
+    outputs = {name: value.to(home) for name, value in outputs.items()}
     if graphs is None:
         return _attach_to_storage(dataset, packed, outputs, transform.node_level)
     return _attach_to_graphs(graphs, packed, outputs, transform.node_level)

@@ -124,9 +124,9 @@ def test_empty_one_node_and_edgeless_graphs():
 
 
 class GraphList(InMemoryDataset):
-    """A collated in-memory dataset built from a list (optionally with a root, for the default cache folder)."""
+    """A collated in-memory dataset built from a list; ``root`` holds PyG's processed/ folder."""
 
-    def __init__(self, graphs, root=None):
+    def __init__(self, graphs, root):
         super().__init__(root)
         self.data, self.slices = self.collate(graphs)
 
@@ -138,11 +138,11 @@ class GraphList(InMemoryDataset):
         pass
 
 
-def test_in_memory_dataset_is_read_from_its_storage_and_left_unchanged():
+def test_in_memory_dataset_is_read_from_its_storage_and_left_unchanged(tmp_path):
     graphs = [g for g in mixed_graphs() if g.num_nodes > 0 and "edge_weight" not in g]
     for g in graphs:
         g.x = torch.randn(g.num_nodes, 2)
-    dataset = GraphList(graphs)
+    dataset = GraphList(graphs, root=str(tmp_path))
     transform = AddEigenpairs(k=3, operator="laplacian")
     out = precompute_eigenpairs(dataset, transform, cache_dir=False)
     assert isinstance(out, GraphList) and "eigvecs" not in dataset[0]
