@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, Optional, Tuple, Union
 
+import numpy
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -16,6 +17,9 @@ from .packed import PackedGraphs, check_symmetric, dense_operators, pack_graphs,
 from .progress import progress_bar
 
 OPERATORS = ("normalized_adjacency", "laplacian")
+
+#: Smallest graph for which the CPU dense path asks LAPACK (``dsyevr``) for the wanted eigenpairs only.
+SUBSET_MIN_NODES = 200
 
 #: The end of the spectrum each operator is usually filtered from.
 DEFAULT_WHICH = {"normalized_adjacency": "largest", "laplacian": "smallest"}
@@ -65,7 +69,14 @@ class AddEigenpairs(BaseTransform):
     **Small graphs.** A graph with fewer than ``k`` available eigenpairs (``num_nodes``, minus
     the number of deflated components) gets all of them; the missing columns of ``eigvecs``
     and entries of ``eigvals`` are zero and ``eig_mask`` is ``False`` there. A one-node graph
-    with deflation has no eigenpairs left at all: everything is in the deflated block.
+    with deflation has no eigenpairs left at all: everything is in the deflated block. An
+    empty graph (``num_nodes=0``) gets ``eigvecs`` of shape ``(0, k)`` and an all-``False`` mask.
+
+    **Whole datasets.** :func:`~lowrank_gnn.transforms.precompute_eigenpairs` applies the
+    transform to a dataset in one batched, cached pass; :meth:`forward` is the same routine
+    (:meth:`compute`) on a batch of one, so both give the same bits. With the ``"exact"`` and
+    ``"batched_dc"`` backends (by name, without deflation) graphs up to ``dense_max_nodes`` are
+    solved as dense float64 matrices by LAPACK's ``eigh`` (``batched_eigh`` for ``"batched_dc"``).
 
     Args:
         k (int): eigenpairs per graph.
@@ -194,7 +205,7 @@ class AddEigenpairs(BaseTransform):
                     m = min(k, bucket.n)
                     operators = dense_operators(bucket, self.operator, self.add_self_loops)
                     check_symmetric(operators, bucket)
-                    pair_values, pair_vectors = self._select(*self._eigh(operators, solver[0]), m)
+                    pair_values, pair_vectors = self._solve_dense(operators, solver[0], m)
                     values[bucket.graphs, :m] = pair_values.to(dtype)
                     scatter_rows(vectors, node_ptr, bucket.graphs, bucket.n, pair_vectors)
                     available[bucket.graphs] = m
@@ -210,23 +221,33 @@ class AddEigenpairs(BaseTransform):
         out["eig_mask"] = torch.arange(k, device=device).unsqueeze(0) < available.unsqueeze(1)
         return out
 
-    @staticmethod
-    def _eigh(operators: Tensor, method: str) -> Tuple[Tensor, Tensor]:
-        """All eigenpairs of a batch of dense graph operators, ascending.
+    def _solve_dense(self, operators: Tensor, method: str, m: int) -> Tuple[Tensor, Tensor]:
+        """``m`` pairs of each dense operator ``(B, n, n)`` in ``which`` order, canonical signs.
 
-        LAPACK reads one triangle, and the operators are symmetric by construction (checked to
-        rounding by ``check_symmetric``), so ``method="lapack"`` calls ``torch.linalg.eigh``
-        directly, without :func:`~lowrank_gnn.eigen.batched_eigh`'s symmetrisation and
-        finiteness pass over the dense batch (the edge weights were checked already)."""
-        if method == "lapack":
-            return torch.linalg.eigh(operators)
-        return batched_eigh(operators, method=method)
-
-    def _select(self, values: Tensor, vectors: Tensor, m: int) -> Tuple[Tensor, Tensor]:
-        """``m`` pairs in ``which`` order with canonical signs, from ascending ``eigh`` output.
-
+        ``method="lapack"`` calls LAPACK directly: the operators are symmetric by construction
+        (checked to rounding by ``check_symmetric``; LAPACK reads one triangle) and their entries
+        finite (the weights were checked), so :func:`~lowrank_gnn.eigen.batched_eigh`'s
+        symmetrisation and finiteness pass over the dense batch are skipped. On the CPU, graphs of
+        at least :data:`SUBSET_MIN_NODES` nodes with ``which="smallest"`` or ``"largest"`` use
+        LAPACK's ``dsyevr`` restricted to the ``m`` wanted eigenpairs (measured about 2x faster
+        than a full ``eigh`` at 200-600 nodes and ``m = 9``); the others a batched full ``eigh``.
         For ``"smallest"`` the ascending order is already the documented one (a stable sort of a
-        sorted row is the identity), so the first ``m`` columns are sliced instead of gathered."""
+        sorted row is the identity), so the first ``m`` columns are sliced instead of gathered.
+        """
+        n = operators.shape[-1]
+        if (method == "lapack" and operators.device.type == "cpu" and n >= SUBSET_MIN_NODES
+                and self.which != "magnitude" and m < n):
+            from scipy.linalg import eigh as scipy_eigh
+
+            low = 0 if self.which == "smallest" else n - m
+            pairs = [scipy_eigh(matrix, lower=True, subset_by_index=[low, low + m - 1], driver="evr",
+                                check_finite=False) for matrix in operators.numpy()]
+            values = torch.from_numpy(numpy.stack([p[0] for p in pairs]))
+            vectors = torch.from_numpy(numpy.stack([p[1] for p in pairs]))
+            if self.which == "largest":
+                values, vectors = values.flip(-1), vectors.flip(-1)
+            return values, canonical_signs(vectors)
+        values, vectors = torch.linalg.eigh(operators) if method == "lapack" else batched_eigh(operators, method)
         if self.which == "smallest":
             return values[..., :m], canonical_signs(vectors[..., :m])
         return select_eigenpairs(values, vectors, m, self.which)
