@@ -20,9 +20,9 @@ CACHE_FORMAT = 1
 
 
 def library_version() -> str:
-    from .. import __version__
+    import lowrank_gnn
 
-    return __version__
+    return lowrank_gnn.__version__
 
 
 def cache_key(packed: PackedGraphs, config: Dict[str, Any], device: torch.device) -> str:
