@@ -55,7 +55,7 @@ from torch_geometric.transforms import AddLaplacianEigenvectorPE
 
 from lowrank_gnn.data import load_tu
 from lowrank_gnn.transforms import LaplacianEigenvectorPE, precompute_eigenpairs
-from lowrank_gnn.transforms.packed import dense_operators, size_buckets
+from lowrank_gnn.transforms.packed import dense_operators, normalized_edges, size_buckets
 from lowrank_gnn.transforms.precompute import pack_in_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -156,7 +156,8 @@ def synthetic_molecules(num_graphs: int, seed: int = 0) -> Collated:
 
 def dense_laplacians(dataset: InMemoryDataset) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     packed = pack_in_memory(dataset)
-    return [(bucket.graphs, dense_operators(bucket, "laplacian"))
+    entries = normalized_edges(packed, "laplacian")
+    return [(bucket.graphs, dense_operators(packed, entries, bucket))
             for bucket in size_buckets(packed, (packed.num_nodes > 0).nonzero().squeeze(1))]
 
 

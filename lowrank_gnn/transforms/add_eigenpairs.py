@@ -11,9 +11,10 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_choice, check_positive_int
-from ..eigen import WHICH, EigenBackend, batched_eigh, canonical_signs, resolve_eigen_backend, select_eigenpairs
+from ..eigen import WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
-from .packed import PackedGraphs, check_symmetric, dense_operators, pack_graphs, scatter_rows, size_buckets
+from .packed import (PackedGraphs, canonical_signs_per_graph, check_symmetric, dense_operators, normalized_edges,
+                     pack_graphs, scatter_rows, size_buckets)
 from .progress import progress_bar
 
 OPERATORS = ("normalized_adjacency", "laplacian")
@@ -200,16 +201,18 @@ class AddEigenpairs(BaseTransform):
         dense = (num_nodes >= 1) & (num_nodes <= (solver[1] if solver else 0))
         with progress_bar(packed.num_graphs, progress, desc=repr(self)) as bar, torch.no_grad():
             bar.update(int((num_nodes == 0).sum()))  # empty graphs: nothing to solve
-            if solver is not None:
+            if solver is not None and bool(dense.any()):
+                entries = normalized_edges(packed, self.operator, self.add_self_loops)
                 for bucket in size_buckets(packed, dense.nonzero().squeeze(1)):
                     m = min(k, bucket.n)
-                    operators = dense_operators(bucket, self.operator, self.add_self_loops)
-                    check_symmetric(operators, bucket)
+                    operators = dense_operators(packed, entries, bucket)
+                    check_symmetric(operators, packed, bucket)
                     pair_values, pair_vectors = self._solve_dense(operators, solver[0], m)
                     values[bucket.graphs, :m] = pair_values.to(dtype)
                     scatter_rows(vectors, node_ptr, bucket.graphs, bucket.n, pair_vectors)
                     available[bucket.graphs] = m
                     bar.update(bucket.graphs.numel())
+                vectors = canonical_signs_per_graph(vectors, num_nodes)  # idempotent on the rows solved below
             for g in ((num_nodes >= 1) & ~dense).nonzero().squeeze(1).tolist():
                 start, end = int(node_ptr[g]), int(node_ptr[g + 1])
                 m, graph_values, graph_vectors, component = self._solve_one(packed.graph(g))
@@ -222,7 +225,7 @@ class AddEigenpairs(BaseTransform):
         return out
 
     def _solve_dense(self, operators: Tensor, method: str, m: int) -> Tuple[Tensor, Tensor]:
-        """``m`` pairs of each dense operator ``(B, n, n)`` in ``which`` order, canonical signs.
+        """``m`` pairs of each dense operator ``(B, n, n)`` in ``which`` order (signs not yet fixed).
 
         ``method="lapack"`` calls LAPACK directly: the operators are symmetric by construction
         (checked to rounding by ``check_symmetric``; LAPACK reads one triangle) and their entries
@@ -246,11 +249,12 @@ class AddEigenpairs(BaseTransform):
             vectors = torch.from_numpy(numpy.stack([p[1] for p in pairs]))
             if self.which == "largest":
                 values, vectors = values.flip(-1), vectors.flip(-1)
-            return values, canonical_signs(vectors)
+            return values, vectors
         values, vectors = torch.linalg.eigh(operators) if method == "lapack" else batched_eigh(operators, method)
         if self.which == "smallest":
-            return values[..., :m], canonical_signs(vectors[..., :m])
-        return select_eigenpairs(values, vectors, m, self.which)
+            return values[..., :m], vectors[..., :m]
+        index = order_indices(values, self.which)[..., :m]
+        return values.gather(-1, index), vectors.gather(-1, index.unsqueeze(-2).expand(*vectors.shape[:-1], m))
 
     def _solve_one(self, data: Data) -> Tuple[int, Tensor, Tensor, Optional[Tuple[Tensor, Tensor]]]:
         """One graph through the backend: ``(m, values (m,), vectors (n, m), component attributes)``."""

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from ..eigen.base import SIGN_PIVOT_FRACTION
 from ..operators.base import symmetry_tolerance
 
 #: Largest number of float64 entries of one batch of dense operators (``B * n * n``): 256 MB.
@@ -120,13 +121,53 @@ def edge_graph(packed: PackedGraphs) -> Tensor:
     return torch.repeat_interleave(torch.arange(packed.num_graphs, device=counts.device), counts)
 
 
+class NormalizedEdges(NamedTuple):
+    """A packed dataset's operator entries: one value per edge and one diagonal entry per node."""
+
+    value: Tensor     # (E,) off-diagonal entry A_rc of each edge (0 for a self-loop folded into the diagonal)
+    diagonal: Tensor  # (N,) diagonal entry of each node (before the self-loop edges still in ``value``)
+
+
+def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool = True) -> NormalizedEdges:
+    r"""The entries of every graph's operator, computed for the whole dataset at once.
+
+    * ``"laplacian"``: :math:`L = I - D^{-1/2} A D^{-1/2}`, self-loops dropped first (as PyG's
+      ``get_laplacian(normalization="sym")``),
+    * ``"normalized_adjacency"``: :math:`\hat D^{-1/2}(A + I)\hat D^{-1/2}`, a self-loop of weight 1
+      added to every node that has none and an existing one kept (as ``gcn_norm``);
+      ``add_self_loops=False`` keeps ``A`` as given.
+
+    Nodes of degree zero get ``D^{-1/2} = 0``. Duplicate edges add up. Every graph's sums run over
+    its own edges in their order, so a graph gets the same bits alone or within a dataset.
+    """
+    total = int(packed.num_nodes.sum())
+    owner = edge_graph(packed) if packed.num_graphs > 1 else torch.zeros_like(packed.edge_index[0])
+    offset = packed.node_ptr[:-1][owner]
+    row, col = packed.edge_index[0] + offset, packed.edge_index[1] + offset  # global node ids
+    weight, device = packed.edge_weight, packed.edge_weight.device
+    loop = row == col
+    if operator == "laplacian" or add_self_loops:
+        weight = weight.masked_fill(loop, 0.0)
+    loops = torch.zeros(total, dtype=torch.float64, device=device)
+    if operator == "normalized_adjacency" and add_self_loops:
+        loops += 1.0
+        where = loop.nonzero().squeeze(1)
+        loops[row[where]] = packed.edge_weight[where]
+    degree = loops.index_add(0, row if operator == "laplacian" else col, weight)
+    inverse_root = degree.pow(-0.5)
+    inverse_root.masked_fill_(torch.isinf(inverse_root), 0.0)
+    value = inverse_root[row] * weight * inverse_root[col]
+    if operator == "laplacian":
+        return NormalizedEdges(value.neg_(), torch.ones(total, dtype=torch.float64, device=device))
+    return NormalizedEdges(value, loops * inverse_root ** 2)
+
+
 class SizeBucket(NamedTuple):
-    """Graphs of one size ``n``: their indices, and their edges with the graph's position in the bucket."""
+    """Graphs of one size ``n``: their indices, their edges and each edge's graph position in the bucket."""
 
     n: int
-    graphs: Tensor        # (B,) indices into the packed graphs
-    edge_index: Tensor    # (2, E_b) local node indices
-    edge_weight: Tensor   # (E_b,)
+    graphs: Tensor         # (B,) indices into the packed graphs
+    edges: Tensor          # (E_b,) indices into the packed edges
     edge_position: Tensor  # (E_b,) position of each edge's graph in ``graphs``
 
 
@@ -138,8 +179,8 @@ def size_buckets(packed: PackedGraphs, selected: Tensor, max_entries: int = MAX_
     if selected.numel() <= 1:  # one graph (the per-graph transform): no sorting
         for g in selected.tolist():
             start, end = int(packed.edge_ptr[g]), int(packed.edge_ptr[g + 1])
-            yield SizeBucket(int(packed.num_nodes[g]), selected, packed.edge_index[:, start:end],
-                             packed.edge_weight[start:end], selected.new_zeros(end - start))
+            edges = torch.arange(start, end, device=selected.device)
+            yield SizeBucket(int(packed.num_nodes[g]), selected, edges, selected.new_zeros(end - start))
         return
     sizes = packed.num_nodes[selected]
     order = selected[torch.argsort(sizes, stable=True)]
@@ -153,60 +194,30 @@ def size_buckets(packed: PackedGraphs, selected: Tensor, max_entries: int = MAX_
                  + torch.arange(total, device=counts.device))
     values, first = torch.unique_consecutive(sizes, return_counts=True)
     bounds = torch.cat([first.new_zeros(1), first.cumsum(0)]).tolist()
+    edge_bounds = offsets.tolist()
     for i, n in enumerate(values.tolist()):
         per_batch = max(1, max_entries // max(1, n * n))
         for lo in range(bounds[i], bounds[i + 1], per_batch):
             hi = min(lo + per_batch, bounds[i + 1])
-            e_lo, e_hi = int(offsets[lo]), int(offsets[hi])
-            edges = edge_perm[e_lo:e_hi]
+            e_lo, e_hi = edge_bounds[lo], edge_bounds[hi]
             position = torch.repeat_interleave(torch.arange(hi - lo, device=counts.device), counts[lo:hi],
                                                output_size=e_hi - e_lo)
-            yield SizeBucket(n, order[lo:hi], packed.edge_index[:, edges], packed.edge_weight[edges], position)
+            yield SizeBucket(n, order[lo:hi], edge_perm[e_lo:e_hi], position)
 
 
-def dense_operators(bucket: SizeBucket, operator: str, add_self_loops: bool = True) -> Tensor:
-    r"""The dense float64 operators of a bucket of ``B`` graphs of ``n`` nodes, built in one scatter.
-
-    * ``"laplacian"``: :math:`L = I - D^{-1/2} A D^{-1/2}`, self-loops dropped first (as PyG's
-      ``get_laplacian(normalization="sym")``),
-    * ``"normalized_adjacency"``: :math:`\hat D^{-1/2}(A + I)\hat D^{-1/2}`, a self-loop of weight 1
-      added to every node that has none (as ``gcn_norm``); ``add_self_loops=False`` keeps ``A`` as given.
-
-    Nodes of degree zero get ``D^{-1/2} = 0``. Duplicate edges add up.
-
-    Shapes:
-        returns ``(B, n, n)``.
-    """
-    n, device = bucket.n, bucket.edge_index.device
-    batch = bucket.graphs.numel()
-    row, col = bucket.edge_index
-    weight, base = bucket.edge_weight, bucket.edge_position * n
-    loop = row == col
-    keep = ~loop if (operator == "laplacian" or add_self_loops) else torch.ones_like(loop)
-    row, col, weight, base = row[keep], col[keep], weight[keep], base[keep]
-    diagonal = torch.zeros(batch * n, dtype=torch.float64, device=device)
-    if operator == "normalized_adjacency" and add_self_loops:
-        diagonal += 1.0
-        loops = loop.nonzero().squeeze(1)
-        diagonal[bucket.edge_position[loops] * n + bucket.edge_index[0, loops]] = bucket.edge_weight[loops]
-    degree_index = base + (row if operator == "laplacian" else col)
-    degree = diagonal.index_add(0, degree_index, weight)
-    inverse_root = degree.pow(-0.5)
-    inverse_root.masked_fill_(torch.isinf(inverse_root), 0.0)
-    value = inverse_root[base + row] * weight * inverse_root[base + col]
-    dense = torch.zeros(batch * n * n, dtype=torch.float64, device=device)
-    if operator == "laplacian":
-        dense.index_add_(0, (base + row) * n + col, value.neg_())
-        dense = dense.view(batch, n, n)
-        dense.diagonal(dim1=1, dim2=2).add_(1.0)
-    else:
-        dense.index_add_(0, (base + row) * n + col, value)
-        dense = dense.view(batch, n, n)
-        dense.diagonal(dim1=1, dim2=2).add_(diagonal.view(batch, n) * inverse_root.view(batch, n) ** 2)
+def dense_operators(packed: PackedGraphs, entries: NormalizedEdges, bucket: SizeBucket) -> Tensor:
+    """The dense float64 operators ``(B, n, n)`` of a bucket, from :func:`normalized_edges`, in one scatter."""
+    n, batch = bucket.n, bucket.graphs.numel()
+    row, col = packed.edge_index[:, bucket.edges]
+    dense = torch.zeros(batch * n * n, dtype=torch.float64, device=row.device)
+    dense.index_add_(0, (bucket.edge_position * n + row) * n + col, entries.value[bucket.edges])
+    dense = dense.view(batch, n, n)
+    nodes = packed.node_ptr[bucket.graphs].unsqueeze(1) + torch.arange(n, device=row.device)
+    dense.diagonal(dim1=1, dim2=2).add_(entries.diagonal[nodes])
     return dense
 
 
-def check_symmetric(dense: Tensor, bucket: SizeBucket) -> None:
+def check_symmetric(dense: Tensor, packed: PackedGraphs, bucket: SizeBucket) -> None:
     """Raise, naming the first graph, when an operator is not symmetric (a directed graph).
 
     Compares each edge's entry with its mirror, ``O(E)``: ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)``
@@ -215,7 +226,7 @@ def check_symmetric(dense: Tensor, bucket: SizeBucket) -> None:
     """
     n = bucket.n
     flat = dense.view(-1)
-    row, col = bucket.edge_index
+    row, col = packed.edge_index[:, bucket.edges]
     base = bucket.edge_position * n
     entry, mirror = flat[(base + row) * n + col], flat[(base + col) * n + row]
     bad = (entry - mirror).abs() > symmetry_tolerance(dense.dtype) * torch.maximum(entry.abs(), mirror.abs())
@@ -230,3 +241,28 @@ def scatter_rows(out: Tensor, node_ptr: Tensor, graphs: Tensor, n: int, block: T
     """Write ``block (B, n, m)`` into rows ``node_ptr[g]:node_ptr[g] + n`` of ``out`` for each ``g`` in ``graphs``."""
     rows = (node_ptr[graphs].unsqueeze(1) + torch.arange(n, device=graphs.device)).reshape(-1)
     out[rows, : block.shape[-1]] = block.reshape(-1, block.shape[-1]).to(out.dtype)
+
+
+def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
+    """:func:`~lowrank_gnn.eigen.canonical_signs` applied to each graph's rows of ``vectors (N, k)`` at once.
+
+    Each graph's column is flipped so that its first entry with ``|u_i| >= 0.1 max|u|`` (over the
+    graph's rows) is positive: the same pivot, hence the same bits, as ``canonical_signs`` on the
+    graph alone. Idempotent: columns already in canonical form are left unchanged.
+    """
+    if not vectors.numel():
+        return vectors
+    graphs, k = num_nodes.numel(), vectors.shape[1]
+    owner = torch.repeat_interleave(torch.arange(graphs, device=vectors.device), num_nodes,
+                                    output_size=vectors.shape[0])
+    magnitude = vectors.abs()
+    index = owner.unsqueeze(1).expand(-1, k)
+    largest = magnitude.new_zeros(graphs, k).scatter_reduce_(0, index, magnitude, "amax", include_self=False)
+    significant = magnitude >= SIGN_PIVOT_FRACTION * largest[owner]
+    rows = torch.arange(vectors.shape[0], device=vectors.device).unsqueeze(1).expand(-1, k)
+    first = torch.where(significant, rows, vectors.shape[0])
+    pivot = first.new_full((graphs, k), vectors.shape[0]).scatter_reduce_(0, index, first, "amin")
+    pivot = pivot.clamp_max(vectors.shape[0] - 1)  # graphs without rows: any row, never used
+    sign = torch.sign(vectors.gather(0, pivot))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return vectors * sign[owner]

@@ -14,7 +14,9 @@ from lowrank_gnn.operators import laplacian, normalized_adjacency
 from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
 from lowrank_gnn.transforms import cache as cache_module
-from lowrank_gnn.transforms.packed import dense_operators, pack_graphs, size_buckets
+from lowrank_gnn.eigen import canonical_signs
+from lowrank_gnn.transforms.packed import (canonical_signs_per_graph, dense_operators, normalized_edges, pack_graphs,
+                                          size_buckets)
 
 EMPTY = torch.empty(2, 0, dtype=torch.long)
 
@@ -122,7 +124,7 @@ def test_dense_operators_equal_the_sparse_graph_operators(operator, add_self_loo
     graphs = [g for g in mixed_graphs() if g.num_nodes == 5]
     packed = pack_graphs(graphs)
     (bucket,) = size_buckets(packed, torch.arange(len(graphs)))
-    dense = dense_operators(bucket, operator, add_self_loops)
+    dense = dense_operators(packed, normalized_edges(packed, operator, add_self_loops), bucket)
     for b, g in enumerate(bucket.graphs.tolist()):
         data = graphs[g]
         weight = (data.edge_weight if "edge_weight" in data else torch.ones(data.edge_index.shape[1])).double()
@@ -131,6 +133,23 @@ def test_dense_operators_equal_the_sparse_graph_operators(operator, add_self_loo
         else:
             expected = normalized_adjacency(data.edge_index, weight, 5, add_self_loops=add_self_loops).to_dense()
         assert torch.allclose(dense[b], expected.double(), atol=1e-15, rtol=0), g
+
+
+def test_signs_per_graph_equal_canonical_signs_graph_by_graph():
+    generator = torch.Generator().manual_seed(0)
+    sizes = torch.tensor([3, 0, 1, 7, 300, 5])  # 300 rows: beyond canonical_signs' first search window
+    vectors = torch.randn(int(sizes.sum()), 4, generator=generator, dtype=torch.float64)
+    vectors[:3, 1] = torch.tensor([0.01, -1.0, 1.0])   # a tie in magnitude: the first one decides
+    vectors[3:4, 2] = 0.0                               # a zero column
+    vectors[11:311, 3] = 0.0
+    vectors[300, 3] = -2.0                              # pivot past row 256
+    out = canonical_signs_per_graph(vectors, sizes)
+    start = 0
+    for n in sizes.tolist():
+        if n:
+            assert torch.equal(out[start:start + n], canonical_signs(vectors[start:start + n]))
+        start += n
+    assert torch.equal(canonical_signs_per_graph(out, sizes), out)  # idempotent
 
 
 def test_empty_one_node_and_edgeless_graphs():
