@@ -46,7 +46,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -97,7 +97,7 @@ class PeakMemory:
             self.peak = max(self.peak, self.rss() - self.base)
 
 
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> Tuple[float, int, object]:
+def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> Tuple[float, int, Any]:
     """Best wall time of ``repeats`` calls, the peak memory of the first, and the last result."""
     best, peak, out = float("inf"), 0, None
     for repeat in range(repeats):
@@ -150,7 +150,8 @@ def synthetic_molecules(num_graphs: int, seed: int = 0) -> Collated:
     edge_index = torch.from_numpy(both[:, order].copy())
     edge_counts = np.bincount(edge_owner, minlength=num_graphs)
     store = Data(x=torch.zeros(int(node_ptr[-1]), 1), edge_index=edge_index)
-    slices = {"x": torch.from_numpy(node_ptr), "edge_index": torch.from_numpy(np.concatenate([[0], np.cumsum(edge_counts)]))}
+    edge_ptr = np.concatenate([[0], np.cumsum(edge_counts)])
+    slices = {"x": torch.from_numpy(node_ptr), "edge_index": torch.from_numpy(edge_ptr)}
     return Collated(store, slices)
 
 
@@ -166,7 +167,7 @@ def accuracy(graphs: List[Data], encodings: List[torch.Tensor], k: int) -> Tuple
     from torch_geometric.utils import get_laplacian, to_dense_adj
 
     value_error, residual = 0.0, 0.0
-    for data, pe in zip(graphs, encodings):
+    for data, pe in zip(graphs, encodings, strict=True):
         n = data.num_nodes
         index, weight = get_laplacian(data.edge_index, normalization="sym", num_nodes=n, dtype=torch.float64)
         matrix = to_dense_adj(index, edge_attr=weight, max_num_nodes=n)[0].numpy()
@@ -241,15 +242,16 @@ def run_dataset(name: str, dataset: InMemoryDataset, args, device: torch.device,
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["MUTAG", "PROTEINS", "ENZYMES", "synthetic"])
+    parser.add_argument("--datasets", nargs="+", default=["MUTAG", "PROTEINS", "ENZYMES", "synthetic"],
+                        help="TU dataset names and/or 'synthetic'")
     parser.add_argument("--zinc-graphs", type=int, default=250_000, help="graphs in the synthetic set")
     parser.add_argument("--baseline-sample", type=int, default=10_000,
                         help="synthetic set: time pyg and per_graph on this many graphs and scale up (0: all)")
-    parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(RESULTS / "precompute"))
+    parser.add_argument("--k", type=int, default=8, help="encoding size (PyG's meaning of k)")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per timing on the TU datasets (best kept)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="where this library solves, e.g. cuda (PyG: CPU)")
+    parser.add_argument("--out", default=str(RESULTS / "precompute"), help="output path without suffix")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

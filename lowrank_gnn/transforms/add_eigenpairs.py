@@ -259,6 +259,7 @@ class AddEigenpairs(BaseTransform):
     def _solve_one(self, data: Data) -> Tuple[int, Tensor, Tensor, Optional[Tuple[Tensor, Tensor]]]:
         """One graph through the backend: ``(m, values (m,), vectors (n, m), component attributes)``."""
         edge_index, weight, n = data.edge_index, data.edge_weight, data.num_nodes
+        op: Any
         if self.operator == "laplacian":
             op = laplacian(edge_index, weight, n, normalization="sym")
         else:
@@ -273,8 +274,8 @@ class AddEigenpairs(BaseTransform):
             index = root.new_full((int(labels.max()) + 1,), n).scatter_reduce(0, labels, root, reduce="amin")
             component = (op.entries.to(dtype), index[labels])  # v_C at each node (0 where no vector)
         m = min(self.k, available)
-        if m == 0:
-            return 0, op.entries.new_zeros(0), op.entries.new_zeros(n, 0), component
+        if m == 0:  # a deflated graph whose every direction is in the deflated block
+            return 0, torch.zeros(0, dtype=dtype), torch.zeros(n, 0, dtype=dtype), component
         pairs = self._backend(m)(op)
         return m, pairs.eigenvalues.detach().to(dtype), pairs.eigenvectors.detach().to(dtype), component
 

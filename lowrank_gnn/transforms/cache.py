@@ -36,7 +36,7 @@ def cache_key(packed: PackedGraphs, config: Dict[str, Any], device: torch.device
     for tensor in (packed.num_nodes, packed.edge_ptr, packed.edge_index, packed.edge_weight):
         array = np.ascontiguousarray(tensor.detach().cpu().numpy())
         hasher.update(str((array.dtype.str, array.shape)).encode())
-        hasher.update(memoryview(array).cast("B"))
+        hasher.update(array.data.cast("B"))
     return hasher.hexdigest()
 
 

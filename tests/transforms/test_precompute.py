@@ -51,7 +51,7 @@ def per_graph(transform, graphs):
 
 def assert_same(expected, got, names):
     assert len(expected) == len(got)
-    for one, other in zip(expected, got):
+    for one, other in zip(expected, got, strict=True):
         for name in names:
             assert torch.equal(one[name], other[name]), name
 
@@ -79,7 +79,7 @@ def test_divide_and_conquer_agrees_with_the_per_graph_transform_to_rounding():
     try:
         transform = AddEigenpairs(k=4, operator="laplacian", backend="batched_dc", backend_kwargs={"method": "dc"})
         graphs = [g for g in mixed_graphs() if g.num_nodes > 0]
-        for single, data in zip(per_graph(transform, graphs), precompute_eigenpairs(graphs, transform)):
+        for single, data in zip(per_graph(transform, graphs), precompute_eigenpairs(graphs, transform), strict=True):
             assert torch.allclose(single.eigvals, data.eigvals, atol=1e-12, rtol=0)
             weight = data.edge_weight.double() if "edge_weight" in data else None
             dense = laplacian(data.edge_index, weight, data.num_nodes).to_dense().double()
@@ -197,7 +197,7 @@ def test_laplacian_pe_matches_pyg_up_to_sign_and_pads_small_graphs():
     graphs = [as_data(path_graph(n)) for n in (12, 20, 120)]  # simple spectra; 120 takes PyG's ARPACK path
     ours = precompute_eigenpairs(graphs, LaplacianEigenvectorPE(k=3))
     torch.manual_seed(0)
-    for mine, data in zip(ours, graphs):
+    for mine, data in zip(ours, graphs, strict=True):
         reference = AddLaplacianEigenvectorPE(k=3, is_undirected=True)(data.clone()).laplacian_eigenvector_pe
         sign = torch.sign((mine.laplacian_eigenvector_pe * reference).sum(0))
         assert torch.allclose(mine.laplacian_eigenvector_pe, reference * sign, atol=1e-4)
