@@ -48,6 +48,7 @@ autosummary_generate = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
+napoleon_use_ivar = True  # "Attributes:" as a field list: NamedTuple fields are documented once, by :members:
 napoleon_custom_sections = [("Shapes", "params_style"), ("Conventions", "notes_style")]
 
 
@@ -124,9 +125,13 @@ def _write_api_pages() -> None:
         for attr in documented_here:
             obj = getattr(module, attr)
             directive = _directive(obj)
-            lines += [f".. {directive}:: {attr}"]
-            if directive == "autodata":
-                lines += ["   :no-value:"]
+            if directive == "autodata":  # a constant: its value, not the docstring of its type
+                value = repr(obj)
+                lines += [f".. py:data:: {attr}", f"   :type: {type(obj).__name__}"]
+                if len(value) <= 300 and "\n" not in value and " at 0x" not in value:
+                    lines += [f"   :value: {value}"]
+            else:
+                lines += [f".. {directive}:: {attr}"]
             if directive == "autoclass":
                 lines += ["   :members:"]
             lines += [""]
