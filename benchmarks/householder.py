@@ -42,7 +42,8 @@ from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
 from lowrank_gnn.data import chung_lu_graph
-from lowrank_gnn.eigen import AmortizedBackend, HouseholderOrthogonal, householder_orthonormal, householder_product
+from lowrank_gnn.eigen import AmortizedBackend
+from lowrank_gnn.linalg import HouseholderOrthogonal, householder_orthonormal, householder_product
 from lowrank_gnn.operators import normalized_adjacency
 
 RESULTS = Path(__file__).resolve().parent / "results"

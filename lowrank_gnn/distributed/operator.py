@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_finite, check_floating, check_same_device
 from ..operators.base import DeflatedOperator, symmetry_tolerance
-from ..operators.sparse import _csr_tensor, _Pattern
+from ..operators.sparse import SparsityPattern, csr_tensor
 from .comm import Communicator
 from .partition import RowPartition
 
@@ -38,7 +38,7 @@ class _RowBlockMatmul(torch.autograd.Function):
         ctx.op = op
         ctx.save_for_backward(value, x)
         col, width = op.block_columns()
-        return _csr_tensor(op.crow, col, value, (op.num_local_rows, width)) @ x
+        return csr_tensor(op.crow, col, value, (op.num_local_rows, width)) @ x
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -49,7 +49,7 @@ class _RowBlockMatmul(torch.autograd.Function):
             grad_value = (grad_out[op.row] * x[op.block_columns()[0]]).sum(-1)
         if ctx.needs_input_grad[1]:
             crow, row, perm = op._transpose_pattern()
-            grad_x = _csr_tensor(crow, row, value[perm], (op.block_columns()[1], op.num_local_rows)) @ grad_out
+            grad_x = csr_tensor(crow, row, value[perm], (op.block_columns()[1], op.num_local_rows)) @ grad_out
         return grad_value, grad_x, None
 
 
@@ -88,7 +88,7 @@ class RowPartitionedOperator:
         self.start, self.stop = partition.range(comm.rank)
         self.num_nodes = partition.num_nodes
         self.num_local_rows = self.stop - self.start
-        pattern = _Pattern(torch.stack([row.long(), col.long()]), self.num_nodes, num_rows=self.num_local_rows)
+        pattern = SparsityPattern(torch.stack([row.long(), col.long()]), self.num_nodes, num_rows=self.num_local_rows)
         self.row, self.col, self.crow = pattern.row, pattern.col, pattern.crow
         self.value = pattern.store(value)  # sorted, duplicates summed
         self.degree = degree

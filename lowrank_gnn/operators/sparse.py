@@ -14,7 +14,8 @@ from .base import symmetry_tolerance
 MAX_NUM_NODES = 3_037_000_499
 
 
-def _csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
+def csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
+    """A ``torch.sparse_csr_tensor`` from an already sorted, deduplicated pattern (invariants unchecked)."""
     with warnings.catch_warnings():  # "CSR support is in beta": the ops used here are stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, value, shape, check_invariants=False)
@@ -46,7 +47,7 @@ class _SparseMatmul(torch.autograd.Function):
         return grad_value, grad_x, None
 
 
-class _Pattern:
+class SparsityPattern:
     """The value-independent part of a :class:`GraphOperator`, shared by :meth:`GraphOperator.with_values`.
 
     Holds the sorted, deduplicated CSR structure (of all ``num_nodes`` rows, or of the first
@@ -144,9 +145,9 @@ class GraphOperator:
         if n > MAX_NUM_NODES:
             raise ValueError(f"num_nodes must be at most {MAX_NUM_NODES} (got num_nodes={n}): entries are keyed "
                              "as row * num_nodes + col in int64, and num_nodes**2 would overflow it")
-        self._set(_Pattern(edge_index, n), value, degree)
+        self._set(SparsityPattern(edge_index, n), value, degree)
 
-    def _set(self, pattern: _Pattern, value: Tensor, degree: Optional[Tensor]) -> None:
+    def _set(self, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor]) -> None:
         self._pattern = pattern
         self.row, self.col, self.crow = pattern.row, pattern.col, pattern.crow
         self.num_nodes = pattern.num_nodes
@@ -201,11 +202,11 @@ class GraphOperator:
         return self.value.numel()
 
     def _csr(self, value: Tensor) -> Tensor:
-        return _csr_tensor(self.crow, self.col, value, self.shape)
+        return csr_tensor(self.crow, self.col, value, self.shape)
 
     def _csr_transposed(self, value: Tensor) -> Tensor:
         crow, col, perm = self._pattern.transpose()
-        return _csr_tensor(crow, col, value[perm], self.shape)
+        return csr_tensor(crow, col, value[perm], self.shape)
 
     def matmul(self, x: Tensor) -> Tensor:
         """``A @ x`` for ``x`` of shape ``(n,)`` or ``(n, d)``."""
