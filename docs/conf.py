@@ -49,7 +49,7 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_use_ivar = True  # "Attributes:" as a field list: NamedTuple fields are documented once, by :members:
-napoleon_custom_sections = [("Shapes", "params_style"), ("Conventions", "notes_style")]
+napoleon_custom_sections = ["Shapes", "Conventions"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,8 +117,12 @@ def _write_api_pages() -> None:
                 documented_here.append(attr)
             else:
                 elsewhere.append((attr, target))
-        if documented_here:
-            lines += [".. autosummary::", "   :nosignatures:", ""] + [f"   {attr}" for attr in documented_here] + [""]
+        summarised = [attr for attr in documented_here if _directive(getattr(module, attr)) != "autodata"]
+        constants = [attr for attr in documented_here if attr not in summarised]
+        if summarised:
+            lines += [".. autosummary::", "   :nosignatures:", ""] + [f"   {attr}" for attr in summarised] + [""]
+        if constants:
+            lines += ["Constants: " + ", ".join(f":py:data:`{attr}`" for attr in constants), ""]
         if elsewhere:
             lines += ["Re-exported here:", ""]
             lines += [f"- ``{name}.{attr}``: :py:obj:`{target}`" for attr, target in elsewhere] + [""]

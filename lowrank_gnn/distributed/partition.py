@@ -12,7 +12,7 @@ from .._validation import check_positive_int
 
 
 class RowPartition:
-    r"""Node ranges ``[bounds[r], bounds[r + 1])`` owned by ranks ``r = 0 .. P - 1``.
+    r"""Node ranges ``[bounds[r], bounds[r + 1])`` owned by ranks ``0 <= r < P``.
 
     Parts may be uneven (e.g. from a graph partitioner); each must hold at least one node.
 
