@@ -77,9 +77,12 @@ class Communicator:
             :mod:`torch.distributed` is not initialised)
 
     Example:
-        >>> comm = Communicator()                  # after torch.distributed.init_process_group
-        >>> total = comm.all_reduce(local_sum)     # differentiable
-        >>> comm.stats.total_bytes
+        >>> import torch
+        >>> comm = Communicator()   # the default group, or one process without init_process_group
+        >>> comm.all_reduce(torch.ones(3, requires_grad=True)).shape   # differentiable
+        torch.Size([3])
+        >>> comm.world_size, comm.stats.total_bytes
+        (1, 0)
     """
 
     def __init__(self, group: Optional["dist.ProcessGroup"] = None) -> None:

@@ -60,9 +60,15 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
         - **output:** ``(n_r, F_out)``
 
     Example:
-        >>> graph = partition_graph(edge_index, n, num_parts=world_size)
-        >>> conv = PartitionedLowRankGCNConv(16, 7, k=16, partition=graph.partition, comm=comm)
-        >>> out = conv(graph.node_slice(x, rank), graph.part(rank)[0])
+        >>> import torch
+        >>> from lowrank_gnn.distributed import Communicator, partition_graph
+        >>> from lowrank_gnn.testing import cycle_graph
+        >>> data, comm = cycle_graph(40), Communicator()   # here one process: rank 0 of 1
+        >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=comm.world_size)
+        >>> conv = PartitionedLowRankGCNConv(16, 7, k=8, partition=graph.partition, comm=comm)
+        >>> x = torch.randn(40, 16)
+        >>> conv(graph.node_slice(x, comm.rank), graph.part(comm.rank)[0]).shape
+        torch.Size([40, 7])
     """
 
     def __init__(self, in_channels: int, out_channels: int, k: int, partition: RowPartition,

@@ -138,9 +138,13 @@ def partition_graph(edge_index: Tensor, num_nodes: int, num_parts: Optional[int]
         edge_index ``(2, E)``, membership ``(n,)``, edge_weight ``(E,)``.
 
     Example:
-        >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=world_size)
-        >>> local_edges, _ = graph.part(rank)
-        >>> x_local = graph.node_slice(data.x, rank)
+        >>> import torch
+        >>> from lowrank_gnn.testing import cycle_graph
+        >>> data = cycle_graph(10)
+        >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=2)  # num_parts = world size
+        >>> local_edges, _ = graph.part(1)          # rank 1: its rows, global node ids
+        >>> graph.node_slice(torch.arange(10), 1)   # rank 1's nodes
+        tensor([5, 6, 7, 8, 9])
     """
     num_nodes = check_positive_int("num_nodes", num_nodes)
     if membership is None:

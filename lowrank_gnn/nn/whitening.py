@@ -49,8 +49,12 @@ class ZCAWhitening(nn.Module):
         - **output:** node features ``(N, F)``
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.nn import ZCAWhitening
         >>> norm = ZCAWhitening(16)
-        >>> out = norm(x, batch)   # per-graph whitened features, (N, 16)
+        >>> x, batch = torch.randn(60, 16), torch.arange(3).repeat_interleave(20)
+        >>> norm(x, batch).shape   # per-graph whitened features
+        torch.Size([60, 16])
     """
 
     def __init__(self, in_channels: int, eps: float = 1e-5, momentum: float = 0.1,

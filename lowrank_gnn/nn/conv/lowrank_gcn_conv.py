@@ -124,8 +124,13 @@ class LowRankGCNConv(nn.Module):
     add it to the task loss (see :func:`~lowrank_gnn.nn.total_aux_loss`).
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.nn import LowRankGCNConv
+        >>> from lowrank_gnn.testing import cycle_graph
+        >>> graph = cycle_graph(20)
         >>> conv = LowRankGCNConv(16, 32, k=8)
-        >>> out = conv(x, edge_index)  # (n, 32)
+        >>> conv(torch.randn(20, 16), graph.edge_index).shape
+        torch.Size([20, 32])
     """
 
     def __init__(self, in_channels: int, out_channels: int, k: int,
