@@ -254,11 +254,11 @@ class DistributedAmortizedBackend(AmortizedBackend):
         comm, previous = self.comm, self._previous
         residual_sq = (product - vectors * values).square().sum().reshape(1)
         track = previous is not None and previous.shape == vectors.shape
-        cross = previous.mT @ vectors if track else vectors.new_zeros(0)
+        cross = previous.mT @ vectors if previous is not None and track else vectors.new_zeros(0)
         packed = comm.all_reduce_(torch.cat([residual_sq, cross.flatten()]))
         residual = packed[0].sqrt() / op.frobenius_norm().clamp_min(torch.finfo(values.dtype).tiny)
         angle = None
-        if track:
+        if previous is not None and track:
             outside = vectors - previous @ packed[1:].view(self.k, self.k)
             gram = comm.all_reduce_(outside.mT @ outside)
             angle = torch.linalg.eigvalsh(gram)[-1].clamp_min(0).sqrt()

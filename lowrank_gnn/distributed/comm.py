@@ -135,7 +135,7 @@ class Communicator:
         out = [torch.empty_like(padded) for _ in range(self.world_size)]
         self.stats.add("all_gather", (self.world_size - 1) * _nbytes(padded))
         self._run("all_gather", dist.all_gather, out, padded.contiguous())
-        return [part[:size] for part, size in zip(out, sizes)]
+        return [part[:size] for part, size in zip(out, sizes, strict=True)]
 
     def reduce_scatter_blocks(self, full: Tensor, sizes: Sequence[int]) -> Tensor:
         """Sum over ranks of ``full``, of which this rank keeps its row block; without autograd.
@@ -148,7 +148,7 @@ class Communicator:
         rows = max(sizes)
         pieces = list(torch.split(full, list(sizes)))
         padded = [piece.new_zeros((rows, *full.shape[1:])) for piece in pieces]
-        for pad, piece in zip(padded, pieces):
+        for pad, piece in zip(padded, pieces, strict=True):
             pad[: piece.shape[0]] = piece
         out = torch.empty_like(padded[0])
         self.stats.add("reduce_scatter", (self.world_size - 1) * _nbytes(padded[0]))

@@ -1,7 +1,7 @@
 """LowRankGCNConv on a graph split by nodes across ranks."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import Tensor
@@ -11,8 +11,11 @@ from ..eigen import EigenPairs
 from ..nn.conv.lowrank_gcn_conv import LowRankGCNConv
 from .backend import DistributedAmortizedBackend
 from .comm import Communicator
-from .operator import RowPartitionedOperator, partitioned_deflate_components, partitioned_normalized_adjacency
+from .operator import (PartitionedComponentDeflatedOperator, RowPartitionedOperator, partitioned_deflate_components,
+                       partitioned_normalized_adjacency)
 from .partition import RowPartition
+
+PartitionedOperator = Union[RowPartitionedOperator, PartitionedComponentDeflatedOperator]
 
 
 class PartitionedLowRankGCNConv(LowRankGCNConv):
@@ -83,7 +86,7 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
         self.partition, self.comm = partition, comm
         self.cache_operator = cache_operator
         self.exchange = check_choice("exchange", exchange, RowPartitionedOperator.EXCHANGES)
-        self._operator_cache = None
+        self._operator_cache: Optional[PartitionedOperator] = None
 
     def reset_parameters(self) -> None:
         """Reset weights and clear the operator cache."""
@@ -103,10 +106,10 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
         op = partitioned_normalized_adjacency(edge_index, edge_weight, self.partition, self.comm,
                                               add_self_loops=self.add_self_loops, dtype=dtype,
                                               exchange=self.exchange)
-        op = partitioned_deflate_components(op) if self.deflate_components else op
+        result: PartitionedOperator = partitioned_deflate_components(op) if self.deflate_components else op
         if self.cache_operator:
-            self._operator_cache = op
-        return op
+            self._operator_cache = result
+        return result
 
     def propagate(self, pairs: EigenPairs, h: Tensor, deflated) -> Tensor:
         vectors, values = pairs.eigenvectors, pairs.eigenvalues

@@ -429,8 +429,8 @@ def partitioned_deflate_components(op: RowPartitionedOperator) -> PartitionedCom
     global_labels = partitioned_connected_components(op)
     roots, local = torch.unique(global_labels, return_inverse=True)                 # this rank's components
     # components present on several ranks: all-gather the (few, small) root lists once
-    sizes = comm.all_gather_blocks(torch.tensor([roots.numel()], device=op.device), [1] * comm.world_size)
-    sizes = [int(s) for s in torch.cat(sizes)]
+    counts_per_rank = comm.all_gather_blocks(torch.tensor([roots.numel()], device=op.device), [1] * comm.world_size)
+    sizes = [int(s) for s in torch.cat(counts_per_rank)]
     every = torch.cat(comm.all_gather_blocks(roots, sizes))
     unique, counts = torch.unique(every, return_counts=True)
     shared_roots = unique[counts > 1]

@@ -82,12 +82,12 @@ def check_replicated(model: nn.Module, comm: Optional[Communicator] = None, atol
     tensors = [(name, t) for name, t in list(model.named_parameters()) + list(model.named_buffers())
                if id(t) not in skip and not isinstance(t, nn.parameter.UninitializedParameter)]
     differences = []
-    for name, tensor in tensors:
+    for _, tensor in tensors:
         reference = comm.broadcast_(tensor.detach().clone(), src=0)
         differences.append((reference.double() - tensor.detach().double()).abs().max() if tensor.numel() else
                            torch.zeros((), dtype=torch.float64))
     worst = comm.all_reduce_(torch.stack(differences) if differences else torch.zeros(0, dtype=torch.float64), "max")
-    bad = [(name, float(d)) for (name, _), d in zip(tensors, worst) if float(d) > atol]
+    bad = [(name, float(d)) for (name, _), d in zip(tensors, worst, strict=True) if float(d) > atol]
     if bad:
         listed = ", ".join(f"{name} (max |diff| {d:.3g})" for name, d in bad[:5])
         raise ValueError(f"{len(bad)} replicated tensor(s) differ between ranks beyond atol={atol}: {listed}. "

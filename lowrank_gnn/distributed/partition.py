@@ -28,7 +28,7 @@ class RowPartition:
 
     def __init__(self, bounds: Sequence[int]) -> None:
         bounds = tuple(int(b) for b in bounds)
-        if len(bounds) < 2 or bounds[0] != 0 or any(b <= a for a, b in zip(bounds, bounds[1:])):
+        if len(bounds) < 2 or bounds[0] != 0 or any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)):
             raise ValueError(f"bounds must be strictly increasing from 0, one part per rank, each part with at "
                              f"least one node (got bounds={bounds})")
         self.bounds = bounds
@@ -63,7 +63,7 @@ class RowPartition:
 
     @property
     def sizes(self) -> Tuple[int, ...]:
-        return tuple(b - a for a, b in zip(self.bounds, self.bounds[1:]))
+        return tuple(b - a for a, b in zip(self.bounds, self.bounds[1:], strict=False))
 
     def range(self, rank: int) -> Tuple[int, int]:
         """``(start, stop)`` of ``rank``'s nodes."""
