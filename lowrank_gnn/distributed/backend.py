@@ -201,10 +201,15 @@ class DistributedAmortizedBackend(AmortizedBackend):
         operator ``(n, n)`` split by rows; :attr:`basis.weight` ``(n_r, k)``.
 
     Example:
-        >>> comm = Communicator()
-        >>> op = partitioned_normalized_adjacency(local_edges, None, partition, comm)
-        >>> backend = DistributedAmortizedBackend(16, partition, comm)
-        >>> pairs = backend(op)            # eigenvalues (16,), eigenvectors (n_r, 16)
+        >>> from lowrank_gnn.distributed import Communicator, partition_graph, partitioned_normalized_adjacency
+        >>> from lowrank_gnn.testing import path_graph
+        >>> comm, data = Communicator(), path_graph(50)   # here one process: rank 0 of 1
+        >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=comm.world_size)
+        >>> op = partitioned_normalized_adjacency(graph.part(comm.rank)[0], None, graph.partition, comm)
+        >>> backend = DistributedAmortizedBackend(8, graph.partition, comm)
+        >>> pairs = backend(op)
+        >>> pairs.eigenvalues.shape, pairs.eigenvectors.shape   # eigenvectors: this rank's rows
+        (torch.Size([8]), torch.Size([50, 8]))
     """
 
     def __init__(self, k: int, partition: RowPartition, comm: Optional[Communicator] = None,

@@ -322,10 +322,16 @@ class AmortizedBackend(EigenBackend):
         :attr:`basis.weight` ``(*batch, n, k)``.
 
     Example:
-        >>> backend = AmortizedBackend(k=4, loss="brockett")
-        >>> backend.fit(A, steps=500)          # or: train it inside the model
+        >>> import torch
+        >>> from lowrank_gnn.eigen import AmortizedBackend
+        >>> _ = torch.manual_seed(0)
+        >>> A = torch.randn(30, 30, dtype=torch.float64); A = (A + A.mT) / 2
+        >>> backend = AmortizedBackend(k=4, loss="brockett").double()
+        >>> diagnostics = backend.fit(A, steps=500)   # or: train it inside the model
         >>> pairs = backend(A)
-        >>> loss = task_loss(pairs) + pairs.aux_loss
+        >>> loss = pairs.eigenvalues.sum() + pairs.aux_loss   # a task loss, plus the eigen loss
+        >>> torch.allclose(pairs.eigenvalues, torch.linalg.eigvalsh(A).flip(0)[:4], atol=1e-4)
+        True
     """
 
     LOSSES = ("brockett", "convex", "trace")

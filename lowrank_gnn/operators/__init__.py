@@ -2,7 +2,8 @@
 from .base import FROBENIUS_PROBES, DeflatedOperator, DeflatedOperatorBase, DenseOperator, Operator, as_operator
 from .graph import (ComponentDeflatedOperator, component_eigenvectors, connected_components, deflate_components,
                     laplacian, normalized_adjacency)
-from .sparse import CSROperator, GraphOperator
+from .sparse import CSROperator, GraphOperator, SparsityPattern
+from .structure import GraphStructure
 
 __all__ = [
     "Operator",
@@ -10,6 +11,8 @@ __all__ = [
     "DeflatedOperatorBase",
     "FROBENIUS_PROBES",
     "GraphOperator",
+    "GraphStructure",
+    "SparsityPattern",
     "DenseOperator",
     "DeflatedOperator",
     "ComponentDeflatedOperator",

@@ -207,13 +207,24 @@ class GraphOperator(CSROperator):
                              "as row * num_nodes + col in int64, and num_nodes**2 would overflow it")
         self._set(SparsityPattern(edge_index, n), value, degree)
 
-    def _set(self, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor]) -> None:
+    def _set(self, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor], stored: bool = False) -> None:
         self._pattern = pattern
         self.row, self.col, self.crow = pattern.row, pattern.col, pattern.crow
         self.num_nodes = pattern.num_nodes
-        self.value = pattern.store(value)
+        self.value = value if stored else pattern.store(value)
         self.degree = degree
         self._symmetric: Optional[bool] = None
+
+    @classmethod
+    def from_pattern(cls, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor] = None) -> "GraphOperator":
+        """An operator on ``pattern`` whose values are given in storage order, one per stored entry.
+
+        Used by :class:`~lowrank_gnn.operators.GraphStructure`, which computes stored values
+        itself; ``value`` has shape ``(pattern.nnz,)``.
+        """
+        new = cls.__new__(cls)
+        new._set(pattern, value, degree, stored=True)
+        return new
 
     def with_values(self, value: Tensor, degree: Optional[Tensor] = None) -> "GraphOperator":
         """The same graph with new values, in ``O(nnz)``: no sort, and a cheaper symmetry check.
