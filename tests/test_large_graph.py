@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch_geometric.nn import GCNConv
-from torch_geometric.utils import to_undirected
+from torch_geometric.utils import coalesce, to_undirected
 
 from lowrank_gnn.data import chung_lu_graph
 from lowrank_gnn.eigen import ExactBackend
@@ -80,9 +80,13 @@ def test_self_loops_duplicates_directed_edges_and_isolated_nodes_match_gcnconv()
     reference = GCNConv(3, 2).double()
     reference.lin.weight.data.copy_(conv.lin.weight.data)
     reference.bias.data.copy_(conv.bias.data)
-    # what the layer documents: both directions merged, repeated weights averaged
-    undirected, merged = to_undirected(edge_index, weight, n, reduce="mean")
-    assert torch.allclose(conv(x, edge_index, weight), reference(x, undirected, merged), atol=1e-12)
+    # what the layer documents: repeated edges summed (as GCNConv), then each pair gets the mean of its given
+    # directions (a one-way edge counts both ways), with a warning
+    summed_index, summed = coalesce(edge_index, weight, n, reduce="sum")
+    undirected, merged = to_undirected(summed_index, summed, n, reduce="mean")
+    with pytest.warns(UserWarning, match="the graph is directed"):
+        out = conv(x, edge_index, weight)
+    assert torch.allclose(out, reference(x, undirected, merged), atol=1e-12)
 
 
 def test_node_count_must_cover_edge_index():
