@@ -43,7 +43,7 @@ Measured in one run, per graph:
     python benchmarks/large_graph.py --graphs PubMed ogbn-arxiv
     python benchmarks/large_graph.py --quick    # PubMed size, fewer steps, lobpcg capped at 60 s
 
-Writes benchmarks/results/large_graph[_quick][_drift<value, "." as "p">].csv and .png. Needs the amortized backend (issue 3).
+Writes benchmarks/results/large_graph[_quick][_drift<value, "." as "p">].csv and .png.
 """
 import argparse
 import csv
@@ -318,7 +318,8 @@ def report(rows, args):
               f"{row['previous_value_error']:.1e} | {row['previous_residual']:.1e} | |")
         print(f"| {row['graph']} | (operator rebuild per step, GraphStructure.normalized_adjacency, every method) | "
               f"{row['operator_rebuild_s']:.3f} | | | | |")
-        print(f"| {row['graph']} | (structural symmetry check, once per graph) | {row['structure_check_s']:.3f} | | | | |")
+        print(f"| {row['graph']} | (structural symmetry check, once per graph) | "
+              f"{row['structure_check_s']:.3f} | | | | |")
         print(f"| {row['graph']} | (warm start: init='exact', once) | {row['amortized_warmup_s']:.1f} | | | | |")
         print(f"| {row['graph']} | (gap lambda_{row['k']} - lambda_{row['k'] + 1} of the final operator) | | | "
               f"{row['gap_k']:.1e} | | |")

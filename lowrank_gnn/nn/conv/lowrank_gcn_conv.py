@@ -15,7 +15,7 @@ from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
 from ..._validation import check_finite, check_positive_int, check_same_device
 from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, resolve_eigen_backend
-from ...operators import ComponentDeflatedOperator, DeflatedOperator, DenseOperator, GraphStructure, deflate_components
+from ...operators import ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphStructure, deflate_components
 from .._batch import check_graph_layout
 
 #: Number of eigenpairs when ``k`` is not given.
@@ -28,10 +28,10 @@ SIZE_CLASS_RATIO = 1.5
 #: Backends that can solve a padded batch of per-graph operators in one call.
 BATCHED_BACKENDS = (ExactBackend, BatchedDCBackend)
 
-Spectrum = Tuple[EigenPairs, Optional[DeflatedOperator]]
+Spectrum = Tuple[EigenPairs, Optional[DeflatedOperatorBase]]
 
 
-def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperator] = None) -> Tensor:
+def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperatorBase] = None) -> Tensor:
     r""":math:`U \operatorname{diag}(\lambda) U^T x` (plus the exact deflated block, if any).
 
     Shapes:
@@ -339,9 +339,9 @@ class LowRankGCNConv(MessagePassing):
             dtype = edge_weight.dtype
         op = self._operator(edge_index, edge_weight, num_nodes, dtype or torch.get_default_dtype())
         pairs = self._backend_for(min(self.k, op.shape[-1]), batched=False)(op)
-        deflated = op if isinstance(op, DeflatedOperator) else None
+        deflated = op if isinstance(op, DeflatedOperatorBase) else None
         if self.cached:
-            base = op.base if isinstance(op, DeflatedOperator) else op
+            base = op.base if isinstance(op, DeflatedOperatorBase) else op
             self._cached_eigenpairs, self._cached_size = (pairs, deflated), size
             self._cached_edge_index = (torch.stack([base.row, base.col]), base.value)
         return pairs, deflated
@@ -434,7 +434,7 @@ class LowRankGCNConv(MessagePassing):
                 out = result
         return out
 
-    def spectral_propagate(self, pairs: EigenPairs, h: Tensor, deflated: Optional[DeflatedOperator]) -> Tensor:
+    def spectral_propagate(self, pairs: EigenPairs, h: Tensor, deflated: Optional[DeflatedOperatorBase]) -> Tensor:
         """:func:`low_rank_propagate` on ``h (n, d)``; row-distributed subclasses reduce ``U^T h`` across ranks here."""
         return low_rank_propagate(pairs, h, deflated)
 

@@ -79,10 +79,15 @@ class SpectralFilterConv(nn.Module):
         - **output:** ``(N, F_out)``
 
     Example:
+        >>> from torch_geometric.loader import DataLoader
+        >>> from lowrank_gnn.data import load_tu
+        >>> from lowrank_gnn.nn import SpectralFilterConv
+        >>> from lowrank_gnn.transforms import AddEigenpairs
         >>> dataset = load_tu("MUTAG", transform=AddEigenpairs(k=8))
         >>> conv = SpectralFilterConv(7, 32, filter="bernstein")
-        >>> for data in DataLoader(dataset, batch_size=32):
-        ...     out = conv(data.x, data.eigvecs, data.eigvals, data.batch, data.eig_mask)
+        >>> data = next(iter(DataLoader(dataset, batch_size=32)))
+        >>> conv(data.x, data.eigvecs, data.eigvals, data.batch, data.eig_mask).shape == (data.num_nodes, 32)
+        True
     """
 
     def __init__(self, in_channels: int, out_channels: int, filter: Union[str, SpectralFilter] = "chebyshev",
