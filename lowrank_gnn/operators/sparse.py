@@ -235,7 +235,7 @@ class GraphOperator(CSROperator):
         with this operator, so checking the new one compares values only (each off-diagonal
         pair once).
         Made for a graph whose weights change every step (learnable edge weights);
-        :func:`~lowrank_gnn.operators.normalized_adjacency` uses it through ``structure=``.
+        :class:`~lowrank_gnn.operators.GraphStructure` builds its operators from a shared pattern the same way.
 
         Args:
             value (Tensor): the new values, floating point, on the operator's device.
