@@ -217,6 +217,7 @@ def test_chung_lu_graph_bad_input(kwargs, match):
 
 def run_example(monkeypatch, name, *argv):
     monkeypatch.setattr(sys, "argv", [name, *argv])
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/NAME.py` does: its folder first (example_utils)
     runpy.run_path(str(EXAMPLES / name), run_name="__main__")
 
 
