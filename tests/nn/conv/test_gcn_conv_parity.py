@@ -147,7 +147,8 @@ def test_flow_target_to_source_is_the_flipped_graph():
     assert torch.allclose(ours(x, directed), out1, atol=1e-12)  # the same graph: its operator is reused, no new warning
 
 
-@pytest.mark.parametrize("case", ["duplicates", "repeated_self_loop", "self_loops", "isolated", "improved", "no_self_loops", "unnormalized",
+@pytest.mark.parametrize("case", ["duplicates", "repeated_self_loop", "self_loops", "isolated", "improved",
+                                  "no_self_loops", "unnormalized",
                                   "no_bias"])
 def test_equals_gcnconv_where_low_rank_could_differ(case):
     edge_index = torch.tensor([[0, 1, 1, 2, 2, 3, 0, 4, 1], [1, 0, 2, 1, 3, 2, 4, 0, 1]])  # a self-loop at 1
