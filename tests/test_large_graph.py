@@ -80,11 +80,11 @@ def test_self_loops_duplicates_directed_edges_and_isolated_nodes_match_gcnconv()
     reference = GCNConv(3, 2).double()
     reference.lin.weight.data.copy_(conv.lin.weight.data)
     reference.bias.data.copy_(conv.bias.data)
-    # what the layer documents: repeated edges summed (as GCNConv), then each pair gets the mean of its given
-    # directions (a one-way edge counts both ways), with a warning
-    summed_index, summed = coalesce(edge_index, weight, n, reduce="sum")
-    undirected, merged = to_undirected(summed_index, summed, n, reduce="mean")
-    with pytest.warns(UserWarning, match="the graph is directed"):
+    # what the layer documents: duplicate edges summed (as GCNConv's messages are), then the two
+    # directions of each pair averaged, with a warning that the input was directed
+    summed, total = coalesce(edge_index, weight, n, reduce="sum")
+    undirected, merged = to_undirected(summed, total, n, reduce="mean")
+    with pytest.warns(UserWarning, match="directed"):
         out = conv(x, edge_index, weight)
     assert torch.allclose(out, reference(x, undirected, merged), atol=1e-12)
 
@@ -217,7 +217,7 @@ def test_chung_lu_graph_bad_input(kwargs, match):
 
 def run_example(monkeypatch, name, *argv):
     monkeypatch.setattr(sys, "argv", [name, *argv])
-    monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/NAME.py` does: its folder first (example_utils)
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/NAME.py` does, for example_utils
     runpy.run_path(str(EXAMPLES / name), run_name="__main__")
 
 
