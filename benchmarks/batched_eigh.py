@@ -66,7 +66,8 @@ def interleaved(first, second, repeats: int):
     Process CPU time, not wall time: on a shared machine wall time mostly measures the other jobs.
     """
     first(), second()  # warm-up
-    times_first, times_second = [], []
+    times_first: list = []
+    times_second: list = []
     for _ in range(repeats):
         for fn, times in ((first, times_first), (second, times_second)):
             start = time.process_time()
@@ -136,7 +137,7 @@ def main() -> None:
         return
 
     rows = []
-    per_matrix = {}  # n -> seconds per matrix of (lapack + dc) at the largest batch run so far
+    per_matrix: dict = {}  # n -> seconds per matrix of (lapack + dc) at the largest batch run so far
     for n in sizes:
         for batch in batches:
             cell = {"batch": batch, "n": n}
