@@ -213,6 +213,7 @@ def test_chung_lu_graph_bad_input(kwargs, match):
 
 def run_example(monkeypatch, name, *argv):
     monkeypatch.setattr(sys, "argv", [name, *argv])
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/<name>` does, for example_utils
     runpy.run_path(str(EXAMPLES / name), run_name="__main__")
 
 
