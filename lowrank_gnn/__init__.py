@@ -25,6 +25,8 @@ __all__ = [
     "total_aux_loss",
     # lowrank_gnn.transforms
     "AddEigenpairs",
+    "LaplacianEigenvectorPE",
+    "precompute_eigenpairs",
     # lowrank_gnn.eigen
     "EigenPairs",
     "EigenBackend",
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
     from .nn import (AmortizedSVD, LatentPCAPool, LowRankGCNConv, NuclearNormRegularizer, SpectralFilterConv,
                      SVDLinear, ZCAWhitening, total_aux_loss)
     from .operators import DenseOperator, GraphOperator, laplacian, normalized_adjacency
-    from .transforms import AddEigenpairs
+    from .transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
 
 
 def __getattr__(name: str) -> Any:

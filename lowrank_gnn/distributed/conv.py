@@ -81,7 +81,7 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
                  add_self_loops: bool = True, bias: bool = True) -> None:
         comm = comm if comm is not None else Communicator()
         backend = DistributedAmortizedBackend(k, partition, comm, **(backend_kwargs or {}))
-        super().__init__(in_channels, out_channels, k, backend=backend, deflate_components=deflate_components,
+        super().__init__(in_channels, out_channels, k=k, backend=backend, deflate_components=deflate_components,
                          root_weight=root_weight, cached=False, add_self_loops=add_self_loops, bias=bias)
         self.partition, self.comm = partition, comm
         self.cache_operator = cache_operator
@@ -111,7 +111,7 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
             self._operator_cache = result
         return result
 
-    def propagate(self, pairs: EigenPairs, h: Tensor, deflated) -> Tensor:
+    def spectral_propagate(self, pairs: EigenPairs, h: Tensor, deflated) -> Tensor:
         vectors, values = pairs.eigenvectors, pairs.eigenvalues
         out = vectors @ (values.unsqueeze(-1) * self.comm.all_reduce(vectors.mT @ h))
         if deflated is not None:
