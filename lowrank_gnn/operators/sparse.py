@@ -234,8 +234,7 @@ class GraphOperator(CSROperator):
         transpose permutation and the structural half of :attr:`symmetric` are shared
         with this operator, so checking the new one compares values only (each off-diagonal
         pair once).
-        Made for a graph whose weights change every step (learnable edge weights);
-        :func:`~lowrank_gnn.operators.normalized_adjacency` uses it through ``structure=``.
+        Made for hand-built operators whose weights change every step.
 
         Args:
             value (Tensor): the new values, floating point, on the operator's device.
