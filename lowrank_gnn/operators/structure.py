@@ -120,6 +120,14 @@ class GraphStructure:
         #: whether node ``i`` has a self-loop in the input, shape ``(n,)``
         self.has_self_loop = given[self.diagonal_slot]
         self._off_diagonal = self.pattern.row != self.pattern.col
+        # add_remaining_self_loops keeps one weight per node that already has self-loops (PyG
+        # assigns, it does not sum): with repeated self-loops, the last one given is kept
+        loop_edges = (index[0] == index[1]).nonzero().flatten()
+        last = torch.full((n,), -1, dtype=torch.long, device=index.device)
+        last = last.scatter_reduce(0, index[0, loop_edges], loop_edges, reduce="amax")
+        repeated = loop_edges.numel() > int(self.has_self_loop.sum())
+        #: with repeated self-loops: (nodes that have one, the input edge whose weight each keeps)
+        self._kept_loop = (self.has_self_loop.nonzero().flatten(), last[self.has_self_loop]) if repeated else None
         #: whether every input edge's reverse is also in the input
         self.undirected = bool(given[self.mirror[self.edge_slot]].all()) if E else True
         self._unit: Dict[tuple, GraphOperator] = {}
@@ -234,6 +242,10 @@ class GraphStructure:
         if not normalize:
             return GraphOperator.from_pattern(self.pattern, value)
         if add_self_loops:
+            if self._kept_loop is not None:
+                nodes, edge = self._kept_loop
+                kept = self.edge_values(edge_weight, dtype, nonnegative=normalize)[edge]
+                value = value.index_put((self.diagonal_slot[nodes],), kept.to(value.dtype))
             fill = 2.0 if improved else 1.0
             value = value.index_add(0, self.diagonal_slot, fill * (~self.has_self_loop).to(value.dtype))
         row, col = self.pattern.row, self.pattern.col

@@ -168,3 +168,15 @@ def test_negative_weights_are_allowed_without_normalisation():
 def test_repr():
     assert repr(GraphStructure(torch.tensor([[0], [1]]), 3)) == (
         "GraphStructure(num_nodes=3, num_edges=1, nnz=5, undirected=False)")
+
+
+def test_repeated_self_loops_keep_one_weight_as_gcn_norm():
+    # node 0 has its self-loop twice (weights 6 and 7), node 2 once, (0, 1) is repeated
+    edge_index = torch.tensor([[0, 1, 1, 2, 2, 0, 0, 0, 1], [1, 0, 2, 1, 2, 0, 0, 1, 0]])
+    weight = torch.tensor([1.0, 2.0, 3.0, 3.0, 5.0, 6.0, 7.0, 2.0, 1.0], dtype=torch.float64)
+    ref_index, ref_value = gcn_norm(edge_index, weight, 5, add_self_loops=True)
+    expected = torch.zeros(5, 5, dtype=torch.float64).index_put_((ref_index[1], ref_index[0]), ref_value,
+                                                                 accumulate=True)
+    op = GraphStructure(edge_index, 5).normalized_adjacency(weight)
+    assert torch.allclose(op.to_dense(), expected, atol=1e-14, rtol=0)
+    assert torch.allclose(op.to_dense()[0, 0], torch.tensor(7.0, dtype=torch.float64) / op.degree[0])

@@ -15,7 +15,8 @@ from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
 from ..._validation import check_finite, check_positive_int, check_same_device
 from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, resolve_eigen_backend
-from ...operators import ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphStructure, deflate_components
+from ...operators import (ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphStructure,
+                         deflate_components)
 from .._batch import check_graph_layout
 
 #: Number of eigenpairs when ``k`` is not given.
