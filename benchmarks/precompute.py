@@ -13,7 +13,8 @@ times, interleaved in one process:
 * ``eigh_only``: ``torch.linalg.eigh`` alone on the dense Laplacians of all graphs, grouped by
   size (already built, not timed): the floor under the batched path.
 
-Each time is the best of ``--repeats`` full passes (one pass for the synthetic set). With
+The methods run in turn (round-robin), ``--repeats`` times each, and each keeps its best pass
+(one pass for the synthetic set), so that changes of machine load hit all of them alike. With
 ``--baseline-sample S`` (the default for the synthetic set) ``pyg`` and ``per_graph`` are timed
 on a random sample of ``S`` graphs and scaled by ``num_graphs / S`` (their cost is a sum of
 independent per-graph costs); the table says so. Peak memory is the largest resident-set (CPU)
@@ -97,19 +98,23 @@ class PeakMemory:
             self.peak = max(self.peak, self.rss() - self.base)
 
 
-def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> Tuple[float, int, Any]:
-    """Best wall time of ``repeats`` calls, the peak memory of the first, and the last result."""
-    best, peak, out = float("inf"), 0, None
-    for repeat in range(repeats):
-        with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            elapsed = time.perf_counter() - start
-        best = min(best, elapsed)
-        peak = memory.peak if repeat == 0 else peak
-    return best, peak, out
+def interleaved(methods: Dict[str, Callable[[], Any]], repeats: int, device: torch.device) -> Dict[str, tuple]:
+    """``{name: (best seconds, peak memory of the first call, last result)}``, the methods called in
+    turn ``repeats`` times (round-robin, so that a change of machine load hits all of them alike)."""
+    best = {name: float("inf") for name in methods}
+    peak: Dict[str, int] = {}
+    result: Dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            with PeakMemory(device) as memory:
+                start = time.perf_counter()
+                result[name] = fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - start
+            best[name] = min(best[name], elapsed)
+            peak.setdefault(name, memory.peak)
+    return {name: (best[name], peak[name], result[name]) for name in methods}
 
 
 class Collated(InMemoryDataset):
@@ -209,14 +214,17 @@ def run_dataset(name: str, dataset: InMemoryDataset, args, device: torch.device,
     precompute_eigenpairs(dataset, ours, cache_dir=cache, progress=False, device=device)  # fill the cache
     rows = []
     note = f"sample of {len(sample)} graphs, x{scale:.1f}" if scale > 1 else ""
-    t_pyg, m_pyg, out_pyg = timed(lambda: [pyg(g) for g in accepted], repeats, torch.device("cpu"))
-    t_per, m_per, _ = timed(lambda: [ours(g) for g in baseline], repeats, device)
-    t_bat, m_bat, out_bat = timed(lambda: precompute_eigenpairs(dataset, ours, cache_dir=False, progress=False,
-                                                                device=device), repeats, device)
-    t_hit, m_hit, out_hit = timed(lambda: precompute_eigenpairs(dataset, ours, cache_dir=cache, progress=False,
-                                                                device=device), repeats, device)
-    matrices = [(graphs_, m.to(device)) for graphs_, m in dense_laplacians(dataset)]
-    t_eigh, _, _ = timed(lambda: [torch.linalg.eigh(m) for _, m in matrices], repeats, device)
+    matrices = [m.to(device) for _, m in dense_laplacians(dataset)]
+    times = interleaved({
+        "pyg": lambda: [pyg(g) for g in accepted],
+        "per_graph": lambda: [ours(g) for g in baseline],
+        "batched": lambda: precompute_eigenpairs(dataset, ours, cache_dir=False, progress=False, device=device),
+        "cached": lambda: precompute_eigenpairs(dataset, ours, cache_dir=cache, progress=False, device=device),
+        "eigh_only": lambda: [torch.linalg.eigh(m) for m in matrices],
+    }, repeats, device)
+    (t_pyg, m_pyg, out_pyg), (t_per, m_per, _) = times["pyg"], times["per_graph"]
+    (t_bat, m_bat, out_bat), (t_hit, m_hit, out_hit) = times["batched"], times["cached"]
+    t_eigh = times["eigh_only"][0]
     pyg_total = t_pyg * scale
     assert all(torch.equal(out_bat[i].laplacian_eigenvector_pe, out_hit[i].laplacian_eigenvector_pe)
                for i in range(len(out_bat)))
@@ -248,7 +256,8 @@ def main(argv: Optional[list] = None) -> None:
     parser.add_argument("--baseline-sample", type=int, default=10_000,
                         help="synthetic set: time pyg and per_graph on this many graphs and scale up (0: all)")
     parser.add_argument("--k", type=int, default=8, help="encoding size (PyG's meaning of k)")
-    parser.add_argument("--repeats", type=int, default=3, help="passes per timing on the TU datasets (best kept)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="passes per method on the TU datasets, interleaved (best kept); synthetic: 1")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="where this library solves, e.g. cuda (PyG: CPU)")
     parser.add_argument("--out", default=str(RESULTS / "precompute"), help="output path without suffix")

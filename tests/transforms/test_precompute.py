@@ -201,6 +201,9 @@ def test_laplacian_pe_matches_pyg_up_to_sign_and_pads_small_graphs():
         reference = AddLaplacianEigenvectorPE(k=3, is_undirected=True)(data.clone()).laplacian_eigenvector_pe
         sign = torch.sign((mine.laplacian_eigenvector_pe * reference).sum(0))
         assert torch.allclose(mine.laplacian_eigenvector_pe, reference * sign, atol=1e-4)
+    again = precompute_eigenpairs(graphs, LaplacianEigenvectorPE(k=3))  # deterministic, unlike PyG's random signs
+    assert all(torch.equal(a.laplacian_eigenvector_pe, b.laplacian_eigenvector_pe)
+               for a, b in zip(ours, again, strict=True))
     small = LaplacianEigenvectorPE(k=4, attr_name="pe")(as_data(path_graph(3)))
     assert small.pe.shape == (3, 4) and torch.equal(small.pe[:, 2:], torch.zeros(3, 2))
     dense = laplacian(path_graph(3).edge_index, num_nodes=3).to_dense()
@@ -383,5 +386,7 @@ def test_rejects_bad_input():
         precompute_eigenpairs([as_data(path_graph(3)), Data(num_nodes=2)], AddEigenpairs(k=2))
     with pytest.raises(TypeError, match="transform must be an AddEigenpairs"):
         precompute_eigenpairs([as_data(path_graph(3))], lambda data: data)
+    with pytest.raises(ValueError, match="cache_dir=True needs a dataset with a processed_dir"):
+        precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=True)
     with pytest.raises(TypeError, match="cache_dir must be a folder path"):
         precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=3)
