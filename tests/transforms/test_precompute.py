@@ -15,8 +15,8 @@ from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_g
 from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
 from lowrank_gnn.transforms import cache as cache_module
 from lowrank_gnn.eigen import canonical_signs
-from lowrank_gnn.transforms.packed import (canonical_signs_per_graph, dense_operators, normalized_edges, pack_graphs,
-                                          size_buckets)
+from lowrank_gnn.transforms.packed import (bucket_nodes, canonical_signs_per_graph, dense_operators, normalized_edges,
+                                          pack_graphs, size_buckets)
 
 EMPTY = torch.empty(2, 0, dtype=torch.long)
 
@@ -124,7 +124,8 @@ def test_dense_operators_equal_the_sparse_graph_operators(operator, add_self_loo
     graphs = [g for g in mixed_graphs() if g.num_nodes == 5]
     packed = pack_graphs(graphs)
     (bucket,) = size_buckets(packed, torch.arange(len(graphs)))
-    dense = dense_operators(packed, normalized_edges(packed, operator, add_self_loops), bucket)
+    dense = dense_operators(packed, normalized_edges(packed, operator, add_self_loops), bucket,
+                            bucket_nodes(packed.node_ptr, bucket))
     for b, g in enumerate(bucket.graphs.tolist()):
         data = graphs[g]
         weight = (data.edge_weight if "edge_weight" in data else torch.ones(data.edge_index.shape[1])).double()
