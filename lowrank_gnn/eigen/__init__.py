@@ -6,6 +6,7 @@ from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_res
 from .exact import ExactBackend
 from .stable import StableBackend
 from .registry import BACKENDS, resolve_eigen_backend
+from .rows import LocalRows
 
 __all__ = [
     "WHICH",
@@ -17,6 +18,7 @@ __all__ = [
     "batched_eigh",
     "AmortizedBackend",
     "AmortizedBasis",
+    "LocalRows",
     "ORTHOGONALIZATIONS",
     "EigenDiagnostics",
     "operator_frobenius_norm",

@@ -16,16 +16,16 @@ eigendecomposition.
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple
+from typing import Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_choice, check_positive_int
 from ..linalg.householder import householder_orthonormal, householder_vectors
-from ..linalg.qr import qr_orthonormalize
 from .base import EigenBackend, EigenPairs, order_indices, select_eigenpairs
 from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
+from .rows import LocalRows
 
 
 def _rank_tolerance(dtype: torch.dtype) -> float:
@@ -70,14 +70,19 @@ class AmortizedBasis(nn.Module):
     Args:
         orthogonalization (str): one of :data:`ORTHOGONALIZATIONS`. (default: ``"qr"``)
         seed (int): seed of the random initialisation, for reproducible runs. (default: ``0``)
+        rows (LocalRows, optional): where the rows of ``W`` live: the reductions, QR and sign
+            convention of the amortized step (:mod:`lowrank_gnn.eigen.rows`; a row-distributed
+            basis passes :class:`~lowrank_gnn.distributed.PartitionedRows`). (default: all rows in
+            this process, :class:`~lowrank_gnn.eigen.LocalRows`)
     """
 
-    def __init__(self, orthogonalization: str = "qr", seed: int = 0) -> None:
+    def __init__(self, orthogonalization: str = "qr", seed: int = 0, rows: Optional[LocalRows] = None) -> None:
         super().__init__()
         self.orthogonalization = check_choice("orthogonalization", orthogonalization, ORTHOGONALIZATIONS)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer (got seed={seed!r})")
         self.seed = seed
+        self.rows = rows if rows is not None else LocalRows()
         self.weight = nn.UninitializedParameter()
         self.register_buffer("signs", None)  # (*batch, k) column signs of "householder"
 
@@ -99,7 +104,7 @@ class AmortizedBasis(nn.Module):
         if not self.initialized:
             self.weight.materialize(shape, device=device, dtype=dtype)
         elif self.weight.shape != torch.Size(shape) or self.weight.dtype != dtype or self.weight.device != device:
-            self.weight = nn.Parameter(torch.empty(shape, dtype=dtype, device=device))
+            self.weight = nn.Parameter(torch.empty(shape, dtype=dtype, device=device))  # type: ignore[assignment]
         if self.orthogonalization == "householder":
             self.assign(value.to(dtype))  # Householder QR of the value
         else:
@@ -111,15 +116,10 @@ class AmortizedBasis(nn.Module):
         generator = torch.Generator(device=device).manual_seed(seed)
         return torch.randn(shape, generator=generator, dtype=dtype, device=device)
 
-    def _qr(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
-        """The ``"qr"`` map: :func:`~lowrank_gnn.linalg.qr_orthonormalize` (row-distributed bases use TSQR)."""
-        return qr_orthonormalize(weight)
-
     def _all_finite(self) -> bool:
-        return bool(torch.isfinite(self.weight.detach().sum()))  # one reduction: any NaN/Inf makes the sum so
-
-    #: Where the non-finite entries are said to be, in the error of :meth:`orthonormal`.
-    _NONFINITE_WHERE = ""
+        # one reduction: any NaN/Inf makes the sum so; over all ranks for a row-distributed W
+        finite = torch.isfinite(self.weight.detach().sum()).to(torch.float64).reshape(1)
+        return bool(self.rows.all_reduce_(finite, op="min"))
 
     @torch.no_grad()
     def assign(self, vectors: Tensor) -> None:
@@ -162,17 +162,17 @@ class AmortizedBasis(nn.Module):
             returns ``(*batch, n, k)``.
         """
         if not self._all_finite():
-            raise ValueError(f"the amortized basis W contains NaN or Inf{self._NONFINITE_WHERE}, usually after a "
+            raise ValueError(f"the amortized basis W contains NaN or Inf{self.rows.where}, usually after a "
                              "diverging optimiser step (learning rate too large, or a non-finite loss); lower the "
                              "learning rate and call initialize(op) to restart the basis")
         if self.orthogonalization == "householder":
             return householder_orthonormal(self.weight / self.weight.shape[-2] ** 0.5, self.signs)
-        vectors, diagonal = self._qr(self.weight)
+        vectors, diagonal = self.rows.orthonormalize(self.weight)
         scale = diagonal.detach().amax(-1, keepdim=True)
         deficient = diagonal.detach() <= _rank_tolerance(diagonal.dtype) * scale
         if bool(deficient.any()):
             self._repair(vectors.detach(), deficient, scale)
-            vectors, _ = self._qr(self.weight)
+            vectors, _ = self.rows.orthonormalize(self.weight)
         return vectors
 
     @torch.no_grad()
@@ -182,7 +182,7 @@ class AmortizedBasis(nn.Module):
                       f"random and re-orthonormalising W in place", RuntimeWarning, stacklevel=4)
         fresh = self.random(vectors.shape, vectors.dtype, vectors.device, self.seed + 1)
         mixed = torch.where(deficient.unsqueeze(-2), fresh, vectors)
-        repaired, _ = self._qr(mixed)
+        repaired, _ = self.rows.orthonormalize(mixed)
         # Keep the column scale of W, so that the optimiser's step size keeps its meaning.
         self.weight.copy_(repaired * scale.clamp_min(torch.finfo(scale.dtype).tiny).unsqueeze(-2))
 
@@ -322,10 +322,16 @@ class AmortizedBackend(EigenBackend):
         :attr:`basis.weight` ``(*batch, n, k)``.
 
     Example:
-        >>> backend = AmortizedBackend(k=4, loss="brockett")
-        >>> backend.fit(A, steps=500)          # or: train it inside the model
+        >>> import torch
+        >>> from lowrank_gnn.eigen import AmortizedBackend
+        >>> _ = torch.manual_seed(0)
+        >>> A = torch.randn(30, 30, dtype=torch.float64); A = (A + A.mT) / 2
+        >>> backend = AmortizedBackend(k=4, loss="brockett").double()
+        >>> diagnostics = backend.fit(A, steps=500)   # or: train it inside the model
         >>> pairs = backend(A)
-        >>> loss = task_loss(pairs) + pairs.aux_loss
+        >>> loss = pairs.eigenvalues.sum() + pairs.aux_loss   # a task loss, plus the eigen loss
+        >>> torch.allclose(pairs.eigenvalues, torch.linalg.eigvalsh(A).flip(0)[:4], atol=1e-4)
+        True
     """
 
     LOSSES = ("brockett", "convex", "trace")
@@ -348,7 +354,8 @@ class AmortizedBackend(EigenBackend):
         self._previous: Optional[Tensor] = None
 
     # -- state ------------------------------------------------------------------------------
-    def _basis_shape(self, op) -> Tuple[int, ...]:
+    def basis_shape(self, op) -> Tuple[int, ...]:
+        """The shape of ``W`` for ``op``: ``(*batch, n, k)`` (a row-distributed backend: this rank's rows)."""
         return (*op.shape[:-2], op.shape[-1], self.k)
 
     @torch.no_grad()
@@ -367,26 +374,27 @@ class AmortizedBackend(EigenBackend):
             # Columns of norm sqrt(n), like the Gaussian start: entries of W are O(1), so an
             # optimiser's learning rate is a relative step size whatever n is.
             value = ExactBackend(self.k, self.which)(op).eigenvectors.detach() * op.shape[-1] ** 0.5
-        self.basis.reset(self._basis_shape(op), op.dtype, op.device, value)
+        self.basis.reset(self.basis_shape(op), op.dtype, op.device, value)
         self._diagnostics, self._last, self._previous = None, None, None
 
     # -- the step ---------------------------------------------------------------------------
     def solve(self, op) -> EigenPairs:
         if not self.basis.initialized:
             self.initialize(op)
-        self.basis.check_matches(self._basis_shape(op), op.dtype, op.device, "this operator")
+        self.basis.check_matches(self.basis_shape(op), op.dtype, op.device, "this operator")
         if self.refine:
             self._rayleigh_ritz(op)
+        rows = self.basis.rows                                  # sums over rows: all-reduced across ranks
         vectors = self.basis.orthonormal()                      # (*batch, n, k), depends on W
         product = op.matmul(vectors)                            # A U: depends on A and W
-        values = (vectors * product).sum(-2)                    # Rayleigh quotients, (*batch, k)
+        values = rows.all_reduce((vectors * product).sum(-2))   # Rayleigh quotients, (*batch, k)
         aux_loss = self.eta * self._eigen_loss(op, vectors, product.detach(), values.detach())
         if self.loss == "trace":                                # Rayleigh-Ritz inside the subspace
-            small = vectors.mT @ product
+            small = rows.all_reduce(vectors.mT @ product)
             values, rotation = torch.linalg.eigh((small + small.mT) / 2)
             vectors, product = vectors @ rotation, product @ rotation
         self._record_diagnostics(op, vectors.detach(), product.detach(), values.detach())
-        values, vectors = select_eigenpairs(values, vectors, self.k, self.which)
+        values, vectors = select_eigenpairs(values, vectors, self.k, self.which, signs=rows.canonical_signs)
         return EigenPairs(values, vectors, aux_loss)
 
     @torch.no_grad()
@@ -439,21 +447,25 @@ class AmortizedBackend(EigenBackend):
 
         ``live`` has the value of the Rayleigh quotients and, for symmetric constant ``A``,
         their exact gradient ``d(u_i^T A u_i)/du_i = 2 A u_i`` (``A u_i`` taken from the
-        forward's product, so no second operator application is needed).
+        forward's product, so no second operator application is needed). With the rows split
+        over ranks the row sums are all-reduced and each rank returns ``g / world_size`` (the
+        objective is the sum of the ranks' losses).
         """
+        rows = self.basis.rows
         scale = operator_frobenius_norm(op).unsqueeze(-1).clamp_min(torch.finfo(quotients.dtype).tiny)
-        live = (2 * (vectors * product).sum(-2) - quotients) / scale
+        if self.which == "magnitude" and self.loss == "trace":  # -||A U||^2 / s^2 with gradient -2 A^2 U / s^2
+            with torch.no_grad():
+                second = op.matmul(product)
+            sums = rows.all_reduce(torch.stack([product.square().sum((-2, -1)), (vectors * second).sum((-2, -1))]))
+            squares, direction = sums[0], sums[1]
+            return -(squares + 2 * (direction - direction.detach())).div(
+                scale.squeeze(-1).square()).sum() / rows.world_size
+        live = (2 * rows.all_reduce((vectors * product).sum(-2)) - quotients) / scale
         if self.which == "smallest":
             live = -live
         if self.which == "magnitude":
-            if self.loss == "trace":  # -||A U||^2 / s^2 with gradient -2 A^2 U / s^2
-                with torch.no_grad():
-                    second = op.matmul(product)
-                direction = (vectors * second).sum((-2, -1))
-                return -(product.square().sum((-2, -1)) + 2 * (direction - direction.detach())).div(
-                    scale.squeeze(-1).square()).sum()
             live = live.square()
-        return self._quotient_loss(live)
+        return self._quotient_loss(live) / rows.world_size
 
     def _quotient_loss(self, live: Tensor) -> Tensor:
         """``g`` from the scaled (and, for ``"magnitude"``, squared) quotients ``(*batch, k)``."""
@@ -469,19 +481,26 @@ class AmortizedBackend(EigenBackend):
                       and previous.shape == vectors.shape else None)
         self._diagnostics = None
         self._previous = vectors
+        if self.basis.rows.world_size > 1:
+            self._diagnose()  # collective: computed now on every rank, so that reading it on one rank is safe
 
     @property
     def diagnostics(self) -> Optional[EigenDiagnostics]:
         """Convergence of the last forward (``None`` before the first): relative residual and
         subspace angle to the previous forward's eigenvectors. Computed on first access from
         the last step's ``A U`` (no further operator products except ``||A||_F``), so
-        logging it every step is cheap and not logging it is free.
+        logging it every step is cheap and not logging it is free. (A basis split over ranks
+        computes it during the forward: its sums over rows are collective.)
         """
+        return self._diagnose()
+
+    def _diagnose(self) -> Optional[EigenDiagnostics]:
         if self._diagnostics is None and self._last is not None:
             op, vectors, product, values, previous = self._last
-            residual = relative_residual(product, vectors, values, operator_frobenius_norm(op))
-            angle = None if previous is None else subspace_angle(previous, vectors)
-            self._diagnostics = EigenDiagnostics(residual, angle)
+            rows = self.basis.rows
+            residual = relative_residual(product, vectors, values, operator_frobenius_norm(op), rows)
+            angle = None if previous is None else subspace_angle(previous, vectors, rows)
+            self._diagnostics, self._last = EigenDiagnostics(residual, angle), None
         return self._diagnostics
 
     # -- running to convergence -------------------------------------------------------------
@@ -531,16 +550,19 @@ class AmortizedBackend(EigenBackend):
             aux_loss.backward()
             return aux_loss
 
-        while evaluations < steps and not bool((self.diagnostics.residual <= tol).all()):
+        def current() -> EigenDiagnostics:
+            return cast(EigenDiagnostics, self.diagnostics)  # set by the forward just run
+
+        while evaluations < steps and not bool((current().residual <= tol).all()):
             optimizer.param_groups[0]["max_eval"] = min(FIT_CHUNK, steps - evaluations)
             optimizer.step(closure)
             with torch.no_grad():
                 self(op)  # the diagnostics of the accepted iterate, not of a line-search trial
-        return self.diagnostics
+        return current()
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, loss={self.loss!r}, eta={self.eta}, init={self.init!r}, refine={self.refine}, "
-                f"orthogonalization={self.basis.orthogonalization!r}")
+        return (f"{super().extra_repr()}, loss={self.loss!r}, eta={self.eta}, init={self.init!r}, "
+                f"refine={self.refine}, orthogonalization={self.basis.orthogonalization!r}")
 
 
 __all__ = ["AmortizedBackend", "AmortizedBasis", "ORTHOGONALIZATIONS", "brockett_weights"]

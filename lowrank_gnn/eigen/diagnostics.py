@@ -19,10 +19,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-#: Random probes for the Hutchinson estimate of ||A||_F^2 on operators without a closed form
-#: (relative standard deviation ~ sqrt(2 / probes), ~30% at 16: enough for a normalisation).
-FROBENIUS_PROBES = 16
-
+from ..operators.base import as_operator
+from .rows import LocalRows
 
 class EigenDiagnostics(NamedTuple):
     """Convergence measures of one solve, detached.
@@ -39,38 +37,25 @@ class EigenDiagnostics(NamedTuple):
 
 @torch.no_grad()
 def operator_frobenius_norm(op) -> Tensor:
-    r""":math:`\|A\|_F` of an operator, per batch entry, detached.
+    r""":math:`\|A\|_F` of an operator, per batch entry, detached: :meth:`Operator.frobenius_norm
+    <lowrank_gnn.operators.Operator.frobenius_norm>` (a dense tensor is wrapped first).
 
     Exact for dense matrices and :class:`~lowrank_gnn.operators.GraphOperator` (the norm of
     the stored values); for :class:`~lowrank_gnn.operators.DeflatedOperator`
     :math:`A - V \operatorname{diag}(\mu) V^T` with orthonormal ``V`` it is exact too:
-    :math:`\|A\|_F^2 - 2 \sum_c \mu_c v_c^T A v_c + \|\mu\|^2` (one product with ``V``). Any
-    other operator gets a Hutchinson estimate :math:`E\|A z\|^2` with
-    :data:`FROBENIUS_PROBES` fixed Rademacher probes.
+    :math:`\|A\|_F^2 - 2 \sum_c \mu_c v_c^T A v_c + \|\mu\|^2` (one product with ``V``). An
+    operator without a closed form gets a Hutchinson estimate :math:`E\|A z\|^2` with
+    :data:`~lowrank_gnn.operators.FROBENIUS_PROBES` fixed Rademacher probes.
 
     Shapes:
         ``op`` is ``(*batch, n, n)``; returns ``(*batch,)``.
     """
-    from ..operators import DeflatedOperator, DenseOperator, GraphOperator
-
-    if isinstance(op, DenseOperator):
-        return torch.linalg.matrix_norm(op.matrix.detach())
-    if isinstance(op, GraphOperator):
-        return torch.linalg.vector_norm(op.value.detach())
-    if isinstance(op, DeflatedOperator):
-        base = operator_frobenius_norm(op.base)
-        cross = op.basis_rayleigh_quotients()  # v_c^T A v_c, O(nnz) for per-component deflation
-        squared = base.square() - 2 * (op.values * cross).sum(-1) + op.values.square().sum(-1)
-        return squared.clamp_min(0).sqrt()
-    n = op.shape[-1]
-    generator = torch.Generator().manual_seed(0)
-    probes = torch.randint(0, 2, (*op.shape[:-2], n, FROBENIUS_PROBES), generator=generator)
-    probes = (2 * probes - 1).to(dtype=op.dtype, device=op.device)
-    return (op.matmul(probes).square().sum((-2, -1)) / FROBENIUS_PROBES).sqrt()
+    return as_operator(op).frobenius_norm()
 
 
 @torch.no_grad()
-def relative_residual(op_times_vectors: Tensor, vectors: Tensor, values: Tensor, op_norm: Tensor) -> Tensor:
+def relative_residual(op_times_vectors: Tensor, vectors: Tensor, values: Tensor, op_norm: Tensor,
+                      rows: Optional[LocalRows] = None) -> Tensor:
     r""":math:`\|A U - U \operatorname{diag}(\lambda)\|_F / \|A\|_F` per batch entry.
 
     Args:
@@ -78,16 +63,20 @@ def relative_residual(op_times_vectors: Tensor, vectors: Tensor, values: Tensor,
         vectors (Tensor): :math:`U`.
         values (Tensor): :math:`\lambda`.
         op_norm (Tensor): :math:`\|A\|_F` (:func:`operator_frobenius_norm`).
+        rows (LocalRows, optional): for vectors split by rows over ranks, what sums the squared
+            residual over them (:mod:`lowrank_gnn.eigen.rows`). (default: all rows here)
 
     Shapes:
         ``(*batch, n, k)``, ``(*batch, n, k)``, ``(*batch, k)``, ``(*batch,)``; returns ``(*batch,)``.
     """
     error = torch.linalg.matrix_norm(op_times_vectors - vectors * values.unsqueeze(-2))
+    if rows is not None and rows.world_size > 1:
+        error = rows.all_reduce_(error.square()).sqrt()
     return error / op_norm.clamp_min(torch.finfo(error.dtype).tiny)
 
 
 @torch.no_grad()
-def subspace_angle(first: Tensor, second: Tensor) -> Tensor:
+def subspace_angle(first: Tensor, second: Tensor, rows: Optional[LocalRows] = None) -> Tensor:
     r"""Sine of the largest principal angle between the spans of two orthonormal bases.
 
     :math:`\sin\theta_{\max} = \|(I - U_1 U_1^T) U_2\|_2`: 0 for the same span, 1 when some
@@ -95,14 +84,16 @@ def subspace_angle(first: Tensor, second: Tensor) -> Tensor:
     either span, so it also measures convergence of a repeated-eigenvalue block. The
     projection is formed explicitly (not as :math:`\sqrt{1 - \sigma_{\min}^2}`, which
     cancels to about :math:`\sqrt{\epsilon}`), so small angles are resolved to rounding.
-    Costs ``O(n k^2)`` and a ``k x k`` symmetric eigenvalue problem.
+    Costs ``O(n k^2)`` and a ``k x k`` symmetric eigenvalue problem. For bases split by rows
+    over ranks, ``rows`` (:mod:`lowrank_gnn.eigen.rows`) all-reduces the two ``k x k`` Gram
+    matrices (default: all rows here).
 
     Shapes:
         ``(*batch, n, k)`` twice; returns ``(*batch,)``.
     """
-    outside = second - first @ (first.mT @ second)
-    return torch.linalg.eigvalsh(outside.mT @ outside)[..., -1].clamp_min(0).sqrt()
+    rows = rows if rows is not None else LocalRows()
+    outside = second - first @ rows.all_reduce_(first.mT @ second)
+    return torch.linalg.eigvalsh(rows.all_reduce_(outside.mT @ outside))[..., -1].clamp_min(0).sqrt()
 
 
-__all__ = ["EigenDiagnostics", "operator_frobenius_norm", "relative_residual", "subspace_angle",
-           "FROBENIUS_PROBES"]
+__all__ = ["EigenDiagnostics", "operator_frobenius_norm", "relative_residual", "subspace_angle"]

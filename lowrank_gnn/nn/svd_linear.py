@@ -77,6 +77,9 @@ class SVDLinear(nn.Module):
 
     INITS = ("linear", "orthogonal")
 
+    left_signs: Tensor
+    right_signs: Tensor
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  max_singular_value: Optional[float] = None, min_singular_value: Optional[float] = None,
                  learn_singular_values: bool = True, init: str = "linear", block_size: Optional[int] = None,

@@ -98,10 +98,13 @@ class AddEigenpairs(BaseTransform):
     float64 and stored in ``torch.get_default_dtype()``.
 
     Example:
+        >>> from torch_geometric.loader import DataLoader
+        >>> from lowrank_gnn.data import load_tu
+        >>> from lowrank_gnn.transforms import AddEigenpairs
         >>> dataset = load_tu("MUTAG", transform=AddEigenpairs(k=8))
         >>> batch = next(iter(DataLoader(dataset, batch_size=32)))
-        >>> batch.eigvecs.shape, batch.eigvals.shape, batch.eig_mask.shape
-        (torch.Size([N, 8]), torch.Size([32, 8]), torch.Size([32, 8]))
+        >>> batch.eigvecs.shape[1], batch.eigvals.shape, batch.eig_mask.shape
+        (8, torch.Size([32, 8]), torch.Size([32, 8]))
     """
 
     def __init__(self, k: int, operator: str = "normalized_adjacency", which: Optional[str] = None,
