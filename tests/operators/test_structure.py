@@ -11,8 +11,8 @@ from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, pat
 
 GRAPH = disjoint_union(cycle_graph(5), path_graph(4), complete_graph(3))
 N = GRAPH.num_nodes
-# a self-loop (3, 3), a duplicate (0, 1), a one-way edge 9 -> 2 (across two components)
-MESSY = torch.cat([GRAPH.edge_index, torch.tensor([[3, 0, 9], [3, 1, 2]])], 1)
+# a self-loop (3, 3) twice, a duplicate (0, 1), a one-way edge 9 -> 2 (across two components)
+MESSY = torch.cat([GRAPH.edge_index, torch.tensor([[3, 0, 9, 3], [3, 1, 2, 3]])], 1)
 
 
 def dense(edge_index, weight, n):
@@ -21,7 +21,9 @@ def dense(edge_index, weight, n):
 
 def weights(edge_index, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(edge_index.shape[1], dtype=torch.float64, generator=generator) + 0.5
+    weight = torch.rand(edge_index.shape[1], dtype=torch.float64, generator=generator) + 0.5
+    loops = ((edge_index[0] == 3) & (edge_index[1] == 3)).nonzero().squeeze(-1)
+    return weight.index_fill(0, loops, float(weight[loops[0]])) if loops.numel() else weight  # copies agree
 
 
 @pytest.mark.parametrize("add_self_loops", [True, False])
