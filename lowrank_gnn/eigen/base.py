@@ -68,8 +68,10 @@ def sign_factors(vectors: Tensor) -> Tensor:
     detached = vectors.detach()
     if detached.numel() == 0:
         return detached.new_ones(*detached.shape[:-2], 1, detached.shape[-1])
-    if detached.shape[-2] > 16 * detached.shape[-1]:   # tall (graph eigenvectors): one |u| pass, one reduction
-        largest = detached.abs().amax(dim=-2, keepdim=True)
+    tall = detached.shape[-2] > 16 * detached.shape[-1]
+    absolute = detached.abs() if tall else None
+    if absolute is not None:                            # tall (graph eigenvectors): one |u| pass, one reduction
+        largest = _column_max(absolute)
     else:                                               # square batches: two reductions beat the |u| copy (measured)
         largest = torch.maximum(detached.amax(dim=-2, keepdim=True), -detached.amin(dim=-2, keepdim=True))
     threshold = SIGN_PIVOT_FRACTION * largest
@@ -79,12 +81,43 @@ def sign_factors(vectors: Tensor) -> Tensor:
     sign = torch.sign(head.gather(-2, pivot))
     missing = ~significant.gather(-2, pivot)  # no significant entry in the head at all
     if head.shape[-2] < detached.shape[-2] and bool(missing.any()):
-        # the few columns without a pivot in the head: search each of them whole
-        where = missing.nonzero(as_tuple=True)                       # (*batch, 0, column) coordinates
-        columns = detached.movedim(-1, -2)[where[:-2] + (where[-1],)]  # (m, n), only the missing columns
-        found = columns.abs() >= threshold[where].unsqueeze(-1)
-        sign[where] = torch.sign(columns.gather(-1, found.max(dim=-1, keepdim=True).indices)).squeeze(-1)
+        if absolute is not None:
+            # localised eigenvectors miss the head in most columns: search the whole block in its own
+            # layout, reusing |u| (a gather of the missing columns would copy them first)
+            pivot = (absolute >= threshold).max(dim=-2, keepdim=True).indices
+            sign = torch.sign(detached.gather(-2, pivot))
+        else:
+            # the few columns without a pivot in the head: search each of them whole
+            where = missing.nonzero(as_tuple=True)                       # (*batch, 0, column) coordinates
+            columns = detached.movedim(-1, -2)[where[:-2] + (where[-1],)]  # (m, n), only the missing columns
+            found = columns.abs() >= threshold[where].unsqueeze(-1)
+            sign[where] = torch.sign(columns.gather(-1, found.max(dim=-1, keepdim=True).indices)).squeeze(-1)
     return torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+#: Rows folded into one row of the reshaped block that :func:`_column_max` reduces.
+COLUMN_MAX_FOLD = 128
+
+
+def _column_max(values: Tensor) -> Tensor:
+    """``values.amax(dim=-2, keepdim=True)`` of a tall ``(*batch, n, k)`` tensor, bit for bit, faster.
+
+    A reduction over the rows of a row-major block with few columns runs one short row at a
+    time; viewing :data:`COLUMN_MAX_FOLD` consecutive rows as one row of ``COLUMN_MAX_FOLD * k``
+    entries reduces long contiguous rows instead (about twice as fast at ``169,343 x 16``), and a
+    second, small reduction folds the result back to ``k`` columns. The maximum is exact, so
+    the order of the comparisons does not change it.
+    """
+    n, k = values.shape[-2:]
+    whole = n // COLUMN_MAX_FOLD * COLUMN_MAX_FOLD
+    if whole == 0 or not values.is_contiguous():
+        return values.amax(dim=-2, keepdim=True)
+    batch = values.shape[:-2]
+    folded = values[..., :whole, :].reshape(*batch, whole // COLUMN_MAX_FOLD, COLUMN_MAX_FOLD * k)
+    largest = folded.amax(dim=-2).reshape(*batch, COLUMN_MAX_FOLD, k).amax(dim=-2, keepdim=True)
+    if whole < n:
+        largest = torch.maximum(largest, values[..., whole:, :].amax(dim=-2, keepdim=True))
+    return largest
 
 
 def order_indices(eigenvalues: Tensor, which: str) -> Tensor:

@@ -72,7 +72,10 @@ class _QFactor(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         vectors, inverse = ctx.saved_tensors
         product = vectors.mT @ grad
-        return (grad + vectors @ ((product - product.mT).tril(-1) - product)) @ inverse.mT, None
+        correction = (product - product.mT).tril(-1) - product
+        # one matrix: addmm adds grad inside the product's own pass
+        inner = grad.addmm(vectors, correction) if grad.dim() == 2 else grad + vectors @ correction
+        return inner @ inverse.mT, None
 
 
 def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:

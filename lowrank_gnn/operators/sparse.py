@@ -309,7 +309,9 @@ class GraphOperator(CSROperator):
                 low, high = torch.aminmax(value)  # max |A_ij|; one pass (vector_norm(ord=inf) is several times slower)
                 scale = torch.maximum(high, -low).clamp_min(torch.finfo(self.dtype).tiny)
                 upper, lower = self._pattern.mirror()
-                error = value[upper].sub_(value[lower]).abs_().amax() if upper.numel() else value.new_zeros(())
+                # index_select: several times faster than advanced indexing for a 1-D gather on the CPU
+                error = (value.index_select(0, upper).sub_(value.index_select(0, lower)).abs_().amax()
+                         if upper.numel() else value.new_zeros(()))
                 symmetric = bool(error <= symmetry_tolerance(self.dtype) * scale)
             self._symmetric = symmetric
         return self._symmetric

@@ -54,3 +54,31 @@ def test_canonical_signs_of_an_empty_batch_and_of_columns_without_a_head_pivot()
     signed = canonical_signs(vectors)
     assert signed[0, -1, 0] == 1.0 and signed[1, -2, 1] == 2.0 and signed[1, 0, 0] == 3.0
     assert torch.equal(signed[0, :, 1], vectors[0, :, 1])                        # zero column kept
+
+
+def reference_signs(vectors):
+    """The convention spelled out column by column: first entry with |u| >= 0.1 max|u| made positive."""
+    out = vectors.clone()
+    for block in out.reshape(-1, *out.shape[-2:]):
+        for column in block.unbind(-1):  # views: negated in place
+            large = torch.nonzero(column.abs() >= 0.1 * column.abs().max())
+            if column.abs().max() > 0 and column[large[0, 0]] < 0:
+                column.neg_()
+    return out
+
+
+def test_canonical_signs_of_tall_blocks_match_the_convention_column_by_column():
+    """Tall blocks (graph eigenvectors) take the folded column maximum and the whole-block pivot search."""
+    generator = torch.Generator().manual_seed(2)
+    n, k = 1000, 6  # n > 16 k, and not a multiple of the fold: a remainder of rows is reduced apart
+    vectors = torch.randn(3, n, k, generator=generator, dtype=torch.float64) * 1e-3
+    vectors[0, :, 0] = vectors[0, :, 0].abs()
+    vectors[0, 990, 0] = -1.0                              # largest entry in the remainder rows: pivot there
+    vectors[1, 500, 1], vectors[1, 400, 1] = 1.0, -0.2     # pivot past the head, before the largest entry
+    vectors[2, 2, 2] = -5.0                                # pivot inside the head
+    vectors[2, :, 3] = 0.0                                 # zero column: kept
+    vectors[0, :, 4] = vectors[0, :, 4].abs() * -1         # every entry negative: flipped
+    signed = canonical_signs(vectors)
+    assert torch.equal(signed, reference_signs(vectors))
+    assert torch.equal(canonical_signs(vectors[0]), signed[0])                       # unbatched
+    assert torch.equal(canonical_signs(vectors.mT.contiguous().mT), signed)          # column-major layout

@@ -1,0 +1,113 @@
+"""The amortized backend's gradient-only step at arxiv size, in sparse products' worth.
+
+One training step's eigen work on a drifting operator (forward of ``AmortizedBackend`` on the new
+operator, backward of ``pairs.aux_loss``, a fused Adam step on the basis) against one bare sparse
+product ``A U`` (``k`` columns) of the same operator, interleaved in the same process so that both
+see the same machine load. Reports medians and their ratio, the step cost in products. The
+operator rebuild (``GraphStructure.normalized_adjacency``) is timed apart: every method needs it.
+The step is timed as a user runs it (the backend's input checks include the value half of the
+symmetry check) and, apart, with the symmetry already known (``op.symmetric`` read before).
+
+Run (one thread; ``--profile`` adds a torch.profiler table of two steps):
+
+    OMP_NUM_THREADS=1 python benchmarks/amortized_step.py
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from lowrank_gnn.data import chung_lu_graph
+from lowrank_gnn.eigen import AmortizedBackend
+from lowrank_gnn.operators import GraphStructure
+
+
+def drifting_weights(edge_index, drift, generator):
+    """exp(drift N(0,1)) per undirected edge, the same factor on both directions."""
+    row, col = edge_index
+    key = torch.minimum(row, col) * (int(edge_index.max()) + 1) + torch.maximum(row, col)
+    pairs = torch.unique(key, return_inverse=True)[1]
+    weight = torch.ones(edge_index.shape[1], dtype=torch.float64)
+    while True:
+        weight = weight * torch.exp(drift * torch.randn(int(pairs.max()) + 1, generator=generator,
+                                                        dtype=torch.float64)[pairs])
+        yield weight.float()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=169_343)
+    parser.add_argument("--edges", type=int, default=1_166_243)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=15, help="timed steps (and products) per variant")
+    parser.add_argument("--drift", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of two steps")
+    parser.add_argument("--stack", action="store_true", help="with --profile: group the table by call stack")
+    args = parser.parse_args()
+
+    edge_index = chung_lu_graph(args.nodes, args.edges, seed=args.seed)
+    from torch_geometric.utils import to_undirected
+    edge_index = to_undirected(edge_index, num_nodes=args.nodes)
+    structure = GraphStructure(edge_index, args.nodes)
+    weights = drifting_weights(edge_index, args.drift, torch.Generator().manual_seed(args.seed + 1))
+    first = structure.normalized_adjacency(next(weights))
+    assert first.symmetric  # the structural half, once per graph
+    backend = AmortizedBackend(args.k, init="exact")  # converged, as in training: an eigsh solve, not timed
+    backend.initialize(first)
+    optimizer = torch.optim.Adam(backend.parameters(), lr=1e-3, fused=True)
+    probe = torch.randn(args.nodes, args.k, generator=torch.Generator().manual_seed(args.seed + 2))
+
+    def step(op):
+        optimizer.zero_grad()
+        pairs = backend(op)
+        pairs.aux_loss.backward()
+        optimizer.step()
+
+    times = {"step (as run)": [], "step (symmetry known)": [], "product A U": []}
+    for index in range(args.steps + 2):  # two warm-up rounds
+        op = structure.normalized_adjacency(next(weights))
+        start = time.perf_counter()
+        step(op)
+        as_run = time.perf_counter() - start
+        op = structure.normalized_adjacency(next(weights))
+        _ = op.symmetric
+        start = time.perf_counter()
+        step(op)
+        known = time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.no_grad():
+            op.matmul(probe)
+        product = time.perf_counter() - start
+        if index >= 2:
+            times["step (as run)"].append(as_run)
+            times["step (symmetry known)"].append(known)
+            times["product A U"].append(product)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"n={args.nodes}, nnz={first.nnz}, k={args.k}, {args.steps} steps, threads={torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    for name, value in median.items():
+        print(f"{name:24s} {1e3 * value:7.1f} ms   {value / median['product A U']:.2f} products")
+    with torch.no_grad():
+        pairs = backend(op)  # the basis after its last Adam step
+    diagnostics = backend.diagnostics
+    print(f"after the last step: relative residual {diagnostics.residual.item():.9e}, "
+          f"eigenvalues {pairs.eigenvalues[0].item():.9f} ... {pairs.eigenvalues[-1].item():.9f}, "
+          f"checksum of U {pairs.eigenvectors.double().sum().item():.9e}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        operators = [structure.normalized_adjacency(next(weights)) for _ in range(2)]
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_stack=args.stack) as prof:
+            for op in operators:
+                step(op)
+        if args.stack:
+            print(prof.key_averages(group_by_stack_n=6).table(sort_by="self_cpu_time_total", row_limit=25))
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30))
+
+
+if __name__ == "__main__":
+    main()
