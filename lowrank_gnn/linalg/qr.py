@@ -72,10 +72,7 @@ class _QFactor(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         vectors, inverse = ctx.saved_tensors
         product = vectors.mT @ grad
-        correction = (product - product.mT).tril(-1) - product
-        # one matrix: addmm adds grad inside the product's own pass
-        inner = grad.addmm(vectors, correction) if grad.dim() == 2 else grad + vectors @ correction
-        return inner @ inverse.mT, None
+        return (grad + vectors @ ((product - product.mT).tril(-1) - product)) @ inverse.mT, None
 
 
 def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
