@@ -8,9 +8,10 @@ from torch import Tensor
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import add_remaining_self_loops, get_laplacian
 
-from .._validation import check_choice, check_finite, check_floating, check_same_device
+from .._validation import (check_choice, check_edge_index, check_finite, check_floating, check_index_range,
+                           check_num_nodes, check_same_device)
 from .base import DeflatedOperator
-from .sparse import GraphOperator
+from .sparse import GraphOperator, check_graph_size
 
 LAPLACIAN_NORMALIZATIONS = ("sym", "rw", None)
 
@@ -18,19 +19,15 @@ LAPLACIAN_NORMALIZATIONS = ("sym", "rw", None)
 def _check_graph(edge_index: Tensor, edge_weight: Optional[Tensor],
                  num_nodes: Optional[int]) -> Tuple[int, Tensor]:
     """Validate ``edge_index``/``edge_weight``; return ``num_nodes`` and float weights."""
-    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
-        raise ValueError(f"edge_index must be a LongTensor of shape (2, num_edges) (got {shape})")
-    if edge_index.dtype not in (torch.long, torch.int):
-        raise TypeError(f"edge_index must have an integer dtype (got {edge_index.dtype})")
+    check_edge_index(edge_index)
     if num_nodes is None:
         num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
-    if num_nodes < 1:
-        raise ValueError(f"the graph is empty (num_nodes={num_nodes}); an operator needs at least one node. "
-                         f"Pass num_nodes= when the graph has nodes but no edges")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"edge_index entries must lie in [0, num_nodes) = [0, {num_nodes}) "
-                         f"(got min {int(edge_index.min())}, max {int(edge_index.max())})")
+        if num_nodes < 1:
+            raise ValueError("the graph is empty (num_nodes=0); an operator needs at least one node. "
+                             "Pass num_nodes= when the graph has nodes but no edges")
+    num_nodes = check_num_nodes(num_nodes)
+    check_graph_size(num_nodes, edge_index.shape[1], edge_index.device, "the graph operator")
+    check_index_range("edge_index", edge_index, num_nodes)
     if edge_weight is None:
         edge_weight = torch.ones(edge_index.shape[1], device=edge_index.device)
     else:
