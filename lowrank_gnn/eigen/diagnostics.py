@@ -38,6 +38,27 @@ class EigenDiagnostics(NamedTuple):
 
 
 @torch.no_grad()
+def frobenius_norm(x: Tensor, dim=(-2, -1)) -> Tensor:
+    r""":math:`\|x\|_2` over ``dim`` that neither overflows nor underflows, detached.
+
+    One plain reduction when the squares are representable; where the result says they were
+    not (``inf``, or below :math:`\sqrt{\text{tiny}}/\epsilon`: float32 entries above ~1e19 or
+    below ~1e-19), recomputed as :math:`s \|x / s\|` with :math:`s = \max |x|`.
+
+    Shapes:
+        ``x`` any; returns ``x`` reduced over ``dim``.
+    """
+    x = x.detach()
+    norm = torch.linalg.vector_norm(x, dim=dim)
+    info = torch.finfo(x.dtype)
+    if not x.numel() or bool(((norm > info.tiny ** 0.5 / info.eps) & (norm < info.max ** 0.5)).all()):
+        return norm
+    scale = torch.amax(x.abs(), dim=dim, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.linalg.vector_norm(x / scale, dim=dim) * scale.squeeze(dim)
+
+
+@torch.no_grad()
 def operator_frobenius_norm(op) -> Tensor:
     r""":math:`\|A\|_F` of an operator, per batch entry, detached.
 
@@ -54,19 +75,20 @@ def operator_frobenius_norm(op) -> Tensor:
     from ..operators import DeflatedOperator, DenseOperator, GraphOperator
 
     if isinstance(op, DenseOperator):
-        return torch.linalg.matrix_norm(op.matrix.detach())
+        return frobenius_norm(op.matrix)
     if isinstance(op, GraphOperator):
-        return torch.linalg.vector_norm(op.value.detach())
+        return frobenius_norm(op.value, dim=-1)
     if isinstance(op, DeflatedOperator):
         base = operator_frobenius_norm(op.base)
         cross = op.basis_rayleigh_quotients()  # v_c^T A v_c, O(nnz) for per-component deflation
-        squared = base.square() - 2 * (op.values * cross).sum(-1) + op.values.square().sum(-1)
-        return squared.clamp_min(0).sqrt()
+        scale = base.clamp_min(torch.finfo(base.dtype).tiny)  # in units of ||A||_F: no overflow in the squares
+        squared = 1 - 2 * (op.values * cross).sum(-1) / scale / scale + (op.values / scale.unsqueeze(-1)).square().sum(-1)
+        return squared.clamp_min(0).sqrt() * scale
     n = op.shape[-1]
     generator = torch.Generator().manual_seed(0)
     probes = torch.randint(0, 2, (*op.shape[:-2], n, FROBENIUS_PROBES), generator=generator)
     probes = (2 * probes - 1).to(dtype=op.dtype, device=op.device)
-    return (op.matmul(probes).square().sum((-2, -1)) / FROBENIUS_PROBES).sqrt()
+    return frobenius_norm(op.matmul(probes)) / FROBENIUS_PROBES ** 0.5
 
 
 @torch.no_grad()
@@ -82,8 +104,9 @@ def relative_residual(op_times_vectors: Tensor, vectors: Tensor, values: Tensor,
     Shapes:
         ``(*batch, n, k)``, ``(*batch, n, k)``, ``(*batch, k)``, ``(*batch,)``; returns ``(*batch,)``.
     """
-    error = torch.linalg.matrix_norm(op_times_vectors - vectors * values.unsqueeze(-2))
-    return error / op_norm.clamp_min(torch.finfo(error.dtype).tiny)
+    error = frobenius_norm(op_times_vectors - vectors * values.unsqueeze(-2))
+    zero = op_norm == 0  # A = 0: every vector is an eigenvector, the residual is 0 / 0 := 0 (exact)
+    return torch.where(zero, torch.zeros_like(error), error / torch.where(zero, torch.ones_like(op_norm), op_norm))
 
 
 @torch.no_grad()
@@ -104,5 +127,5 @@ def subspace_angle(first: Tensor, second: Tensor) -> Tensor:
     return torch.linalg.eigvalsh(outside.mT @ outside)[..., -1].clamp_min(0).sqrt()
 
 
-__all__ = ["EigenDiagnostics", "operator_frobenius_norm", "relative_residual", "subspace_angle",
+__all__ = ["EigenDiagnostics", "frobenius_norm", "operator_frobenius_norm", "relative_residual", "subspace_angle",
            "FROBENIUS_PROBES"]
