@@ -128,10 +128,10 @@ def finite(result) -> None:
             assert torch.isfinite(t).all()
 
 
-def fitted(backend: AmortizedBackend, op, steps: int = 3000):
+def fitted(backend: AmortizedBackend, op, steps: int = 1000, tol: Optional[float] = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        backend.fit(op, steps=steps)
+        backend.fit(op, steps=steps, tol=tol)
         with torch.no_grad():
             return backend(op)
 
@@ -199,7 +199,7 @@ for _name in BACKENDS:
         "identity": (torch.eye(6, dtype=torch.float64), 3),
         "repeated eigenvalues": (with_spectrum([3, 3, 3, 1, 1, 0]), 2),
         "clustered eigenvalues": (with_spectrum([1, 1 + 1e-9, 1 + 2e-9, 0.5, 0.1, -0.3]), 3),
-        "graded 1e-12..1": (with_spectrum([1.0, 1e-3, 1e-6, 1e-9, 1e-12, 0.0]), 3),
+        "graded 1e-12..1": (with_spectrum([1.0, 1e-3, 1e-6, 1e-9, 1e-12, 0.0]), 2 if amortized else 3),
         "scaled 1e30 (float64)": (symmetric(6) * 1e30, 2),
         "scaled 1e-30 (float64)": (symmetric(6) * 1e-30, 2),
         "scaled 1e20 (float32)": (symmetric(6, dtype=torch.float32) * 1e20, 2),
@@ -540,12 +540,17 @@ def _magnitude_fit(seed: int):
     # stationary point with the +- pair mixed
     matrix = with_spectrum([1.0, -0.98, 0.5, 0.3, -0.2, 0.1, 0.05, 0.0], seed=seed)
     backend = AmortizedBackend(2, "magnitude", seed=seed)
-    return fitted(backend, matrix, steps=4000), matrix
+    return fitted(backend, matrix, steps=600, tol=1e-6), matrix
 
 
-for _seed in range(4):
-    correct("AmortizedBackend(qr)", f"magnitude, +-pair of close size (seed {_seed})",
-            lambda r: check_pairs(r[1], 2, "magnitude", fit=True)(r[0]))(lambda s=_seed: _magnitude_fit(s))
+def _right_magnitudes(result) -> None:
+    pairs, _ = result  # the spurious maximum returns 0.5 (an eigenvalue, small residual) instead of -0.98
+    assert torch.allclose(pairs.eigenvalues, torch.tensor([1.0, -0.98], dtype=torch.float64), atol=1e-5), pairs
+
+
+for _seed in range(4):  # seeds 2 and 3 converged to the spurious maximum before fit() started on A^2
+    correct("AmortizedBackend(qr)", f"magnitude, +-pair of close size (seed {_seed})", _right_magnitudes)(
+        lambda s=_seed: _magnitude_fit(s))
 
 
 def _refine_exhausted(n: int, k: int, refine: int, orthogonalization: str = "qr"):
@@ -562,11 +567,17 @@ for (_n, _k, _r) in ((6, 5, 1), (6, 3, 1), (6, 2, 2), (7, 4, 3), (5, 5, 1), (4, 
             lambda r, k=_k: check_pairs(r[1], k)(r[0]))(lambda n=_n, k=_k, r=_r: _refine_exhausted(n, k, r))
 
 
+error("AmortizedBackend(refine)", "refine=-1", r"refine must be a non-negative integer")(
+    lambda: AmortizedBackend(2, refine=-1))
+error("AmortizedBackend(refine)", "refine=1.5", r"refine must be a non-negative integer")(
+    lambda: AmortizedBackend(2, refine=1.5))
+
+
 def _refine_scaled(scale: float, dtype):
     matrix = (symmetric(40, seed=5) * scale).to(dtype)
     backend = AmortizedBackend(3, refine=4)
     with torch.no_grad():
-        for _ in range(12):
+        for _ in range(30):
             pairs = backend(matrix)
     return pairs, matrix
 
@@ -608,8 +619,6 @@ for _entry, _factory in (("AmortizedSVD", lambda: AmortizedSVD(2)), ("NuclearNor
 def _svd_scaled(scale: float):
     matrix = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)) * scale
     svd = AmortizedSVD(2)
-    optimizer = torch.optim.LBFGS(list(svd.parameters()) or [torch.zeros(1)], max_iter=1)
-    del optimizer
     svd(matrix)
     optimizer = torch.optim.LBFGS(svd.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
 
@@ -642,15 +651,15 @@ error(ZW, "integer x", r"x must have a floating-point dtype")(lambda: ZCAWhiteni
 error(ZW, "float16 x", r"x has dtype torch.float16")(lambda: ZCAWhitening(3)(_x.half()))
 error(ZW, "width", r"x must have shape \(num_nodes, in_channels=3\)")(lambda: ZCAWhitening(3)(torch.randn(10, 4)))
 error(ZW, "NaN x", r"x contains NaN or Inf")(lambda: ZCAWhitening(3)(torch.full((10, 3), math.nan)))
-error(ZW, "negative batch", r"batch must be sorted and non-negative")(
+error(ZW, "negative batch", r"batch entries must lie in \[0, batch_size\)")(
     lambda: ZCAWhitening(3)(_x, torch.tensor([-1] * 5 + [0] * 5)))
-error(ZW, "batch >= batch_size", r"batch refers to graph 2 but only 2 graphs were given")(
+error(ZW, "batch >= batch_size", r"batch entries must lie in \[0, batch_size\) = \[0, 2\)")(
     lambda: ZCAWhitening(3)(_x, torch.tensor([0] * 5 + [2] * 5), batch_size=2))
-error(ZW, "float batch", r"batch must be an integer vector")(
+error(ZW, "float batch", r"batch must have an integer dtype")(
     lambda: ZCAWhitening(3)(_x, torch.zeros(10)))
-error(ZW, "batch length", r"batch must have one entry per node")(
+error(ZW, "batch length", r"batch must have shape \(num_nodes,\) = \(10,\)")(
     lambda: ZCAWhitening(3)(_x, torch.zeros(9, dtype=torch.long)))
-error(ZW, "batch_size float", r"batch_size must be")(
+error(ZW, "batch_size float", r"batch_size must be an integer")(
     lambda: ZCAWhitening(3)(_x, torch.zeros(10, dtype=torch.long), batch_size=1.5))
 
 
@@ -678,8 +687,8 @@ error(LP, "unsorted batch", r"batch must be sorted")(
     lambda: LatentPCAPool(3, 1)(torch.randn(5, 3), torch.tensor([1, 0, 0, 0, 0])))
 
 
-def _pool_scaled(scale: float):
-    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+def _pool_scaled(scale: float, dtype=torch.float32):
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=dtype)
     out = LatentPCAPool(3, 2)(x * scale)
     reference = LatentPCAPool(3, 2)(x.double()) * torch.tensor([scale] * 3 + [scale ** 2] * 6, dtype=torch.float64)
     return out, reference
@@ -693,8 +702,9 @@ def _pool_close(result) -> None:
 
 for _scale in (1e15, 1e-15):
     correct(LP, f"float32 embeddings of magnitude {_scale:g}", _pool_close)(lambda s=_scale: _pool_scaled(s))
-correct(LP, "float32 embeddings of magnitude 1e20 (variance beyond float32)", lambda r: finite(r))(
+error(LP, "float32 embeddings of magnitude 1e20 (variance beyond float32)", r"overflow torch.float32.*x.double\(\)")(
     lambda: LatentPCAPool(3, 2)(torch.randn(6, 3) * 1e20))
+correct(LP, "float64 embeddings of magnitude 1e20", _pool_close)(lambda: _pool_scaled(1e20, torch.float64))
 
 SL = "SVDLinear"
 error(SL, "x width", r"x must have in_features=4 entries in its last dimension")(lambda: SVDLinear(4, 3)(torch.randn(2, 5)))
