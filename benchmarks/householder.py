@@ -42,7 +42,8 @@ from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
 from lowrank_gnn.data import chung_lu_graph
-from lowrank_gnn.eigen import AmortizedBackend, HouseholderOrthogonal, householder_orthonormal, householder_product
+from lowrank_gnn.eigen import AmortizedBackend
+from lowrank_gnn.linalg import HouseholderOrthogonal, householder_orthonormal, householder_product
 from lowrank_gnn.operators import normalized_adjacency
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -126,7 +127,7 @@ def measure_interleaved(methods, G, repeats, budget, optimizer=lambda params: to
             run = time_step(params, forward, G, optimizers[name])
             times[name].append(run)
             spent[name] += run[2]
-    return {name: tuple(statistics.median(column) for column in zip(*runs)) + (len(runs),)
+    return {name: tuple(statistics.median(column) for column in zip(*runs, strict=True)) + (len(runs),)
             for name, runs in times.items()}
 
 
@@ -195,8 +196,9 @@ def run_block_sizes(dims, batch, block_sizes, repeats, budget):
         V = nn.Parameter(torch.randn(d, d))
         methods = {}
         for size in block_sizes:
-            methods[("fasth", size)] = ([V], lambda size=size: householder_product(V, X, size))
-            methods[("fasth (matrix)", size)] = ([V], lambda size=size: householder_orthonormal(V, block_size=size) @ X)
+            methods[("fasth", size)] = ([V], lambda size=size, V=V, X=X: householder_product(V, X, size))
+            methods[("fasth (matrix)", size)] = (
+                [V], lambda size=size, V=V, X=X: householder_orthonormal(V, block_size=size) @ X)
         for (mode, size), (f, b, wall, n) in measure_interleaved(methods, G, repeats, budget).items():
             rows.append({"d": d, "method": mode, "block_size": size, "step_ms": 1e3 * (f + b),
                          "wall_step_ms": 1e3 * wall, "repeats": n})
@@ -221,7 +223,7 @@ def run_amortized(ks, repeats, budget):
                 backend = AmortizedBackend(k, orthogonalization=name)
                 backend.initialize(op)
 
-                def loss(backend=backend):
+                def loss(backend=backend, op=op, G=G):
                     pairs = backend(op)
                     return (pairs.eigenvectors * G).sum() + pairs.aux_loss
                 methods[name] = (list(backend.parameters()), loss)

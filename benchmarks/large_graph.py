@@ -14,7 +14,7 @@ Measured in one run, per graph:
 
 * per-step eigen cost on a slowly changing operator: every step multiplies each edge weight by
   exp(drift * N(0, 1)) (symmetric; drift = 0.01 unless --drift) and rebuilds the operator with
-  normalized_adjacency(..., structure=first operator) (O(nnz), no sort; timed apart, every method
+  GraphStructure(edge_index).normalized_adjacency(weight) (O(nnz), no sort; timed apart, every method
   needs it). amortized = one training step's eigen work: AmortizedBackend forward on the new
   operator (its input checks, the O(nnz) symmetry re-check included; refine=r: one Rayleigh-Ritz
   step on the depth-r block Krylov subspace span[U, A U, ..., A^r U]; QR of W, A U, eigen loss),
@@ -43,7 +43,7 @@ Measured in one run, per graph:
     python benchmarks/large_graph.py --graphs PubMed ogbn-arxiv
     python benchmarks/large_graph.py --quick    # PubMed size, fewer steps, lobpcg capped at 60 s
 
-Writes benchmarks/results/large_graph[_quick][_drift<value, "." as "p">].csv and .png. Needs the amortized backend (issue 3).
+Writes benchmarks/results/large_graph[_quick][_drift<value, "." as "p">].csv and .png.
 """
 import argparse
 import csv
@@ -67,7 +67,7 @@ from tqdm import tqdm
 from lowrank_gnn.data import chung_lu_graph
 from lowrank_gnn.eigen import AmortizedBackend
 from lowrank_gnn.nn import LowRankGCNConv, total_aux_loss
-from lowrank_gnn.operators import normalized_adjacency
+from lowrank_gnn.operators import GraphStructure, normalized_adjacency
 
 #: name: (nodes, undirected edges, Chung-Lu degree exponent (inf: uniform, Erdos-Renyi), time training epochs)
 GRAPHS = {"PubMed": (19_717, 44_324, 2.5, True), "ogbn-arxiv": (169_343, 1_166_243, 2.5, True),
@@ -215,7 +215,8 @@ def run_size(name, args, generator):
 
     # amortized (float32, as in training): one warm start (an exact solve), then one step per operator change
     pairs_index = edge_pairs(edge_index)
-    first = normalized_adjacency(edge_index, weight.float(), num_nodes)
+    structure = GraphStructure(edge_index, num_nodes)
+    first = structure.normalized_adjacency(weight.float())
     start = time.perf_counter()
     assert first.symmetric  # the structural check, once per graph (a sort); later operators share it
     row["structure_check_s"] = time.perf_counter() - start
@@ -236,7 +237,7 @@ def run_size(name, args, generator):
         for step in tqdm(range(args.steps), desc=f"{name}: amortized refine={refine}", disable=QUIET, leave=False):
             previous, weight = weight, weight * symmetric_drift(pairs_index, args.drift, drift)
             start = time.perf_counter()
-            op = normalized_adjacency(edge_index, weight.float(), num_nodes, structure=first)
+            op = structure.normalized_adjacency(weight.float())
             build_times.append(time.perf_counter() - start)
             start = time.perf_counter()
             optimizer.zero_grad()
@@ -315,9 +316,10 @@ def report(rows, args):
                   f"{row[key + '_residual']:.1e} | {peak:.0f} |")
         print(f"| {row['graph']} | (exact eigenvectors of step T-1 on step T: one step's drift) | | | "
               f"{row['previous_value_error']:.1e} | {row['previous_residual']:.1e} | |")
-        print(f"| {row['graph']} | (operator rebuild per step, normalized_adjacency(structure=), every method) | "
+        print(f"| {row['graph']} | (operator rebuild per step, GraphStructure.normalized_adjacency, every method) | "
               f"{row['operator_rebuild_s']:.3f} | | | | |")
-        print(f"| {row['graph']} | (structural symmetry check, once per graph) | {row['structure_check_s']:.3f} | | | | |")
+        print(f"| {row['graph']} | (structural symmetry check, once per graph) | "
+              f"{row['structure_check_s']:.3f} | | | | |")
         print(f"| {row['graph']} | (warm start: init='exact', once) | {row['amortized_warmup_s']:.1f} | | | | |")
         print(f"| {row['graph']} | (gap lambda_{row['k']} - lambda_{row['k'] + 1} of the final operator) | | | "
               f"{row['gap_k']:.1e} | | |")

@@ -268,7 +268,8 @@ def plot(rows) -> None:
         xs = [j + i * width for j in range(len(names))]
         axes[0].bar(xs, [100 * r["nonfinite"] for r in chosen], width, label=label)
         axes[1].bar(xs, [r["ratio"] for r in chosen], width, label=label)
-    for ax, title in zip(axes, ("runs with non-finite gradient (%)", "backward time / exact backward time")):
+    for ax, title in zip(axes, ("runs with non-finite gradient (%)", "backward time / exact backward time"),
+                         strict=True):
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
         ax.set_xticklabels(names, rotation=35, ha="right", fontsize=7)
         ax.set_title(title + " (float32)")

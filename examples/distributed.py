@@ -161,7 +161,7 @@ def run_nodes(args, rank, world_size, device):
     comm.stats.reset()
     torch.manual_seed(1000 * args.seed + rank)  # independent dropout masks on each rank's rows
     start = time.perf_counter()
-    for epoch in range(args.epochs):
+    for _ in range(args.epochs):
         model.train()
         optimizer.zero_grad()
         out, aux_loss = model(x, edge_index)
@@ -186,23 +186,26 @@ def run_nodes(args, rank, world_size, device):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["graphs", "nodes"], default="nodes")
-    parser.add_argument("--backend", choices=["gloo", "nccl"], default="gloo")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--mode", choices=["graphs", "nodes"], default="nodes",
+                        help="graphs: MUTAG under DDP; nodes: Cora split by nodes across the ranks")
+    parser.add_argument("--backend", choices=["gloo", "nccl"], default="gloo", help="torch.distributed backend")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds a rank waits in a collective for a failed peer before raising")
-    parser.add_argument("--epochs", type=int, default=None, help="(default: 20 graphs, 200 nodes)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (None: 20 in graphs mode, 200 in nodes mode)")
     parser.add_argument("--k", type=int, default=64, help="eigenpairs (nodes mode)")
     parser.add_argument("--exchange", choices=["allgather", "halo"], default="allgather",
                         help="rows of the basis each rank receives: all n, or only those its edges reference")
     parser.add_argument("--warmup", type=int, default=300, help="basis warm-up steps (nodes mode)")
     parser.add_argument("--batch-size", type=int, default=32, help="global batch (graphs mode)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint", default="distributed_checkpoint.pt")
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    parser.add_argument("--checkpoint", default="distributed_checkpoint.pt", help="checkpoint file (graphs mode)")
+    parser.add_argument("--resume", action="store_true", help="resume from --checkpoint, on any number of ranks")
     args = parser.parse_args()
     args.epochs = args.epochs or (20 if args.mode == "graphs" else 200)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one thread per rank: the ranks already share the cores
     (rank, world_size), device = setup(args)
     try:
         (run_graphs if args.mode == "graphs" else run_nodes)(args, rank, world_size, device)

@@ -28,6 +28,7 @@ from torch import nn
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GINConv, global_add_pool, global_mean_pool
 
+from example_utils import add_threads_argument, progress, set_threads
 from lowrank_gnn.data import load_tu
 from lowrank_gnn.nn import LatentPCAPool, total_aux_loss
 
@@ -46,7 +47,8 @@ class Net(nn.Module):
         else:
             self.pool = {"mean": global_mean_pool, "add": global_add_pool}[pool]
             readout = hidden
-        self.head = nn.Sequential(nn.Linear(readout, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(nn.Linear(readout, hidden), nn.ReLU(), nn.Dropout(0.5),
+                                  nn.Linear(hidden, num_classes))
 
     def forward(self, x, edge_index, batch, num_graphs):
         for conv in self.convs:
@@ -82,7 +84,7 @@ def run_fold(dataset, train_idx, test_idx, args, pool, k, seed):
     train_loader = DataLoader(dataset[train_idx], batch_size=args.batch_size, shuffle=True)
     test_loader = DataLoader(dataset[test_idx], batch_size=256)
     curve, train_seconds = [], 0.0
-    for _ in range(args.epochs):
+    for _ in progress(range(args.epochs), total=args.epochs, desc=f"fold seed {seed}"):
         model.train()
         start = time.perf_counter()
         for data in train_loader:
@@ -98,24 +100,25 @@ def run_fold(dataset, train_idx, test_idx, args, pool, k, seed):
 
 def main():
     sys.stdout.reconfigure(line_buffering=True)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["MUTAG", "PROTEINS", "ENZYMES"])
-    parser.add_argument("--pool", nargs="+", default=["mean", "add", "pca"], choices=["mean", "add", "pca"])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["MUTAG", "PROTEINS", "ENZYMES"], help="TU datasets")
+    parser.add_argument("--pool", nargs="+", default=["mean", "add", "pca"], choices=["mean", "add", "pca"],
+                        help="readouts: global mean / add pooling, LatentPCAPool")
     parser.add_argument("--k", nargs="+", type=int, default=[2], help="principal directions (pca)")
-    parser.add_argument("--backend", default="exact", help="eigen backend of LatentPCAPool (default: exact)")
-    parser.add_argument("--folds", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--hidden", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--root", default=None, help="data root (default: lowrank_gnn.data.data_root())")
+    parser.add_argument("--backend", default="exact", help="eigen backend of LatentPCAPool")
+    parser.add_argument("--folds", type=int, default=10, help="stratified cross-validation folds")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs per fold")
+    parser.add_argument("--hidden", type=int, default=32, help="hidden channels")
+    parser.add_argument("--batch-size", type=int, default=64, help="graphs per mini-batch")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the folds and initial weights")
+    parser.add_argument("--root", default=None, help="data root (None: lowrank_gnn.data.data_root())")
     parser.add_argument("--csv", default=None, help="write the results table to this CSV file")
     parser.add_argument("--quick", action="store_true", help="MUTAG, 3 folds, 5 epochs")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)  # on a shared, loaded machine 1 thread avoids contention
+    set_threads(args.threads)
     if args.quick:
         args.datasets, args.folds, args.epochs = ["MUTAG"], 3, 5
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.folds} folds, {args.epochs} epochs, "

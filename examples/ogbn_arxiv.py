@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
-from tqdm import tqdm
 
+from example_utils import add_threads_argument, progress, set_threads
 from lowrank_gnn.data import chung_lu_graph, load_ogb_node
 from lowrank_gnn.nn import LowRankGCNConv, total_aux_loss
 from lowrank_gnn.operators import normalized_adjacency
@@ -84,7 +84,8 @@ def load(args):
     try:
         dataset = load_ogb_node("ogbn-arxiv", root=args.root)
     except (RuntimeError, ImportError) as error:
-        sys.exit(f"error: {error}\n(run with --synthetic to exercise the pipeline on a synthetic graph of the same size)")
+        sys.exit(f"error: {error}\n(run with --synthetic to exercise the pipeline on a synthetic graph of the "
+                 "same size)")
     data = dataset[0]
     return data.edge_index, data.x, data.y.view(-1), dataset.get_idx_split(), \
         f"ogbn-arxiv: {data.num_nodes} nodes, {data.edge_index.shape[1]} directed edges"
@@ -108,8 +109,7 @@ def run(edge_index, x, y, split, num_classes, args, model_name, seed, eigenpairs
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     best_val = test_at_best = 0.0
     start = time.perf_counter()
-    epochs = tqdm(range(1, args.epochs + 1), desc=f"{label} seed {seed}", disable=not sys.stderr.isatty())
-    for _ in epochs:
+    for _ in progress(range(1, args.epochs + 1), total=args.epochs, desc=f"{label} seed {seed}"):
         model.train()
         optimizer.zero_grad()
         out = model(*inputs)
@@ -122,30 +122,33 @@ def run(edge_index, x, y, split, num_classes, args, model_name, seed, eigenpairs
         val, test = (float((pred[split[p]] == y[split[p]]).float().mean()) for p in ("valid", "test"))
         if val >= best_val:
             best_val, test_at_best = val, test
-        epochs.set_postfix(loss=f"{loss.item():.3f}", val=f"{val:.3f}")
     return best_val, test_at_best, (time.perf_counter() - start) / args.epochs
 
 
 def main():
     sys.stdout.reconfigure(line_buffering=True)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--synthetic", action="store_true",
                         help="run on a synthetic graph of arxiv's size instead of the real data")
-    parser.add_argument("--synthetic-nodes", type=int, default=ARXIV_NODES)
-    parser.add_argument("--synthetic-edges", type=int, default=ARXIV_EDGES)
-    parser.add_argument("--model", nargs="+", default=["gcn", "lowrank"], choices=["lowrank", "gcn"])
+    parser.add_argument("--synthetic-nodes", type=int, default=ARXIV_NODES, help="nodes of the synthetic graph")
+    parser.add_argument("--synthetic-edges", type=int, default=ARXIV_EDGES, help="edges of the synthetic graph")
+    parser.add_argument("--model", nargs="+", default=["gcn", "lowrank"], choices=["lowrank", "gcn"],
+                        help="layers to compare")
     parser.add_argument("--k", type=int, default=64, help="eigenpairs per layer (lowrank)")
-    parser.add_argument("--backend", default="exact", help="eigen backend name (default: exact, sparse path)")
+    parser.add_argument("--backend", default="exact", help="eigen backend name (exact: ARPACK at this size)")
     parser.add_argument("--root-weight", action="store_true", help="add a self term X Theta_root")
-    parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--dropout", type=float, default=0.5)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--runs", type=int, default=1, help="seeds per model")
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs per run")
+    parser.add_argument("--hidden", type=int, default=128, help="hidden channels")
+    parser.add_argument("--dropout", type=float, default=0.5, help="dropout before each layer")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic graph")
-    parser.add_argument("--root", default=None, help="data root (default: lowrank_gnn.data.data_root())")
+    parser.add_argument("--root", default=None, help="data root (None: lowrank_gnn.data.data_root())")
+    add_threads_argument(parser)
     args = parser.parse_args()
+    set_threads(args.threads)
 
     edge_index, x, y, split, description = load(args)
     num_nodes, num_classes = x.shape[0], int(y.max()) + 1

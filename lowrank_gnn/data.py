@@ -5,7 +5,8 @@ The data root is, in order: the ``root=`` argument of a loader; the environment 
 from; ``~/.cache/lowrank_gnn/datasets`` for a non-editable install. Loaders are PyG's own
 (``Planetoid``, ``TUDataset``): on a connected machine they download as usual; offline,
 seed the root with raw files first (``python -m lowrank_gnn.data seed SOURCE``), which
-copies ``SOURCE/<name>/raw/`` only, so the source is never written to.
+copies ``SOURCE/<name>/raw/`` (and OGB's ``SOURCE/<name>/split/``) into the folder the loader
+reads, so the source is never written to. A load that fails offline leaves no empty folders.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Callable, Optional, Union
 
 ENV_VAR = "LOWRANK_GNN_DATA"
 PLANETOID_NAMES = ("Cora", "CiteSeer", "PubMed")
+SEEDED_FOLDERS = ("raw", "split")  # copied by seed_data_root; processed/ is rebuilt by the loader
 
 
 def data_root(root: Union[str, Path, None] = None) -> Path:
@@ -31,24 +33,52 @@ def data_root(root: Union[str, Path, None] = None) -> Path:
     return Path.home() / ".cache" / "lowrank_gnn" / "datasets"
 
 
-def seed_data_root(source: Union[str, Path], root: Union[str, Path, None] = None) -> list:
-    """Copy ``source/<name>/raw/*`` into ``root/<name>/raw/`` for every dataset in ``source``.
+def dataset_folder(name: str) -> str:
+    """The folder of dataset ``name`` under the data root: OGB names use ``_`` for ``-``.
 
-    Files that already exist are left alone; ``processed/`` folders are never copied (PyG
-    builds them next to ``raw/``, in the writable root). Returns the dataset names seeded;
-    a missing ``source`` seeds nothing.
+    OGB's loaders read ``ogbn-arxiv`` from ``<root>/ogbn_arxiv``; PyG's read ``Cora`` from
+    ``<root>/Cora``.
+
+    Example:
+        >>> dataset_folder("ogbn-arxiv"), dataset_folder("Cora")
+        ('ogbn_arxiv', 'Cora')
+    """
+    return name.replace("-", "_") if name.startswith("ogb") else name
+
+
+def seed_data_root(source: Union[str, Path], root: Union[str, Path, None] = None) -> list[str]:
+    """Copy ``source/<name>/raw/`` and ``source/<name>/split/`` into the data root.
+
+    Each dataset lands in the folder its loader reads (:func:`dataset_folder`: ``ogbn-arxiv``
+    and ``ogbn_arxiv`` both seed ``<root>/ogbn_arxiv``). Files that already exist are left
+    alone; ``processed/`` folders are never copied (the loader builds them next to ``raw/``,
+    in the writable root).
+
+    Args:
+        source (str or Path): a folder holding ``<name>/raw/`` for each dataset.
+        root (str or Path, optional): the data root. (default: :func:`data_root`)
+
+    Returns:
+        The names of the datasets seeded (their folder names in the root); a missing
+        ``source`` seeds nothing.
     """
     source, target = Path(source), data_root(root)
-    seeded = []
+    seeded: list[str] = []
     if not source.is_dir():
         return seeded
     for raw in sorted(source.glob("*/raw")):
-        destination = target / raw.parent.name / "raw"
-        destination.mkdir(parents=True, exist_ok=True)
-        for file in raw.iterdir():
-            if file.is_file() and not (destination / file.name).exists():
-                shutil.copy2(file, destination / file.name)
-        seeded.append(raw.parent.name)
+        name = dataset_folder(raw.parent.name)
+        for folder in SEEDED_FOLDERS:
+            origin = raw.parent / folder
+            if not origin.is_dir():
+                continue
+            for file in sorted(origin.rglob("*")):
+                destination = target / name / folder / file.relative_to(origin)
+                if file.is_file() and not destination.exists():
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(file, destination)
+            (target / name / folder).mkdir(parents=True, exist_ok=True)
+        seeded.append(name)
     return seeded
 
 
@@ -56,17 +86,33 @@ PLANETOID_RAW = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 
 
 def _load(make: Callable, name: str, raw_dir: Path, expected: str):
-    """Run a PyG loader; if its raw files were missing and fetching them failed, say where they go."""
+    """Run a loader; if its raw files were missing and fetching them failed, say where they go.
+
+    Folders the failed attempt created (an empty ``raw/``, the dataset folder) are removed, so
+    that the next attempt, or a seed, starts from a clean root.
+    """
     had_raw = raw_dir.is_dir() and any(raw_dir.iterdir())
+    folder = raw_dir.parent
+    existed = {path for path in [folder, *folder.rglob("*")] if path.exists()} if folder.exists() else set()
     try:
         return make()
     except Exception as error:  # the download's error type depends on the transport (fsspec, urllib)
         if had_raw:
             raise
+        _remove_empty_folders(folder, keep=existed)
         raise RuntimeError(f"could not load {name}: its raw files are not in {raw_dir} and downloading them "
                            f"failed ({type(error).__name__}: {error}). On a machine without internet put "
                            f"{expected} there (or run `python -m lowrank_gnn.data seed <folder holding "
                            f"{name}/raw/>`), or point {ENV_VAR} at a data root that has them") from error
+
+
+def _remove_empty_folders(folder: Path, keep: set) -> None:
+    """Remove the empty folders under (and including) ``folder`` that are not in ``keep``."""
+    if not folder.is_dir():
+        return
+    for path in sorted((p for p in [folder, *folder.rglob("*")] if p.is_dir()), key=lambda p: -len(p.parts)):
+        if path not in keep and not any(path.iterdir()):
+            path.rmdir()
 
 
 def load_planetoid(name: str, root: Union[str, Path, None] = None, transform: Optional[Callable] = None):
@@ -117,7 +163,7 @@ def load_ogb_node(name: str = "ogbn-arxiv", root: Union[str, Path, None] = None,
     if name not in master:
         raise ValueError(f"name must be an OGB node-property dataset such as 'ogbn-arxiv' (got name={name!r})")
     path = data_root(root)
-    folder = path / name.replace("-", "_")
+    folder = path / dataset_folder(name)
     marker = folder / f"RELEASE_v{master[name]['version']}.txt"
     if folder.is_dir() and not marker.exists():
         marker.write_text(f"written by lowrank_gnn.data.load_ogb_node: files in {folder} taken as this release\n")
@@ -172,8 +218,9 @@ def chung_lu_graph(num_nodes: int, num_edges: int, exponent: float = 2.5, seed: 
 
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 2:
         raise ValueError(f"num_nodes must be an integer >= 2 (got num_nodes={num_nodes!r})")
-    if isinstance(num_edges, bool) or not isinstance(num_edges, int) or not 1 <= num_edges <= num_nodes * (num_nodes - 1) // 2:
-        raise ValueError(f"num_edges must satisfy 1 <= num_edges <= n (n - 1) / 2 = {num_nodes * (num_nodes - 1) // 2} "
+    max_edges = num_nodes * (num_nodes - 1) // 2
+    if isinstance(num_edges, bool) or not isinstance(num_edges, int) or not 1 <= num_edges <= max_edges:
+        raise ValueError(f"num_edges must satisfy 1 <= num_edges <= n (n - 1) / 2 = {max_edges} "
                          f"(got num_edges={num_edges!r})")
     if not exponent > 2:
         raise ValueError(f"exponent must be > 2 (got exponent={exponent!r}); the mean degree diverges below")
@@ -195,10 +242,14 @@ def chung_lu_graph(num_nodes: int, num_edges: int, exponent: float = 2.5, seed: 
     return torch.from_numpy(pairs)
 
 
+__all__ = ["ENV_VAR", "PLANETOID_NAMES", "data_root", "dataset_folder", "seed_data_root", "load_planetoid", "load_tu",
+           "load_ogb_node", "chung_lu_graph"]
+
+
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lowrank_gnn.data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    seed = commands.add_parser("seed", help="copy raw dataset files from SOURCE into the data root")
+    seed = commands.add_parser("seed", help="copy SOURCE/<name>/raw/ (and split/) into the data root")
     seed.add_argument("source")
     seed.add_argument("--root", default=None, help=f"data root (default: ${ENV_VAR} or the checkout's datasets/)")
     args = parser.parse_args(argv)

@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import lowrank_gnn
-from lowrank_gnn.eigen import (AmortizedBackend, BatchedDCBackend, ExactBackend, StableBackend, batched_eigh,
-                               householder_orthonormal, householder_product, householder_vectors)
+from lowrank_gnn.eigen import AmortizedBackend, BatchedDCBackend, ExactBackend, StableBackend, batched_eigh
+from lowrank_gnn.linalg import householder_orthonormal, householder_product, householder_vectors
 from lowrank_gnn.nn import AmortizedSVD, LatentPCAPool, NuclearNormRegularizer, SVDLinear, ZCAWhitening
 from lowrank_gnn.operators import DenseOperator, GraphOperator, deflate_components, laplacian, normalized_adjacency
 from lowrank_gnn.testing import complete_graph, cycle_graph
@@ -401,7 +401,7 @@ for _entry, _build in (("normalized_adjacency", normalized_adjacency), ("laplaci
         lambda b=_build: b(_EI, torch.ones(4, dtype=torch.float16)))
     error(_entry, "edge_weight NaN", r"edge_weight contains NaN or Inf")(
         lambda b=_build: b(_EI, torch.tensor([1.0, math.nan, 1.0, 1.0])))
-    error(_entry, "edge_weight negative", r"non-negative edge weights")(
+    error(_entry, "edge_weight negative", r"edge_weight must be non-negative")(
         lambda b=_build: b(_EI, torch.tensor([1.0, -1.0, 1.0, 1.0])))
     error(_entry, "edge_weight 2-D", r"edge_weight must have shape \(num_edges,\)")(
         lambda b=_build: b(_EI, torch.ones(4, 1)))

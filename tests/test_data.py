@@ -58,3 +58,36 @@ def test_offline_loader_says_where_to_put_the_files(monkeypatch, tmp_path):
 def test_unknown_planetoid_name():
     with pytest.raises(ValueError, match="name must be one of 'Cora', 'CiteSeer', 'PubMed'"):
         load_planetoid("Pubmed")
+
+
+def test_seed_puts_ogb_datasets_where_the_loader_reads_them_with_their_split(tmp_path):
+    source = tmp_path / "source"
+    (source / "ogbn-arxiv" / "raw").mkdir(parents=True)
+    (source / "ogbn-arxiv" / "raw" / "edge.csv.gz").write_text("e")
+    (source / "ogbn-arxiv" / "split" / "time").mkdir(parents=True)
+    (source / "ogbn-arxiv" / "split" / "time" / "train.csv.gz").write_text("t")
+    (source / "ogbn-arxiv" / "processed").mkdir()
+    (source / "ogbn-arxiv" / "processed" / "geometric_data_processed.pt").write_text("p")
+    target = tmp_path / "root"
+    assert seed_data_root(source, target) == ["ogbn_arxiv"]
+    assert (target / "ogbn_arxiv" / "raw" / "edge.csv.gz").read_text() == "e"
+    assert (target / "ogbn_arxiv" / "split" / "time" / "train.csv.gz").read_text() == "t"
+    assert not (target / "ogbn_arxiv" / "processed").exists()
+    assert not (target / "ogbn-arxiv").exists()
+    assert data.dataset_folder("ogbn-arxiv") == data.dataset_folder("ogbn_arxiv") == "ogbn_arxiv"
+    assert data.dataset_folder("Cora") == "Cora"
+
+
+def test_failed_offline_load_leaves_no_empty_folders(monkeypatch, tmp_path):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr("torch_geometric.datasets.planetoid.fs.cp", no_network)
+    (tmp_path / "CiteSeer" / "raw").mkdir(parents=True)  # another dataset's folders are left alone
+    with pytest.raises(RuntimeError, match="could not load Cora"):
+        load_planetoid("Cora", root=tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["CiteSeer", "CiteSeer/raw"]
+    (tmp_path / "Cora").mkdir()  # a folder that was there before the attempt stays
+    with pytest.raises(RuntimeError, match="could not load Cora"):
+        load_planetoid("Cora", root=tmp_path)
+    assert (tmp_path / "Cora").is_dir() and not (tmp_path / "Cora" / "raw").exists()

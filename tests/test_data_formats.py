@@ -9,7 +9,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.data.data import DataEdgeAttr
 
-from lowrank_gnn.data import PLANETOID_RAW, load_ogb_node, load_planetoid
+from lowrank_gnn.data import PLANETOID_RAW, load_ogb_node, load_planetoid, seed_data_root
 
 
 def write_csv_gz(path, rows):
@@ -31,7 +31,7 @@ def make_ogbn_arxiv(root, n=30, num_edges=60, features=128, seed=0):
     write_csv_gz(folder / "raw" / "num-node-list.csv.gz", [n])
     write_csv_gz(folder / "raw" / "num-edge-list.csv.gz", [num_edges])
     order = rng.permutation(n)
-    for part, index in zip(("train", "valid", "test"), np.split(order, [n // 2, 3 * n // 4])):
+    for part, index in zip(("train", "valid", "test"), np.split(order, [n // 2, 3 * n // 4]), strict=True):
         write_csv_gz(folder / "split" / "time" / f"{part}.csv.gz", index)
     return edges
 
@@ -67,6 +67,18 @@ def test_ogb_offline_error_says_where_the_files_go(tmp_path, monkeypatch):
     monkeypatch.setattr("ogb.nodeproppred.dataset_pyg.decide_download", lambda url: True)
     with pytest.raises(RuntimeError, match=r"put edge\.csv\.gz, node-feat\.csv\.gz"):
         load_ogb_node("ogbn-arxiv", root=tmp_path)
+    assert not any(tmp_path.iterdir())  # no empty ogbn_arxiv/raw/ left behind
+
+
+def test_ogb_files_seeded_as_the_offline_message_says_then_load(tmp_path, monkeypatch):
+    """The message says: seed from a folder holding ogbn-arxiv/raw/ (and split/); that must load."""
+    pytest.importorskip("ogb")
+    monkeypatch.setattr("builtins.input", lambda *args: "n")
+    make_ogbn_arxiv(tmp_path / "download")
+    (tmp_path / "download" / "ogbn_arxiv").rename(tmp_path / "download" / "ogbn-arxiv")  # the published name
+    assert seed_data_root(tmp_path / "download", tmp_path / "root") == ["ogbn_arxiv"]
+    dataset = load_ogb_node("ogbn-arxiv", root=tmp_path / "root")
+    assert dataset[0].num_nodes == 30 and sum(len(v) for v in dataset.get_idx_split().values()) == 30
 
 
 def test_unknown_ogb_name(tmp_path):

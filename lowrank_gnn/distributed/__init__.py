@@ -13,7 +13,8 @@ Two modes (see the README section "Distributed training"):
 
 Every collective goes through a :class:`Communicator`, which counts the bytes sent.
 """
-from .backend import DistributedAmortizedBackend, PartitionedBasis, partitioned_canonical_signs, tsqr_orthonormalize
+from .backend import (DistributedAmortizedBackend, PartitionedBasis, PartitionedRows, partitioned_canonical_signs,
+                      tsqr_orthonormalize)
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from .comm import CollectiveError, CommStats, Communicator
 from .conv import PartitionedLowRankGCNConv
@@ -36,6 +37,7 @@ __all__ = [
     "partitioned_deflate_components",
     "DistributedAmortizedBackend",
     "PartitionedBasis",
+    "PartitionedRows",
     "tsqr_orthonormalize",
     "partitioned_canonical_signs",
     "PartitionedLowRankGCNConv",

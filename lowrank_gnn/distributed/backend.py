@@ -25,8 +25,9 @@ import torch
 from torch import Tensor
 
 from ..eigen.amortized import AmortizedBackend, AmortizedBasis
-from ..eigen.base import SIGN_PIVOT_FRACTION, EigenPairs, order_indices
+from ..eigen.base import SIGN_PIVOT_FRACTION, EigenPairs
 from ..eigen.diagnostics import EigenDiagnostics
+from ..eigen.rows import LocalRows
 from .comm import Communicator
 from .partition import RowPartition
 
@@ -74,6 +75,38 @@ def partitioned_canonical_signs(vectors: Tensor, comm: Communicator) -> Tensor:
     return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
 
 
+class PartitionedRows(LocalRows):
+    r"""The rows of an amortized basis split over the ranks of ``comm``
+    (:mod:`lowrank_gnn.eigen.rows`): sums over rows are all-reduced (differentiably by
+    :meth:`all_reduce`), the QR is :func:`tsqr_orthonormalize` and the signs
+    :func:`partitioned_canonical_signs`. Every method is collective.
+
+    Args:
+        comm (Communicator): the process group.
+    """
+
+    where = " on some rank"
+
+    def __init__(self, comm: Communicator) -> None:
+        self.comm = comm
+        self.world_size = comm.world_size
+
+    def all_reduce(self, tensor: Tensor) -> Tensor:
+        return self.comm.all_reduce(tensor)
+
+    def all_reduce_(self, tensor: Tensor, op: str = "sum") -> Tensor:
+        return self.comm.all_reduce_(tensor, op=op)
+
+    def orthonormalize(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
+        return tsqr_orthonormalize(weight, self.comm)
+
+    def canonical_signs(self, vectors: Tensor) -> Tensor:
+        return partitioned_canonical_signs(vectors, self.comm)
+
+    def __repr__(self) -> str:
+        return f"PartitionedRows({self.comm!r})"
+
+
 class PartitionedBasis(AmortizedBasis):
     r"""This rank's rows ``[start, stop)`` of the amortized basis :math:`W` (``n x k``).
 
@@ -91,7 +124,7 @@ class PartitionedBasis(AmortizedBasis):
     """
 
     def __init__(self, partition: RowPartition, comm: Communicator, seed: int = 0) -> None:
-        super().__init__("qr", seed)
+        super().__init__("qr", seed, rows=PartitionedRows(comm))
         partition.check_world_size(comm.world_size)
         self.partition, self.comm = partition, comm
         self.start, self.stop = partition.range(comm.rank)
@@ -103,16 +136,6 @@ class PartitionedBasis(AmortizedBasis):
         """Rows ``[start, stop)`` of the ``n x k`` Gaussian draw with ``seed`` (``O(n k)`` transient)."""
         full = super().random((self.partition.num_nodes, shape[-1]), dtype, device, seed)
         return full[self.start:self.stop].clone()
-
-    def _qr(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
-        return tsqr_orthonormalize(weight, self.comm)
-
-    def _all_finite(self) -> bool:
-        """Collective: every rank raises if any rank's rows are not finite."""
-        bad = (~torch.isfinite(self.weight.detach())).sum().to(torch.float64).reshape(1)
-        return not self.comm.all_reduce_(bad).item()
-
-    _NONFINITE_WHERE = " on some rank"
 
     def get_extra_state(self) -> dict:
         return self.layout()
@@ -177,10 +200,15 @@ class DistributedAmortizedBackend(AmortizedBackend):
         operator ``(n, n)`` split by rows; :attr:`basis.weight` ``(n_r, k)``.
 
     Example:
-        >>> comm = Communicator()
-        >>> op = partitioned_normalized_adjacency(local_edges, None, partition, comm)
-        >>> backend = DistributedAmortizedBackend(16, partition, comm)
-        >>> pairs = backend(op)            # eigenvalues (16,), eigenvectors (n_r, 16)
+        >>> from lowrank_gnn.distributed import Communicator, partition_graph, partitioned_normalized_adjacency
+        >>> from lowrank_gnn.testing import path_graph
+        >>> comm, data = Communicator(), path_graph(50)   # here one process: rank 0 of 1
+        >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=comm.world_size)
+        >>> op = partitioned_normalized_adjacency(graph.part(comm.rank)[0], None, graph.partition, comm)
+        >>> backend = DistributedAmortizedBackend(8, graph.partition, comm)
+        >>> pairs = backend(op)
+        >>> pairs.eigenvalues.shape, pairs.eigenvectors.shape   # eigenvectors: this rank's rows
+        (torch.Size([8]), torch.Size([50, 8]))
     """
 
     def __init__(self, k: int, partition: RowPartition, comm: Optional[Communicator] = None,
@@ -192,7 +220,7 @@ class DistributedAmortizedBackend(AmortizedBackend):
         self.partition = partition
         self.basis = PartitionedBasis(partition, self.comm, seed)
 
-    def _basis_shape(self, op) -> Tuple[int, ...]:
+    def basis_shape(self, op) -> Tuple[int, ...]:
         return (op.num_local_rows, self.k)
 
     def _check_operator(self, op) -> None:
@@ -204,60 +232,12 @@ class DistributedAmortizedBackend(AmortizedBackend):
     def initialize(self, op) -> None:
         """(Re)start the basis: this rank's rows of the seeded Gaussian ``W`` (collective-free)."""
         self._check_operator(op)
-        self.basis.reset(self._basis_shape(op), op.dtype, op.device)
-        self._diagnostics, self._last, self._previous = None, None, None
+        super().initialize(op)
 
     def solve(self, op) -> EigenPairs:
+        """The step of :class:`~lowrank_gnn.eigen.AmortizedBackend`, its sums over rows all-reduced (collective)."""
         self._check_operator(op)
-        if not self.basis.initialized:
-            self.initialize(op)
-        self.basis.check_matches(self._basis_shape(op), op.dtype, op.device, "this operator")
-        comm = self.comm
-        vectors = self.basis.orthonormal()                                  # (n_r, k)
-        product = op.matmul(vectors)                                        # (A U)_r
-        values = comm.all_reduce((vectors * product).sum(-2))               # (k,), identical on all ranks
-        aux_loss = self.eta * self._eigen_loss(op, vectors, product.detach(), values.detach())
-        if self.loss == "trace":                                            # Rayleigh-Ritz, k x k
-            small = comm.all_reduce(vectors.mT @ product)
-            values, rotation = torch.linalg.eigh((small + small.mT) / 2)
-            vectors, product = vectors @ rotation, product @ rotation
-        self._record(op, vectors.detach(), product.detach(), values.detach())
-        index = order_indices(values, self.which)[: self.k]
-        vectors = partitioned_canonical_signs(vectors[:, index], comm)
-        return EigenPairs(values[index], vectors, aux_loss)
-
-    def _eigen_loss(self, op, vectors: Tensor, product: Tensor, quotients: Tensor) -> Tensor:
-        """The base class's ``g`` with row sums all-reduced, divided by ``world_size``."""
-        comm = self.comm
-        scale = op.frobenius_norm().clamp_min(torch.finfo(quotients.dtype).tiny)
-        if self.which == "magnitude" and self.loss == "trace":  # -||A U||^2 / s^2, gradient -2 A^2 U / s^2
-            with torch.no_grad():
-                second = op.matmul(product)
-            sums = comm.all_reduce(torch.stack([product.square().sum(), (vectors * second).sum()]))
-            loss = -(sums[0] + 2 * (sums[1] - sums[1].detach())) / scale.square()
-            return loss / comm.world_size
-        live = (2 * comm.all_reduce((vectors * product).sum(-2)) - quotients) / scale
-        if self.which == "smallest":
-            live = -live
-        if self.which == "magnitude":
-            live = live.square()
-        return self._quotient_loss(live) / comm.world_size
-
-    @torch.no_grad()
-    def _record(self, op, vectors: Tensor, product: Tensor, values: Tensor) -> None:
-        """Residual and subspace angle, computed now (two small all-reduces) so reading them is local."""
-        comm, previous = self.comm, self._previous
-        residual_sq = (product - vectors * values).square().sum().reshape(1)
-        track = previous is not None and previous.shape == vectors.shape
-        cross = previous.mT @ vectors if track else vectors.new_zeros(0)
-        packed = comm.all_reduce_(torch.cat([residual_sq, cross.flatten()]))
-        residual = packed[0].sqrt() / op.frobenius_norm().clamp_min(torch.finfo(values.dtype).tiny)
-        angle = None
-        if track:
-            outside = vectors - previous @ packed[1:].view(self.k, self.k)
-            gram = comm.all_reduce_(outside.mT @ outside)
-            angle = torch.linalg.eigvalsh(gram)[-1].clamp_min(0).sqrt()
-        self._diagnostics, self._last, self._previous = EigenDiagnostics(residual, angle), None, vectors
+        return super().solve(op)
 
     def fit(self, op, steps: int = 2000, tol: Optional[float] = None) -> EigenDiagnostics:
         raise ValueError("fit() runs L-BFGS, whose line search would take different decisions on each rank; "
@@ -269,4 +249,5 @@ class DistributedAmortizedBackend(AmortizedBackend):
                 f"rank={self.comm.rank}/{self.comm.world_size}")
 
 
-__all__ = ["DistributedAmortizedBackend", "PartitionedBasis", "tsqr_orthonormalize", "partitioned_canonical_signs"]
+__all__ = ["DistributedAmortizedBackend", "PartitionedBasis", "PartitionedRows", "tsqr_orthonormalize",
+           "partitioned_canonical_signs"]

@@ -68,7 +68,7 @@ def save_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim
         state.pop(prefix + "_extra_state", None)
         partitioned[prefix + "weight"] = basis.partition.num_nodes
         slot = index.get(id(basis.weight))
-        if slot is not None and slot in optimizer_state["state"]:
+        if slot is not None and optimizer_state is not None and slot in optimizer_state["state"]:
             entry = optimizer_state["state"][slot]
             for key, value in list(entry.items()):
                 if isinstance(value, Tensor) and value.shape == basis.weight.shape:

@@ -77,9 +77,12 @@ class Communicator:
             :mod:`torch.distributed` is not initialised)
 
     Example:
-        >>> comm = Communicator()                  # after torch.distributed.init_process_group
-        >>> total = comm.all_reduce(local_sum)     # differentiable
-        >>> comm.stats.total_bytes
+        >>> import torch
+        >>> comm = Communicator()   # the default group, or one process without init_process_group
+        >>> comm.all_reduce(torch.ones(3, requires_grad=True)).shape   # differentiable
+        torch.Size([3])
+        >>> comm.world_size, comm.stats.total_bytes
+        (1, 0)
     """
 
     def __init__(self, group: Optional["dist.ProcessGroup"] = None) -> None:
@@ -132,7 +135,7 @@ class Communicator:
         out = [torch.empty_like(padded) for _ in range(self.world_size)]
         self.stats.add("all_gather", (self.world_size - 1) * _nbytes(padded))
         self._run("all_gather", dist.all_gather, out, padded.contiguous())
-        return [part[:size] for part, size in zip(out, sizes)]
+        return [part[:size] for part, size in zip(out, sizes, strict=True)]
 
     def reduce_scatter_blocks(self, full: Tensor, sizes: Sequence[int]) -> Tensor:
         """Sum over ranks of ``full``, of which this rank keeps its row block; without autograd.
@@ -145,7 +148,7 @@ class Communicator:
         rows = max(sizes)
         pieces = list(torch.split(full, list(sizes)))
         padded = [piece.new_zeros((rows, *full.shape[1:])) for piece in pieces]
-        for pad, piece in zip(padded, pieces):
+        for pad, piece in zip(padded, pieces, strict=True):
             pad[: piece.shape[0]] = piece
         out = torch.empty_like(padded[0])
         self.stats.add("reduce_scatter", (self.world_size - 1) * _nbytes(padded[0]))

@@ -1,7 +1,7 @@
 """LowRankGCNConv on a graph split by nodes across ranks."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import Tensor
@@ -11,8 +11,11 @@ from ..eigen import EigenPairs
 from ..nn.conv.lowrank_gcn_conv import LowRankGCNConv
 from .backend import DistributedAmortizedBackend
 from .comm import Communicator
-from .operator import RowPartitionedOperator, partitioned_deflate_components, partitioned_normalized_adjacency
+from .operator import (PartitionedComponentDeflatedOperator, RowPartitionedOperator, partitioned_deflate_components,
+                       partitioned_normalized_adjacency)
 from .partition import RowPartition
+
+PartitionedOperator = Union[RowPartitionedOperator, PartitionedComponentDeflatedOperator]
 
 
 class PartitionedLowRankGCNConv(LowRankGCNConv):
@@ -60,9 +63,15 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
         - **output:** ``(n_r, F_out)``
 
     Example:
-        >>> graph = partition_graph(edge_index, n, num_parts=world_size)
-        >>> conv = PartitionedLowRankGCNConv(16, 7, k=16, partition=graph.partition, comm=comm)
-        >>> out = conv(graph.node_slice(x, rank), graph.part(rank)[0])
+        >>> import torch
+        >>> from lowrank_gnn.distributed import Communicator, partition_graph
+        >>> from lowrank_gnn.testing import cycle_graph
+        >>> data, comm = cycle_graph(40), Communicator()   # here one process: rank 0 of 1
+        >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=comm.world_size)
+        >>> conv = PartitionedLowRankGCNConv(16, 7, k=8, partition=graph.partition, comm=comm)
+        >>> x = torch.randn(40, 16)
+        >>> conv(graph.node_slice(x, comm.rank), graph.part(comm.rank)[0]).shape
+        torch.Size([40, 7])
     """
 
     def __init__(self, in_channels: int, out_channels: int, k: int, partition: RowPartition,
@@ -72,12 +81,12 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
                  add_self_loops: bool = True, bias: bool = True) -> None:
         comm = comm if comm is not None else Communicator()
         backend = DistributedAmortizedBackend(k, partition, comm, **(backend_kwargs or {}))
-        super().__init__(in_channels, out_channels, k, backend=backend, deflate_components=deflate_components,
+        super().__init__(in_channels, out_channels, k=k, backend=backend, deflate_components=deflate_components,
                          root_weight=root_weight, cached=False, add_self_loops=add_self_loops, bias=bias)
         self.partition, self.comm = partition, comm
         self.cache_operator = cache_operator
         self.exchange = check_choice("exchange", exchange, RowPartitionedOperator.EXCHANGES)
-        self._operator_cache = None
+        self._operator_cache: Optional[PartitionedOperator] = None
 
     def reset_parameters(self) -> None:
         """Reset weights and clear the operator cache."""
@@ -97,12 +106,12 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
         op = partitioned_normalized_adjacency(edge_index, edge_weight, self.partition, self.comm,
                                               add_self_loops=self.add_self_loops, dtype=dtype,
                                               exchange=self.exchange)
-        op = partitioned_deflate_components(op) if self.deflate_components else op
+        result: PartitionedOperator = partitioned_deflate_components(op) if self.deflate_components else op
         if self.cache_operator:
-            self._operator_cache = op
-        return op
+            self._operator_cache = result
+        return result
 
-    def propagate(self, pairs: EigenPairs, h: Tensor, deflated) -> Tensor:
+    def spectral_propagate(self, pairs: EigenPairs, h: Tensor, deflated) -> Tensor:
         vectors, values = pairs.eigenvectors, pairs.eigenvalues
         out = vectors @ (values.unsqueeze(-1) * self.comm.all_reduce(vectors.mT @ h))
         if deflated is not None:

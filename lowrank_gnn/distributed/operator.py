@@ -17,46 +17,21 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice, check_finite, check_floating, check_same_device
-from ..operators.base import DeflatedOperator, symmetry_tolerance
-from ..operators.sparse import _csr_tensor, _Pattern
+from ..operators.base import DeflatedOperatorBase, symmetry_tolerance
+from ..operators.sparse import CSROperator, SparsityPattern
 from .comm import Communicator
 from .partition import RowPartition
 
 
-class _RowBlockMatmul(torch.autograd.Function):
-    r"""``Y = B X`` for the local row block ``B`` (``n_r x m``) and the exchanged ``X`` (``m x d``),
-    ``m = n`` (all-gather) or ``n_r + h_r`` (halo).
-
-    Backward as for any sparse product (cf. ``operators.sparse._SparseMatmul``):
-    :math:`\partial L / \partial B_{e} = \langle \bar Y_{\mathrm{row}(e)}, X_{\mathrm{col}(e)} \rangle`
-    per stored entry and :math:`\bar X = B^T \bar Y` (``n x d``), which the all-gather's
-    backward then reduce-scatters to the ranks owning those rows of ``X``.
-    """
-
-    @staticmethod
-    def forward(ctx, value: Tensor, x: Tensor, op: "RowPartitionedOperator") -> Tensor:
-        ctx.op = op
-        ctx.save_for_backward(value, x)
-        col, width = op.block_columns()
-        return _csr_tensor(op.crow, col, value, (op.num_local_rows, width)) @ x
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        value, x = ctx.saved_tensors
-        op: RowPartitionedOperator = ctx.op
-        grad_value = grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_value = (grad_out[op.row] * x[op.block_columns()[0]]).sum(-1)
-        if ctx.needs_input_grad[1]:
-            crow, row, perm = op._transpose_pattern()
-            grad_x = _csr_tensor(crow, row, value[perm], (op.block_columns()[1], op.num_local_rows)) @ grad_out
-        return grad_value, grad_x, None
+_WHOLE_MATRIX = ("a RowPartitionedOperator holds only this rank's rows of the matrix, so backends that need the "
+                 "whole matrix (exact, stable, batched_dc) cannot use it; use "
+                 "lowrank_gnn.distributed.DistributedAmortizedBackend (local_dense() gives the rows)")
 
 
-class RowPartitionedOperator:
+class RowPartitionedOperator(CSROperator):
     r"""Rows ``[start, stop)`` of a symmetric sparse ``n x n`` operator, on one rank.
 
-    Implements the operator protocol of :mod:`lowrank_gnn.operators` for row-distributed
+    A :class:`~lowrank_gnn.operators.CSROperator` (the operator protocol) for row-distributed
     vectors: :meth:`matmul` takes this rank's rows of ``X`` and returns this rank's rows of
     ``A X`` (one exchange of ``X``, see ``exchange``); :attr:`shape` is the global ``(n, n)``. Values are
     differentiable (gradients reach learnable edge weights on every rank). Checks
@@ -88,7 +63,7 @@ class RowPartitionedOperator:
         self.start, self.stop = partition.range(comm.rank)
         self.num_nodes = partition.num_nodes
         self.num_local_rows = self.stop - self.start
-        pattern = _Pattern(torch.stack([row.long(), col.long()]), self.num_nodes, num_rows=self.num_local_rows)
+        pattern = SparsityPattern(torch.stack([row.long(), col.long()]), self.num_nodes, num_rows=self.num_local_rows)
         self.row, self.col, self.crow = pattern.row, pattern.col, pattern.crow
         self.value = pattern.store(value)  # sorted, duplicates summed
         self.degree = degree
@@ -96,23 +71,6 @@ class RowPartitionedOperator:
         self._symmetric: Optional[bool] = None
         self._frobenius: Optional[Tensor] = None
         self._halo: Optional[dict] = None
-
-    @property
-    def shape(self) -> torch.Size:
-        return torch.Size((self.num_nodes, self.num_nodes))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.value.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.value.device
-
-    @property
-    def nnz(self) -> int:
-        """Entries stored on this rank."""
-        return self.value.numel()
 
     def _halo_plan(self) -> dict:
         """Which rows to send to and receive from each rank (collective, once per operator)."""
@@ -144,7 +102,12 @@ class RowPartitionedOperator:
         plan = self._halo_plan()
         return plan["column"], plan["width"]
 
-    def _transpose_pattern(self) -> Tuple[Tensor, Tensor, Tensor]:
+    def block_pattern(self) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+        """``(crow, column, (n_r, m))`` of the local block in the exchanged ``X`` (see :meth:`gather`)."""
+        col, width = self.block_columns()
+        return self.crow, col, (self.num_local_rows, width)
+
+    def block_transpose(self) -> Tuple[Tensor, Tensor, Tensor]:
         """(crow, local row, perm) of the block's transpose ``(m, n_r)``."""
         if self._transpose is None:
             col, width = self.block_columns()
@@ -173,7 +136,7 @@ class RowPartitionedOperator:
             raise ValueError(f"x must hold this rank's rows, shape (n_r,) or (n_r, d) with n_r={self.num_local_rows} "
                              f"(got shape {tuple(x.shape)})")
         columns = x.unsqueeze(-1) if x.dim() == 1 else x
-        out = _RowBlockMatmul.apply(self.value, self.gather(columns.to(self.dtype)), self)
+        out = self.multiply_block(self.gather(columns.to(self.dtype)))
         return out.squeeze(-1) if x.dim() == 1 else out
 
     def local_dense(self) -> Tensor:
@@ -183,9 +146,12 @@ class RowPartitionedOperator:
         return dense.view(self.num_local_rows, self.num_nodes)
 
     def to_dense(self) -> Tensor:
-        raise ValueError("a RowPartitionedOperator holds only this rank's rows of the matrix, so backends that "
-                         "need the whole matrix (exact, stable, batched_dc) cannot use it; use "
-                         "lowrank_gnn.distributed.DistributedAmortizedBackend (local_dense() gives the rows)")
+        """Raises: no rank holds the whole matrix (:meth:`local_dense` gives this rank's rows)."""
+        raise ValueError(_WHOLE_MATRIX)
+
+    def to_scipy(self):
+        """Raises, as :meth:`to_dense`."""
+        raise ValueError(_WHOLE_MATRIX)
 
     @torch.no_grad()
     def frobenius_norm(self) -> Tensor:
@@ -346,7 +312,7 @@ def partitioned_connected_components(op: RowPartitionedOperator) -> Tensor:
             return labels
 
 
-class PartitionedComponentDeflatedOperator(DeflatedOperator):
+class PartitionedComponentDeflatedOperator(DeflatedOperatorBase):
     r"""This rank's rows of :math:`\hat A - P_0`, :math:`P_0 = \sum_C v_C v_C^T` (cf.
     :class:`~lowrank_gnn.operators.ComponentDeflatedOperator`), for row-distributed vectors.
 
@@ -361,7 +327,8 @@ class PartitionedComponentDeflatedOperator(DeflatedOperator):
 
     def __init__(self, base: RowPartitionedOperator, entries: Tensor, labels: Tensor, shared_slot: Tensor,
                  num_shared: int, num_components: int, value: float = 1.0) -> None:
-        self.base = base
+        super().__init__(base)
+        self.base: RowPartitionedOperator = base
         self.entries, self.labels = entries, labels
         self.shared_slot, self.num_shared = shared_slot, int(num_shared)
         self.num_components = int(num_components)
@@ -380,7 +347,7 @@ class PartitionedComponentDeflatedOperator(DeflatedOperator):
         return self.base.to_dense()  # raises: no rank holds the whole matrix
 
     def to_scipy(self):
-        return self.base.to_dense()
+        return self.base.to_scipy()  # raises, likewise
 
     def component_sums(self, x: Tensor) -> Tensor:
         """:math:`v_C^T x` for this rank's components (shared ones summed over ranks). ``(c_r, d)``."""
@@ -398,9 +365,6 @@ class PartitionedComponentDeflatedOperator(DeflatedOperator):
         columns = x.unsqueeze(-1) if x.dim() == 1 else x
         out = self.value * self.entries.unsqueeze(-1) * self.component_sums(columns)[self.labels]
         return out.squeeze(-1) if x.dim() == 1 else out
-
-    def matmul(self, x: Tensor) -> Tensor:
-        return self.base.matmul(x) - self.project(x)
 
     @torch.no_grad()
     def frobenius_norm(self) -> Tensor:
@@ -429,8 +393,8 @@ def partitioned_deflate_components(op: RowPartitionedOperator) -> PartitionedCom
     global_labels = partitioned_connected_components(op)
     roots, local = torch.unique(global_labels, return_inverse=True)                 # this rank's components
     # components present on several ranks: all-gather the (few, small) root lists once
-    sizes = comm.all_gather_blocks(torch.tensor([roots.numel()], device=op.device), [1] * comm.world_size)
-    sizes = [int(s) for s in torch.cat(sizes)]
+    counts_per_rank = comm.all_gather_blocks(torch.tensor([roots.numel()], device=op.device), [1] * comm.world_size)
+    sizes = [int(s) for s in torch.cat(counts_per_rank)]
     every = torch.cat(comm.all_gather_blocks(roots, sizes))
     unique, counts = torch.unique(every, return_counts=True)
     shared_roots = unique[counts > 1]

@@ -39,8 +39,22 @@ def data_parallel(model: nn.Module, **ddp_kwargs: Any) -> nn.parallel.Distribute
         **ddp_kwargs: passed to ``DistributedDataParallel``.
 
     Example:
-        >>> model = data_parallel(Net(partition, Communicator(dist.new_group())))
-        >>> loss = F.cross_entropy(out, y_local, reduction="sum") / num_train_total + total_aux_loss(model)
+        >>> import torch
+        >>> from lowrank_gnn.distributed import Communicator, PartitionedLowRankGCNConv, partition_graph
+        >>> from lowrank_gnn.testing import cycle_graph
+        >>> from lowrank_gnn.testing.distributed import run_distributed
+        >>> def train(rank, world_size):   # the body of a script started by torchrun
+        ...     graph = partition_graph(cycle_graph(20).edge_index, 20, num_parts=world_size)
+        ...     comm = Communicator(dist.new_group())   # the operator's own group, apart from DDP's
+        ...     conv = PartitionedLowRankGCNConv(4, 2, k=4, partition=graph.partition, comm=comm)
+        ...     x, edges = graph.node_slice(torch.ones(20, 4), rank), graph.part(rank)[0]
+        ...     _ = conv(x, edges)               # sizes this rank's rows of the basis first
+        ...     model = data_parallel(conv)
+        ...     loss = model(x, edges).square().sum() / 20 + conv.aux_loss  # local sum / global count
+        ...     loss.backward()
+        ...     return rank
+        >>> [result.value for result in run_distributed(train, world_size=2)]
+        [0, 1]
     """
     ignore = [f"{name}.weight" if name else "weight" for name, _ in partitioned_bases(model)]
     nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
@@ -68,12 +82,12 @@ def check_replicated(model: nn.Module, comm: Optional[Communicator] = None, atol
     tensors = [(name, t) for name, t in list(model.named_parameters()) + list(model.named_buffers())
                if id(t) not in skip and not isinstance(t, nn.parameter.UninitializedParameter)]
     differences = []
-    for name, tensor in tensors:
+    for _, tensor in tensors:
         reference = comm.broadcast_(tensor.detach().clone(), src=0)
         differences.append((reference.double() - tensor.detach().double()).abs().max() if tensor.numel() else
                            torch.zeros((), dtype=torch.float64))
     worst = comm.all_reduce_(torch.stack(differences) if differences else torch.zeros(0, dtype=torch.float64), "max")
-    bad = [(name, float(d)) for (name, _), d in zip(tensors, worst) if float(d) > atol]
+    bad = [(name, float(d)) for (name, _), d in zip(tensors, worst, strict=True) if float(d) > atol]
     if bad:
         listed = ", ".join(f"{name} (max |diff| {d:.3g})" for name, d in bad[:5])
         raise ValueError(f"{len(bad)} replicated tensor(s) differ between ranks beyond atol={atol}: {listed}. "

@@ -12,7 +12,7 @@ from .._validation import check_positive_int
 
 
 class RowPartition:
-    r"""Node ranges ``[bounds[r], bounds[r + 1])`` owned by ranks ``r = 0 .. P - 1``.
+    r"""Node ranges ``[bounds[r], bounds[r + 1])`` owned by ranks ``0 <= r < P``.
 
     Parts may be uneven (e.g. from a graph partitioner); each must hold at least one node.
 
@@ -28,7 +28,7 @@ class RowPartition:
 
     def __init__(self, bounds: Sequence[int]) -> None:
         bounds = tuple(int(b) for b in bounds)
-        if len(bounds) < 2 or bounds[0] != 0 or any(b <= a for a, b in zip(bounds, bounds[1:])):
+        if len(bounds) < 2 or bounds[0] != 0 or any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)):
             raise ValueError(f"bounds must be strictly increasing from 0, one part per rank, each part with at "
                              f"least one node (got bounds={bounds})")
         self.bounds = bounds
@@ -63,7 +63,7 @@ class RowPartition:
 
     @property
     def sizes(self) -> Tuple[int, ...]:
-        return tuple(b - a for a, b in zip(self.bounds, self.bounds[1:]))
+        return tuple(b - a for a, b in zip(self.bounds, self.bounds[1:], strict=False))
 
     def range(self, rank: int) -> Tuple[int, int]:
         """``(start, stop)`` of ``rank``'s nodes."""
@@ -138,9 +138,13 @@ def partition_graph(edge_index: Tensor, num_nodes: int, num_parts: Optional[int]
         edge_index ``(2, E)``, membership ``(n,)``, edge_weight ``(E,)``.
 
     Example:
-        >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=world_size)
-        >>> local_edges, _ = graph.part(rank)
-        >>> x_local = graph.node_slice(data.x, rank)
+        >>> import torch
+        >>> from lowrank_gnn.testing import cycle_graph
+        >>> data = cycle_graph(10)
+        >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=2)  # num_parts = world size
+        >>> local_edges, _ = graph.part(1)          # rank 1: its rows, global node ids
+        >>> graph.node_slice(torch.arange(10), 1)   # rank 1's nodes
+        tensor([5, 6, 7, 8, 9])
     """
     num_nodes = check_positive_int("num_nodes", num_nodes)
     if membership is None:

@@ -1,12 +1,12 @@
 """Eigen backends: one interface, several published solvers."""
-from .amortized import ORTHOGONALIZATIONS, AmortizedBackend, AmortizedBasis, qr_orthonormalize
+from .amortized import ORTHOGONALIZATIONS, AmortizedBackend, AmortizedBasis
 from .base import WHICH, EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
 from .batched_dc import BatchedDCBackend, batched_eigh
 from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
 from .exact import ExactBackend
-from .householder import HouseholderOrthogonal, householder_orthonormal, householder_product, householder_vectors
 from .stable import StableBackend
 from .registry import BACKENDS, resolve_eigen_backend
+from .rows import LocalRows
 
 __all__ = [
     "WHICH",
@@ -18,8 +18,8 @@ __all__ = [
     "batched_eigh",
     "AmortizedBackend",
     "AmortizedBasis",
+    "LocalRows",
     "ORTHOGONALIZATIONS",
-    "qr_orthonormalize",
     "EigenDiagnostics",
     "operator_frobenius_norm",
     "relative_residual",
@@ -29,8 +29,4 @@ __all__ = [
     "canonical_signs",
     "order_indices",
     "select_eigenpairs",
-    "householder_product",
-    "householder_orthonormal",
-    "householder_vectors",
-    "HouseholderOrthogonal",
 ]

@@ -16,16 +16,16 @@ eigendecomposition.
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple
+from typing import Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from .._validation import check_choice, check_positive_int
+from ..linalg.householder import householder_orthonormal, householder_vectors
 from .base import EigenBackend, EigenPairs, order_indices, select_eigenpairs
-from .householder import householder_orthonormal, householder_vectors
 from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
+from .rows import LocalRows
 
 
 def _rank_tolerance(dtype: torch.dtype) -> float:
@@ -37,92 +37,9 @@ def _rank_tolerance(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps ** 0.5
 
 
-#: CholeskyQR2's second pass is accepted when the Gram matrix of the first pass is within this
-#: Frobenius distance of I: its eigenvalues then lie in [0.5, 1.5] (condition number <= 3), and
-#: the second pass orthonormalises to a few epsilons.
-CHOLESKY_QR_ACCEPT = 0.5
-
-
-@torch.no_grad()
-def _cholesky_qr2(weight: Tensor) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
-    r"""CholeskyQR2 (Fukaya et al., 2014): ``(Q, R^{-1}, diag(R))``, or ``None`` where it would break down.
-
-    Pass 1: :math:`R_1 = \operatorname{chol}(W^T W)^T`, :math:`Q_1 = W R_1^{-1}`. Pass 2:
-    :math:`R_2 = \operatorname{chol}(Q_1^T Q_1)^T`, :math:`Q = Q_1 R_2^{-1}`,
-    :math:`R = R_2 R_1`. Four ``(n, k)`` products, all in the input's memory layout: several
-    times faster than Householder QR for ``n >> k`` (which also returns a column-major ``Q``
-    that slows every later elementwise op). Pass 1 alone loses orthogonality like
-    :math:`\kappa(W)^2 \epsilon`; pass 2 restores it to rounding once :math:`Q_1^T Q_1` is
-    within :data:`CHOLESKY_QR_ACCEPT` of the identity. Otherwise (or if a Cholesky
-    factorisation fails) ``None`` sends the caller to Householder QR.
-    """
-    eye = torch.eye(weight.shape[-1], dtype=weight.dtype, device=weight.device)
-    inverse = None
-    vectors = weight
-    for check in (False, True):
-        gram = vectors.mT @ vectors
-        if check and not bool((torch.linalg.matrix_norm(gram - eye) <= CHOLESKY_QR_ACCEPT).all()):
-            return None
-        lower, info = torch.linalg.cholesky_ex(gram)
-        if bool((info != 0).any()):
-            return None
-        step = torch.linalg.solve_triangular(lower.mT, eye, upper=True)    # R_i^{-1}
-        vectors = vectors @ step
-        inverse = step if inverse is None else inverse @ step              # R^{-1} = R_1^{-1} R_2^{-1}
-    return vectors, inverse, torch.diagonal(inverse, dim1=-2, dim2=-1).reciprocal()
-
-
-class _QFactor(torch.autograd.Function):
-    r"""``Q`` of ``W = QR`` from precomputed factors, with the QR backward in closed form.
-
-    With :math:`G = \partial L / \partial Q` and :math:`M = Q^T G`:
-    :math:`\partial L / \partial W = (G + Q\, (\operatorname{tril}(M - M^T, -1) - M))\, R^{-T}`
-    (from :math:`dQ = Q C + (I - Q Q^T)\, dW R^{-1}` with the skew :math:`C` fixed by
-    :math:`dR\,R^{-1}` being upper triangular). Four skinny products, where autograd through
-    the two Cholesky passes takes about ten. First-order only.
-    """
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, factors: Tuple[Tensor, Tensor]) -> Tensor:
-        vectors, inverse = factors
-        ctx.save_for_backward(vectors, inverse)
-        return vectors
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        vectors, inverse = ctx.saved_tensors
-        product = vectors.mT @ grad
-        return (grad + vectors @ ((product - product.mT).tril(-1) - product)) @ inverse.mT, None
-
-
-def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
-    """Thin QR with ``diag(R) > 0``: a smooth map ``W -> U``.
-
-    The QR factorisation with a positive diagonal is unique, so how it is computed does not
-    change ``U`` or its gradient: CholeskyQR2 (:func:`_cholesky_qr2`, with the closed-form
-    QR backward of :class:`_QFactor`) when ``W`` is well conditioned, as an amortized basis
-    is, else Householder QR (LAPACK) with the signs fixed. Without the sign fix LAPACK may
-    flip a column between two steps and the amortized basis would not be a continuous
-    function of ``W``.
-
-    Shapes:
-        weight ``(*batch, n, k)``; returns ``U (*batch, n, k)`` and ``diag(R) (*batch, k)``
-        (non-negative, detached).
-    """
-    fast = _cholesky_qr2(weight) if weight.numel() and weight.shape[-2] >= weight.shape[-1] else None
-    if fast is not None:
-        vectors, inverse, diagonal = fast
-        return _QFactor.apply(weight, (vectors, inverse)), diagonal
-    q, r = torch.linalg.qr(weight)
-    diagonal = torch.diagonal(r, dim1=-2, dim2=-1).detach()
-    sign = torch.where(diagonal < 0, -1.0, 1.0).to(q.dtype)
-    return q * sign.unsqueeze(-2), diagonal * sign
-
-
 #: The ``W -> U`` maps, validated at construction: ``"qr"`` (thin QR, ``diag(R) > 0``,
-#: :func:`qr_orthonormalize`) and ``"householder"`` (``W`` holds Householder vectors and
-#: ``U`` is their product applied in blocked WY form, :func:`householder_orthonormal`).
+#: :func:`~lowrank_gnn.linalg.qr_orthonormalize`) and ``"householder"`` (``W`` holds Householder vectors and
+#: ``U`` is their product applied in blocked WY form, :func:`~lowrank_gnn.linalg.householder_orthonormal`).
 ORTHOGONALIZATIONS = ("qr", "householder")
 
 
@@ -142,7 +59,7 @@ class AmortizedBasis(nn.Module):
     * ``"householder"``: :math:`W = \sqrt{n}\, V` holds Householder vectors (strictly lower
       part; implicit unit diagonal) and :math:`U = H(v_1) \cdots H(v_k) [I_k; 0]
       \operatorname{diag}(s)`, applied in blocked compact WY form (FastH,
-      :func:`~lowrank_gnn.eigen.householder_orthonormal`); the column signs :math:`s` are a
+      :func:`~lowrank_gnn.linalg.householder_orthonormal`); the column signs :math:`s` are a
       buffer. Every ``W`` gives an orthonormal ``U`` (no rank to lose, no ``R^{-1}`` in the
       backward). The :math:`\sqrt{n}` keeps the entries of ``W`` O(1) as with ``"qr"``, so
       the same learning rates apply.
@@ -153,14 +70,19 @@ class AmortizedBasis(nn.Module):
     Args:
         orthogonalization (str): one of :data:`ORTHOGONALIZATIONS`. (default: ``"qr"``)
         seed (int): seed of the random initialisation, for reproducible runs. (default: ``0``)
+        rows (LocalRows, optional): where the rows of ``W`` live: the reductions, QR and sign
+            convention of the amortized step (:mod:`lowrank_gnn.eigen.rows`; a row-distributed
+            basis passes :class:`~lowrank_gnn.distributed.PartitionedRows`). (default: all rows in
+            this process, :class:`~lowrank_gnn.eigen.LocalRows`)
     """
 
-    def __init__(self, orthogonalization: str = "qr", seed: int = 0) -> None:
+    def __init__(self, orthogonalization: str = "qr", seed: int = 0, rows: Optional[LocalRows] = None) -> None:
         super().__init__()
         self.orthogonalization = check_choice("orthogonalization", orthogonalization, ORTHOGONALIZATIONS)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer (got seed={seed!r})")
         self.seed = seed
+        self.rows = rows if rows is not None else LocalRows()
         self.weight = nn.UninitializedParameter()
         self.register_buffer("signs", None)  # (*batch, k) column signs of "householder"
 
@@ -182,7 +104,7 @@ class AmortizedBasis(nn.Module):
         if not self.initialized:
             self.weight.materialize(shape, device=device, dtype=dtype)
         elif self.weight.shape != torch.Size(shape) or self.weight.dtype != dtype or self.weight.device != device:
-            self.weight = nn.Parameter(torch.empty(shape, dtype=dtype, device=device))
+            self.weight = nn.Parameter(torch.empty(shape, dtype=dtype, device=device))  # type: ignore[assignment]
         if self.orthogonalization == "householder":
             self.assign(value.to(dtype))  # Householder QR of the value
         else:
@@ -194,15 +116,10 @@ class AmortizedBasis(nn.Module):
         generator = torch.Generator(device=device).manual_seed(seed)
         return torch.randn(shape, generator=generator, dtype=dtype, device=device)
 
-    def _qr(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
-        """The ``"qr"`` map: :func:`qr_orthonormalize` (row-distributed bases use TSQR)."""
-        return qr_orthonormalize(weight)
-
     def _all_finite(self) -> bool:
-        return bool(torch.isfinite(self.weight.detach().sum()))  # one reduction: any NaN/Inf makes the sum so
-
-    #: Where the non-finite entries are said to be, in the error of :meth:`orthonormal`.
-    _NONFINITE_WHERE = ""
+        # one reduction: any NaN/Inf makes the sum so; over all ranks for a row-distributed W
+        finite = torch.isfinite(self.weight.detach().sum()).to(torch.float64).reshape(1)
+        return bool(self.rows.all_reduce_(finite, op="min"))
 
     @torch.no_grad()
     def assign(self, vectors: Tensor) -> None:
@@ -245,17 +162,17 @@ class AmortizedBasis(nn.Module):
             returns ``(*batch, n, k)``.
         """
         if not self._all_finite():
-            raise ValueError(f"the amortized basis W contains NaN or Inf{self._NONFINITE_WHERE}, usually after a "
+            raise ValueError(f"the amortized basis W contains NaN or Inf{self.rows.where}, usually after a "
                              "diverging optimiser step (learning rate too large, or a non-finite loss); lower the "
                              "learning rate and call initialize(op) to restart the basis")
         if self.orthogonalization == "householder":
             return householder_orthonormal(self.weight / self.weight.shape[-2] ** 0.5, self.signs)
-        vectors, diagonal = self._qr(self.weight)
+        vectors, diagonal = self.rows.orthonormalize(self.weight)
         scale = diagonal.detach().amax(-1, keepdim=True)
         deficient = diagonal.detach() <= _rank_tolerance(diagonal.dtype) * scale
         if bool(deficient.any()):
             self._repair(vectors.detach(), deficient, scale)
-            vectors, _ = self._qr(self.weight)
+            vectors, _ = self.rows.orthonormalize(self.weight)
         return vectors
 
     @torch.no_grad()
@@ -265,7 +182,7 @@ class AmortizedBasis(nn.Module):
                       f"random and re-orthonormalising W in place", RuntimeWarning, stacklevel=4)
         fresh = self.random(vectors.shape, vectors.dtype, vectors.device, self.seed + 1)
         mixed = torch.where(deficient.unsqueeze(-2), fresh, vectors)
-        repaired, _ = self._qr(mixed)
+        repaired, _ = self.rows.orthonormalize(mixed)
         # Keep the column scale of W, so that the optimiser's step size keeps its meaning.
         self.weight.copy_(repaired * scale.clamp_min(torch.finfo(scale.dtype).tiny).unsqueeze(-2))
 
@@ -450,10 +367,16 @@ class AmortizedBackend(EigenBackend):
         :attr:`basis.weight` ``(*batch, n, k)``.
 
     Example:
-        >>> backend = AmortizedBackend(k=4, loss="brockett")
-        >>> backend.fit(A, steps=500)          # or: train it inside the model
+        >>> import torch
+        >>> from lowrank_gnn.eigen import AmortizedBackend
+        >>> _ = torch.manual_seed(0)
+        >>> A = torch.randn(30, 30, dtype=torch.float64); A = (A + A.mT) / 2
+        >>> backend = AmortizedBackend(k=4, loss="brockett").double()
+        >>> diagnostics = backend.fit(A, steps=500)   # or: train it inside the model
         >>> pairs = backend(A)
-        >>> loss = task_loss(pairs) + pairs.aux_loss
+        >>> loss = pairs.eigenvalues.sum() + pairs.aux_loss   # a task loss, plus the eigen loss
+        >>> torch.allclose(pairs.eigenvalues, torch.linalg.eigvalsh(A).flip(0)[:4], atol=1e-4)
+        True
     """
 
     LOSSES = ("brockett", "convex", "trace")
@@ -477,7 +400,8 @@ class AmortizedBackend(EigenBackend):
         self._loss_on_square = False  # fit(which="magnitude"): Brockett's cost on A^2 first (see fit)
 
     # -- state ------------------------------------------------------------------------------
-    def _basis_shape(self, op) -> Tuple[int, ...]:
+    def basis_shape(self, op) -> Tuple[int, ...]:
+        """The shape of ``W`` for ``op``: ``(*batch, n, k)`` (a row-distributed backend: this rank's rows)."""
         return (*op.shape[:-2], op.shape[-1], self.k)
 
     @torch.no_grad()
@@ -496,26 +420,27 @@ class AmortizedBackend(EigenBackend):
             # Columns of norm sqrt(n), like the Gaussian start: entries of W are O(1), so an
             # optimiser's learning rate is a relative step size whatever n is.
             value = ExactBackend(self.k, self.which)(op).eigenvectors.detach() * op.shape[-1] ** 0.5
-        self.basis.reset(self._basis_shape(op), op.dtype, op.device, value)
+        self.basis.reset(self.basis_shape(op), op.dtype, op.device, value)
         self._diagnostics, self._last, self._previous = None, None, None
 
     # -- the step ---------------------------------------------------------------------------
     def solve(self, op) -> EigenPairs:
         if not self.basis.initialized:
             self.initialize(op)
-        self.basis.check_matches(self._basis_shape(op), op.dtype, op.device, "this operator")
+        self.basis.check_matches(self.basis_shape(op), op.dtype, op.device, "this operator")
         if self.refine:
             self._rayleigh_ritz(op)
+        rows = self.basis.rows                                  # sums over rows: all-reduced across ranks
         vectors = self.basis.orthonormal()                      # (*batch, n, k), depends on W
         product = op.matmul(vectors)                            # A U: depends on A and W
-        values = (vectors * product).sum(-2)                    # Rayleigh quotients, (*batch, k)
+        values = rows.all_reduce((vectors * product).sum(-2))   # Rayleigh quotients, (*batch, k)
         aux_loss = self.eta * self._eigen_loss(op, vectors, product.detach(), values.detach())
         if self.loss == "trace":                                # Rayleigh-Ritz inside the subspace
-            small = vectors.mT @ product
+            small = rows.all_reduce(vectors.mT @ product)
             values, rotation = torch.linalg.eigh((small + small.mT) / 2)
             vectors, product = vectors @ rotation, product @ rotation
         self._record_diagnostics(op, vectors.detach(), product.detach(), values.detach())
-        values, vectors = select_eigenpairs(values, vectors, self.k, self.which)
+        values, vectors = select_eigenpairs(values, vectors, self.k, self.which, signs=rows.canonical_signs)
         return EigenPairs(values, vectors, aux_loss)
 
     @torch.no_grad()
@@ -577,27 +502,31 @@ class AmortizedBackend(EigenBackend):
 
         ``live`` has the value of the Rayleigh quotients and, for symmetric constant ``A``,
         their exact gradient ``d(u_i^T A u_i)/du_i = 2 A u_i`` (``A u_i`` taken from the
-        forward's product, so no second operator application is needed).
+        forward's product, so no second operator application is needed). With the rows split
+        over ranks the row sums are all-reduced and each rank returns ``g / world_size`` (the
+        objective is the sum of the ranks' losses).
         """
+        rows = self.basis.rows
         scale = operator_frobenius_norm(op).unsqueeze(-1).clamp_min(torch.finfo(quotients.dtype).tiny)
-        live = (2 * (vectors * product).sum(-2) - quotients) / scale
+        if self.which == "magnitude" and self.loss == "trace":  # -||A U||^2 / s^2 with gradient -2 A^2 U / s^2
+            unit = product / scale.unsqueeze(-2)                      # in units of ||A||_F: no overflow in squares
+            with torch.no_grad():
+                second = op.matmul(unit) / scale.unsqueeze(-2)
+            sums = rows.all_reduce(torch.stack([unit.square().sum((-2, -1)), (vectors * second).sum((-2, -1))]))
+            squares, direction = sums[0], sums[1]
+            return -(squares + 2 * (direction - direction.detach())).sum() / rows.world_size
+        live = (2 * rows.all_reduce((vectors * product).sum(-2)) - quotients) / scale
         if self.which == "smallest":
             live = -live
         if self.which == "magnitude":
-            if self.loss == "trace":  # -||A U||^2 / s^2 with gradient -2 A^2 U / s^2
-                with torch.no_grad():
-                    second = op.matmul(product)
-                scale = scale.squeeze(-1)
-                direction = ((vectors * (second / scale[..., None, None])).sum((-2, -1))) / scale
-                return -((product / scale[..., None, None]).square().sum((-2, -1))
-                         + 2 * (direction - direction.detach())).sum()
             if self._loss_on_square:  # fit()'s first phase: u_i^T A^2 u_i / s^2 = ||A u_i||^2 / s^2
                 with torch.no_grad():
                     second = op.matmul(product / scale.unsqueeze(-2)) / scale.unsqueeze(-2)  # A^2 U / s^2
-                quadratic = (vectors.detach() * second).sum(-2)
-                return self._quotient_loss(2 * (vectors * second).sum(-2) - quadratic)  # gradient 2 A^2 u_i / s^2
-            live = live.square()
-        return self._quotient_loss(live)
+                quadratic = rows.all_reduce((vectors.detach() * second).sum(-2))
+                live = 2 * rows.all_reduce((vectors * second).sum(-2)) - quadratic  # gradient 2 A^2 u_i / s^2
+            else:
+                live = live.square()
+        return self._quotient_loss(live) / rows.world_size
 
     def _quotient_loss(self, live: Tensor) -> Tensor:
         """``g`` from the scaled (and, for ``"magnitude"``, squared) quotients ``(*batch, k)``."""
@@ -613,19 +542,26 @@ class AmortizedBackend(EigenBackend):
                       and previous.shape == vectors.shape else None)
         self._diagnostics = None
         self._previous = vectors
+        if self.basis.rows.world_size > 1:
+            self._diagnose()  # collective: computed now on every rank, so that reading it on one rank is safe
 
     @property
     def diagnostics(self) -> Optional[EigenDiagnostics]:
         """Convergence of the last forward (``None`` before the first): relative residual and
         subspace angle to the previous forward's eigenvectors. Computed on first access from
         the last step's ``A U`` (no further operator products except ``||A||_F``), so
-        logging it every step is cheap and not logging it is free.
+        logging it every step is cheap and not logging it is free. (A basis split over ranks
+        computes it during the forward: its sums over rows are collective.)
         """
+        return self._diagnose()
+
+    def _diagnose(self) -> Optional[EigenDiagnostics]:
         if self._diagnostics is None and self._last is not None:
             op, vectors, product, values, previous = self._last
-            residual = relative_residual(product, vectors, values, operator_frobenius_norm(op))
-            angle = None if previous is None else subspace_angle(previous, vectors)
-            self._diagnostics = EigenDiagnostics(residual, angle)
+            rows = self.basis.rows
+            residual = relative_residual(product, vectors, values, operator_frobenius_norm(op), rows)
+            angle = None if previous is None else subspace_angle(previous, vectors, rows)
+            self._diagnostics, self._last = EigenDiagnostics(residual, angle), None
         return self._diagnostics
 
     # -- running to convergence -------------------------------------------------------------
@@ -679,21 +615,22 @@ class AmortizedBackend(EigenBackend):
             self._rotate_to_ritz_vectors(op)
             steps = max(steps - evaluations, 1)
         self._minimise(op, steps, tol)
-        return self.diagnostics
+        return cast(EigenDiagnostics, self.diagnostics)
 
     @torch.no_grad()
     def _subspace_residual(self, op) -> Tensor:
         """Relative residual of the Ritz pairs of ``span(U)`` (rotation-invariant)."""
+        rows = self.basis.rows
         vectors = self.basis.orthonormal()
         product = op.matmul(vectors)
-        small = vectors.mT @ product
+        small = rows.all_reduce(vectors.mT @ product)
         values, rotation = torch.linalg.eigh((small + small.mT) / 2)
-        return relative_residual(product @ rotation, vectors @ rotation, values, operator_frobenius_norm(op))
+        return relative_residual(product @ rotation, vectors @ rotation, values, operator_frobenius_norm(op), rows)
 
     @torch.no_grad()
     def _rotate_to_ritz_vectors(self, op) -> None:
         vectors = self.basis.orthonormal()
-        small = vectors.mT @ op.matmul(vectors)
+        small = self.basis.rows.all_reduce(vectors.mT @ op.matmul(vectors))
         values, rotation = torch.linalg.eigh((small + small.mT) / 2)
         index = order_indices(values, self.which)
         self.basis.assign(vectors @ rotation.gather(-1, index.unsqueeze(-2).expand_as(rotation)))
@@ -714,7 +651,7 @@ class AmortizedBackend(EigenBackend):
             return aux_loss
 
         def converged() -> bool:
-            residual = self._subspace_residual(op) if subspace else self.diagnostics.residual
+            residual = self._subspace_residual(op) if subspace else cast(EigenDiagnostics, self.diagnostics).residual
             return bool((residual <= tol).all())
 
         while evaluations < steps and not converged():
@@ -725,8 +662,8 @@ class AmortizedBackend(EigenBackend):
         return evaluations
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, loss={self.loss!r}, eta={self.eta}, init={self.init!r}, refine={self.refine}, "
-                f"orthogonalization={self.basis.orthogonalization!r}")
+        return (f"{super().extra_repr()}, loss={self.loss!r}, eta={self.eta}, init={self.init!r}, "
+                f"refine={self.refine}, orthogonalization={self.basis.orthogonalization!r}")
 
 
-__all__ = ["AmortizedBackend", "AmortizedBasis", "ORTHOGONALIZATIONS", "qr_orthonormalize", "brockett_weights"]
+__all__ = ["AmortizedBackend", "AmortizedBasis", "ORTHOGONALIZATIONS", "brockett_weights"]

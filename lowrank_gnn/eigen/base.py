@@ -15,13 +15,13 @@ Conventions, identical for every backend:
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_choice, check_k, check_positive_int
-from ..operators.base import as_operator
+from ..operators.base import Operator, as_operator
 
 WHICH = ("largest", "smallest", "magnitude")
 
@@ -95,8 +95,13 @@ def order_indices(eigenvalues: Tensor, which: str) -> Tensor:
     return by_value.gather(-1, torch.argsort(group.gather(-1, by_value), dim=-1, stable=True))
 
 
-def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: str) -> Tuple[Tensor, Tensor]:
+def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: str,
+                      signs: Callable[[Tensor], Tensor] = canonical_signs) -> Tuple[Tensor, Tensor]:
     """The first ``k`` pairs in ``which`` order, with canonical signs.
+
+    Args:
+        signs (callable): the sign convention applied to the selected columns; a row-distributed
+            backend passes the one that searches the pivot across ranks. (default: :func:`canonical_signs`)
 
     Shapes:
         eigenvalues ``(*batch, m)``, eigenvectors ``(*batch, n, m)`` in;
@@ -104,10 +109,10 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
     """
     index = order_indices(eigenvalues, which)[..., :k]
     if k == eigenvalues.shape[-1] and bool((index == torch.arange(k, device=index.device)).all()):
-        return eigenvalues, canonical_signs(eigenvectors)  # already in order (a tracked basis): no (n, k) gather
+        return eigenvalues, signs(eigenvectors)  # already in order (a tracked basis): no (n, k) gather
     values = eigenvalues.gather(-1, index)
     vectors = eigenvectors.gather(-1, index.unsqueeze(-2).expand(*eigenvectors.shape[:-1], k))
-    return values, canonical_signs(vectors)
+    return values, signs(vectors)
 
 
 class EigenBackend(nn.Module):
@@ -141,7 +146,51 @@ class EigenBackend(nn.Module):
                              "torch_geometric.utils.to_undirected(edge_index, edge_weight, reduce='mean')")
         return self.solve(op)
 
-    def solve(self, op) -> EigenPairs:  # pragma: no cover - abstract
+    def solve(self, op: Operator) -> EigenPairs:  # pragma: no cover - abstract
+        r"""The ``k`` eigenpairs of ``op`` selected by ``which``: what every backend implements.
+
+        **Input.** An :class:`~lowrank_gnn.operators.Operator` that :meth:`forward` has already
+        validated: ``k <= n``, finite, symmetric (:attr:`~lowrank_gnn.operators.Operator.symmetric`).
+        Call the backend (``backend(op)``), not ``solve``, so that bad input is rejected the same
+        way by every backend. A backend reads the operator only through the protocol
+        (:meth:`~lowrank_gnn.operators.Operator.matmul`, and :meth:`~lowrank_gnn.operators.Operator.to_dense`
+        or :meth:`~lowrank_gnn.operators.Operator.to_scipy` where it needs the matrix).
+
+        **Output.** :class:`EigenPairs` with
+
+        * ``eigenvalues`` ``(*batch, k)`` in ``which`` order (``"largest"``: descending;
+          ``"smallest"``: ascending; ``"magnitude"``: descending :math:`|\lambda|`, the positive
+          one first on ties; :func:`order_indices`);
+        * ``eigenvectors`` ``(*batch, n, k)`` with orthonormal columns, column ``i`` belonging to
+          eigenvalue ``i``, each with the canonical sign (first entry with
+          :math:`|u_j| \ge 0.1 \max |u|` positive; :func:`canonical_signs`). Within a repeated
+          eigenvalue only the span is determined, and only if the block is not cut by ``k``;
+        * ``aux_loss``: ``None``, or a scalar for backends that learn their eigenvectors
+          (``amortized``: the eigen loss, to be added to the training loss).
+
+        **Batching.** A batched operator ``(*batch, n, n)`` (dense) gives one set of pairs per
+        batch entry, each as if solved alone; a backend that takes one matrix at a time raises a
+        ``ValueError`` saying so.
+
+        **dtype and device** of the outputs are the operator's; nothing is moved to another
+        device, except that ARPACK (``method="sparse"``) runs on the CPU in float64 and its
+        results are converted back.
+
+        **Gradients** flow to the operator's tensors (dense entries, graph edge weights) where
+        the backend is differentiable; each backend's docstring says how.
+
+        **Errors.** ``ValueError`` with a message naming the problem for input this backend
+        cannot take (e.g. a batched operator or ``k = n`` for ARPACK, an operator of another
+        size than a learned basis). Accuracy: ``exact``, ``stable`` and ``batched_dc`` return
+        converged pairs (ARPACK's own ``ArpackNoConvergence`` propagates); ``amortized`` tracks
+        them over training and reports how far they are in its ``diagnostics``.
+
+        Args:
+            op (Operator): the validated operator.
+
+        Returns:
+            :class:`EigenPairs`.
+        """
         raise NotImplementedError
 
     def extra_repr(self) -> str:

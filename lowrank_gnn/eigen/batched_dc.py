@@ -9,7 +9,7 @@ every ``n >= 1`` and with deflation. Every stage runs on the whole batch at once
 3. Cuppen's divide and conquer on :math:`T`, one recursion level of every matrix per step,
    with deflation of tiny weights and of (nearly) equal poles, roots of all secular
    equations of a level solved together, Gu-Eisenstat eigenvectors
-   (:mod:`lowrank_gnn.eigen.tridiagonal`);
+   (:mod:`lowrank_gnn.linalg.tridiagonal`);
 4. back-transformation :math:`U = Q V`.
 
 On a CPU LAPACK is already efficient per matrix, and the batched method did not beat it in
@@ -34,10 +34,10 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice, check_floating
+from ..linalg.tridiagonal import apply_reflectors, householder_tridiagonalize, tridiagonal_eigh
 from ..operators.base import DenseOperator
 from .base import EigenBackend, EigenPairs, canonical_signs
 from .exact import _PartialEigh
-from .tridiagonal import apply_reflectors, householder_tridiagonalize, tridiagonal_eigh
 
 METHODS = ("auto", "dc", "lapack")
 

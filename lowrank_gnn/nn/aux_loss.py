@@ -1,6 +1,8 @@
 """Collecting the auxiliary losses that eigen backends expose through layers."""
 from __future__ import annotations
 
+from typing import List, cast
+
 from torch import Tensor, nn
 
 
@@ -11,7 +13,14 @@ def total_aux_loss(model: nn.Module) -> Tensor | float:
     task loss so that their basis keeps converging; exact backends return ``None``.
 
     Example:
-        >>> loss = F.cross_entropy(model(x, edge_index)[mask], y[mask]) + total_aux_loss(model)
+        >>> import torch
+        >>> from lowrank_gnn.nn import LowRankGCNConv, total_aux_loss
+        >>> from lowrank_gnn.testing import cycle_graph
+        >>> graph = cycle_graph(12)
+        >>> model = torch.nn.ModuleList([LowRankGCNConv(4, 2, k=4, backend="amortized")])
+        >>> out = model[0](torch.randn(12, 4), graph.edge_index)
+        >>> loss = out.square().mean() + total_aux_loss(model)  # the eigen loss of every layer
     """
-    losses = [m.aux_loss for m in model.modules() if getattr(m, "aux_loss", None) is not None]
+    losses: List[Tensor] = [cast(Tensor, m.aux_loss) for m in model.modules()
+                            if getattr(m, "aux_loss", None) is not None]
     return sum(losses[1:], losses[0]) if losses else 0.0

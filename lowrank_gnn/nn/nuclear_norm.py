@@ -84,8 +84,12 @@ class AmortizedSVD(nn.Module):
         matrix ``(*batch, m, n)``; see :class:`SingularTriplets` for the output.
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.nn import AmortizedSVD
         >>> svd = AmortizedSVD(k=4)
-        >>> triplets = svd(X)           # add triplets.aux_loss to the training loss
+        >>> triplets = svd(torch.randn(20, 10))   # add triplets.aux_loss to the training loss
+        >>> triplets.singular_values.shape
+        torch.Size([4])
     """
 
     LOSSES = ("brockett", "trace")
@@ -182,8 +186,13 @@ class NuclearNormRegularizer(nn.Module):
         matrix ``(*batch, m, n)`` (a batch sums the penalties); returns a scalar.
 
     Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from lowrank_gnn.nn import NuclearNormRegularizer
+        >>> model, x, y = torch.nn.Linear(8, 6), torch.randn(32, 8), torch.randn(32, 6)
         >>> reg = NuclearNormRegularizer(strength=1e-3)
         >>> loss = F.mse_loss(model(x), y) + reg(model.weight) + reg.aux_loss
+        >>> loss.backward()
     """
 
     def __init__(self, strength: float = 1.0, eta: float = 1.0, rank: Optional[int] = None,

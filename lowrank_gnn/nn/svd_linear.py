@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_choice, check_floating, check_positive_int
-from ..eigen.householder import householder_orthonormal, householder_vectors
+from ..linalg.householder import householder_orthonormal, householder_vectors
 
 __all__ = ["SVDLinear"]
 
@@ -29,7 +29,7 @@ class SVDLinear(nn.Module):
         W = U \operatorname{diag}(s) V^\top, \qquad y = x W^\top + b,
 
     where :math:`U` (``out x r``) and :math:`V` (``in x r``), ``r = min(in, out)``, have
-    orthonormal columns by construction (:func:`~lowrank_gnn.eigen.householder_orthonormal`
+    orthonormal columns by construction (:func:`~lowrank_gnn.linalg.householder_orthonormal`
     of the parameters ``left_vectors`` and ``right_vectors``), so the singular values of
     :math:`W` are exactly :math:`|s|` and can be controlled directly:
 
@@ -61,7 +61,7 @@ class SVDLinear(nn.Module):
             outside the bounds of a learned :math:`s` start just inside them.
             (default: ``"linear"``)
         block_size (int, optional): Householder block size, see
-            :func:`~lowrank_gnn.eigen.householder_product`. (default: ``None``)
+            :func:`~lowrank_gnn.linalg.householder_product`. (default: ``None``)
 
     Shapes:
         - **input**: ``(*, in_features)``
@@ -76,6 +76,9 @@ class SVDLinear(nn.Module):
     """
 
     INITS = ("linear", "orthogonal")
+
+    left_signs: Tensor
+    right_signs: Tensor
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  max_singular_value: Optional[float] = None, min_singular_value: Optional[float] = None,

@@ -1,7 +1,7 @@
 r"""ZCA whitening of node features through the stable eigendecomposition."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -50,9 +50,16 @@ class ZCAWhitening(nn.Module):
         - **output:** node features ``(N, F)``
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.nn import ZCAWhitening
         >>> norm = ZCAWhitening(16)
-        >>> out = norm(x, batch)   # per-graph whitened features, (N, 16)
+        >>> x, batch = torch.randn(60, 16), torch.arange(3).repeat_interleave(20)
+        >>> norm(x, batch).shape   # per-graph whitened features
+        torch.Size([60, 16])
     """
+
+    running_mean: Optional[Tensor]
+    running_cov: Optional[Tensor]
 
     def __init__(self, in_channels: int, eps: float = 1e-5, momentum: float = 0.1,
                  track_running_stats: bool = True, backend_kwargs: Optional[Dict[str, Any]] = None) -> None:
@@ -76,9 +83,14 @@ class ZCAWhitening(nn.Module):
     def reset_parameters(self) -> None:
         """Reset the running statistics to zero mean and identity covariance."""
         if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_cov.copy_(torch.eye(self.in_channels, dtype=self.running_cov.dtype,
-                                             device=self.running_cov.device))
+            running_mean, running_cov = self._running_stats()
+            running_mean.zero_()
+            running_cov.copy_(torch.eye(self.in_channels, dtype=running_cov.dtype, device=running_cov.device))
+
+    def _running_stats(self) -> Tuple[Tensor, Tensor]:
+        if self.running_mean is None or self.running_cov is None:
+            raise RuntimeError("ZCAWhitening(track_running_stats=False) keeps no running statistics")
+        return self.running_mean, self.running_cov
 
     def inverse_sqrt(self, cov: Tensor) -> Tensor:
         r""":math:`V (\Lambda + \epsilon I)^{-1/2} V^T` via the stable backend. Shapes: ``(*, F, F)``."""
@@ -128,18 +140,19 @@ class ZCAWhitening(nn.Module):
             cov = x.new_zeros(batch_size, self.in_channels, self.in_channels).index_add_(0, batch, outer)
             cov = cov / count[:, None, None]
             if self.training and self.track_running_stats:
+                running_mean, running_cov = self._running_stats()
                 with torch.no_grad():
-                    running = cov.mean(0).to(self.running_cov.dtype)
+                    running = cov.mean(0).to(running_cov.dtype)
                     if not bool(torch.isfinite(running).all()):
                         raise ValueError(f"the covariance of x (entries up to {float(x.abs().amax()):.3g}) overflows "
-                                         f"the {self.running_cov.dtype} running statistics; scale x down, or keep "
+                                         f"the {running_cov.dtype} running statistics; scale x down, or keep "
                                          "the module in float64 (.double())")
-                    self.running_mean.lerp_(mean.mean(0).to(self.running_mean.dtype), self.momentum)
-                    self.running_cov.lerp_(running, self.momentum)
+                    running_mean.lerp_(mean.mean(0).to(running_mean.dtype), self.momentum)
+                    running_cov.lerp_(running, self.momentum)
             whitening = self.inverse_sqrt(cov)                                                   # (B, F, F)
             return (centered.unsqueeze(-2) @ whitening[batch]).squeeze(-2).to(dtype)
-        mean = self.running_mean.to(x.dtype)
-        return (x - mean) @ self.inverse_sqrt(self.running_cov.to(x.dtype))
+        running_mean, running_cov = self._running_stats()
+        return (x - running_mean.to(x.dtype)) @ self.inverse_sqrt(running_cov.to(x.dtype))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels})"

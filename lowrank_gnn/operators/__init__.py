@@ -1,11 +1,18 @@
 """Symmetric operators built from graphs (sparse) or tensors (dense)."""
-from .base import DeflatedOperator, DenseOperator, as_operator
+from .base import FROBENIUS_PROBES, DeflatedOperator, DeflatedOperatorBase, DenseOperator, Operator, as_operator
 from .graph import (ComponentDeflatedOperator, component_eigenvectors, connected_components, deflate_components,
                     laplacian, normalized_adjacency)
-from .sparse import GraphOperator
+from .sparse import CSROperator, GraphOperator, SparsityPattern
+from .structure import GraphStructure
 
 __all__ = [
+    "Operator",
+    "CSROperator",
+    "DeflatedOperatorBase",
+    "FROBENIUS_PROBES",
     "GraphOperator",
+    "GraphStructure",
+    "SparsityPattern",
     "DenseOperator",
     "DeflatedOperator",
     "ComponentDeflatedOperator",

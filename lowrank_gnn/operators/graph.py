@@ -5,93 +5,28 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import add_remaining_self_loops, get_laplacian
 
-from .._validation import (check_choice, check_edge_index, check_finite, check_floating, check_index_range,
-                           check_num_nodes, check_same_device)
+from .._validation import check_finite
 from .base import DeflatedOperator
-from .sparse import GraphOperator, check_graph_size
-
-LAPLACIAN_NORMALIZATIONS = ("sym", "rw", None)
-
-
-def _check_graph(edge_index: Tensor, edge_weight: Optional[Tensor],
-                 num_nodes: Optional[int]) -> Tuple[int, Tensor]:
-    """Validate ``edge_index``/``edge_weight``; return ``num_nodes`` and float weights."""
-    check_edge_index(edge_index)
-    if num_nodes is None:
-        num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
-        if num_nodes < 1:
-            raise ValueError("the graph is empty (num_nodes=0); an operator needs at least one node. "
-                             "Pass num_nodes= when the graph has nodes but no edges")
-    num_nodes = check_num_nodes(num_nodes)
-    check_graph_size(num_nodes, edge_index.shape[1], edge_index.device, "the graph operator")
-    check_index_range("edge_index", edge_index, num_nodes)
-    if edge_weight is None:
-        edge_weight = torch.ones(edge_index.shape[1], device=edge_index.device)
-    else:
-        check_floating("edge_weight", edge_weight)
-        check_same_device("edge_weight", edge_weight, "edge_index", edge_index)
-        if edge_weight.shape != (edge_index.shape[1],):
-            raise ValueError(f"edge_weight must have shape (num_edges,) = ({edge_index.shape[1]},) "
-                             f"(got {tuple(edge_weight.shape)})")
-        check_finite("edge_weight", edge_weight.detach())
-    return num_nodes, edge_weight
-
-
-class EdgeIndexRef:
-    """A reference (no copy) to the ``edge_index`` something was built from, with the tensor's
-    version counter at that time, so that an in-place edit of it is noticed later."""
-
-    def __init__(self, edge_index: Tensor) -> None:
-        self.tensor, self.version = edge_index, edge_index._version
-
-    @property
-    def edited(self) -> bool:
-        """Whether the referenced tensor was modified in place since (its old entries are gone)."""
-        return self.tensor._version != self.version
-
-    def same_as(self, edge_index: Tensor) -> bool:
-        """Unedited, and ``edge_index`` holds the same entries in the same order."""
-        held = self.tensor
-        return not self.edited and (held is edge_index or (held.shape == edge_index.shape
-                                                           and held.device == edge_index.device
-                                                           and torch.equal(held, edge_index)))
-
-
-def _reuse(structure: Optional[GraphOperator], recipe: tuple, edge_index: Tensor) -> Optional[GraphOperator]:
-    """``structure`` if it was built by the same ``recipe`` from an equal ``edge_index``, else raise."""
-    if structure is None:
-        return None
-    if not isinstance(structure, GraphOperator) or getattr(structure, "_recipe", None) is None:
-        raise TypeError("structure must be a GraphOperator returned by normalized_adjacency or laplacian "
-                        f"(got {type(structure).__name__})")
-    built_recipe, built_index = structure._recipe
-    if built_index.edited:
-        raise ValueError("the edge_index that structure was built from has been modified in place since; "
-                         "build the operator without structure= (and pass the new one as structure= later)")
-    if built_recipe != recipe or not built_index.same_as(edge_index):
-        raise ValueError(f"structure was built as {built_recipe} from a different graph; this call is {recipe}. "
-                         "Pass structure= only with the same edge_index (same entries, same order), num_nodes "
-                         "and options")
-    return structure
-
-
-def _built(op: GraphOperator, recipe: tuple, edge_index: Tensor) -> GraphOperator:
-    op._recipe = (recipe, EdgeIndexRef(edge_index))  # what structure= checks
-    return op
+from .sparse import GraphOperator
+from .structure import GraphStructure
 
 
 def normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor] = None,
                          num_nodes: Optional[int] = None, add_self_loops: bool = True,
-                         structure: Optional[GraphOperator] = None) -> GraphOperator:
+                         improved: bool = False) -> GraphOperator:
     r"""The GCN propagation matrix :math:`\hat A = \hat D^{-1/2} (A + I) \hat D^{-1/2}`.
 
     Identical to PyG's :func:`~torch_geometric.nn.conv.gcn_conv.gcn_norm` (Kipf & Welling,
-    `ICLR 2017 <https://arxiv.org/abs/1609.02907>`_): missing self-loops are added with
-    weight 1 when ``add_self_loops=True``; nodes of degree zero get zero rows, not NaN.
-    Its eigenvalues lie in :math:`[-1, 1]`, with eigenvalue 1 once per connected component.
+    `ICLR 2017 <https://arxiv.org/abs/1609.02907>`_): duplicate edges are summed, missing
+    self-loops are added with weight 1 (2 with ``improved=True``) when ``add_self_loops=True``;
+    nodes of degree zero get zero rows, not NaN. Its eigenvalues lie in :math:`[-1, 1]`,
+    with eigenvalue 1 once per connected component. A directed graph gives a non-symmetric
+    operator, which the symmetric eigen backends refuse.
+
+    One call builds a :class:`~lowrank_gnn.operators.GraphStructure` (one sort); for a graph
+    whose weights change every step (learnable edge weights) build the structure once and
+    call its :meth:`~lowrank_gnn.operators.GraphStructure.normalized_adjacency`, ``O(E)``.
 
     Args:
         edge_index (LongTensor): the graph, both directions of every undirected edge.
@@ -99,12 +34,8 @@ def normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor] = Non
             (default: all ones)
         num_nodes (int, optional): number of nodes. (default: ``edge_index.max() + 1``)
         add_self_loops (bool, optional): add the identity first. (default: ``True``)
-        structure (GraphOperator, optional): an operator returned by an earlier call with
-            the same ``edge_index`` (equal entries, same order), ``num_nodes`` and
-            ``add_self_loops``. Its sorted sparsity pattern and structural symmetry check
-            are reused (:meth:`GraphOperator.with_values`), so a graph whose weights change
-            every step (learnable edge weights) is rebuilt in ``O(nnz)`` without sorting;
-            a different graph raises. (default: ``None``)
+        improved (bool, optional): self-loops of weight 2, as ``GCNConv(improved=True)``.
+            (default: ``False``)
 
     Shapes:
         edge_index ``(2, E)``, edge_weight ``(E,)``; the operator is ``(n, n)``.
@@ -115,65 +46,42 @@ def normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor] = Non
         >>> op.shape
         torch.Size([3, 3])
     """
-    num_nodes, edge_weight = _check_graph(edge_index, edge_weight, num_nodes)
-    recipe = ("normalized_adjacency", num_nodes, add_self_loops)
-    structure = _reuse(structure, recipe, edge_index)
-    if bool((edge_weight.detach() < 0).any()):
-        raise ValueError("normalized_adjacency needs non-negative edge weights "
-                         f"(got min edge_weight={float(edge_weight.min()):.4g}); "
-                         "degrees D^{-1/2} are undefined otherwise")
-    index, weight = edge_index.long(), edge_weight
-    if add_self_loops:  # exactly what gcn_norm does internally, done here to keep the degrees
-        index, weight = add_remaining_self_loops(index, weight, 1.0, num_nodes)
-    degree = weight.new_zeros(num_nodes).index_add(0, index[1], weight)
-    index, value = gcn_norm(index, weight, num_nodes, improved=False, add_self_loops=False, dtype=weight.dtype)
-    if structure is not None:
-        return _built(structure.with_values(value, degree=degree), recipe, edge_index)
-    return _built(GraphOperator(index, value, num_nodes, degree=degree), recipe, edge_index)
+    return GraphStructure(edge_index, num_nodes).normalized_adjacency(edge_weight, add_self_loops=add_self_loops,
+                                                                      improved=improved)
 
 
 def laplacian(edge_index: Tensor, edge_weight: Optional[Tensor] = None, num_nodes: Optional[int] = None,
-              normalization: Optional[str] = "sym", structure: Optional[GraphOperator] = None) -> GraphOperator:
+              normalization: Optional[str] = "sym") -> GraphOperator:
     r"""A graph Laplacian, identical to PyG's :func:`~torch_geometric.utils.get_laplacian`.
 
     * ``None``: :math:`L = D - A`,
     * ``"sym"``: :math:`L = I - D^{-1/2} A D^{-1/2}` (eigenvalues in :math:`[0, 2]`),
     * ``"rw"``: :math:`L = I - D^{-1} A` (not symmetric: the symmetric eigen backends reject it).
 
+    For repeated builds on one graph use
+    :meth:`GraphStructure.laplacian <lowrank_gnn.operators.GraphStructure.laplacian>`.
+
     Args:
         edge_index (LongTensor): the graph.
         edge_weight (Tensor, optional): non-negative weights. (default: all ones)
         num_nodes (int, optional): number of nodes. (default: ``edge_index.max() + 1``)
         normalization (str, optional): ``"sym"``, ``"rw"`` or ``None``. (default: ``"sym"``)
-        structure (GraphOperator, optional): an earlier result for the same ``edge_index``,
-            ``num_nodes`` and ``normalization``, whose sparsity pattern is reused (see
-            :func:`normalized_adjacency`). (default: ``None``)
 
     Shapes:
         edge_index ``(2, E)``, edge_weight ``(E,)``; the operator is ``(n, n)``.
     """
-    check_choice("normalization", normalization if normalization is not None else "None",
-                 [str(c) for c in LAPLACIAN_NORMALIZATIONS])
-    num_nodes, edge_weight = _check_graph(edge_index, edge_weight, num_nodes)
-    recipe = ("laplacian", num_nodes, normalization)
-    structure = _reuse(structure, recipe, edge_index)
-    if bool((edge_weight.detach() < 0).any()):
-        raise ValueError(f"laplacian needs non-negative edge weights (got min edge_weight="
-                         f"{float(edge_weight.min()):.4g})")
-    index, value = get_laplacian(edge_index.long(), edge_weight, normalization, edge_weight.dtype, num_nodes)
-    if structure is not None:
-        return _built(structure.with_values(value), recipe, edge_index)
-    return _built(GraphOperator(index, value, num_nodes), recipe, edge_index)
+    return GraphStructure(edge_index, num_nodes).laplacian(edge_weight, normalization)
 
 
 def connected_components(op: GraphOperator) -> Tuple[int, Tensor]:
     """Connected components of the graph behind ``op`` (entries equal to 0 are ignored).
 
     Runs SciPy's ``connected_components`` on the CPU; the labels come back on the
-    operator's device. When no stored value is 0 the components depend on the sparsity
-    pattern alone, so they are computed once per graph and shared by every operator built
-    on the same pattern (``structure=``, :meth:`GraphOperator.with_values`): learnable edge
-    weights then cost one ``O(nnz)`` zero test per step instead of a trip through SciPy.
+    operator's device. When no stored off-diagonal value is 0 the components depend on the
+    sparsity pattern alone, so they are computed once per graph and shared by every operator
+    built on the same pattern (one :class:`~lowrank_gnn.operators.GraphStructure`,
+    :meth:`GraphOperator.with_values`): learnable edge weights then cost one ``O(nnz)`` zero
+    test per step instead of a trip through SciPy.
 
     Returns:
         ``(num_components, labels)`` with labels ``(n,)`` in ``[0, num_components)``.
@@ -181,7 +89,7 @@ def connected_components(op: GraphOperator) -> Tuple[int, Tensor]:
     from scipy.sparse.csgraph import connected_components as scipy_components
 
     pattern = op._pattern
-    no_zeros = not bool((op.value.detach() == 0).any())
+    no_zeros = not bool(((op.value.detach() == 0) & (op.row != op.col)).any())  # the diagonal never connects
     if no_zeros and pattern.components is not None:
         return pattern.components
     graph = op.to_scipy()

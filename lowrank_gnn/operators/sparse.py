@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from abc import abstractmethod
 from typing import Optional, Tuple
 
 import torch
@@ -9,7 +10,8 @@ from torch import Tensor
 
 from .._validation import (check_edge_index, check_finite, check_floating, check_index_range, check_memory,
                            check_num_nodes, check_same_device)
-from .base import symmetry_tolerance
+from ..linalg.norms import frobenius_norm
+from .base import Operator, symmetry_tolerance
 
 #: Largest ``n`` with ``n * n`` inside int64 (the (row, col) sort key): floor(sqrt(2**63 - 1)).
 MAX_NUM_NODES = 3_037_000_499
@@ -33,39 +35,98 @@ def check_graph_size(num_nodes: int, num_edges: int, device: torch.device, what:
                  "check num_nodes (it should be the number of nodes of the graph, edge_index.max() + 1 or more)")
 
 
-def _csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
+def csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
+    """A ``torch.sparse_csr_tensor`` from an already sorted, deduplicated pattern (invariants unchecked)."""
     with warnings.catch_warnings():  # "CSR support is in beta": the ops used here are stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, value, shape, check_invariants=False)
 
 
-class _SparseMatmul(torch.autograd.Function):
-    """``Y = A X`` for a CSR matrix ``A`` whose values may require gradients.
+class _CSRMatmul(torch.autograd.Function):
+    r"""``Y = B X`` for the CSR block ``B`` (``rows x width``) of a :class:`CSROperator`, whose values may
+    require gradients.
 
-    PyTorch's own CSR/COO matmul backward materialises a dense ``n x n`` gradient for the
-    values; here ``dL/dA_e = <dL/dY[row_e], X[col_e]>`` is computed per stored entry, and
-    ``dL/dX = A^T dL/dY`` with the transposed CSR pattern, so memory stays ``O(nnz * d)``.
+    PyTorch's own CSR/COO matmul backward materialises a dense gradient for the values; here
+    :math:`\partial L / \partial B_e = \langle \bar Y_{\mathrm{row}(e)}, X_{\mathrm{col}(e)} \rangle` is
+    computed per stored entry, and :math:`\bar X = B^T \bar Y` with the transposed CSR pattern, so
+    memory stays ``O(nnz * d)``.
     """
 
     @staticmethod
-    def forward(ctx, value: Tensor, x: Tensor, op: "GraphOperator") -> Tensor:
+    def forward(ctx, value: Tensor, x: Tensor, op: "CSROperator") -> Tensor:
         ctx.op = op
         ctx.save_for_backward(value, x)
-        return op._csr(value) @ x
+        crow, col, shape = op.block_pattern()
+        return csr_tensor(crow, col, value, shape) @ x
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         value, x = ctx.saved_tensors
-        op: GraphOperator = ctx.op
+        op: CSROperator = ctx.op
         grad_value = grad_x = None
+        _, col, (rows, width) = op.block_pattern()
         if ctx.needs_input_grad[0]:
-            grad_value = (grad_out[op.row] * x[op.col]).sum(-1)
+            grad_value = (grad_out[op.row] * x[col]).sum(-1)
         if ctx.needs_input_grad[1]:
-            grad_x = op._csr_transposed(value) @ grad_out
+            crow, row, perm = op.block_transpose()
+            grad_x = csr_tensor(crow, row, value[perm], (width, rows)) @ grad_out
         return grad_value, grad_x, None
 
 
-class _Pattern:
+class CSROperator(Operator):
+    r"""Rows of a sparse ``n x n`` matrix stored as a row-sorted CSR block with differentiable values.
+
+    The part that :class:`GraphOperator` (all ``n`` rows) and the row-distributed
+    :class:`~lowrank_gnn.distributed.RowPartitionedOperator` (one rank's rows) share: the stored
+    entries :attr:`row`, :attr:`col`, :attr:`crow`, :attr:`value` of ``num_nodes`` columns, the
+    protocol's :attr:`shape` / :attr:`dtype` / :attr:`device`, :attr:`nnz`, and
+    :meth:`multiply_block`, the product of the stored block with its one autograd rule. A subclass
+    describes its block (:meth:`block_pattern`, :meth:`block_transpose`).
+    """
+
+    row: Tensor
+    col: Tensor
+    crow: Tensor
+    value: Tensor
+    num_nodes: int
+
+    @property
+    def shape(self) -> torch.Size:
+        """``(n, n)``: the whole matrix, also for an operator holding only some of its rows."""
+        return torch.Size((self.num_nodes, self.num_nodes))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.value.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.value.device
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries (held by this operator: this rank's, for a row-distributed one)."""
+        return self.value.numel()
+
+    @abstractmethod
+    def block_pattern(self) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+        """``(crow, column, (rows, width))`` of the stored block ``B``: the column of each entry in the
+        ``X`` that :meth:`multiply_block` takes, which has ``width`` rows."""
+
+    @abstractmethod
+    def block_transpose(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(crow, column, perm)`` of ``B^T`` (``width x rows``): ``B^T.values == B.values[perm]``."""
+
+    def multiply_block(self, x: Tensor) -> Tensor:
+        """``B X``, differentiable in :attr:`value` and ``x`` with ``O(nnz d)`` memory.
+
+        Shapes:
+            x ``(width, d)`` (see :meth:`block_pattern`); returns ``(rows, d)``.
+        """
+        return _CSRMatmul.apply(self.value, x, self)
+
+
+class SparsityPattern:
     """The value-independent part of a :class:`GraphOperator`, shared by :meth:`GraphOperator.with_values`.
 
     Holds the sorted, deduplicated CSR structure (of all ``num_nodes`` rows, or of the first
@@ -120,7 +181,8 @@ class _Pattern:
 
     @property
     def symmetric(self) -> bool:
-        """Whether ``(i, j)`` is stored exactly when ``(j, i)`` is (then entry ``e`` of ``A^T`` is entry ``e`` of ``A``)."""
+        """Whether ``(i, j)`` is stored exactly when ``(j, i)`` is (then entry ``e`` of ``A^T`` is entry ``e``
+        of ``A``)."""
         if self._symmetric is None:
             crow, col, _ = self.transpose()
             self._symmetric = bool(torch.equal(crow, self.crow) and torch.equal(col, self.col))
@@ -136,7 +198,7 @@ class _Pattern:
         return self._mirror
 
 
-class GraphOperator:
+class GraphOperator(CSROperator):
     """A sparse ``n x n`` matrix built from a graph, differentiable in its values.
 
     Entries are stored once, sorted by (row, column), as CSR; duplicate ``(row, col)``
@@ -171,15 +233,26 @@ class GraphOperator:
         if degree is not None and (not isinstance(degree, Tensor) or degree.shape != (n,)):
             got = tuple(degree.shape) if isinstance(degree, Tensor) else type(degree).__name__
             raise ValueError(f"degree must have shape (num_nodes,) = ({n},) (got {got})")
-        self._set(_Pattern(edge_index, n), value, degree)
+        self._set(SparsityPattern(edge_index, n), value, degree)
 
-    def _set(self, pattern: _Pattern, value: Tensor, degree: Optional[Tensor]) -> None:
+    def _set(self, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor], stored: bool = False) -> None:
         self._pattern = pattern
         self.row, self.col, self.crow = pattern.row, pattern.col, pattern.crow
         self.num_nodes = pattern.num_nodes
-        self.value = pattern.store(value)
+        self.value = value if stored else pattern.store(value)
         self.degree = degree
         self._symmetric: Optional[bool] = None
+
+    @classmethod
+    def from_pattern(cls, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor] = None) -> "GraphOperator":
+        """An operator on ``pattern`` whose values are given in storage order, one per stored entry.
+
+        Used by :class:`~lowrank_gnn.operators.GraphStructure`, which computes stored values
+        itself; ``value`` has shape ``(pattern.nnz,)``.
+        """
+        new = cls.__new__(cls)
+        new._set(pattern, value, degree, stored=True)
+        return new
 
     def with_values(self, value: Tensor, degree: Optional[Tensor] = None) -> "GraphOperator":
         """The same graph with new values, in ``O(nnz)``: no sort, and a cheaper symmetry check.
@@ -189,8 +262,7 @@ class GraphOperator:
         transpose permutation and the structural half of :attr:`symmetric` are shared
         with this operator, so checking the new one compares values only (each off-diagonal
         pair once).
-        Made for a graph whose weights change every step (learnable edge weights);
-        :func:`~lowrank_gnn.operators.normalized_adjacency` uses it through ``structure=``.
+        Made for hand-built operators whose weights change every step.
 
         Args:
             value (Tensor): the new values, floating point, on the operator's device.
@@ -211,28 +283,11 @@ class GraphOperator:
         new._set(self._pattern, value, degree)
         return new
 
-    @property
-    def shape(self) -> torch.Size:
-        return torch.Size((self.num_nodes, self.num_nodes))
+    def block_pattern(self) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+        return self.crow, self.col, (self.num_nodes, self.num_nodes)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.value.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.value.device
-
-    @property
-    def nnz(self) -> int:
-        return self.value.numel()
-
-    def _csr(self, value: Tensor) -> Tensor:
-        return _csr_tensor(self.crow, self.col, value, self.shape)
-
-    def _csr_transposed(self, value: Tensor) -> Tensor:
-        crow, col, perm = self._pattern.transpose()
-        return _csr_tensor(crow, col, value[perm], self.shape)
+    def block_transpose(self) -> Tuple[Tensor, Tensor, Tensor]:
+        return self._pattern.transpose()
 
     def matmul(self, x: Tensor) -> Tensor:
         """``A @ x`` for ``x`` of shape ``(n,)`` or ``(n, d)``."""
@@ -241,7 +296,7 @@ class GraphOperator:
             raise ValueError(f"x must have shape (n,) or (n, d) with n={self.num_nodes} "
                              f"(got shape {tuple(x.shape)})")
         columns = x.unsqueeze(-1) if x.dim() == 1 else x
-        out = _SparseMatmul.apply(self.value, columns.to(self.dtype), self)
+        out = self.multiply_block(columns.to(self.dtype))
         return out.squeeze(-1) if x.dim() == 1 else out
 
     def to_dense(self) -> Tensor:
@@ -260,6 +315,11 @@ class GraphOperator:
 
         return sp.csr_matrix((self.value.detach().cpu().double().numpy().copy(), self.col.cpu().numpy().copy(),
                               self.crow.cpu().numpy().copy()), shape=tuple(self.shape))
+
+    @torch.no_grad()
+    def frobenius_norm(self) -> Tensor:
+        """Exact: the norm of the stored values (duplicates are summed on construction)."""
+        return frobenius_norm(self.value, dim=-1)
 
     def check_finite(self) -> None:
         check_finite("the operator's values (edge weights after normalisation)", self.value.detach())

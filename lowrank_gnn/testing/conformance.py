@@ -1,4 +1,5 @@
-"""The conformance suite every :class:`~lowrank_gnn.eigen.EigenBackend` must pass.
+"""The conformance suites every :class:`~lowrank_gnn.eigen.EigenBackend` and every
+:class:`~lowrank_gnn.operators.Operator` must pass.
 
 Subclass :class:`EigenBackendConformance` in a pytest module and set ``backend_name``
 (plus ``backend_kwargs``); override :meth:`~EigenBackendConformance.solve` for backends
@@ -12,16 +13,24 @@ Example::
 
     class TestExact(EigenBackendConformance):
         backend_name = "exact"
+
+Subclass :class:`OperatorConformance` and implement
+:meth:`~OperatorConformance.make_case`, which builds the operator together with a float64
+dense reference of its matrix (computed without the operator) and, for a differentiable
+operator, that reference as a function of the tensor the operator is differentiable in.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+import inspect
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
+import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from ..eigen import WHICH, EigenBackend, EigenPairs, resolve_eigen_backend
-from ..operators import laplacian, normalized_adjacency
+from ..operators import Operator, as_operator, laplacian, normalized_adjacency
 from .asserts import TOLERANCES, assert_eigenpairs_close, assert_matches_reference_vectors
 from .graphs import ReferenceGraph, complete_graph, cycle_graph, disjoint_union, path_graph, reference_graphs
 
@@ -164,4 +173,202 @@ class EigenBackendConformance:
             self.solve(self.make_backend(2), [[1.0, 0.0], [0.0, 1.0]])
 
 
-__all__ = ["EigenBackendConformance", "random_symmetric", "DTYPES", "DEVICES"]
+class OperatorCase(NamedTuple):
+    """What :meth:`OperatorConformance.make_case` returns.
+
+    Attributes:
+        operator (Operator): the operator under test.
+        dense (Tensor): float64 reference of the whole matrix ``(*batch, n, n)``, computed
+            without the operator.
+        rows (slice): the rows of ``X`` and ``A X`` that :meth:`~Operator.matmul` takes and
+            returns (``slice(None)``: all; a row-distributed operator: this rank's).
+        leaf (Tensor, optional): a tensor the operator is differentiable in (``requires_grad``).
+        dense_of (callable, optional): the float64 reference as a function of a float64 copy of
+            ``leaf``, differentiable, for the gradient checks.
+    """
+
+    operator: Operator
+    dense: Tensor
+    rows: slice = slice(None)
+    leaf: Optional[Tensor] = None
+    dense_of: Optional[Callable[[Tensor], Tensor]] = None
+
+
+#: The matrices :meth:`OperatorConformance.make_case` is asked for: a symmetric one, one that is
+#: not symmetric, and a symmetric one with a NaN entry.
+VARIANTS = ("symmetric", "asymmetric", "nan")
+
+
+class OperatorConformance:
+    """Shared tests of the operator protocol; a subclass builds the operator (:meth:`make_case`).
+
+    Every check compares with the float64 dense reference of the case: shape, dtype and
+    device; :meth:`~Operator.matmul` (blocks and single vectors); :meth:`~Operator.to_dense`;
+    :attr:`~Operator.symmetric` on a symmetric and a non-symmetric matrix;
+    :meth:`~Operator.frobenius_norm`; :meth:`~Operator.check_finite` on a NaN;
+    :meth:`~Operator.to_scipy`; gradients of ``matmul`` to ``X`` and to the operator's values;
+    and that every public member a class inherits runs.
+    """
+
+    #: The variants of :data:`VARIANTS` that :meth:`make_case` can build.
+    variants: Tuple[str, ...] = VARIANTS
+    #: False for operators that hold no whole matrix: ``to_dense`` must raise ``ValueError``.
+    has_dense: bool = True
+    #: False for operators without a SciPy form: ``to_scipy`` must raise ``ValueError``.
+    has_scipy: bool = True
+    #: False when :meth:`~Operator.frobenius_norm` is an estimate (checked to 50% only).
+    exact_frobenius: bool = True
+
+    def make_case(self, dtype: torch.dtype, device: str, variant: str) -> OperatorCase:
+        """Build the operator of ``variant`` (one of :attr:`variants`) in ``dtype`` on ``device``."""
+        raise NotImplementedError
+
+    # helpers -----------------------------------------------------------------------------
+    def case(self, dtype: torch.dtype = torch.float64, device: str = "cpu", variant: str = "symmetric") -> OperatorCase:
+        if variant not in self.variants:
+            pytest.skip(f"{type(self).__name__} builds no {variant!r} operator")
+        case = self.make_case(dtype, device, variant)
+        return case._replace(dense=case.dense.detach().to(torch.float64))
+
+    @staticmethod
+    def probe(case: OperatorCase, columns: int = 3, seed: int = 0) -> Tensor:
+        """Float64 ``X (*batch, n, columns)``, on the reference's device."""
+        generator = torch.Generator().manual_seed(seed)
+        shape = (*case.dense.shape[:-1], columns)
+        return torch.randn(shape, generator=generator, dtype=torch.float64).to(case.dense.device)
+
+    @staticmethod
+    def assert_close(actual: Tensor, expected: Tensor, dtype: torch.dtype, what: str) -> None:
+        scale = max(float(expected.abs().max()) if expected.numel() else 0.0, 1.0)
+        difference = actual.detach().double().cpu() - expected.detach().cpu()
+        error = float(difference.abs().max()) if expected.numel() else 0.0
+        assert error <= 10 * TOLERANCES[dtype] * scale, f"{what}: max error {error:.3g} (scale {scale:.3g})"
+
+    # protocol -----------------------------------------------------------------------------
+    def test_is_an_operator(self) -> None:
+        case = self.case()
+        assert isinstance(case.operator, Operator)
+        assert as_operator(case.operator) is case.operator
+
+    @pytest.mark.parametrize("device", DEVICES)
+    @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+    def test_shape_dtype_device(self, dtype: torch.dtype, device: str) -> None:
+        case = self.case(dtype, device)
+        assert case.operator.shape == case.dense.shape
+        assert case.operator.dtype == dtype
+        assert case.operator.device.type == device
+
+    @pytest.mark.parametrize("device", DEVICES)
+    @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+    def test_matmul_matches_dense_reference(self, dtype: torch.dtype, device: str) -> None:
+        case = self.case(dtype, device)
+        x = self.probe(case)
+        out = case.operator.matmul(x[..., case.rows, :].to(dtype))
+        assert out.dtype == dtype and out.device.type == device
+        self.assert_close(out, (case.dense @ x)[..., case.rows, :], dtype, "matmul")
+
+    def test_matmul_of_a_vector(self) -> None:
+        case = self.case()
+        if case.dense.dim() > 2:
+            pytest.skip("a batched operator takes (*batch, n, d) blocks")
+        x = self.probe(case, columns=1)[case.rows]
+        out = case.operator.matmul(x[:, 0])
+        assert out.shape == x.shape[:1]
+        self.assert_close(out, (case.dense @ self.probe(case, columns=1))[case.rows, 0], torch.float64, "matvec")
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+    def test_to_dense(self, dtype: torch.dtype) -> None:
+        case = self.case(dtype)
+        if not self.has_dense:
+            with pytest.raises(ValueError):
+                case.operator.to_dense()
+            return
+        dense = case.operator.to_dense()
+        assert dense.shape == case.dense.shape and dense.dtype == dtype
+        self.assert_close(dense, case.dense, dtype, "to_dense")
+
+    def test_symmetric(self) -> None:
+        assert self.case().operator.symmetric is True
+
+    def test_asymmetric_is_detected(self) -> None:
+        case = self.case(variant="asymmetric")
+        assert not torch.allclose(case.dense, case.dense.mT), "the asymmetric case must not be symmetric"
+        assert case.operator.symmetric is False
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+    def test_frobenius_norm(self, dtype: torch.dtype) -> None:
+        case = self.case(dtype)
+        norm = case.operator.frobenius_norm()
+        expected = torch.linalg.matrix_norm(case.dense)
+        assert norm.shape == expected.shape and not norm.requires_grad
+        if self.exact_frobenius:
+            self.assert_close(norm, expected, dtype, "frobenius_norm")
+        else:
+            assert torch.allclose(norm.double().cpu(), expected.cpu(), rtol=0.5)
+
+    def test_check_finite(self) -> None:
+        self.case().operator.check_finite()  # a finite operator passes
+        with pytest.raises(ValueError, match="NaN"):
+            self.case(variant="nan").operator.check_finite()
+
+    def test_to_scipy(self) -> None:
+        case = self.case()
+        if not self.has_scipy:
+            with pytest.raises(ValueError):
+                case.operator.to_scipy()
+            return
+        n = case.dense.shape[-1]
+        matrix = np.asarray(case.operator.to_scipy() @ np.eye(n))
+        scale = max(1.0, float(case.dense.abs().max()))
+        assert np.allclose(matrix, case.dense.cpu().numpy(), rtol=0, atol=1e-12 * scale)
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+    def test_gradients_match_dense_reference(self, dtype: torch.dtype) -> None:
+        case = self.case(dtype)
+        x = self.probe(case)[..., case.rows, :].to(dtype).requires_grad_()
+        weights = self.probe(case, seed=1)[..., case.rows, :].to(dtype)
+        (weights * case.operator.matmul(x)).sum().backward()
+        # reference: d/dX <W, (A X)_rows> = A[rows, :]^T W restricted to the operator's rows of X
+        full = torch.zeros_like(self.probe(case))
+        full[..., case.rows, :] = weights.double()
+        expected_x = (case.dense.mT @ full)[..., case.rows, :]
+        assert x.grad is not None
+        self.assert_close(x.grad, expected_x, dtype, "gradient to X")
+        if case.leaf is None or case.dense_of is None:
+            return  # not differentiable in any values
+        leaf = case.leaf.detach().double().requires_grad_()
+        full_x = torch.zeros_like(full)
+        full_x[..., case.rows, :] = x.detach().double()
+        (full * (case.dense_of(leaf) @ full_x)).sum().backward()
+        assert case.leaf.grad is not None and leaf.grad is not None, "no gradient reached the operator's values"
+        self.assert_close(case.leaf.grad, leaf.grad, dtype, "gradient to the values")
+
+    def test_inherited_members_work(self) -> None:
+        """Every public method or property a class inherits runs (no attribute of a parent it skipped)."""
+        case = self.case()
+        op, cls = case.operator, type(case.operator)
+        x = self.probe(case)[..., case.rows, :]
+        refused = {name for name, flag in (("to_dense", self.has_dense), ("to_scipy", self.has_scipy)) if not flag}
+        for name in dir(cls):
+            owner = next(c for c in cls.__mro__ if name in vars(c))
+            if name.startswith("_") or owner is cls or owner is object:
+                continue
+            member = inspect.getattr_static(cls, name)
+            if isinstance(member, property):
+                getattr(op, name)
+                continue
+            if not callable(member):
+                continue
+            required = [p for p in inspect.signature(getattr(op, name)).parameters.values()
+                        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                                               p.POSITIONAL_OR_KEYWORD)]
+            arguments = (x,) if required else ()
+            if name in refused:
+                with pytest.raises(ValueError):
+                    getattr(op, name)(*arguments)
+            else:
+                getattr(op, name)(*arguments)
+
+
+__all__ = ["EigenBackendConformance", "OperatorConformance", "OperatorCase", "VARIANTS", "random_symmetric", "DTYPES",
+           "DEVICES"]

@@ -13,7 +13,7 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -78,14 +78,14 @@ def run_distributed(fn: Callable, world_size: int = 2, args: Sequence = (), time
         one :class:`RankResult` per rank, in rank order.
     """
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    context: Any = multiprocessing.get_context(method)  # the fork / spawn context (typed as BaseContext)
     queue = context.Queue()
     port = free_port()
     processes = [context.Process(target=_worker, args=(rank, world_size, port, collective_timeout, fn, args, queue),
                                  daemon=True) for rank in range(world_size)]
     for process in processes:
         process.start()
-    results = {}
+    results: Dict[int, RankResult] = {}
     deadline = time.monotonic() + timeout
     try:
         while len(results) < world_size:

@@ -11,7 +11,8 @@ from torch.func import functional_call
 
 from lowrank_gnn.distributed import (Communicator, DistributedAmortizedBackend, PartitionedBasis, RowPartitionedOperator,
                                      RowPartition, tsqr_orthonormalize)
-from lowrank_gnn.eigen import AmortizedBasis, qr_orthonormalize
+from lowrank_gnn.eigen import AmortizedBasis
+from lowrank_gnn.linalg import qr_orthonormalize
 
 
 def test_row_block_matmul_gradcheck():

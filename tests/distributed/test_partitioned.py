@@ -158,7 +158,7 @@ def single_process_reference(graph, x, y):
         variants[(which, loss)] = (pairs.eigenvalues.detach(), pairs.eigenvectors.detach(), pairs.aux_loss.detach(),
                                    backend.basis.weight.grad.clone(), backend.diagnostics.residual)
     torch.manual_seed(0)
-    conv = LowRankGCNConv(F_IN, CLASSES, K, backend="amortized", backend_kwargs={"seed": 5}, root_weight=True).double()
+    conv = LowRankGCNConv(F_IN, CLASSES, k=K, backend="amortized", backend_kwargs={"seed": 5}, root_weight=True).double()
     outputs, losses, optimizer = train_steps(conv, conv, x, index, graph.edge_weight, y, N, 1, STEPS)
     return {"dense": op.to_dense().detach(), "weight_grad": weight.grad, "x_grad": x_grad.grad, "variants": variants,
             "outputs": outputs, "losses": losses, "basis": conv.backend.basis.weight.detach(),
@@ -257,7 +257,7 @@ def test_checkpoint_resumes_on_one_process(runs):
     expected = torch.cat([r["after_resume_step"] for r in results])
     x, y, index, weight = ref["x"], ref["y"], graph.edge_index, graph.edge_weight
     torch.manual_seed(1)  # different initial weights: everything must come from the checkpoint
-    single = LowRankGCNConv(F_IN, CLASSES, K, backend="amortized", backend_kwargs={"seed": 9},
+    single = LowRankGCNConv(F_IN, CLASSES, k=K, backend="amortized", backend_kwargs={"seed": 9},
                             root_weight=True).double()
     optimizer = torch.optim.SGD(single.parameters(), lr=0.1, momentum=0.9)
     assert load_checkpoint(path, single, optimizer)["world_size"] == 2

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lowrank_gnn.eigen import AmortizedBackend, ExactBackend, resolve_eigen_backend, subspace_angle
-from lowrank_gnn.eigen.amortized import ORTHOGONALIZATIONS, qr_orthonormalize
+from lowrank_gnn.eigen.amortized import ORTHOGONALIZATIONS
+from lowrank_gnn.linalg import qr_orthonormalize
 from lowrank_gnn.operators import normalized_adjacency
 from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.testing.conformance import EigenBackendConformance, random_symmetric
@@ -385,7 +386,7 @@ def test_householder_state_dict_loads_into_a_fresh_backend_and_moves_with_to():
 
 def test_cholesky_qr_path_equals_householder_qr_and_its_gradient():
     """CholeskyQR2 forward and the closed-form QR backward (_QFactor) against LAPACK QR under autograd."""
-    from lowrank_gnn.eigen.amortized import _cholesky_qr2, qr_orthonormalize
+    from lowrank_gnn.linalg.qr import _cholesky_qr2, qr_orthonormalize
 
     generator = torch.Generator().manual_seed(0)
     weight = (torch.randn(2, 50, 4, generator=generator, dtype=torch.float64)
@@ -412,7 +413,7 @@ def test_cholesky_qr_path_is_first_order_only():
 
 
 def test_ill_conditioned_or_deficient_basis_falls_back_to_householder():
-    from lowrank_gnn.eigen.amortized import _cholesky_qr2, qr_orthonormalize
+    from lowrank_gnn.linalg.qr import _cholesky_qr2, qr_orthonormalize
 
     generator = torch.Generator().manual_seed(1)
     for dtype, smallest in ((torch.float64, 1e-9), (torch.float32, 1e-4)):

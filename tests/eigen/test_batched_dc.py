@@ -3,7 +3,7 @@ import torch
 
 from lowrank_gnn.eigen import BatchedDCBackend, batched_eigh, resolve_eigen_backend
 from lowrank_gnn.eigen.batched_dc import auto_method
-from lowrank_gnn.eigen.tridiagonal import householder_tridiagonalize, tridiagonal_eigh
+from lowrank_gnn.linalg.tridiagonal import householder_tridiagonalize, tridiagonal_eigh
 from lowrank_gnn.operators import DenseOperator, normalized_adjacency
 from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.testing.conformance import DEVICES, DTYPES, EigenBackendConformance, random_symmetric

@@ -146,7 +146,7 @@ def test_gradcheck_through_the_layer():
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
 
     def run(x, *values):
-        return functional_call(layer, dict(zip(names, values)), (x,))
+        return functional_call(layer, dict(zip(names, values, strict=True)), (x,))
 
     assert torch.autograd.gradcheck(run, (x, *params))
 
@@ -193,7 +193,8 @@ def test_as_the_linear_map_of_a_gcn_conv():
     ({"max_singular_value": -1.0}, ValueError, r"max_singular_value must be > 0 \(got max_singular_value=-1.0\)"),
     ({"max_singular_value": float("nan")}, ValueError, "max_singular_value must be a finite number"),
     ({"min_singular_value": 0.5}, ValueError, "min_singular_value needs max_singular_value"),
-    ({"min_singular_value": 2.0, "max_singular_value": 1.0}, ValueError, "0 <= min_singular_value < max_singular_value"),
+    ({"min_singular_value": 2.0, "max_singular_value": 1.0}, ValueError,
+     "0 <= min_singular_value < max_singular_value"),
     ({"init": "xavier"}, ValueError, "init must be one of 'linear', 'orthogonal'"),
     ({"block_size": 0}, ValueError, "block_size must be a positive integer"),
 ])

@@ -143,8 +143,6 @@ def test_rejects_bad_graphs():
         AddEigenpairs(k=2)(Data(num_nodes=3))
     with pytest.raises(ValueError, match=r"shape \(2, num_edges\)"):
         AddEigenpairs(k=2)(Data(edge_index=torch.tensor([0, 1]), num_nodes=2))
-    with pytest.raises(ValueError, match="at least one node"):
-        AddEigenpairs(k=2)(Data(edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=0))
     weight = torch.ones(path_graph(4).edge_index.shape[1])
     weight[0] = float("nan")
     with pytest.raises(ValueError, match="edge_weight contains NaN"):

@@ -1,21 +1,37 @@
 """LowRankGCNConv: GCN propagation through k eigenpairs of the normalized adjacency."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+import math
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch_geometric import EdgeIndex
+from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
+from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
 from ..._validation import check_finite, check_positive_int, check_same_device
-from ...eigen import EigenBackend, EigenPairs, resolve_eigen_backend
-from ...operators import DeflatedOperator, deflate_components, normalized_adjacency
-from ...operators.graph import EdgeIndexRef
+from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, resolve_eigen_backend
+from ...operators import ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphStructure, deflate_components
+from .._batch import check_graph_layout
+
+#: Number of eigenpairs when ``k`` is not given.
+DEFAULT_K = 16
+
+#: Graphs of a mini-batch whose sizes differ by at most this factor are padded to one size and
+#: solved in one batched call (padding costs at most 1.5^3 ~ 3.4x the eigh work of the class).
+SIZE_CLASS_RATIO = 1.5
+
+#: Backends that can solve a padded batch of per-graph operators in one call.
+BATCHED_BACKENDS = (ExactBackend, BatchedDCBackend)
+
+Spectrum = Tuple[EigenPairs, Optional[DeflatedOperatorBase]]
 
 
-def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperator] = None) -> Tensor:
+def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperatorBase] = None) -> Tensor:
     r""":math:`U \operatorname{diag}(\lambda) U^T x` (plus the exact deflated block, if any).
 
     Shapes:
@@ -28,51 +44,12 @@ def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[Deflated
     return out
 
 
-class _SymmetrisedGraph:
-    """One input graph made undirected, prepared once and reused while the layer sees it.
-
-    ``to_undirected(edge_index, edge_weight, reduce="mean")`` as a fixed scatter: the merged
-    pattern and the slot of every input edge (both directions) are computed once, with one
-    sort. Each forward then averages the weights into their slots in ``O(E)`` and rebuilds
-    the operator on the first one's sorted structure (``structure=``), so learnable edge
-    weights never trigger a sort, a structural symmetry check or a connected-components
-    search again. Without edge weights the operator itself is the same at every forward:
-    it is built (and its symmetry checked) once per dtype and reused.
-    """
-
-    def __init__(self, edge_index: Tensor, num_nodes: int, add_self_loops: bool) -> None:
-        n = num_nodes
-        both = torch.cat([edge_index, edge_index.flip(0)], dim=1).long()
-        keys, self.slot = torch.unique(both[0] * n + both[1], return_inverse=True)
-        self.count = torch.bincount(self.slot, minlength=keys.numel())
-        self.edge_index = torch.stack([torch.div(keys, n, rounding_mode="floor"), keys % n])
-        self.source, self.num_nodes, self.add_self_loops = EdgeIndexRef(edge_index), num_nodes, add_self_loops
-        self.structure = None
-        self.unit = None  # the operator with unit weights, once built
-
-    def matches(self, edge_index: Tensor, num_nodes: int, add_self_loops: bool) -> bool:
-        return (self.source.same_as(edge_index) and num_nodes == self.num_nodes
-                and add_self_loops == self.add_self_loops)
-
-    def operator(self, edge_weight: Optional[Tensor], dtype: torch.dtype):
-        if edge_weight is None:
-            if self.unit is None or self.unit.dtype != dtype:
-                self.unit = self._build(torch.ones(self.count.numel(), dtype=dtype, device=self.count.device))
-            return self.unit
-        # the mean over every stored copy of each undirected pair
-        return self._build(edge_weight.new_zeros(self.count.numel()).index_add(
-            0, self.slot, torch.cat([edge_weight, edge_weight])) / self.count)
-
-    def _build(self, weight: Tensor):
-        if self.structure is None:  # sorts once; holds no autograd graph
-            self.structure = normalized_adjacency(self.edge_index, weight.detach(), self.num_nodes,
-                                                  add_self_loops=self.add_self_loops)
-        return normalized_adjacency(self.edge_index, weight, self.num_nodes, add_self_loops=self.add_self_loops,
-                                    structure=self.structure)
+def _is_compiling() -> bool:
+    return torch.compiler.is_compiling()
 
 
-class LowRankGCNConv(nn.Module):
-    r"""GCN layer that propagates through ``k`` eigenpairs of the normalized adjacency.
+class LowRankGCNConv(MessagePassing):
+    r"""GCN layer that propagates through ``k`` eigenpairs of the normalized adjacency; a drop-in for ``GCNConv``.
 
     GCN (Kipf & Welling, `ICLR 2017 <https://arxiv.org/abs/1609.02907>`_) computes
     :math:`\hat A X \Theta` with :math:`\hat A = \hat D^{-1/2}(A + I)\hat D^{-1/2}`. This
@@ -83,154 +60,481 @@ class LowRankGCNConv(nn.Module):
              \; [+\, X \Theta_{\mathrm{root}}] + b,
 
     with eigenpairs from any eigen backend (``"exact"``, ``"amortized"``, ``"stable"``, ...).
-    With ``k = num_nodes`` (and ``root_weight=False``) it equals ``GCNConv``.
+    With ``k >= num_nodes`` (and ``root_weight=False``) it equals ``GCNConv`` on every input
+    ``GCNConv`` accepts: duplicate edges are summed, existing self-loops keep their weight,
+    ``improved``, ``normalize=False``, ``torch.sparse`` / ``SparseTensor`` / ``EdgeIndex``
+    adjacencies, a static graph with ``x`` of shape ``(B, n, F)``. A graph with fewer nodes
+    than ``k`` gets all its ``n`` eigenpairs (``k`` is clamped per graph).
 
-    **Directed input.** Eigenpairs need a symmetric operator, so the layer propagates over
-    the undirected graph ``to_undirected(edge_index, edge_weight, reduce="mean")``: a
-    one-way edge counts in both directions and the weights of the two directions are
-    averaged (with one learnable weight per direction, both receive half the gradient).
+    **Directed input.** Eigenpairs need a symmetric operator. A directed ``edge_index`` (or
+    ``w(i, j) != w(j, i)``) is symmetrised, with a warning: each pair gets the mean of its
+    given directions (a one-way edge counts in both directions, two different weights are
+    averaged and each receives half the gradient); see
+    :class:`~lowrank_gnn.operators.GraphStructure`.
 
     **Disconnected graphs.** :math:`\hat A` has eigenvalue 1 once per connected component
-    (78 times on Cora, 438 on CiteSeer), with eigenvectors :math:`D^{1/2} 1_C`. A plain
-    top-``k`` solve spends all ``k`` pairs on an arbitrary basis of that block, and
-    accuracy collapses (Cora, k=16: ~15%). With ``deflate_components=True`` (default) that
-    block is applied exactly as :math:`P_0 = \sum_C v_C v_C^T` (a per-component weighted
-    mean, ``O(n)``) and the ``k`` eigenpairs are taken from :math:`\hat A - P_0`, the
-    informative part (Cora, k=16: ~71%; see the README's accuracy-vs-k table).
+    (78 times on Cora), with eigenvectors :math:`D^{1/2} 1_C`. With
+    ``deflate_components=True`` (the default with ``normalize=True``) that block is applied
+    exactly as :math:`P_0 = \sum_C v_C v_C^T` (``O(n)``) and the ``k`` eigenpairs are taken
+    from :math:`\hat A - P_0`, the informative part (Cora, k=16: ~71% instead of ~15%).
+
+    **Mini-batches of graphs.** With ``batch`` (or ``ptr``) every graph gets its own
+    ``min(k, n_g)`` eigenpairs, all solved in one batched call on padded per-graph operators,
+    so a graph's output never depends on the other graphs of its batch.
+
+    As a :class:`~torch_geometric.nn.conv.MessagePassing` module it takes the ``explain``
+    edge masks of PyG's explainers (as a scale on the edge weights), the propagate hooks,
+    ``decomposed_layers`` (features propagated in chunks), ``node_dim`` and ``flow``. It
+    passes no per-edge messages: ``aggr`` must be ``"add"`` and message / aggregate hooks
+    cannot be registered.
 
     Args:
         in_channels (int): input features; ``-1`` for lazy initialisation.
         out_channels (int): output features.
-        k (int): number of eigenpairs.
+        improved (bool): self-loops of weight 2, :math:`\hat A = A + 2I`. (default: ``False``)
+        cached (bool): compute the eigenpairs once and reuse them (a fixed graph, transductive
+            setting). A later call on a graph of another size, or with ``batch``, raises.
+            Refused when ``edge_weight`` requires grad. (default: ``False``)
+        add_self_loops (bool, optional): add the missing self-loops; as in ``GCNConv``, only
+            with ``normalize=True``. (default: ``normalize``)
+        normalize (bool): the symmetric normalisation of GCN; ``False`` propagates with the
+            (symmetrised) adjacency itself. (default: ``True``)
+        bias (bool): learn an additive bias. (default: ``True``)
+        k (int): number of eigenpairs. (default: ``16``)
         backend (str or EigenBackend): eigen backend name or instance. (default: ``"exact"``)
         backend_kwargs (dict, optional): options for a backend given by name.
-        deflate_components (bool): handle the per-component eigenvalue-1 block exactly.
-            (default: ``True``)
+        deflate_components (bool, optional): handle the per-component eigenvalue-1 block
+            exactly; needs ``normalize=True``. (default: ``normalize``)
         root_weight (bool): add a self term :math:`X \Theta_{\mathrm{root}}` (as in
             ``GraphConv``/``SAGEConv``); helps at small ``k``. (default: ``False``)
-        cached (bool): compute the eigenpairs once and reuse them (fixed graph,
-            transductive setting). Refused when ``edge_weight`` requires grad, since the
-            cache would silently stop its gradient. (default: ``False``)
-        add_self_loops (bool): as in ``GCNConv``. (default: ``True``)
-        bias (bool): learn an additive bias. (default: ``True``)
+        **kwargs: ``MessagePassing``'s ``aggr`` (``"add"`` only), ``flow``, ``node_dim``,
+            ``decomposed_layers``.
 
     Shapes:
-        - **input:** node features ``(n, F_in)``, edge indices ``(2, E)`` or a sparse
-          ``(n, n)`` adjacency, edge weights ``(E,)`` *(optional)*, precomputed
-          ``eigenpairs`` *(optional, from* :meth:`eigenpairs` *)*
-        - **output:** node features ``(n, F_out)``
+        - **input:** node features ``(n, F_in)`` or ``(B, n, F_in)`` (static graph), edge indices
+          ``(2, E)`` or a sparse ``(n, n)`` adjacency, edge weights ``(E,)`` *(optional)*, batch
+          ``(n,)`` / ptr ``(B + 1,)`` *(optional)*, precomputed ``eigenpairs`` *(optional, from*
+          :meth:`eigenpairs` *)*
+        - **output:** node features ``(n, F_out)`` or ``(B, n, F_out)``
 
     After each forward, :attr:`aux_loss` holds the backend's auxiliary loss (or ``None``);
     add it to the task loss (see :func:`~lowrank_gnn.nn.total_aux_loss`).
 
     Example:
-        >>> conv = LowRankGCNConv(16, 32, k=8)
-        >>> out = conv(x, edge_index)  # (n, 32)
+        >>> from lowrank_gnn.testing import cycle_graph
+        >>> conv = LowRankGCNConv(16, 32, k=4)
+        >>> conv
+        LowRankGCNConv(16, 32, k=4)
+        >>> conv(torch.randn(6, 16), cycle_graph(6).edge_index).shape
+        torch.Size([6, 32])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, k: int,
-                 backend: Union[str, EigenBackend] = "exact", backend_kwargs: Optional[Dict[str, Any]] = None,
-                 deflate_components: bool = True, root_weight: bool = False, cached: bool = False,
-                 add_self_loops: bool = True, bias: bool = True) -> None:
-        super().__init__()
+    def __init__(self, in_channels: int, out_channels: int, improved: bool = False, cached: bool = False,
+                 add_self_loops: Optional[bool] = None, normalize: bool = True, bias: bool = True, *,
+                 k: int = DEFAULT_K, backend: Union[str, EigenBackend] = "exact",
+                 backend_kwargs: Optional[Dict[str, Any]] = None, deflate_components: Optional[bool] = None,
+                 root_weight: bool = False, **kwargs: Any) -> None:
+        for name, flag in (("improved", improved), ("cached", cached), ("normalize", normalize), ("bias", bias)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool (got {name}={flag!r}); the arguments after out_channels "
+                                "follow GCNConv (improved, cached, add_self_loops, normalize, bias) and k is "
+                                f"keyword-only: LowRankGCNConv({in_channels}, {out_channels}, k=...)")
+        aggr = kwargs.setdefault("aggr", "add")
+        if aggr not in ("add", "sum"):
+            raise ValueError(f"aggr must be 'add' (got aggr={aggr!r}): the layer propagates with the normalized "
+                             "adjacency's eigenpairs, a sum; other aggregations have no spectral form")
+        if kwargs.get("aggr_kwargs"):
+            raise ValueError("aggr_kwargs cannot be honoured: the layer's aggregation is a fixed sum")
+        super().__init__(**kwargs)
+        if add_self_loops is None:
+            add_self_loops = normalize
+        if add_self_loops and not normalize:
+            raise ValueError("add_self_loops=True needs normalize=True, as in GCNConv: self-loops are part of "
+                             "the normalisation")
+        if deflate_components is None:
+            deflate_components = normalize
+        if deflate_components and not normalize:
+            raise ValueError("deflate_components=True needs normalize=True: the per-component eigenvectors "
+                             "D^{1/2} 1_C belong to the normalized adjacency only")
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.improved = improved
+        self.cached = cached
+        self.add_self_loops = add_self_loops
+        self.normalize = normalize
+        self.deflate_components = deflate_components
         self.k = check_positive_int("k", k)
         if isinstance(backend, str):
-            self.backend = resolve_eigen_backend(backend, k=k, **(backend_kwargs or {}))
+            self._backend_name: Optional[str] = backend
+            self._backend_kwargs = dict(backend_kwargs or {})
+            self.backend = resolve_eigen_backend(backend, k=k, **self._backend_kwargs)
         else:
+            self._backend_name, self._backend_kwargs = None, {}
             self.backend = resolve_eigen_backend(backend, **(backend_kwargs or {}))
             if self.backend.k != k:
                 raise ValueError(f"the backend instance computes k={self.backend.k} eigenpairs but the layer "
                                  f"has k={k}; make both equal")
-        self.deflate_components = deflate_components
-        self.cached = cached
-        self.add_self_loops = add_self_loops
+        self._clamped: Dict[Tuple[int, bool], EigenBackend] = {}  # backends for k < self.k, by (k, batched)
         self.lin = Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
         self.lin_root = Linear(in_channels, out_channels, bias=False) if root_weight else None
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels))
+        else:
+            self.register_parameter("bias", None)
         self.aux_loss: Optional[Tensor] = None
-        self._cache: Optional[tuple] = None
-        self._graph: Optional[_SymmetrisedGraph] = None
+        self._structure: Optional[GraphStructure] = None
+        #: with ``cached=True``: the eigenpairs and deflated block in use, and the graph's size
+        self._cached_eigenpairs: Optional[Spectrum] = None
+        self._cached_size: Optional[Tuple[int, int]] = None
+        #: with ``cached=True``: the normalized operator's ``(edge_index, edge_weight)``, as ``GCNConv`` caches it
+        self._cached_edge_index: Optional[Tuple[Tensor, Tensor]] = None
+        self._cached_adj_t: Optional[Any] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Reset weights and clear the eigenpair cache."""
+        super().reset_parameters()
         self.lin.reset_parameters()
         if self.lin_root is not None:
             self.lin_root.reset_parameters()
-        if self.bias is not None:
-            zeros(self.bias)
-        self._cache = None
+        zeros(self.bias)
+        self._cached_eigenpairs = self._cached_size = None
+        self._cached_edge_index = self._cached_adj_t = None
         self.aux_loss = None
 
+    # --- MessagePassing hooks without messages ----------------------------------------------
+
+    def _no_messages(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError(f"{type(self).__name__} passes no per-edge messages (it propagates through eigenpairs), "
+                         "so message, aggregate and edge-update hooks would never run; use "
+                         "register_propagate_forward_pre_hook / register_propagate_forward_hook instead")
+
+    register_message_forward_pre_hook = _no_messages
+    register_message_forward_hook = _no_messages
+    register_aggregate_forward_pre_hook = _no_messages
+    register_aggregate_forward_hook = _no_messages
+    register_message_and_aggregate_forward_pre_hook = _no_messages
+    register_message_and_aggregate_forward_hook = _no_messages
+    register_edge_update_forward_pre_hook = _no_messages
+    register_edge_update_forward_hook = _no_messages
+
+    # --- input ------------------------------------------------------------------------------
+
+    def _edges(self, edge_index: Any, edge_weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], str]:
+        """Any adjacency GCNConv accepts -> ``(edge_index (2, E) source -> target, edge_weight, format)``."""
+        if isinstance(edge_index, SparseTensor) or is_torch_sparse_tensor(edge_index):
+            if edge_weight is not None:
+                raise ValueError("edge_weight must be None when edge_index is a sparse adjacency: its values "
+                                 "are the edge weights")
+            if self.flow == "target_to_source":
+                raise ValueError('flow="target_to_source" is invalid with a sparse adjacency (adj_t); pass the '
+                                 "transposed matrix instead, as in MessagePassing")
+            if isinstance(edge_index, SparseTensor):
+                row, col, value = edge_index.coo()
+                index, value, kind = torch.stack([row, col]), value, "adj_t"
+            else:
+                index, value = to_edge_index(edge_index)
+                kind = "sparse"
+            # adj_t[target, source]: messages flow from its column to its row
+            return index.flip(0), value, kind
+        if isinstance(edge_index, EdgeIndex):
+            edge_index = edge_index.as_tensor()
+        if not isinstance(edge_index, Tensor):
+            raise TypeError("edge_index must be a LongTensor of shape (2, num_edges), a torch.sparse adjacency, "
+                            f"an EdgeIndex or a SparseTensor (got {type(edge_index).__name__})")
+        if edge_index.dtype not in (torch.long, torch.int):
+            raise TypeError(f"edge_index must have an integer dtype (got {edge_index.dtype}); node indices are "
+                            "integers, convert with edge_index.long()")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            hint = "; it looks transposed, pass edge_index.t()" if edge_index.dim() == 2 and edge_index.shape[1] == 2 \
+                else ""
+            raise ValueError(f"edge_index must have shape (2, num_edges) (got {tuple(edge_index.shape)}){hint}")
+        if self.flow == "target_to_source":
+            edge_index = edge_index.flip(0)
+        return edge_index, edge_weight, "edge_index"
+
+    def _check_x(self, x: Tensor) -> int:
+        if isinstance(x, (tuple, list)):
+            raise ValueError(f"{type(self).__name__} received a tuple of node features (bipartite message passing), "
+                             "which a symmetric eigendecomposition cannot represent; use a layer such as SAGEConv "
+                             "or GraphConv for bipartite graphs (to_hetero with edge types between two node types)")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a tensor of node features (got {type(x).__name__})")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"x must have a floating-point dtype (got x.dtype={x.dtype}); convert it with x.float()")
+        if x.dim() < 2:
+            raise ValueError(f"x must have shape (num_nodes, in_channels) or (batch, num_nodes, in_channels) "
+                             f"(got shape {tuple(x.shape)})")
+        if self.in_channels > 0 and x.shape[-1] != self.in_channels:
+            raise ValueError(f"x must have in_channels={self.in_channels} features in its last dimension "
+                             f"(got shape {tuple(x.shape)})")
+        weight = self.lin.weight
+        if not isinstance(weight, nn.parameter.UninitializedParameter) and x.dtype != weight.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the layer's weights have dtype {weight.dtype}; cast x or "
+                            f"the layer (e.g. conv.to({x.dtype}))")
+        return int(x.shape[self.node_dim])
+
+    # --- the spectrum -----------------------------------------------------------------------
+
+    def _structure_of(self, edge_index: Tensor, num_nodes: int) -> GraphStructure:
+        if self._structure is None or not self._structure.matches(edge_index, num_nodes):
+            self._structure = GraphStructure(edge_index, num_nodes)
+        return self._structure
+
     def _operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int, dtype: torch.dtype):
-        # Symmetric eigensolvers need A_ij == A_ji: merge both directions of every edge
-        # (a one-way edge counts both ways, two weights are averaged). A no-op on
-        # undirected input; keeps per-direction learnable weights usable.
-        if self._graph is None or not self._graph.matches(edge_index, num_nodes, self.add_self_loops):
-            self._graph = _SymmetrisedGraph(edge_index, num_nodes, self.add_self_loops)
-        op = self._graph.operator(edge_weight, dtype)
+        """The (deflated) operator the eigenpairs are taken from; built on the layer's :class:`GraphStructure`."""
+        op = self._structure_of(edge_index, num_nodes).normalized_adjacency(
+            edge_weight, add_self_loops=self.add_self_loops, improved=self.improved, normalize=self.normalize,
+            symmetrize=True, dtype=dtype)
         return deflate_components(op) if self.deflate_components else op
 
+    def _backend_for(self, k: int, batched: bool) -> EigenBackend:
+        """The layer's backend, or one of the same kind for ``k`` clamped to a graph's size, or for a padded batch."""
+        backend = self.backend
+        if batched and not isinstance(backend, BATCHED_BACKENDS):
+            raise ValueError(f"backend={type(backend).__name__} cannot solve a mini-batch of graphs (batch/ptr given): "
+                             "each graph needs its own eigenpairs; use backend='exact' or backend='batched_dc', "
+                             "or call the layer on one graph at a time")
+        if k == backend.k and not (batched and isinstance(backend, ExactBackend) and backend.method == "sparse"):
+            return backend
+        if self._backend_name is None or not isinstance(backend, BATCHED_BACKENDS):
+            raise ValueError(f"this graph has {k} nodes, fewer than k={self.k}, and backend={type(backend).__name__} "
+                             f"is fixed to k={backend.k}; use backend='exact' (given by name, the layer then takes "
+                             "min(k, num_nodes) eigenpairs per graph) or graphs with at least k nodes")
+        key = (k, batched)
+        if key not in self._clamped:
+            options = dict(self._backend_kwargs)
+            if batched and self._backend_name == "exact":
+                options["method"] = "dense"
+            self._clamped[key] = resolve_eigen_backend(self._backend_name, k=k, **options)
+        return self._clamped[key]
+
     def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
-                   dtype: Optional[torch.dtype] = None) -> Tuple[EigenPairs, Optional[DeflatedOperator]]:
+                   dtype: Optional[torch.dtype] = None) -> Spectrum:
         """The spectrum this layer propagates with: ``(EigenPairs, deflated operator or None)``.
 
-        Computed by the layer's backend (or taken from the cache with ``cached=True``). Pass
-        the result as ``forward(..., eigenpairs=...)`` to share one computation between
-        layers, or between models, on the same fixed graph. ``dtype`` is the operator's
-        dtype when ``edge_weight`` is ``None`` (default: ``torch.get_default_dtype()``;
-        ``forward`` passes ``x.dtype``); given weights set it themselves.
+        ``min(k, num_nodes)`` eigenpairs, computed by the layer's backend (or taken from the
+        cache with ``cached=True``). Pass the result as ``forward(..., eigenpairs=...)`` to
+        share one computation between layers, or between models, on the same fixed graph.
+        ``dtype`` is the operator's dtype when ``edge_weight`` is ``None`` (default:
+        ``torch.get_default_dtype()``; ``forward`` passes ``x.dtype``); given weights set it.
         """
-        if self.cached and self._cache is not None:
-            return self._cache
+        size = (num_nodes, int(edge_index.shape[1]))
+        if self.cached and self._cached_eigenpairs is not None:
+            if size != self._cached_size:
+                raise ValueError(f"cached=True reuses the eigenpairs of the first graph (num_nodes, num_edges) = "
+                                 f"{self._cached_size}, but this graph has {size}; use cached=False for changing "
+                                 "graphs or mini-batches, or call reset_parameters() to drop the cache")
+            return self._cached_eigenpairs
+        return self._solve(edge_index, edge_weight, num_nodes, dtype, size)
+
+    @torch.compiler.disable
+    def _solve(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+               dtype: Optional[torch.dtype], size: Tuple[int, int]) -> Spectrum:
+        """Build the operator and solve; eager under ``torch.compile`` (sorts, SciPy components, dynamic sizes)."""
         if self.cached and edge_weight is not None and edge_weight.requires_grad:
             raise ValueError("cached=True would freeze the eigenpairs and silently stop the gradient to "
                              "edge_weight; use cached=False with learnable edge weights")
         if edge_weight is not None:
             dtype = edge_weight.dtype
         op = self._operator(edge_index, edge_weight, num_nodes, dtype or torch.get_default_dtype())
-        pairs = self.backend(op)
-        deflated = op if isinstance(op, DeflatedOperator) else None
+        pairs = self._backend_for(min(self.k, op.shape[-1]), batched=False)(op)
+        deflated = op if isinstance(op, DeflatedOperatorBase) else None
         if self.cached:
-            self._cache = (pairs, deflated)
+            base = op.base if isinstance(op, DeflatedOperatorBase) else op
+            self._cached_eigenpairs, self._cached_size = (pairs, deflated), size
+            self._cached_edge_index = (torch.stack([base.row, base.col]), base.value)
         return pairs, deflated
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None,
-                eigenpairs: Optional[Tuple[EigenPairs, Optional[DeflatedOperator]]] = None) -> Tensor:
+    # --- forward ----------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, edge_index: Any, edge_weight: Optional[Tensor] = None,
+                batch: Optional[Tensor] = None, ptr: Optional[Tensor] = None,
+                eigenpairs: Optional[Spectrum] = None) -> Tensor:
         """Shapes: see the class docstring; ``eigenpairs`` as returned by :meth:`eigenpairs`."""
-        if x.dim() != 2:
-            raise ValueError(f"x must have shape (num_nodes, in_channels) (got shape {tuple(x.shape)})")
-        check_same_device("edge_index", edge_index, "x", x)
-        check_finite("x", x.detach())
-        if is_torch_sparse_tensor(edge_index):
-            edge_index, edge_weight = to_edge_index(edge_index)
-        if edge_weight is not None:
-            check_same_device("edge_weight", edge_weight, "x", x)
-            if edge_weight.dtype != x.dtype:
-                raise TypeError(f"edge_weight has dtype {edge_weight.dtype} but x has dtype {x.dtype}; "
-                                f"cast edge_weight with .to({x.dtype})")
-        if eigenpairs is None:
-            eigenpairs = self.eigenpairs(edge_index, edge_weight, x.shape[0], x.dtype)
-            self.aux_loss = eigenpairs[0].aux_loss
-        else:
-            self.aux_loss = None  # precomputed: whoever computed them owns their auxiliary loss
-        pairs, deflated = eigenpairs
-        if pairs.eigenvectors.shape[-2] != x.shape[0] or pairs.eigenvectors.shape[-1] != self.k:
-            raise ValueError(f"eigenpairs has eigenvectors of shape {tuple(pairs.eigenvectors.shape)} but this layer "
-                             f"needs ({x.shape[0]}, {self.k}) (num_nodes, k)")
+        num_nodes = self._check_x(x)
+        source_format = "edge_index"
+        if isinstance(edge_index, Tensor) and not is_torch_sparse_tensor(edge_index):
+            check_same_device("edge_index", edge_index, "x", x)
+        if not x.is_sparse and not _is_compiling():
+            check_finite("x", x.detach())
+        edge_index, edge_weight, source_format = self._edges(edge_index, edge_weight)
+        if edge_weight is not None and torch.is_floating_point(edge_weight) and edge_weight.dtype != x.dtype:
+            edge_weight = edge_weight.to(x.dtype)  # the operator follows x, as GCNConv's messages do
+        if self.explain:
+            edge_weight = self._masked(edge_index, edge_weight, x.dtype)
         h = self.lin(x)
-        out = self.propagate(pairs, h, deflated)
+        if batch is not None or ptr is not None:
+            if x.dim() != 2:
+                raise ValueError(f"batch/ptr describe a mini-batch of graphs with x of shape (num_nodes, in_channels); "
+                                 f"x has shape {tuple(x.shape)} (a static graph: one edge_index for every x[b]), "
+                                 "which needs no batch vector")
+            if eigenpairs is not None:
+                raise ValueError("eigenpairs cannot be combined with batch/ptr: the layer solves each graph itself")
+            if self.cached:
+                raise ValueError("cached=True reuses one graph's eigenpairs, but a mini-batch (batch/ptr) changes "
+                                 "every step; use cached=False for mini-batches")
+            out = self._propagate(edge_index, h, lambda m: self._batched(m, edge_index, edge_weight, batch, ptr))
+            self.aux_loss = None
+        else:
+            if num_nodes == 0:
+                self.aux_loss = None
+                out = h.new_zeros(h.shape)
+            else:
+                if eigenpairs is None:
+                    eigenpairs = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)
+                    self.aux_loss = eigenpairs[0].aux_loss
+                    if self.cached and source_format == "adj_t":
+                        self._cached_adj_t = self._cached_edge_index
+                else:
+                    self.aux_loss = None  # precomputed: whoever computed them owns their auxiliary loss
+                pairs, deflated = eigenpairs
+                shape = tuple(pairs.eigenvectors.shape)
+                if len(shape) != 2 or shape[0] != num_nodes or not 1 <= shape[1] <= self.k:
+                    raise ValueError(f"eigenpairs has eigenvectors of shape {shape} but this layer needs "
+                                     f"({num_nodes}, m) with m <= k={self.k} (as eigenpairs() returns them)")
+                out = self._propagate(edge_index, h, lambda m: self.spectral_propagate(pairs, m, deflated))
         if self.lin_root is not None:
             out = out + self.lin_root(x)
         if self.bias is not None:
             out = out + self.bias
         return out
 
-    def propagate(self, pairs: EigenPairs, h: Tensor, deflated: Optional[DeflatedOperator]) -> Tensor:
-        """:func:`low_rank_propagate`; row-distributed subclasses reduce ``U^T h`` across ranks here."""
+    def _masked(self, edge_index: Tensor, edge_weight: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+        """Explain mode: the explainer's edge mask as a scale on the edge weights."""
+        mask = self._edge_mask
+        if mask is None:
+            raise ValueError("explain is True but no edge mask was set; use torch_geometric.explain.Explainer "
+                             "(it sets the mask), or set conv.explain = False")
+        if mask.shape != (edge_index.shape[1],):
+            raise ValueError(f"the explainer's edge mask has shape {tuple(mask.shape)} but edge_index has "
+                             f"{edge_index.shape[1]} edges; explain with the edge_index passed to this layer")
+        if self._apply_sigmoid:
+            mask = mask.sigmoid()
+        weight = edge_weight if edge_weight is not None else torch.ones(edge_index.shape[1], dtype=dtype,
+                                                                          device=edge_index.device)
+        return weight * mask.to(weight.dtype)
+
+    def _propagate(self, edge_index: Tensor, h: Tensor, apply: Callable[[Tensor], Tensor]) -> Tensor:
+        """Propagate hooks around ``apply``, on the node dimension first and in ``decomposed_layers`` chunks."""
+        size = None
+        for hook in self._propagate_forward_pre_hooks.values():
+            result = hook(self, (edge_index, size, {"x": h}))
+            if result is not None:
+                edge_index, size, kwargs = result
+                h = kwargs["x"]
+        nodes_first = h.movedim(self.node_dim, 0)
+        flat = nodes_first.reshape(nodes_first.shape[0], math.prod(nodes_first.shape[1:]))  # (n, B * F)
+        chunks = flat.chunk(self.decomposed_layers, dim=-1) if self.decomposed_layers > 1 else (flat,)
+        out_flat = torch.cat([apply(chunk) for chunk in chunks], dim=-1) if len(chunks) > 1 else apply(flat)
+        out = out_flat.reshape(out_flat.shape[:1] + nodes_first.shape[1:]).movedim(0, self.node_dim)
+        for hook in self._propagate_forward_hooks.values():
+            result = hook(self, (edge_index, size, {"x": h}), out)
+            if result is not None:
+                out = result
+        return out
+
+    def spectral_propagate(self, pairs: EigenPairs, h: Tensor, deflated: Optional[DeflatedOperatorBase]) -> Tensor:
+        """:func:`low_rank_propagate` on ``h (n, d)``; row-distributed subclasses reduce ``U^T h`` across ranks here."""
         return low_rank_propagate(pairs, h, deflated)
+
+    # --- mini-batches -----------------------------------------------------------------------
+
+    @torch.compiler.disable
+    def _batched(self, h: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor], batch: Optional[Tensor],
+                 ptr: Optional[Tensor]) -> Tensor:
+        r"""Each graph of the batch through its own ``min(k, n_g)`` eigenpairs.
+
+        A graph with ``n_g <= k`` nodes keeps all its eigenpairs, and
+        :math:`U \Lambda U^T` is then its operator itself: it is applied directly (sparse,
+        no eigendecomposition). The larger graphs are grouped by size (each class spans
+        sizes within a factor :data:`SIZE_CLASS_RATIO`) and every class is solved in one
+        batched backend call on its operators stacked as ``(G, n_pad, n_pad)``; a graph
+        with fewer than ``n_pad`` nodes is padded with distinct diagonal entries beyond its
+        spectrum (below it for ``which="largest"``, above for ``"smallest"``), so its own
+        ``k`` eigenpairs come first and the padding never enters.
+        """
+        num_nodes = h.shape[0]
+        batch, ptr = check_graph_layout(batch, ptr, num_nodes, h)
+        if num_nodes == 0:
+            return h
+        counts = ptr.diff()
+        structure = self._structure_of(edge_index, num_nodes)
+        if structure.num_edges and not _is_compiling():
+            row, col = edge_index[0].long(), edge_index[1].long()
+            if bool((batch[row] != batch[col]).any()):
+                raise ValueError("edge_index connects nodes of different graphs of the batch; every edge must "
+                                 "stay inside its graph (as PyG's DataLoader batches them)")
+        dtype = edge_weight.dtype if edge_weight is not None else h.dtype
+        op = structure.normalized_adjacency(edge_weight, add_self_loops=self.add_self_loops, improved=self.improved,
+                                            normalize=self.normalize, symmetrize=True, dtype=dtype)
+        out = op.matmul(h)                                     # exact for every graph with n_g <= k
+        sizes = counts.tolist()
+        large = [g for g, size in enumerate(sizes) if size > self.k]
+        if not large:
+            return out
+        if self.backend.which == "magnitude":
+            raise ValueError("which='magnitude' cannot be padded per graph in a mini-batch; use 'largest' or "
+                             "'smallest' with batch/ptr, or call the layer on one graph at a time")
+        deflated = deflate_components(op) if self.deflate_components else None
+        backend = self._backend_for(self.k, batched=True)
+        local = torch.arange(num_nodes, device=h.device) - ptr[batch]       # position inside its graph
+        block = deflated.project(h) if deflated is not None else None       # P_0 h, exact, O(n d)
+        rows, updates = [], []
+        for members in _size_classes(large, sizes):
+            graphs = torch.tensor(members, device=h.device)
+            n_pad = max(sizes[g] for g in members)
+            slot = torch.full((counts.numel(),), -1, dtype=torch.long, device=h.device)
+            slot[graphs] = torch.arange(len(members), device=h.device)     # graph -> position in its class
+            node_slot = slot[batch]
+            nodes = (node_slot >= 0).nonzero().squeeze(-1)                  # the class' nodes, graph by graph
+            entry_slot = node_slot[op.row]
+            entries = (entry_slot >= 0).nonzero().squeeze(-1)
+            dense = op.value.new_zeros(len(members), n_pad, n_pad).index_put(
+                (entry_slot[entries], local[op.row[entries]], local[op.col[entries]]), op.value[entries])
+            if deflated is not None:
+                dense = dense - deflated.value * _component_block(deflated, nodes, node_slot[nodes], local[nodes],
+                                                                  len(members), n_pad)
+            real = torch.arange(n_pad, device=h.device) < counts[graphs].unsqueeze(-1)   # (G, n_pad)
+            bound = dense.detach().abs().sum(-1).amax() + 1                 # beyond every eigenvalue (Gershgorin)
+            padding = bound + torch.arange(n_pad, device=h.device, dtype=dense.dtype)  # distinct: finite gradients
+            padding = -padding if self.backend.which == "largest" else padding
+            dense = dense + torch.diag_embed(torch.where(real, torch.zeros_like(padding), padding))
+            pairs = backend(DenseOperator(dense))                             # (G, k), (G, n_pad, k)
+            features = h.new_zeros(len(members), n_pad, h.shape[-1]).index_put(
+                (node_slot[nodes], local[nodes]), h[nodes])                   # (G, n_pad, d)
+            vectors = pairs.eigenvectors
+            low_rank = vectors @ (pairs.eigenvalues.unsqueeze(-1) * (vectors.mT @ features))
+            update = low_rank[node_slot[nodes], local[nodes]]                 # (nodes, d)
+            if block is not None:
+                update = update + block[nodes]
+            rows.append(nodes)
+            updates.append(update)
+        return out.index_put((torch.cat(rows),), torch.cat(updates))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, k={self.k})"
+
+
+def _size_classes(graphs: List[int], sizes: List[int]) -> List[List[int]]:
+    """Graphs grouped so that sizes within a class differ by at most :data:`SIZE_CLASS_RATIO`."""
+    ordered = sorted(graphs, key=lambda g: sizes[g])
+    classes: List[List[int]] = []
+    for g in ordered:
+        if classes and sizes[g] <= SIZE_CLASS_RATIO * sizes[classes[-1][0]]:
+            classes[-1].append(g)
+        else:
+            classes.append([g])
+    return [sorted(members) for members in classes]
+
+
+def _component_block(deflated: ComponentDeflatedOperator, nodes: Tensor, graph: Tensor, position: Tensor,
+                     num_graphs: int, n_pad: int) -> Tensor:
+    r"""The deflated block :math:`\sum_C v_C v_C^T` of the graphs of one size class, padded: ``(G, n_pad, n_pad)``."""
+    entries = deflated.entries.new_zeros(num_graphs, n_pad).index_put((graph, position), deflated.entries[nodes])
+    labels = deflated.labels.new_full((num_graphs, n_pad), -1).index_put((graph, position), deflated.labels[nodes])
+    same = (labels.unsqueeze(-1) == labels.unsqueeze(-2)) & (labels.unsqueeze(-1) >= 0)
+    return entries.unsqueeze(-1) * entries.unsqueeze(-2) * same
+
+
+__all__: List[str] = ["LowRankGCNConv", "low_rank_propagate", "DEFAULT_K"]

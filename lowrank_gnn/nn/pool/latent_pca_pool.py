@@ -69,8 +69,12 @@ class LatentPCAPool(nn.Module):
         - **output:** ``(B, d (k + 1))`` (:attr:`out_channels`)
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.nn import LatentPCAPool
         >>> pool = LatentPCAPool(64, k=2)
-        >>> graph_repr = pool(h, data.batch)  # (num_graphs, 192)
+        >>> h, batch = torch.randn(30, 64), torch.arange(3).repeat_interleave(10)
+        >>> pool(h, batch).shape  # (num_graphs, 64 (k + 1))
+        torch.Size([3, 192])
     """
 
     def __init__(self, in_channels: int, k: int, backend: Union[str, EigenBackend] = "exact",

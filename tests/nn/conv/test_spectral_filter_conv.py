@@ -275,3 +275,19 @@ def test_a_user_polynomial_basis_plugs_into_the_layer():
     x = torch.randn(N, 3, dtype=torch.float64)
     expected = vectors @ torch.diag(monomial(eigenvalues)[:, 0]) @ vectors.T @ conv.lin(x)
     assert torch.allclose(conv(x, vectors, eigenvalues), expected, atol=1e-10)
+
+
+def test_compiles_with_fullgraph_on_a_batch_and_equals_eager():
+    from torch_geometric.data import Batch, Data
+
+    from lowrank_gnn.transforms import AddEigenpairs
+
+    torch.manual_seed(0)
+    transform = AddEigenpairs(k=4)
+    graphs = [transform(Data(x=torch.randn(n, 3), edge_index=cycle_graph(n).edge_index, num_nodes=n))
+              for n in (3, 7, 9)]
+    batch = Batch.from_data_list(graphs)
+    conv = SpectralFilterConv(3, 4)
+    args = (batch.x, batch.eigvecs, batch.eigvals, batch.batch, batch.eig_mask)
+    compiled = torch.compile(conv, fullgraph=True, backend="eager")  # value checks run in eager mode only
+    assert torch.allclose(compiled(*args), conv(*args), atol=1e-6)

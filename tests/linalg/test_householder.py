@@ -5,9 +5,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-import lowrank_gnn.eigen.householder as householder_module
-from lowrank_gnn.eigen import (HouseholderOrthogonal, householder_orthonormal, householder_product,
-                               householder_vectors)
+import lowrank_gnn.linalg.householder as householder_module
+from lowrank_gnn.linalg import (HouseholderOrthogonal, householder_orthonormal, householder_product,
+                                householder_vectors)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                  reason="CUDA not available"))]

@@ -184,7 +184,7 @@ def tridiagonal_eigh(diagonal: Tensor, off: Tensor) -> Tuple[Tensor, Tensor]:
     while half < size:
         width = 2 * half
         beta = off[:, half - 1::width].reshape(-1)                 # coupling of each merged pair
-        values, vectors = merge(values.reshape(-1, width), vectors.reshape(-1, 2, half, half), beta)
+        values, vectors = _merge(values.reshape(-1, width), vectors.reshape(-1, 2, half, half), beta)
         half = width
     values = values.reshape(batch, size)
     vectors = vectors.reshape(batch, size, size)
@@ -212,7 +212,7 @@ def _symmetric_2x2(a: Tensor, b: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
     return values, vectors
 
 
-def merge(values: Tensor, vectors: Tensor, beta: Tensor) -> Tuple[Tensor, Tensor]:
+def _merge(values: Tensor, vectors: Tensor, beta: Tensor) -> Tuple[Tensor, Tensor]:
     r"""One conquer step for ``P`` independent pairs of halves of size ``h``.
 
     Shapes:
@@ -439,3 +439,7 @@ def _secular_terms(rel: Tensor, weights: Tensor, tau: Tensor) -> Tuple[Tensor, T
     below = inverse < 0
     psi, dpsi = torch.where(below, q, 0.0).sum(-1), torch.where(below, slope, 0.0).sum(-1)
     return psi, q.sum(-1) - psi, dpsi, slope.sum(-1) - dpsi
+
+
+__all__ = ["householder_tridiagonalize", "apply_reflectors", "tridiagonal_eigh", "solve_secular", "DEFLATION_TOL",
+           "SECULAR_TOL", "SECULAR_MAX_ITER", "REFLECTOR_BLOCK"]

@@ -1,0 +1,26 @@
+"""Numerical kernels with no notion of graphs: overflow-free norms, orthonormalisation, Householder products, tridiagonal eigensolvers.
+
+The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisations of
+:mod:`lowrank_gnn.nn` build on these; this package imports nothing from the rest of
+``lowrank_gnn`` except its argument checks.
+"""
+from .householder import (DEFAULT_BLOCK_SIZE, HouseholderOrthogonal, householder_orthonormal, householder_product,
+                          householder_vectors)
+from .norms import frobenius_norm
+from .qr import CHOLESKY_QR_ACCEPT, qr_orthonormalize
+from .tridiagonal import apply_reflectors, householder_tridiagonalize, solve_secular, tridiagonal_eigh
+
+__all__ = [
+    "frobenius_norm",
+    "qr_orthonormalize",
+    "CHOLESKY_QR_ACCEPT",
+    "householder_product",
+    "householder_orthonormal",
+    "householder_vectors",
+    "HouseholderOrthogonal",
+    "DEFAULT_BLOCK_SIZE",
+    "householder_tridiagonalize",
+    "apply_reflectors",
+    "tridiagonal_eigh",
+    "solve_secular",
+]

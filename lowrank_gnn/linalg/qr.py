@@ -1,0 +1,99 @@
+r"""Thin QR with a positive diagonal, the ``W -> U`` map of an amortized basis.
+
+CholeskyQR2 (Fukaya et al., 2014) with the QR backward in closed form when the input is well
+conditioned, Householder QR (LAPACK) with the signs fixed otherwise. Both give the same unique
+factor, so the choice changes neither the result nor its gradient.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["CHOLESKY_QR_ACCEPT", "qr_orthonormalize"]
+
+
+#: CholeskyQR2's second pass is accepted when the Gram matrix of the first pass is within this
+#: Frobenius distance of I: its eigenvalues then lie in [0.5, 1.5] (condition number <= 3), and
+#: the second pass orthonormalises to a few epsilons.
+CHOLESKY_QR_ACCEPT = 0.5
+
+
+@torch.no_grad()
+def _cholesky_qr2(weight: Tensor) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+    r"""CholeskyQR2 (Fukaya et al., 2014): ``(Q, R^{-1}, diag(R))``, or ``None`` where it would break down.
+
+    Pass 1: :math:`R_1 = \operatorname{chol}(W^T W)^T`, :math:`Q_1 = W R_1^{-1}`. Pass 2:
+    :math:`R_2 = \operatorname{chol}(Q_1^T Q_1)^T`, :math:`Q = Q_1 R_2^{-1}`,
+    :math:`R = R_2 R_1`. Four ``(n, k)`` products, all in the input's memory layout: several
+    times faster than Householder QR for ``n >> k`` (which also returns a column-major ``Q``
+    that slows every later elementwise op). Pass 1 alone loses orthogonality like
+    :math:`\kappa(W)^2 \epsilon`; pass 2 restores it to rounding once :math:`Q_1^T Q_1` is
+    within :data:`CHOLESKY_QR_ACCEPT` of the identity. Otherwise (or if a Cholesky
+    factorisation fails) ``None`` sends the caller to Householder QR.
+    """
+    eye = torch.eye(weight.shape[-1], dtype=weight.dtype, device=weight.device)
+    inverse = None
+    vectors = weight
+    for check in (False, True):
+        gram = vectors.mT @ vectors
+        if check and not bool((torch.linalg.matrix_norm(gram - eye) <= CHOLESKY_QR_ACCEPT).all()):
+            return None
+        lower, info = torch.linalg.cholesky_ex(gram)
+        if bool((info != 0).any()):
+            return None
+        step = torch.linalg.solve_triangular(lower.mT, eye, upper=True)    # R_i^{-1}
+        vectors = vectors @ step
+        inverse = step if inverse is None else inverse @ step              # R^{-1} = R_1^{-1} R_2^{-1}
+    assert inverse is not None  # both passes ran
+    return vectors, inverse, torch.diagonal(inverse, dim1=-2, dim2=-1).reciprocal()
+
+
+class _QFactor(torch.autograd.Function):
+    r"""``Q`` of ``W = QR`` from precomputed factors, with the QR backward in closed form.
+
+    With :math:`G = \partial L / \partial Q` and :math:`M = Q^T G`:
+    :math:`\partial L / \partial W = (G + Q\, (\operatorname{tril}(M - M^T, -1) - M))\, R^{-T}`
+    (from :math:`dQ = Q C + (I - Q Q^T)\, dW R^{-1}` with the skew :math:`C` fixed by
+    :math:`dR\,R^{-1}` being upper triangular). Four skinny products, where autograd through
+    the two Cholesky passes takes about ten. First-order only.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, factors: Tuple[Tensor, Tensor]) -> Tensor:
+        vectors, inverse = factors
+        ctx.save_for_backward(vectors, inverse)
+        return vectors
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        vectors, inverse = ctx.saved_tensors
+        product = vectors.mT @ grad
+        return (grad + vectors @ ((product - product.mT).tril(-1) - product)) @ inverse.mT, None
+
+
+def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
+    """Thin QR with ``diag(R) > 0``: a smooth map ``W -> U``.
+
+    The QR factorisation with a positive diagonal is unique, so how it is computed does not
+    change ``U`` or its gradient: CholeskyQR2 (:func:`_cholesky_qr2`, with the closed-form
+    QR backward of :class:`_QFactor`) when ``W`` is well conditioned, as an amortized basis
+    is, else Householder QR (LAPACK) with the signs fixed. Without the sign fix LAPACK may
+    flip a column between two steps and the amortized basis would not be a continuous
+    function of ``W``.
+
+    Shapes:
+        weight ``(*batch, n, k)``; returns ``U (*batch, n, k)`` and ``diag(R) (*batch, k)``
+        (non-negative, detached).
+    """
+    fast = _cholesky_qr2(weight) if weight.numel() and weight.shape[-2] >= weight.shape[-1] else None
+    if fast is not None:
+        vectors, inverse, diagonal = fast
+        return _QFactor.apply(weight, (vectors, inverse)), diagonal
+    q, r = torch.linalg.qr(weight)
+    diagonal = torch.diagonal(r, dim1=-2, dim2=-1).detach()
+    sign = torch.where(diagonal < 0, -1.0, 1.0).to(q.dtype)
+    return q * sign.unsqueeze(-2), diagonal * sign

@@ -1,0 +1,105 @@
+"""The on-disk cache of precomputed attributes: content-hashed keys, atomic writes, safe loads."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .packed import PackedGraphs
+
+#: Bumped whenever the file layout or the meaning of a stored attribute changes.
+CACHE_FORMAT = 1
+
+
+def library_version() -> str:
+    import lowrank_gnn
+
+    return lowrank_gnn.__version__
+
+
+def cache_key(packed: PackedGraphs, config: Dict[str, Any], device: torch.device) -> str:
+    """A BLAKE2b digest of the graphs (node counts, edges, weights) and of everything else the result
+    depends on: the transform's options, the default dtype, the device type, the library's and
+    PyTorch's versions and the cache format."""
+    hasher = hashlib.blake2b(digest_size=20)
+    meta = {"config": config, "dtype": str(torch.get_default_dtype()), "device": torch.device(device).type,
+            "lowrank_gnn": library_version(), "torch": torch.__version__, "format": CACHE_FORMAT}
+    hasher.update(json.dumps(meta, sort_keys=True).encode())
+    for tensor in (packed.num_nodes, packed.edge_ptr, packed.edge_index, packed.edge_weight):
+        array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+        hasher.update(str((array.dtype.str, array.shape)).encode())
+        hasher.update(array.data.cast("B"))
+    return hasher.hexdigest()
+
+
+def cache_file(cache_dir: Path, config: Dict[str, Any], key: str) -> Path:
+    return Path(cache_dir) / f"{str(config['transform']).lower()}_{key}.pt"
+
+
+def load_cached(path: Path, key: str, packed: PackedGraphs, node_level: Sequence[str],
+                expected: Sequence[str]) -> Optional[Dict[str, Tensor]]:
+    """The cached attributes, or ``None`` (missing file; or unreadable, foreign or inconsistent,
+    with a warning). Loads with ``weights_only=True``: tensors and plain containers only."""
+    if not path.exists():
+        return None
+    device = packed.edge_index.device
+    try:
+        stored = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # truncated, corrupt, unreadable or unsafe file
+        warnings.warn(f"ignoring the unreadable cache file {path} ({type(error).__name__}: {error}); "
+                      f"recomputing", stacklevel=3)
+        return None
+    problem = _inconsistency(stored, key, packed, node_level, expected)
+    if problem:
+        warnings.warn(f"ignoring the cache file {path}: {problem}; recomputing", stacklevel=3)
+        return None
+    return {name: stored[name] for name in expected}
+
+
+def _inconsistency(stored: Any, key: str, packed: PackedGraphs, node_level: Sequence[str],
+                   expected: Sequence[str]) -> Optional[str]:
+    if not isinstance(stored, dict):
+        return f"it holds a {type(stored).__name__}, not this library's cache layout"
+    if stored.get("format") != CACHE_FORMAT or stored.get("lowrank_gnn") != library_version():
+        return (f"it was written by lowrank_gnn {stored.get('lowrank_gnn')!r} (cache format "
+                f"{stored.get('format')!r}); this is {library_version()!r} (format {CACHE_FORMAT})")
+    if stored.get("key") != key:
+        return "its content key does not match these graphs and options"
+    rows = {name: int(packed.node_ptr[-1]) if name in node_level else packed.num_graphs for name in expected}
+    for name in expected:
+        value = stored.get(name)
+        if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != rows[name]:
+            return f"its {name!r} entry is missing or has the wrong shape"
+        if value.is_floating_point() and value.dtype != torch.get_default_dtype():
+            return f"its {name!r} entry has dtype {value.dtype}, not {torch.get_default_dtype()}"
+    return None
+
+
+def save_cached(path: Path, key: str, outputs: Dict[str, Tensor]) -> None:
+    """Write atomically (a temporary file in the same folder, then ``os.replace``), so that a
+    reader never sees a partial file and two writers of the same key simply both succeed. A
+    folder that cannot be written gives a warning, not an error: the results are still returned."""
+    payload: Dict[str, Any] = {"format": CACHE_FORMAT, "lowrank_gnn": library_version(), "key": key}
+    payload.update({name: value.detach().cpu() for name, value in outputs.items()})
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+        os.replace(temporary, path)
+        temporary = None
+    except OSError as error:
+        warnings.warn(f"could not write the cache file {path} ({type(error).__name__}: {error}); the results "
+                      f"are computed but not cached", stacklevel=3)
+    finally:
+        if temporary is not None and os.path.exists(temporary):
+            os.remove(temporary)

@@ -1,0 +1,268 @@
+"""Many graphs in one set of flat tensors, and dense graph operators built from it per size bucket."""
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from ..eigen.base import SIGN_PIVOT_FRACTION
+from ..operators.base import symmetry_tolerance
+
+#: Largest number of float64 entries of one batch of dense operators (``B * n * n``): 256 MB.
+MAX_BATCH_ENTRIES = 32 * 1024 * 1024
+
+
+class PackedGraphs(NamedTuple):
+    r"""``G`` graphs as flat tensors, each graph's nodes numbered from 0.
+
+    Attributes:
+        num_nodes (LongTensor): ``(G,)`` nodes per graph.
+        edge_ptr (LongTensor): ``(G + 1,)``: graph ``g``'s edges are columns
+            ``edge_ptr[g]:edge_ptr[g + 1]`` of ``edge_index``.
+        edge_index (LongTensor): ``(2, E)`` edges, local node indices.
+        edge_weight (Tensor): ``(E,)`` float64 weights (1 for graphs without ``edge_weight``).
+    """
+
+    num_nodes: Tensor
+    edge_ptr: Tensor
+    edge_index: Tensor
+    edge_weight: Tensor
+
+    @property
+    def num_graphs(self) -> int:
+        return self.num_nodes.numel()
+
+    @property
+    def node_ptr(self) -> Tensor:
+        """``(G + 1,)``: graph ``g``'s nodes are rows ``node_ptr[g]:node_ptr[g + 1]`` of node-level outputs."""
+        return torch.cat([self.num_nodes.new_zeros(1), self.num_nodes.cumsum(0)])
+
+    def graph(self, g: int) -> Data:
+        """Graph ``g`` as a ``Data`` object (edge_index, edge_weight, num_nodes)."""
+        start, end = int(self.edge_ptr[g]), int(self.edge_ptr[g + 1])
+        return Data(edge_index=self.edge_index[:, start:end], edge_weight=self.edge_weight[start:end],
+                    num_nodes=int(self.num_nodes[g]))
+
+
+def _edge_index_of(data: Data, g: int) -> Tensor:
+    edge_index = getattr(data, "edge_index", None)
+    if edge_index is None:
+        raise ValueError(f"graph {g} has no edge_index; every graph needs data.edge_index (use an empty "
+                         f"(2, 0) tensor for a graph without edges)")
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
+        raise ValueError(f"graph {g}: data.edge_index must have shape (2, num_edges) (got {shape})")
+    if edge_index.dtype not in (torch.long, torch.int):
+        raise TypeError(f"graph {g}: data.edge_index must have an integer dtype (got {edge_index.dtype})")
+    return edge_index
+
+
+def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
+    """Flatten a sequence of ``Data`` objects (with or without ``edge_weight``, mixed) into :class:`PackedGraphs`."""
+    indices, weights, num_nodes = [], [], []
+    for g, data in enumerate(graphs):
+        edge_index = _edge_index_of(data, g)
+        n = data.num_nodes
+        if n is None:
+            raise ValueError(f"graph {g} has no nodes attribute from which num_nodes follows; set data.num_nodes")
+        weight = getattr(data, "edge_weight", None)
+        if weight is None:
+            weight = torch.ones(edge_index.shape[1], dtype=torch.float64, device=edge_index.device)
+        elif not isinstance(weight, Tensor) or weight.shape != (edge_index.shape[1],):
+            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+            raise ValueError(f"graph {g}: data.edge_weight must have shape (num_edges,) = "
+                             f"({edge_index.shape[1]},) (got {shape})")
+        elif not torch.is_floating_point(weight):
+            raise TypeError(f"graph {g}: data.edge_weight must have a floating-point dtype (got {weight.dtype})")
+        indices.append(edge_index)
+        weights.append(weight.detach())
+        num_nodes.append(int(n))
+    device = indices[0].device if indices else torch.device("cpu")
+    counts = torch.tensor([index.shape[1] for index in indices], dtype=torch.long)
+    edge_index = (torch.cat(indices, 1).long() if indices else torch.empty(2, 0, dtype=torch.long)).to(device)
+    edge_weight = (torch.cat([w.to(device, torch.float64) for w in weights]) if weights
+                   else torch.empty(0, dtype=torch.float64))
+    packed = PackedGraphs(torch.tensor(num_nodes, dtype=torch.long, device=device),
+                          torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(device), edge_index, edge_weight)
+    check_packed(packed)
+    return packed
+
+
+def check_packed(packed: PackedGraphs) -> None:
+    """Vectorised input checks; each error names the first offending graph."""
+    num_nodes, edge_index, weight = packed.num_nodes, packed.edge_index, packed.edge_weight
+    if bool((num_nodes < 0).any()):
+        g = int((num_nodes < 0).nonzero()[0])
+        raise ValueError(f"graph {g} has num_nodes={int(num_nodes[g])}; it must be >= 0")
+    if not edge_index.numel():
+        return
+    owner = edge_graph(packed) if packed.num_graphs > 1 else torch.zeros_like(edge_index[0])
+    bad = (edge_index < 0).any(0) | (edge_index >= num_nodes[owner]).any(0)
+    if bool(bad.any()):
+        g = int(owner[bad.nonzero()[0]])
+        local = edge_index[:, owner == g]
+        raise ValueError(f"graph {g}: edge_index entries must lie in [0, num_nodes) = [0, {int(num_nodes[g])}) "
+                         f"(got min {int(local.min())}, max {int(local.max())})")
+    finite = torch.isfinite(weight)
+    if not bool(finite.all()):
+        g = int(owner[(~finite).nonzero()[0]])
+        raise ValueError(f"graph {g}: edge_weight contains NaN or Inf; clean the input first")
+    if bool((weight < 0).any()):
+        g = int(owner[(weight < 0).nonzero()[0]])
+        raise ValueError(f"graph {g}: edge weights must be non-negative (got min edge_weight="
+                         f"{float(weight[owner == g].min()):.4g}); degrees D^(-1/2) are undefined otherwise")
+
+
+def edge_graph(packed: PackedGraphs) -> Tensor:
+    """``(E,)``: the graph each edge belongs to."""
+    counts = packed.edge_ptr.diff()
+    return torch.repeat_interleave(torch.arange(packed.num_graphs, device=counts.device), counts)
+
+
+class NormalizedEdges(NamedTuple):
+    """A packed dataset's operator entries: one value per edge and one diagonal entry per node."""
+
+    value: Tensor     # (E,) off-diagonal entry A_rc of each edge (0 for a self-loop folded into the diagonal)
+    diagonal: Tensor  # (N,) diagonal entry of each node (before the self-loop edges still in ``value``)
+
+
+def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool = True) -> NormalizedEdges:
+    r"""The entries of every graph's operator, computed for the whole dataset at once.
+
+    * ``"laplacian"``: :math:`L = I - D^{-1/2} A D^{-1/2}`, self-loops dropped first (as PyG's
+      ``get_laplacian(normalization="sym")``),
+    * ``"normalized_adjacency"``: :math:`\hat D^{-1/2}(A + I)\hat D^{-1/2}`, a self-loop of weight 1
+      added to every node that has none and an existing one kept (as ``gcn_norm``);
+      ``add_self_loops=False`` keeps ``A`` as given.
+
+    Nodes of degree zero get ``D^{-1/2} = 0``. Duplicate edges add up. Every graph's sums run over
+    its own edges in their order, so a graph gets the same bits alone or within a dataset.
+    """
+    total = int(packed.num_nodes.sum())
+    owner = edge_graph(packed) if packed.num_graphs > 1 else torch.zeros_like(packed.edge_index[0])
+    offset = packed.node_ptr[:-1][owner]
+    row, col = packed.edge_index[0] + offset, packed.edge_index[1] + offset  # global node ids
+    weight, device = packed.edge_weight, packed.edge_weight.device
+    loop = row == col
+    if operator == "laplacian" or add_self_loops:
+        weight = weight.masked_fill(loop, 0.0)
+    loops = torch.zeros(total, dtype=torch.float64, device=device)
+    if operator == "normalized_adjacency" and add_self_loops:
+        loops += 1.0
+        where = loop.nonzero().squeeze(1)
+        loops[row[where]] = packed.edge_weight[where]
+    degree = loops.index_add(0, row if operator == "laplacian" else col, weight)
+    inverse_root = degree.pow(-0.5)
+    inverse_root.masked_fill_(torch.isinf(inverse_root), 0.0)
+    value = inverse_root[row] * weight * inverse_root[col]
+    if operator == "laplacian":
+        return NormalizedEdges(value.neg_(), torch.ones(total, dtype=torch.float64, device=device))
+    return NormalizedEdges(value, loops * inverse_root ** 2)
+
+
+class SizeBucket(NamedTuple):
+    """Graphs of one size ``n``: their indices, their edges and each edge's graph position in the bucket."""
+
+    n: int
+    graphs: Tensor         # (B,) indices into the packed graphs
+    edges: Tensor          # (E_b,) indices into the packed edges
+    edge_position: Tensor  # (E_b,) position of each edge's graph in ``graphs``
+
+
+def size_buckets(packed: PackedGraphs, selected: Tensor, max_entries: int = MAX_BATCH_ENTRIES) -> Iterator[SizeBucket]:
+    """The ``selected`` graphs grouped by node count, in batches of at most ``max_entries`` dense entries.
+
+    Graphs keep their dataset order inside a bucket; buckets come in increasing ``n``.
+    """
+    if selected.numel() <= 1:  # one graph (the per-graph transform): no sorting
+        for g in selected.tolist():
+            start, end = int(packed.edge_ptr[g]), int(packed.edge_ptr[g + 1])
+            edges = torch.arange(start, end, device=selected.device)
+            yield SizeBucket(int(packed.num_nodes[g]), selected, edges, selected.new_zeros(end - start))
+        return
+    sizes = packed.num_nodes[selected]
+    order = selected[torch.argsort(sizes, stable=True)]
+    sizes = packed.num_nodes[order]
+    starts = packed.edge_ptr[order]
+    counts = packed.edge_ptr[order + 1] - starts
+    # the edges of the graphs in ``order``, contiguous: range [start_g, start_g + count_g) per graph
+    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    total = int(offsets[-1])
+    edge_perm = (torch.repeat_interleave(starts - offsets[:-1], counts, output_size=total)
+                 + torch.arange(total, device=counts.device))
+    values, first = torch.unique_consecutive(sizes, return_counts=True)
+    bounds = torch.cat([first.new_zeros(1), first.cumsum(0)]).tolist()
+    edge_bounds = offsets.tolist()
+    for i, n in enumerate(values.tolist()):
+        per_batch = max(1, max_entries // max(1, n * n))
+        for lo in range(bounds[i], bounds[i + 1], per_batch):
+            hi = min(lo + per_batch, bounds[i + 1])
+            e_lo, e_hi = edge_bounds[lo], edge_bounds[hi]
+            position = torch.repeat_interleave(torch.arange(hi - lo, device=counts.device), counts[lo:hi],
+                                               output_size=e_hi - e_lo)
+            yield SizeBucket(n, order[lo:hi], edge_perm[e_lo:e_hi], position)
+
+
+def dense_operators(packed: PackedGraphs, entries: NormalizedEdges, bucket: SizeBucket) -> Tensor:
+    """The dense float64 operators ``(B, n, n)`` of a bucket, from :func:`normalized_edges`, in one scatter."""
+    n, batch = bucket.n, bucket.graphs.numel()
+    row, col = packed.edge_index[:, bucket.edges]
+    dense = torch.zeros(batch * n * n, dtype=torch.float64, device=row.device)
+    dense.index_add_(0, (bucket.edge_position * n + row) * n + col, entries.value[bucket.edges])
+    dense = dense.view(batch, n, n)
+    nodes = packed.node_ptr[bucket.graphs].unsqueeze(1) + torch.arange(n, device=row.device)
+    dense.diagonal(dim1=1, dim2=2).add_(entries.diagonal[nodes])
+    return dense
+
+
+def check_symmetric(dense: Tensor, packed: PackedGraphs, bucket: SizeBucket) -> None:
+    """Raise, naming the first graph, when an operator is not symmetric (a directed graph).
+
+    Compares each edge's entry with its mirror, ``O(E)``: ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)``
+    with :func:`~lowrank_gnn.operators.base.symmetry_tolerance` (rounding in the normalisation
+    leaves a few ulps; a missing reverse edge leaves ``A_ji = 0``).
+    """
+    n = bucket.n
+    flat = dense.view(-1)
+    row, col = packed.edge_index[:, bucket.edges]
+    base = bucket.edge_position * n
+    entry, mirror = flat[(base + row) * n + col], flat[(base + col) * n + row]
+    bad = (entry - mirror).abs() > symmetry_tolerance(dense.dtype) * torch.maximum(entry.abs(), mirror.abs())
+    if bool(bad.any()):
+        g = int(bucket.graphs[bucket.edge_position[bad.nonzero()[0]]])
+        raise ValueError(f"graph {g} is not undirected (its operator is not symmetric), and the eigenpairs "
+                         f"of a symmetric operator are computed; symmetrise its edge_index first, e.g. "
+                         f"torch_geometric.utils.to_undirected(edge_index, edge_weight, reduce='mean')")
+
+
+def scatter_rows(out: Tensor, node_ptr: Tensor, graphs: Tensor, n: int, block: Tensor) -> None:
+    """Write ``block (B, n, m)`` into rows ``node_ptr[g]:node_ptr[g] + n`` of ``out`` for each ``g`` in ``graphs``."""
+    rows = (node_ptr[graphs].unsqueeze(1) + torch.arange(n, device=graphs.device)).reshape(-1)
+    out[rows, : block.shape[-1]] = block.reshape(-1, block.shape[-1]).to(out.dtype)
+
+
+def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
+    """:func:`~lowrank_gnn.eigen.canonical_signs` applied to each graph's rows of ``vectors (N, k)`` at once.
+
+    Each graph's column is flipped so that its first entry with ``|u_i| >= 0.1 max|u|`` (over the
+    graph's rows) is positive: the same pivot, hence the same bits, as ``canonical_signs`` on the
+    graph alone. Idempotent: columns already in canonical form are left unchanged.
+    """
+    if not vectors.numel():
+        return vectors
+    graphs, k = num_nodes.numel(), vectors.shape[1]
+    owner = torch.repeat_interleave(torch.arange(graphs, device=vectors.device), num_nodes,
+                                    output_size=vectors.shape[0])
+    magnitude = vectors.abs()
+    index = owner.unsqueeze(1).expand(-1, k)
+    largest = magnitude.new_zeros(graphs, k).scatter_reduce_(0, index, magnitude, "amax", include_self=False)
+    significant = magnitude >= SIGN_PIVOT_FRACTION * largest[owner]
+    rows = torch.arange(vectors.shape[0], device=vectors.device).unsqueeze(1).expand(-1, k)
+    first = torch.where(significant, rows, vectors.shape[0])
+    pivot = first.new_full((graphs, k), vectors.shape[0]).scatter_reduce_(0, index, first, "amin")
+    pivot = pivot.clamp_max(vectors.shape[0] - 1)  # graphs without rows: any row, never used
+    sign = torch.sign(vectors.gather(0, pivot))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return vectors * sign[owner]

@@ -1,0 +1,182 @@
+"""precompute_eigenpairs: one batched, cached pass of an eigenpair transform over a whole dataset."""
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data, InMemoryDataset
+
+from .add_eigenpairs import AddEigenpairs
+from .cache import cache_file, cache_key, load_cached, save_cached
+from .laplacian_pe import LaplacianEigenvectorPE
+from .packed import PackedGraphs, check_packed, pack_graphs
+
+EigenpairTransform = Union[AddEigenpairs, LaplacianEigenvectorPE]
+
+
+def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], transform: EigenpairTransform,
+                          cache_dir: Union[str, os.PathLike, None, bool] = None, progress: Optional[bool] = None,
+                          device: Union[str, torch.device, None] = None) -> Union[InMemoryDataset, List[Data]]:
+    r"""Applies an eigenpair transform to every graph of a dataset at once: batched, cached, deterministic.
+
+    Equivalent, bit for bit, to applying ``transform`` (:class:`AddEigenpairs` or
+    :class:`LaplacianEigenvectorPE`) to each graph, but graphs with the same number of nodes are
+    solved together: their dense operators are scattered into one ``(B, n, n)`` float64 tensor
+    and decomposed by one :func:`~lowrank_gnn.eigen.batched_eigh` call (LAPACK on the CPU;
+    on a GPU as the backend decides), signs are fixed for the whole batch at once, and the
+    results are split back. Graphs the batched path does not cover (the sparse path for graphs
+    above ``dense_max_nodes``, ``deflate_components=True``, a backend instance) are solved one by
+    one, with the same code as the transform.
+
+    **Cache.** The results are stored in one file per dataset and option set, named by a
+    content hash of everything they depend on: each graph's node count, edges and edge weights,
+    the transform's options, the default dtype, the device type, and the versions of this
+    library and of PyTorch. A later call with equal inputs loads the file instead of solving;
+    any change gives another key, hence a recomputation. Files are written to a temporary name
+    and renamed into place (``os.replace``), so concurrent writers are safe, and read with
+    ``torch.load(weights_only=True)`` (no pickled code is ever run). A corrupt, truncated,
+    foreign or inconsistent file is ignored with a warning and recomputed; a folder that
+    cannot be written gives a warning and uncached results. Transforms with a backend
+    *instance* (possibly with learned state) are never cached.
+
+    Args:
+        dataset (InMemoryDataset or sequence of Data): the graphs. An
+            :class:`~torch_geometric.data.InMemoryDataset` is read from its collated storage
+            (without building a ``Data`` object per graph) and a shallow copy of it is returned
+            whose storage holds the new attributes (its ``transform`` still runs on access).
+            Any other sequence (a list, a ``Dataset``; iterating applies its ``transform``)
+            gives a list of shallow copies of its graphs with the attributes set. Graphs may
+            mix having and not having ``edge_weight``; empty graphs get empty attributes.
+        transform (AddEigenpairs or LaplacianEigenvectorPE): what to compute.
+        cache_dir (str or PathLike or bool, optional): the cache folder. ``None``: the
+            dataset's ``processed_dir`` when it has one (beside PyG's processed files), else no
+            cache; ``False``: no cache. (default: ``None``)
+        progress (bool, optional): show a tqdm progress bar; ``None`` shows it when stderr is a
+            terminal. (default: ``None``)
+        device (str or torch.device, optional): where to solve, e.g. ``"cuda"``; the results are
+            returned on the graphs' own device. (default: the graphs' device)
+
+    Example:
+        >>> from lowrank_gnn.testing import cycle_graph, path_graph
+        >>> graphs = [Data(edge_index=g.edge_index, num_nodes=g.num_nodes) for g in (path_graph(4), cycle_graph(6))]
+        >>> out = precompute_eigenpairs(graphs, AddEigenpairs(k=3, operator="laplacian"))
+        >>> [tuple(data.eigvecs.shape) for data in out]
+        [(4, 3), (6, 3)]
+    """
+    if not isinstance(transform, (AddEigenpairs, LaplacianEigenvectorPE)):
+        raise TypeError(f"transform must be an AddEigenpairs or a LaplacianEigenvectorPE "
+                        f"(got {type(transform).__name__})")
+    if isinstance(dataset, InMemoryDataset):
+        if dataset._indices is not None:  # a view (dataset[...]): materialise the selected graphs
+            dataset = dataset.copy()
+        packed, graphs = pack_in_memory(dataset), None
+    else:
+        graphs = list(dataset)
+        packed = pack_graphs(graphs)
+    home = packed.edge_index.device
+    if device is not None:
+        packed = PackedGraphs(*(tensor.to(device) for tensor in packed))
+    outputs = _solve_or_load(packed, transform, _cache_folder(dataset, cache_dir), progress)
+    outputs = {name: value.to(home) for name, value in outputs.items()}
+    if graphs is None:
+        return _attach_to_storage(dataset, packed, outputs, transform.node_level)
+    return _attach_to_graphs(graphs, packed, outputs, transform.node_level)
+
+
+def _cache_folder(dataset: Any, cache_dir: Union[str, os.PathLike, None, bool]) -> Optional[Path]:
+    if cache_dir is False:
+        return None
+    if cache_dir is None or cache_dir is True:
+        processed = getattr(dataset, "processed_dir", None) if getattr(dataset, "root", None) else None
+        if processed is None and cache_dir is True:
+            raise ValueError("cache_dir=True needs a dataset with a processed_dir; pass a folder instead")
+        return None if processed is None else Path(processed)
+    if not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(f"cache_dir must be a folder path, None or False (got {type(cache_dir).__name__})")
+    return Path(cache_dir)
+
+
+def _solve_or_load(packed: PackedGraphs, transform: EigenpairTransform, folder: Optional[Path],
+                   progress: Optional[bool]) -> Dict[str, Tensor]:
+    config = transform.cache_config()
+    if folder is None or config is None:
+        if folder is not None:
+            warnings.warn(f"{transform!r} uses a backend instance, whose state is not part of the cache key; "
+                          f"computing without the cache (pass the backend by name to cache)", stacklevel=3)
+        return transform.compute(packed, progress)
+    key = cache_key(packed, config, packed.edge_index.device)
+    path = cache_file(folder, config, key)
+    expected = _expected_names(transform)
+    cached = load_cached(path, key, packed, transform.node_level, expected)
+    if cached is not None:
+        return cached
+    outputs = transform.compute(packed, progress)
+    save_cached(path, key, outputs)
+    return outputs
+
+
+def _expected_names(transform: EigenpairTransform) -> List[str]:
+    if isinstance(transform, LaplacianEigenvectorPE):
+        return [transform.attr_name]
+    return list(transform.node_level) + ["eigvals", "eig_mask"]
+
+
+def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
+    """The graphs of an ``InMemoryDataset`` read from its collated storage, without per-graph ``Data`` objects."""
+    store, slices = dataset._data, dataset.slices
+    if "edge_index" not in store or slices is None or "edge_index" not in slices:
+        raise ValueError("every graph needs data.edge_index, and this dataset's storage has none")
+    edge_index = store.edge_index
+    if edge_index.dtype not in (torch.long, torch.int):
+        raise TypeError(f"data.edge_index must have an integer dtype (got {edge_index.dtype})")
+    edge_ptr = slices["edge_index"].to(edge_index.device)
+    num_graphs = edge_ptr.numel() - 1
+    counts = getattr(store, "_num_nodes", None)
+    if counts is not None:
+        num_nodes = torch.as_tensor(list(counts), dtype=torch.long)
+    else:
+        key = next((k for k in ("x", "pos") if k in slices and store.__cat_dim__(k, store[k]) == 0), None)
+        if key is not None:
+            num_nodes = slices[key].diff()
+        else:  # node counts not recorded in the storage: ask each graph
+            num_nodes = torch.tensor([dataset.get(i).num_nodes for i in range(num_graphs)], dtype=torch.long)
+    weight = store.edge_weight if "edge_weight" in store else None
+    if weight is None:
+        weight = torch.ones(edge_index.shape[1], dtype=torch.float64, device=edge_index.device)
+    elif not torch.is_floating_point(weight):
+        raise TypeError(f"data.edge_weight must have a floating-point dtype (got {weight.dtype})")
+    packed = PackedGraphs(num_nodes.to(edge_index.device), edge_ptr, edge_index.long(),
+                          weight.detach().to(torch.float64))
+    check_packed(packed)
+    return packed
+
+
+def _attach_to_storage(dataset: InMemoryDataset, packed: PackedGraphs, outputs: Dict[str, Tensor],
+                       node_level: Sequence[str]) -> InMemoryDataset:
+    out = copy.copy(dataset)
+    store, slices = copy.copy(dataset._data), dict(dataset.slices)
+    node_ptr = packed.node_ptr.cpu()
+    graph_ptr = torch.arange(packed.num_graphs + 1)
+    for name, value in outputs.items():
+        store[name] = value
+        slices[name] = node_ptr if name in node_level else graph_ptr
+    out._data, out.slices, out._data_list = store, slices, None
+    return out
+
+
+def _attach_to_graphs(graphs: List[Data], packed: PackedGraphs, outputs: Dict[str, Tensor],
+                      node_level: Sequence[str]) -> List[Data]:
+    sizes = packed.num_nodes.tolist()
+    parts = {name: value.split(sizes) if name in node_level else value.split(1) for name, value in outputs.items()}
+    result = []
+    for i, data in enumerate(graphs):
+        data = copy.copy(data)
+        for name, pieces in parts.items():
+            data[name] = pieces[i]
+        result.append(data)
+    return result

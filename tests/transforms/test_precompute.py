@@ -1,0 +1,387 @@
+import multiprocessing
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.loader import DataLoader
+from torch_geometric.transforms import AddLaplacianEigenvectorPE
+
+from lowrank_gnn.eigen import EigenPairs
+from lowrank_gnn.operators import laplacian, normalized_adjacency
+from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
+from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
+from lowrank_gnn.transforms import cache as cache_module
+from lowrank_gnn.eigen import canonical_signs
+from lowrank_gnn.transforms.packed import (canonical_signs_per_graph, dense_operators, normalized_edges, pack_graphs,
+                                          size_buckets)
+
+EMPTY = torch.empty(2, 0, dtype=torch.long)
+
+
+def as_data(graph, **extra):
+    return Data(edge_index=graph.edge_index, num_nodes=graph.num_nodes, **extra)
+
+
+def mixed_graphs():
+    """Several graphs per size, with and without edge weights, self-loops, duplicate edges,
+    isolated nodes, one-node, edgeless and empty graphs."""
+    generator = torch.Generator().manual_seed(0)
+    graphs = [as_data(path_graph(5)), as_data(cycle_graph(5)), as_data(complete_graph(5)),
+              as_data(disjoint_union(cycle_graph(6), path_graph(3))), as_data(path_graph(9)),
+              Data(edge_index=EMPTY, num_nodes=1), Data(edge_index=EMPTY, num_nodes=4),
+              Data(edge_index=EMPTY, num_nodes=0), as_data(complete_graph(2))]
+    for n in (5, 9, 12):
+        graph = path_graph(n)
+        half = torch.rand(graph.edge_index.shape[1] // 2, generator=generator, dtype=torch.float64) + 0.1
+        graphs.append(as_data(graph, edge_weight=torch.cat([half, half])))
+    loops = torch.tensor([[0, 1, 1, 2, 2, 0, 0], [1, 0, 2, 1, 2, 0, 0]])  # self-loops (one repeated), duplicates
+    graphs.append(Data(edge_index=torch.cat([loops, torch.tensor([[0], [1]]), torch.tensor([[1], [0]])], 1),
+                       num_nodes=5))
+    big = disjoint_union(path_graph(150), cycle_graph(60))  # >= SUBSET_MIN_NODES: LAPACK's subset solver
+    graphs += [as_data(big), as_data(path_graph(210))]
+    return graphs
+
+
+def per_graph(transform, graphs):
+    return [transform(graph) for graph in graphs]
+
+
+def assert_same(expected, got, names):
+    assert len(expected) == len(got)
+    for one, other in zip(expected, got, strict=True):
+        for name in names:
+            assert torch.equal(one[name], other[name]), name
+
+
+CONFIGS = [dict(operator="laplacian"), dict(operator="normalized_adjacency"),
+           dict(operator="normalized_adjacency", which="magnitude", add_self_loops=False),
+           dict(operator="normalized_adjacency", deflate_components=True),
+           dict(operator="laplacian", backend="batched_dc")]  # "auto": LAPACK on the CPU
+
+
+@pytest.mark.parametrize("options", CONFIGS)
+def test_dataset_pass_equals_the_per_graph_transform_bit_for_bit(options):
+    transform = AddEigenpairs(k=4, **options)
+    graphs = mixed_graphs()
+    names = ["eigvecs", "eigvals", "eig_mask"] + (["eig_component_vector", "eig_component_index"]
+                                                  if options.get("deflate_components") else [])
+    assert_same(per_graph(transform, graphs), precompute_eigenpairs(graphs, transform), names)
+
+
+def test_divide_and_conquer_agrees_with_the_per_graph_transform_to_rounding():
+    """The batched divide and conquer is not batch-invariant in the last bits (documented): the
+    dataset pass agrees with the per-graph transform to rounding and is accurate."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        transform = AddEigenpairs(k=4, operator="laplacian", backend="batched_dc", backend_kwargs={"method": "dc"})
+        graphs = [g for g in mixed_graphs() if g.num_nodes > 0]
+        for single, data in zip(per_graph(transform, graphs), precompute_eigenpairs(graphs, transform), strict=True):
+            assert torch.allclose(single.eigvals, data.eigvals, atol=1e-12, rtol=0)
+            weight = data.edge_weight.double() if "edge_weight" in data else None
+            dense = laplacian(data.edge_index, weight, data.num_nodes).to_dense().double()
+            m = int(data.eig_mask.sum())
+            assert_eigenpairs_close(EigenPairs(data.eigvals[0, :m], data.eigvecs[:, :m]), dense, m, "smallest")
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_float32_default_dtype_and_the_sparse_path_equal_the_transform():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        graphs = mixed_graphs()
+        for transform in (AddEigenpairs(k=3, operator="laplacian"),
+                          AddEigenpairs(k=3, backend_kwargs={"dense_max_nodes": 6})):  # > 6 nodes: ARPACK
+            out = precompute_eigenpairs(graphs, transform)
+            assert out[0].eigvecs.dtype == torch.float32
+            assert_same(per_graph(transform, graphs), out, ["eigvecs", "eigvals", "eig_mask"])
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("operator, which", [("laplacian", "smallest"), ("normalized_adjacency", "largest")])
+def test_results_match_a_float64_dense_reference(operator, which):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        graphs = [as_data(g) for g in (path_graph(7), cycle_graph(8), complete_graph(6),
+                                       disjoint_union(path_graph(4), cycle_graph(4)), path_graph(230))]
+        for data in precompute_eigenpairs(graphs, AddEigenpairs(k=4, operator=operator, which=which)):
+            build = laplacian if operator == "laplacian" else normalized_adjacency
+            dense = build(data.edge_index, num_nodes=data.num_nodes).to_dense()
+            assert_eigenpairs_close(EigenPairs(data.eigvals[0], data.eigvecs), dense, 4, which)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("operator, add_self_loops", [("laplacian", True), ("normalized_adjacency", True),
+                                                      ("normalized_adjacency", False)])
+def test_dense_operators_equal_the_sparse_graph_operators(operator, add_self_loops):
+    graphs = [g for g in mixed_graphs() if g.num_nodes == 5]
+    packed = pack_graphs(graphs)
+    (bucket,) = size_buckets(packed, torch.arange(len(graphs)))
+    dense = dense_operators(packed, normalized_edges(packed, operator, add_self_loops), bucket)
+    for b, g in enumerate(bucket.graphs.tolist()):
+        data = graphs[g]
+        weight = (data.edge_weight if "edge_weight" in data else torch.ones(data.edge_index.shape[1])).double()
+        if operator == "laplacian":
+            expected = laplacian(data.edge_index, weight, 5).to_dense().double()
+        else:
+            expected = normalized_adjacency(data.edge_index, weight, 5, add_self_loops=add_self_loops).to_dense()
+        assert torch.allclose(dense[b], expected.double(), atol=1e-15, rtol=0), g
+
+
+def test_signs_per_graph_equal_canonical_signs_graph_by_graph():
+    generator = torch.Generator().manual_seed(0)
+    sizes = torch.tensor([3, 0, 1, 7, 300, 5])  # 300 rows: beyond canonical_signs' first search window
+    vectors = torch.randn(int(sizes.sum()), 4, generator=generator, dtype=torch.float64)
+    vectors[:3, 1] = torch.tensor([0.01, -1.0, 1.0])   # a tie in magnitude: the first one decides
+    vectors[3:4, 2] = 0.0                               # a zero column
+    vectors[11:311, 3] = 0.0
+    vectors[300, 3] = -2.0                              # pivot past row 256
+    out = canonical_signs_per_graph(vectors, sizes)
+    start = 0
+    for n in sizes.tolist():
+        if n:
+            assert torch.equal(out[start:start + n], canonical_signs(vectors[start:start + n]))
+        start += n
+    assert torch.equal(canonical_signs_per_graph(out, sizes), out)  # idempotent
+
+
+def test_empty_one_node_and_edgeless_graphs():
+    graphs = [Data(edge_index=EMPTY, num_nodes=0), Data(edge_index=EMPTY, num_nodes=1),
+              Data(edge_index=EMPTY, num_nodes=3)]
+    out = precompute_eigenpairs(graphs, AddEigenpairs(k=2, operator="laplacian"))
+    assert out[0].eigvecs.shape == (0, 2) and not out[0].eig_mask.any()
+    assert out[1].eig_mask.tolist() == [[True, False]] and out[1].eigvals.tolist() == [[1.0, 0.0]]
+    assert out[2].eig_mask.all() and torch.allclose(out[2].eigvals, torch.ones(1, 2))  # L = I without edges
+    assert AddEigenpairs(k=2)(graphs[0].clone()).eigvecs.shape == (0, 2)
+
+
+class GraphList(InMemoryDataset):
+    """A collated in-memory dataset built from a list; ``root`` holds PyG's processed/ folder."""
+
+    def __init__(self, graphs, root):
+        super().__init__(root)
+        self.data, self.slices = self.collate(graphs)
+
+    @property
+    def processed_file_names(self):
+        return []
+
+    def process(self):
+        pass
+
+
+def test_in_memory_dataset_is_read_from_its_storage_and_left_unchanged(tmp_path):
+    graphs = [g for g in mixed_graphs() if g.num_nodes > 0 and "edge_weight" not in g]
+    for g in graphs:
+        g.x = torch.randn(g.num_nodes, 2)
+    dataset = GraphList(graphs, root=str(tmp_path))
+    transform = AddEigenpairs(k=3, operator="laplacian")
+    out = precompute_eigenpairs(dataset, transform, cache_dir=False)
+    assert isinstance(out, GraphList) and "eigvecs" not in dataset[0]
+    assert_same(per_graph(transform, graphs), [out[i] for i in range(len(out))], ["eigvecs", "eigvals", "eig_mask"])
+    view = dataset[1::2]
+    assert_same(per_graph(transform, graphs[1::2]), list(precompute_eigenpairs(view, transform, cache_dir=False)),
+                ["eigvecs", "eigvals"])
+    batch = next(iter(DataLoader(out, batch_size=4)))
+    assert batch.eigvecs.shape == (int(batch.ptr[-1]), 3) and batch.eigvals.shape == (4, 3)
+
+
+def test_laplacian_pe_matches_pyg_up_to_sign_and_pads_small_graphs():
+    graphs = [as_data(path_graph(n)) for n in (12, 20, 120)]  # simple spectra; 120 takes PyG's ARPACK path
+    ours = precompute_eigenpairs(graphs, LaplacianEigenvectorPE(k=3))
+    torch.manual_seed(0)
+    for mine, data in zip(ours, graphs, strict=True):
+        reference = AddLaplacianEigenvectorPE(k=3, is_undirected=True)(data.clone()).laplacian_eigenvector_pe
+        sign = torch.sign((mine.laplacian_eigenvector_pe * reference).sum(0))
+        assert torch.allclose(mine.laplacian_eigenvector_pe, reference * sign, atol=1e-4)
+    small = LaplacianEigenvectorPE(k=4, attr_name="pe")(as_data(path_graph(3)))
+    assert small.pe.shape == (3, 4) and torch.equal(small.pe[:, 2:], torch.zeros(3, 2))
+    dense = laplacian(path_graph(3).edge_index, num_nodes=3).to_dense()
+    assert torch.allclose(dense @ small.pe[:, :2], small.pe[:, :2] * torch.linalg.eigvalsh(dense)[1:3].float(),
+                          atol=1e-6)
+    with pytest.raises(ValueError, match="attr_name must be a non-empty string"):
+        LaplacianEigenvectorPE(k=2, attr_name=None)
+
+
+class Counting:
+    """Wraps a transform's compute to count solves."""
+
+    def __init__(self, transform, monkeypatch):
+        self.calls = 0
+        original = transform.compute
+
+        def compute(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+        monkeypatch.setattr(transform, "compute", compute)
+
+
+def test_cache_reloads_and_is_invalidated_by_every_key(tmp_path, monkeypatch):
+    graphs = mixed_graphs()
+    transform = AddEigenpairs(k=3, operator="laplacian")
+    counter = Counting(transform, monkeypatch)
+    first = precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    again = precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    assert counter.calls == 1 and len(list(tmp_path.iterdir())) == 1
+    assert_same(first, again, ["eigvecs", "eigvals", "eig_mask"])
+
+    def changed(index, **fields):
+        copy = [g.clone() for g in graphs]
+        for key, value in fields.items():
+            copy[index][key] = value
+        return copy
+    variants = [changed(0, edge_index=path_graph(5).edge_index.flip(1)),            # edge order
+                changed(9, edge_weight=graphs[9].edge_weight * 2),                  # weights
+                changed(6, num_nodes=5),                                            # node count
+                changed(0, edge_weight=torch.full((8,), 0.5, dtype=torch.float64))]  # a weight on an unweighted graph
+    for variant in variants:
+        before = counter.calls
+        precompute_eigenpairs(variant, transform, cache_dir=tmp_path)
+        assert counter.calls == before + 1
+    for other in (AddEigenpairs(k=4, operator="laplacian"), AddEigenpairs(k=3, operator="normalized_adjacency"),
+                  AddEigenpairs(k=3, operator="laplacian", which="largest"), LaplacianEigenvectorPE(k=2)):
+        other_counter = Counting(other, monkeypatch)
+        precompute_eigenpairs(graphs, other, cache_dir=tmp_path)
+        assert other_counter.calls == 1
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        before = counter.calls
+        assert precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)[0].eigvecs.dtype == torch.float64
+        assert counter.calls == before + 1
+    finally:
+        torch.set_default_dtype(previous)
+    monkeypatch.setattr(cache_module, "library_version", lambda: "99.0")
+    before = counter.calls
+    precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    assert counter.calls == before + 1
+
+
+def cache_path_of(folder):
+    (path,) = [p for p in folder.iterdir() if p.suffix == ".pt"]
+    return path
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_version", "wrong_shape", "pickled_code"])
+def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
+    graphs = mixed_graphs()
+    transform = AddEigenpairs(k=3, operator="laplacian")
+    expected = precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    path = cache_path_of(tmp_path)
+    content = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"not a cache file")
+    elif damage == "truncated":
+        path.write_bytes(content[: len(content) // 2])
+    elif damage in ("other_version", "wrong_shape"):
+        stored = torch.load(path, weights_only=True)
+        if damage == "other_version":
+            stored["lowrank_gnn"] = "0.0.1"
+        else:
+            stored["eigvecs"] = stored["eigvecs"][:-1]
+        torch.save(stored, path)
+    else:
+        marker = tmp_path / "code_ran"
+        torch.save({"payload": Exploit(str(marker))}, path)
+    with pytest.warns(UserWarning, match="ignoring the"):
+        got = precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    assert_same(expected, got, ["eigvecs", "eigvals", "eig_mask"])
+    if damage == "pickled_code":
+        assert not (tmp_path / "code_ran").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file was rewritten: a clean load now
+        precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_an_unwritable_cache_folder_warns_and_still_returns_results(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    graphs = mixed_graphs()
+    transform = AddEigenpairs(k=2)
+    with pytest.warns(UserWarning, match="could not write the cache file"):
+        out = precompute_eigenpairs(graphs, transform, cache_dir=blocker / "cache")
+    assert_same(per_graph(transform, graphs), out, ["eigvecs"])
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    try:
+        if os.access(readonly, os.W_OK):
+            pytest.skip("running with permissions that ignore a read-only folder (root)")
+        with pytest.warns(UserWarning, match="could not write the cache file"):
+            precompute_eigenpairs(graphs, transform, cache_dir=readonly)
+    finally:
+        readonly.chmod(0o700)
+
+
+def fill_cache(folder, queue, barrier):
+    graphs = mixed_graphs() * 50
+    barrier.wait(timeout=60)  # both start solving, hence writing, at the same time
+    out = precompute_eigenpairs(graphs, AddEigenpairs(k=3, operator="laplacian"), cache_dir=folder)
+    queue.put(torch.cat([d.eigvecs for d in out]).numpy())
+
+
+def test_two_processes_filling_the_cache_at_once(tmp_path):
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    queue, barrier = context.Queue(), context.Barrier(2)
+    workers = [context.Process(target=fill_cache, args=(str(tmp_path), queue, barrier)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert np.array_equal(results[0], results[1])
+    assert [p.suffix for p in tmp_path.iterdir()] == [".pt"]  # no temporary file left behind
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reloaded = precompute_eigenpairs(mixed_graphs() * 50, AddEigenpairs(k=3, operator="laplacian"),
+                                         cache_dir=tmp_path)
+    assert np.array_equal(torch.cat([d.eigvecs for d in reloaded]).numpy(), results[0])
+
+
+def test_default_cache_folder_is_the_processed_dir(tmp_path):
+    graphs = [as_data(path_graph(4)), as_data(cycle_graph(5))]
+    for g in graphs:
+        g.x = torch.ones(g.num_nodes, 1)
+    dataset = GraphList(graphs, root=str(tmp_path))
+    precompute_eigenpairs(dataset, AddEigenpairs(k=2))
+    assert len(list((tmp_path / "processed").glob("addeigenpairs_*.pt"))) == 1
+    before = sorted(tmp_path.rglob("*"))
+    assert len(precompute_eigenpairs(graphs, AddEigenpairs(k=3))) == 2  # a list: no folder, no cache
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError, match="graph 1: edge_index entries must lie in"):
+        precompute_eigenpairs([as_data(path_graph(3)), Data(edge_index=torch.tensor([[0], [5]]), num_nodes=2)],
+                              AddEigenpairs(k=2))
+    with pytest.raises(ValueError, match="graph 1 is not undirected"):
+        precompute_eigenpairs([as_data(path_graph(3)), Data(edge_index=torch.tensor([[0], [1]]), num_nodes=3)],
+                              AddEigenpairs(k=2))
+    weight = torch.ones(4)
+    weight[1] = float("nan")
+    with pytest.raises(ValueError, match="graph 0: edge_weight contains NaN"):
+        precompute_eigenpairs([as_data(path_graph(3), edge_weight=weight)], AddEigenpairs(k=2))
+    with pytest.raises(ValueError, match="graph 0: edge weights must be non-negative"):
+        precompute_eigenpairs([as_data(path_graph(3), edge_weight=-torch.ones(4))], AddEigenpairs(k=2))
+    with pytest.raises(ValueError, match="graph 1 has no edge_index"):
+        precompute_eigenpairs([as_data(path_graph(3)), Data(num_nodes=2)], AddEigenpairs(k=2))
+    with pytest.raises(TypeError, match="transform must be an AddEigenpairs"):
+        precompute_eigenpairs([as_data(path_graph(3))], lambda data: data)
+    with pytest.raises(TypeError, match="cache_dir must be a folder path"):
+        precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=3)
