@@ -97,8 +97,8 @@ def check_index_dtype(name: str, index: Tensor) -> Tensor:
         return index
     if index.is_floating_point() or index.is_complex():
         raise TypeError(f"{name} must have an integer dtype, torch.long (int64) or torch.int32, for node ids, "
-                        f"but has dtype {index.dtype}: floating-point ids would be truncated; convert them with {name}.long() "
-                        "after checking that they are whole numbers")
+                        f"but has dtype {index.dtype}: floating-point ids would be truncated; convert them with "
+                        f"{name}.long() after checking that they are whole numbers")
     if index.dtype == torch.bool:
         raise TypeError(f"{name} must have an integer dtype, torch.long (int64) or torch.int32, for node ids "
                         "(got torch.bool, a mask?)")

@@ -191,7 +191,8 @@ for _name in BACKENDS:
         lambda n=_name: BACKENDS[n](1)(torch.zeros(0, 0)))
     if sparse:
         error(_name, "k = n (ARPACK)", r"needs k < n")(lambda n=_name: BACKENDS[n](3)(torch.eye(3)))
-        error(_name, "batched (ARPACK)", r"needs an unbatched")(lambda n=_name: BACKENDS[n](1)(torch.eye(3).expand(2, 3, 3)))
+        error(_name, "batched (ARPACK)", r"needs an unbatched")(
+            lambda n=_name: BACKENDS[n](1)(torch.eye(3).expand(2, 3, 3)))
     k_all = 5 if sparse else 6
     cases = {
         "random": (symmetric(6), 2),
@@ -254,7 +255,7 @@ for method in ("dc", "lapack", "auto"):
                          symmetric(5, seed=2) * 1e30, symmetric(5, seed=3) * 1e-30])
     for i, label in enumerate(("random", "zero", "identity", "repeated", "1e30", "1e-30")):
         correct(entry, label, check_pairs(stack[i], 5))(
-            lambda m=method, i=i: tuple(t.flip(-1) for t in batched_eigh(stack[i:i + 1], method=m)))
+            lambda m=method, a=stack[i:i + 1]: tuple(t.flip(-1) for t in batched_eigh(a, method=m)))
     correct(entry, "float32 1e30", check_pairs(symmetric(6, dtype=torch.float32) * 1e30, 6))(
         lambda m=method: tuple(t.flip(-1) for t in batched_eigh(symmetric(6, dtype=torch.float32) * 1e30, method=m)))
     correct(entry, "empty batch", lambda r: (r[0].shape == (0, 3), r[1].shape == (0, 3, 3)) == (True, True)
@@ -647,7 +648,8 @@ for _scale in (1e25, 1e-25):
 
 ZW = "ZCAWhitening"
 _x = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
-error(ZW, "integer x", r"x must have a floating-point dtype")(lambda: ZCAWhitening(3)(torch.ones(10, 3, dtype=torch.long)))
+error(ZW, "integer x", r"x must have a floating-point dtype")(
+    lambda: ZCAWhitening(3)(torch.ones(10, 3, dtype=torch.long)))
 error(ZW, "float16 x", r"x has dtype torch.float16")(lambda: ZCAWhitening(3)(_x.half()))
 error(ZW, "width", r"x must have shape \(num_nodes, in_channels=3\)")(lambda: ZCAWhitening(3)(torch.randn(10, 4)))
 error(ZW, "NaN x", r"x contains NaN or Inf")(lambda: ZCAWhitening(3)(torch.full((10, 3), math.nan)))
@@ -678,11 +680,13 @@ correct(ZW, "empty batch of nodes", lambda r: r.shape == (0, 3) or pytest.fail(s
     lambda: ZCAWhitening(3)(torch.zeros(0, 3)))
 
 LP = "LatentPCAPool"
-error(LP, "integer x", r"x must have a floating-point dtype")(lambda: LatentPCAPool(3, 1)(torch.ones(5, 3, dtype=torch.long)))
+error(LP, "integer x", r"x must have a floating-point dtype")(
+    lambda: LatentPCAPool(3, 1)(torch.ones(5, 3, dtype=torch.long)))
 error(LP, "float16 x", r"x has dtype torch.float16")(lambda: LatentPCAPool(3, 1)(torch.randn(5, 3).half()))
 error(LP, "width", r"x must have shape \(num_nodes, in_channels\)")(lambda: LatentPCAPool(3, 1)(torch.randn(5, 4)))
 error(LP, "NaN", r"x contains NaN or Inf")(lambda: LatentPCAPool(3, 1)(torch.full((5, 3), math.nan)))
-error(LP, "float batch", r"batch must be an integer vector")(lambda: LatentPCAPool(3, 1)(torch.randn(5, 3), torch.zeros(5)))
+error(LP, "float batch", r"batch must be an integer vector")(
+    lambda: LatentPCAPool(3, 1)(torch.randn(5, 3), torch.zeros(5)))
 error(LP, "unsorted batch", r"batch must be sorted")(
     lambda: LatentPCAPool(3, 1)(torch.randn(5, 3), torch.tensor([1, 0, 0, 0, 0])))
 
@@ -707,9 +711,12 @@ error(LP, "float32 embeddings of magnitude 1e20 (variance beyond float32)", r"ov
 correct(LP, "float64 embeddings of magnitude 1e20", _pool_close)(lambda: _pool_scaled(1e20, torch.float64))
 
 SL = "SVDLinear"
-error(SL, "x width", r"x must have in_features=4 entries in its last dimension")(lambda: SVDLinear(4, 3)(torch.randn(2, 5)))
-error(SL, "integer x", r"x must have a floating-point dtype")(lambda: SVDLinear(4, 3)(torch.ones(2, 4, dtype=torch.long)))
-error(SL, "x dtype mismatch", r"x has dtype torch.float64 but the layer")(lambda: SVDLinear(4, 3)(torch.randn(2, 4).double()))
+error(SL, "x width", r"x must have in_features=4 entries in its last dimension")(
+    lambda: SVDLinear(4, 3)(torch.randn(2, 5)))
+error(SL, "integer x", r"x must have a floating-point dtype")(
+    lambda: SVDLinear(4, 3)(torch.ones(2, 4, dtype=torch.long)))
+error(SL, "x dtype mismatch", r"x has dtype torch.float64 but the layer")(
+    lambda: SVDLinear(4, 3)(torch.randn(2, 4).double()))
 error(SL, "0-d x", r"x must have in_features=4")(lambda: SVDLinear(4, 3)(torch.tensor(1.0)))
 correct(SL, "matches nn.functional.linear", lambda r: torch.allclose(r[0], r[1], atol=1e-6) or pytest.fail("differs"))(
     lambda: (lambda layer, x: (layer(x), x @ layer.weight.T + layer.bias))(SVDLinear(4, 3), torch.randn(2, 4)))
@@ -753,7 +760,7 @@ def table() -> List[Tuple[str, int, int, int]]:
 
 
 if __name__ == "__main__":
-    print(f"| entry point | cases | clear error | correct result |\n|---|---|---|---|")
+    print("| entry point | cases | clear error | correct result |\n|---|---|---|---|")
     for entry, total, errors, results in table():
         print(f"| {entry} | {total} | {errors} | {results} |")
     print(f"| **all** | {len(CASES)} | {sum(r[2] for r in table())} | {sum(r[3] for r in table())} |")

@@ -225,7 +225,7 @@ class AmortizedBasis(nn.Module):
             # a checkpoint taken before the first forward: the basis is not started yet there either
             if self.initialized:
                 self.weight = nn.UninitializedParameter()
-                self.signs = None
+                self.register_buffer("signs", None)
             state_dict = {name: value for name, value in state_dict.items() if name != key}
             super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                           unexpected_keys, error_msgs)

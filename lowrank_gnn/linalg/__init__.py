@@ -1,4 +1,5 @@
-"""Numerical kernels with no notion of graphs: overflow-free norms, orthonormalisation, Householder products, tridiagonal eigensolvers.
+"""Numerical kernels with no notion of graphs: overflow-free norms, orthonormalisation, Householder
+products, tridiagonal eigensolvers.
 
 The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisations of
 :mod:`lowrank_gnn.nn` build on these; this package imports nothing from the rest of

@@ -262,7 +262,8 @@ class DeflatedOperator(DeflatedOperatorBase):
         cross = self.basis_rayleigh_quotients()
         base = self.base.frobenius_norm()
         scale = base.clamp_min(torch.finfo(base.dtype).tiny)  # in units of ||A||_F: no overflow in the squares
-        squared = 1 - 2 * (self.values * cross).sum(-1) / scale / scale + (self.values / scale.unsqueeze(-1)).square().sum(-1)
+        squared = (1 - 2 * (self.values * cross).sum(-1) / scale / scale
+                   + (self.values / scale.unsqueeze(-1)).square().sum(-1))
         return squared.clamp_min(0).sqrt() * scale
 
     def to_dense(self) -> Tensor:

@@ -121,8 +121,9 @@ class LatentPCAPool(nn.Module):
         axes = pairs.eigenvectors.to(x.dtype)                                # (B, d, k)
         variance = ((wide @ pairs.eigenvectors).pow(2).sum(1) / count.to(torch.float64)).to(x.dtype)  # (B, k)
         if not bool(torch.isfinite(variance.detach()).all()):
-            raise ValueError(f"the variances along the principal axes of x (entries up to {float(x.abs().amax()):.3g}) "
-                             f"overflow {x.dtype}, so the readout cannot be represented; scale x down or pass x.double()")
+            raise ValueError(f"the variances along the principal axes of x (entries up to "
+                             f"{float(x.abs().amax()):.3g}) overflow {x.dtype}, so the readout cannot be represented; "
+                             "scale x down or pass x.double()")
         features = variance.unsqueeze(-1) * axes.abs().mT                    # (B, k, d)
         return torch.cat([mean, features.flatten(1)], dim=-1)
 
