@@ -25,7 +25,8 @@ import torch
 import lowrank_gnn
 from lowrank_gnn.eigen import AmortizedBackend, BatchedDCBackend, ExactBackend, StableBackend, batched_eigh
 from lowrank_gnn.linalg import householder_orthonormal, householder_product, householder_vectors
-from lowrank_gnn.nn import AmortizedSVD, LatentPCAPool, NuclearNormRegularizer, SVDLinear, ZCAWhitening
+from lowrank_gnn.nn import (AmortizedSVD, LatentPCAPool, LowRankGCNConv, NuclearNormRegularizer, SVDLinear,
+                            ZCAWhitening)
 from lowrank_gnn.operators import DenseOperator, GraphOperator, deflate_components, laplacian, normalized_adjacency
 from lowrank_gnn.testing import complete_graph, cycle_graph
 
@@ -720,6 +721,37 @@ error(SL, "x dtype mismatch", r"x has dtype torch.float64 but the layer")(
 error(SL, "0-d x", r"x must have in_features=4")(lambda: SVDLinear(4, 3)(torch.tensor(1.0)))
 correct(SL, "matches nn.functional.linear", lambda r: torch.allclose(r[0], r[1], atol=1e-6) or pytest.fail("differs"))(
     lambda: (lambda layer, x: (layer(x), x @ layer.weight.T + layer.bias))(SVDLinear(4, 3), torch.randn(2, 4)))
+
+
+# --- layers: the edge_index checks they share with the operators ------------------------------------
+
+GC = "LowRankGCNConv"
+_xg = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+for dtype in (torch.int16, torch.uint8):
+    error(GC, f"edge_index {dtype}", r"edge_index must have dtype torch.long \(int64\) or torch.int32")(
+        lambda d=dtype: LowRankGCNConv(4, 2, k=1)(_xg, _EI.to(d)))
+error(GC, "float edge_index", r"edge_index must have an integer dtype")(
+    lambda: LowRankGCNConv(4, 2, k=1)(_xg, _EI.float() + 0.5))
+error(GC, "(E, 2) edge_index", r"edge_index must have shape \(2, num_edges\).*edge_index\.t\(\)")(
+    lambda: LowRankGCNConv(4, 2, k=1)(_xg, _EI.t().contiguous()))
+error(GC, "edge_weight length", r"edge_weight must have shape \(num_edges,\) = \(4,\)")(
+    lambda: LowRankGCNConv(4, 2, k=1)(_xg, _EI, torch.ones(5)))
+correct(GC, "state_dict before the first forward (amortized)", _loads)(
+    lambda: _roundtrip(lambda: LowRankGCNConv(4, 2, k=1, backend="amortized")))
+
+
+def _gcn_matches_dense(result) -> None:
+    out, expected = result
+    assert torch.allclose(out, expected, atol=1e-5), (out, expected)
+
+
+def _gcn_full_rank():
+    conv = LowRankGCNConv(4, 2, k=3, deflate_components=False, bias=False)
+    dense = normalized_adjacency(_EI, num_nodes=3).to_dense()
+    return conv(_xg, _EI), dense @ conv.lin(_xg)
+
+
+correct(GC, "k = n equals the dense propagation", _gcn_matches_dense)(_gcn_full_rank)
 
 
 # --- the test ---------------------------------------------------------------------------------------
