@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch_geometric.nn import GCNConv
-from torch_geometric.utils import to_undirected
+from torch_geometric.utils import coalesce, to_undirected
 
 from lowrank_gnn.data import chung_lu_graph
 from lowrank_gnn.eigen import ExactBackend
@@ -80,9 +80,13 @@ def test_self_loops_duplicates_directed_edges_and_isolated_nodes_match_gcnconv()
     reference = GCNConv(3, 2).double()
     reference.lin.weight.data.copy_(conv.lin.weight.data)
     reference.bias.data.copy_(conv.bias.data)
-    # what the layer documents: both directions merged, repeated weights averaged
-    undirected, merged = to_undirected(edge_index, weight, n, reduce="mean")
-    assert torch.allclose(conv(x, edge_index, weight), reference(x, undirected, merged), atol=1e-12)
+    # what the layer documents: duplicate edges summed (as GCNConv's messages are), then the two
+    # directions of each pair averaged, with a warning that the input was directed
+    summed, total = coalesce(edge_index, weight, n, reduce="sum")
+    undirected, merged = to_undirected(summed, total, n, reduce="mean")
+    with pytest.warns(UserWarning, match="directed"):
+        out = conv(x, edge_index, weight)
+    assert torch.allclose(out, reference(x, undirected, merged), atol=1e-12)
 
 
 def test_node_count_must_cover_edge_index():
@@ -213,6 +217,7 @@ def test_chung_lu_graph_bad_input(kwargs, match):
 
 def run_example(monkeypatch, name, *argv):
     monkeypatch.setattr(sys, "argv", [name, *argv])
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/NAME.py` does, for example_utils
     runpy.run_path(str(EXAMPLES / name), run_name="__main__")
 
 

@@ -29,6 +29,7 @@ from ..eigen.base import SIGN_PIVOT_FRACTION, EigenPairs
 from ..eigen.diagnostics import EigenDiagnostics
 from ..eigen.rows import LocalRows
 from .comm import Communicator
+from .operator import PartitionedComponentDeflatedOperator, RowPartitionedOperator
 from .partition import RowPartition
 
 
@@ -224,7 +225,8 @@ class DistributedAmortizedBackend(AmortizedBackend):
         return (op.num_local_rows, self.k)
 
     def _check_operator(self, op) -> None:
-        if not hasattr(op, "num_local_rows") or getattr(op, "partition", None) != self.partition:
+        partitioned = isinstance(op, (RowPartitionedOperator, PartitionedComponentDeflatedOperator))
+        if not partitioned or op.partition != self.partition:
             raise ValueError(f"{type(self).__name__} needs a row-partitioned operator with partition "
                              f"{self.partition} (from partitioned_normalized_adjacency); got {op!r}")
 

@@ -112,6 +112,12 @@ class GraphStructure:
         #: whether node ``i`` has a self-loop in the input, shape ``(n,)``
         self.has_self_loop = given[self.diagonal_slot]
         self._off_diagonal = self.pattern.row != self.pattern.col
+        loop_edges = (index[0] == index[1]).nonzero().squeeze(-1)
+        #: the last input self-loop of each node (-1: none); with add_self_loops=True GCN keeps one copy
+        self._last_self_loop = torch.full((n,), -1, dtype=torch.long, device=index.device).scatter_reduce(
+            0, index[0, loop_edges], loop_edges, reduce="amax")
+        self._repeated_self_loops = bool(loop_edges.numel()) and bool(
+            torch.bincount(index[0, loop_edges], minlength=n).max() > 1)
         #: whether every input edge's reverse is also in the input
         self.undirected = bool(given[self.mirror[self.edge_slot]].all()) if E else True
         self._unit: Dict[tuple, GraphOperator] = {}
@@ -165,7 +171,9 @@ class GraphStructure:
         ``symmetrize=True`` gives :math:`S_{ij} = (A_{ij} + A_{ji}) / d_{ij}` (see the class) and
         warns when that differs from :math:`A` (directed pattern or asymmetric weights).
         """
-        weight = self.edge_values(edge_weight, dtype, nonnegative)
+        return self._adjacency(self.edge_values(edge_weight, dtype, nonnegative), edge_weight is not None, symmetrize)
+
+    def _adjacency(self, weight: Tensor, weighted: bool, symmetrize: bool) -> Tensor:
         value = weight.new_zeros(self.pattern.nnz).index_add(0, self.edge_slot, weight)
         if not symmetrize:
             return value
@@ -175,7 +183,7 @@ class GraphStructure:
                           "the mean of its given directions (a one-way edge counts both ways). Pass "
                           "torch_geometric.utils.to_undirected(edge_index) to choose the symmetrisation yourself",
                           UserWarning, stacklevel=3)
-        elif edge_weight is not None and not _is_compiling():
+        elif weighted and not _is_compiling():
             # the pattern is undirected: A is symmetric iff every stored entry equals its mirror
             detached = value.detach()
             scale = detached.abs().amax().clamp_min(torch.finfo(detached.dtype).tiny) if detached.numel() else 1.0
@@ -222,10 +230,15 @@ class GraphStructure:
 
     def _normalized(self, edge_weight: Optional[Tensor], add_self_loops: bool, improved: bool, normalize: bool,
                     symmetrize: bool, dtype: Optional[torch.dtype]) -> GraphOperator:
-        value = self.adjacency(edge_weight, symmetrize=symmetrize, dtype=dtype, nonnegative=normalize)
+        weight = self.edge_values(edge_weight, dtype, nonnegative=normalize)
+        value = self._adjacency(weight, edge_weight is not None, symmetrize)
         if not normalize:
             return GraphOperator.from_pattern(self.pattern, value)
         if add_self_loops:
+            if self._repeated_self_loops:  # add_remaining_self_loops keeps one copy of a repeated self-loop: the last
+                last = self._last_self_loop
+                kept = torch.where(last >= 0, weight[last.clamp_min(0)], torch.zeros_like(value[self.diagonal_slot]))
+                value = value.index_put((self.diagonal_slot,), kept)
             fill = 2.0 if improved else 1.0
             value = value.index_add(0, self.diagonal_slot, fill * (~self.has_self_loop).to(value.dtype))
         row, col = self.pattern.row, self.pattern.col

@@ -11,8 +11,8 @@ from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, pat
 
 GRAPH = disjoint_union(cycle_graph(5), path_graph(4), complete_graph(3))
 N = GRAPH.num_nodes
-# a self-loop (3, 3), a duplicate (0, 1), a one-way edge 9 -> 2 (across two components)
-MESSY = torch.cat([GRAPH.edge_index, torch.tensor([[3, 0, 9], [3, 1, 2]])], 1)
+# a self-loop (3, 3) twice, a duplicate (0, 1), a one-way edge 9 -> 2 (across two components)
+MESSY = torch.cat([GRAPH.edge_index, torch.tensor([[3, 0, 9, 3], [3, 1, 2, 3]])], 1)
 
 
 def dense(edge_index, weight, n):
@@ -21,7 +21,9 @@ def dense(edge_index, weight, n):
 
 def weights(edge_index, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(edge_index.shape[1], dtype=torch.float64, generator=generator) + 0.5
+    weight = torch.rand(edge_index.shape[1], dtype=torch.float64, generator=generator) + 0.5
+    loops = ((edge_index[0] == 3) & (edge_index[1] == 3)).nonzero().squeeze(-1)
+    return weight.index_fill(0, loops, float(weight[loops[0]])) if loops.numel() else weight  # copies agree
 
 
 @pytest.mark.parametrize("add_self_loops", [True, False])
@@ -168,3 +170,15 @@ def test_negative_weights_are_allowed_without_normalisation():
 def test_repr():
     assert repr(GraphStructure(torch.tensor([[0], [1]]), 3)) == (
         "GraphStructure(num_nodes=3, num_edges=1, nnz=5, undirected=False)")
+
+
+def test_repeated_self_loops_keep_one_weight_as_gcn_norm():
+    # node 0 has its self-loop twice (weights 6 and 7), node 2 once, (0, 1) is repeated
+    edge_index = torch.tensor([[0, 1, 1, 2, 2, 0, 0, 0, 1], [1, 0, 2, 1, 2, 0, 0, 1, 0]])
+    weight = torch.tensor([1.0, 2.0, 3.0, 3.0, 5.0, 6.0, 7.0, 2.0, 1.0], dtype=torch.float64)
+    ref_index, ref_value = gcn_norm(edge_index, weight, 5, add_self_loops=True)
+    expected = torch.zeros(5, 5, dtype=torch.float64).index_put_((ref_index[1], ref_index[0]), ref_value,
+                                                                 accumulate=True)
+    op = GraphStructure(edge_index, 5).normalized_adjacency(weight)
+    assert torch.allclose(op.to_dense(), expected, atol=1e-14, rtol=0)
+    assert torch.allclose(op.to_dense()[0, 0], torch.tensor(7.0, dtype=torch.float64) / op.degree[0])

@@ -15,7 +15,8 @@ from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
 from ..._validation import check_finite, check_index_dtype, check_positive_int, check_same_device
 from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, resolve_eigen_backend
-from ...operators import ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphStructure, deflate_components
+from ...operators import (ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphOperator, GraphStructure,
+                          deflate_components)
 from .._batch import check_graph_layout
 
 #: Number of eigenpairs when ``k`` is not given.
@@ -341,7 +342,8 @@ class LowRankGCNConv(MessagePassing):
         if self.cached:
             base = op.base if isinstance(op, DeflatedOperatorBase) else op
             self._cached_eigenpairs, self._cached_size = (pairs, deflated), size
-            self._cached_edge_index = (torch.stack([base.row, base.col]), base.value)
+            if isinstance(base, GraphOperator):  # row-partitioned subclasses hold their rows only
+                self._cached_edge_index = (torch.stack([base.row, base.col]), base.value)
         return pairs, deflated
 
     # --- forward ----------------------------------------------------------------------------

@@ -147,7 +147,8 @@ def test_flow_target_to_source_is_the_flipped_graph():
     assert torch.allclose(ours(x, directed), out1, atol=1e-12)  # the same graph: its operator is reused, no new warning
 
 
-@pytest.mark.parametrize("case", ["duplicates", "self_loops", "isolated", "improved", "no_self_loops", "unnormalized",
+@pytest.mark.parametrize("case", ["duplicates", "repeated_self_loop", "self_loops", "isolated", "improved",
+                                  "no_self_loops", "unnormalized",
                                   "no_bias"])
 def test_equals_gcnconv_where_low_rank_could_differ(case):
     edge_index = torch.tensor([[0, 1, 1, 2, 2, 3, 0, 4, 1], [1, 0, 2, 1, 3, 2, 4, 0, 1]])  # a self-loop at 1
@@ -156,6 +157,9 @@ def test_equals_gcnconv_where_low_rank_could_differ(case):
     if case == "duplicates":  # (0, 1) and (1, 0) twice with the same weights: summed by both layers
         edge_index = torch.cat([edge_index, torch.tensor([[0, 1], [1, 0]])], 1)
         weight = torch.cat([weight, torch.tensor([0.3, 0.3], dtype=torch.float64)])
+    if case == "repeated_self_loop":  # (1, 1) again, same weight: GCNConv keeps one copy when adding self-loops
+        edge_index = torch.cat([edge_index, torch.tensor([[1], [1]])], 1)
+        weight = torch.cat([weight, weight[-1:]])
     kwargs = {"improved": {"improved": True}, "no_self_loops": {"add_self_loops": False},
               "unnormalized": {"normalize": False}, "no_bias": {"bias": False}}.get(case, {})
     x = torch.randn(n, 16, dtype=torch.float64)

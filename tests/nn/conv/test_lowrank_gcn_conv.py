@@ -256,8 +256,8 @@ def test_an_unweighted_graph_builds_its_operator_once_per_dtype(monkeypatch):
     from lowrank_gnn.operators import GraphStructure
 
     calls = []
-    original = GraphStructure.adjacency
-    monkeypatch.setattr(GraphStructure, "adjacency", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    original = GraphStructure.edge_values
+    monkeypatch.setattr(GraphStructure, "edge_values", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     torch.manual_seed(0)
     edge_index = disjoint_union(cycle_graph(6), path_graph(3)).edge_index
     conv = LowRankGCNConv(3, 2, k=2).double()
