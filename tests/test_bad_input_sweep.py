@@ -225,6 +225,13 @@ for _name in BACKENDS:
         lambda n=_name: solve(n, with_spectrum([4, 2, 0, -1, -3, -5]), 2, "magnitude"))
 
 
+for _name in BACKENDS:
+    if "sparse" not in _name:
+        correct(_name, "magnitude, n = 1", check_pairs(torch.tensor([[-2.5]], dtype=torch.float64), 1, "magnitude",
+                                                       factor=200.0))(
+            lambda n=_name: solve(n, torch.tensor([[-2.5]], dtype=torch.float64), 1, "magnitude"))
+
+
 def _positive_first(pairs) -> None:
     values = pairs[0]
     assert float(values[0]) > 0 > float(values[1]), values

@@ -613,8 +613,12 @@ class AmortizedBackend(EigenBackend):
             finally:
                 self._loss_on_square = False
             self._rotate_to_ritz_vectors(op)
-            steps = max(steps - evaluations, 1)
-        self._minimise(op, steps, tol)
+            self._minimise(op, max(steps - evaluations, 1), tol)
+            # the squared quotients resolve the residual only to about its square root of precision; the Ritz
+            # vectors of the final span have the smallest residual it allows
+            self._rotate_to_ritz_vectors(op)
+        else:
+            self._minimise(op, steps, tol)
         return cast(EigenDiagnostics, self.diagnostics)
 
     @torch.no_grad()

@@ -89,7 +89,7 @@ def order_indices(eigenvalues: Tensor, which: str) -> Tensor:
     ordered = magnitude.gather(-1, by_magnitude)
     tolerance = MAGNITUDE_TIE_EPS * torch.finfo(eigenvalues.dtype).eps * ordered[..., :1]
     step = (ordered[..., :-1] - ordered[..., 1:]) > tolerance              # a new magnitude starts here
-    group = torch.cat([torch.zeros_like(step[..., :1], dtype=torch.long), step.long().cumsum(-1)], dim=-1)
+    group = torch.cat([torch.zeros_like(by_magnitude[..., :1]), step.long().cumsum(-1)], dim=-1)
     group = torch.empty_like(group).scatter_(-1, by_magnitude, group)    # group of each eigenvalue
     by_value = torch.argsort(eigenvalues, dim=-1, descending=True, stable=True)
     return by_value.gather(-1, torch.argsort(group.gather(-1, by_value), dim=-1, stable=True))
