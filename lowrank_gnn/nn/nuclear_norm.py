@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .._validation import check_choice, check_finite, check_floating, check_positive_int
 from ..eigen.amortized import AmortizedBasis, brockett_weights
 from ..eigen.base import canonical_signs
-from ..eigen.diagnostics import frobenius_norm
+from ..linalg.norms import frobenius_norm
 
 
 class SingularTriplets(NamedTuple):
