@@ -56,7 +56,8 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
         transform (AddEigenpairs or LaplacianEigenvectorPE): what to compute.
         cache_dir (str or PathLike or bool, optional): the cache folder. ``None``: the
             dataset's ``processed_dir`` when it has one (beside PyG's processed files), else no
-            cache; ``False``: no cache. (default: ``None``)
+            cache; ``True``: the ``processed_dir``, an error without one; ``False``: no cache.
+            (default: ``None``)
         progress (bool, optional): show a tqdm progress bar; ``None`` shows it when stderr is a
             terminal. (default: ``None``)
         device (str or torch.device, optional): where to solve, e.g. ``"cuda"``; the results are
