@@ -147,6 +147,27 @@ def test_batch_equals_each_graph_alone(deflate, family):
         assert torch.allclose(out[batch.batch == b], call(graph, None), atol=1e-5)
 
 
+def test_ptr_equals_batch_and_describes_empty_graphs():
+    transform = AddEigenpairs(k=4)
+    graphs = [transform(g) for g in small_graphs()]
+    batch = next(iter(DataLoader(graphs, batch_size=len(graphs))))
+    conv = randomize(SpectralFilterConv(3, 5))
+    out = conv(batch.x, batch.eigvecs, batch.eigvals, batch.batch, batch.eig_mask)
+    assert torch.equal(conv(batch.x, batch.eigvecs, batch.eigvals, eig_mask=batch.eig_mask, ptr=batch.ptr), out)
+    assert torch.equal(conv(batch.x, batch.eigvecs, batch.eigvals, batch.batch, batch.eig_mask, ptr=batch.ptr), out)
+    # an empty graph between the first and the second: one more row of eigenvalues, same node outputs
+    ptr = torch.cat([batch.ptr[:2], batch.ptr[1:]])
+    eigvals = torch.cat([batch.eigvals[:1], torch.zeros(1, 4), batch.eigvals[1:]])
+    eig_mask = torch.cat([batch.eig_mask[:1], torch.zeros(1, 4, dtype=torch.bool), batch.eig_mask[1:]])
+    assert torch.allclose(conv(batch.x, batch.eigvecs, eigvals, eig_mask=eig_mask, ptr=ptr), out, atol=1e-6)
+    with pytest.raises(ValueError, match="batch and ptr describe different graphs"):
+        conv(batch.x, batch.eigvecs, eigvals, batch.batch, eig_mask, ptr=ptr)
+    with pytest.raises(ValueError, match="eigvals has 5 rows but ptr describes 6 graph"):
+        conv(batch.x, batch.eigvecs, batch.eigvals, eig_mask=batch.eig_mask, ptr=ptr)
+    with pytest.raises(ValueError, match="ptr must start at 0"):
+        conv(batch.x, batch.eigvecs, batch.eigvals, eig_mask=batch.eig_mask, ptr=batch.ptr[1:])
+
+
 def test_no_mixing_between_graphs():
     """Changing one graph's features leaves every other graph's output unchanged."""
     graphs = [AddEigenpairs(k=3)(g) for g in small_graphs()]
@@ -291,3 +312,5 @@ def test_compiles_with_fullgraph_on_a_batch_and_equals_eager():
     args = (batch.x, batch.eigvecs, batch.eigvals, batch.batch, batch.eig_mask)
     compiled = torch.compile(conv, fullgraph=True, backend="eager")  # value checks run in eager mode only
     assert torch.allclose(compiled(*args), conv(*args), atol=1e-6)
+    with_ptr = dict(x=batch.x, eigvecs=batch.eigvecs, eigvals=batch.eigvals, eig_mask=batch.eig_mask, ptr=batch.ptr)
+    assert torch.allclose(compiled(**with_ptr), conv(*args), atol=1e-6)
