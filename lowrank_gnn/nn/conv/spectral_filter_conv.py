@@ -99,7 +99,7 @@ class SpectralFilterConv(nn.Module):
         self.out_channels = out_channels
         channels = out_channels if per_channel else 1
         if isinstance(filter, SpectralFilter):
-            self.filter = resolve_filter(filter, **(filter_kwargs or {}))
+            self.filter: SpectralFilter = resolve_filter(filter, **(filter_kwargs or {}))
             if self.filter.channels not in (1, out_channels):
                 raise ValueError(f"the filter instance has channels={self.filter.channels}; a layer with "
                                  f"out_channels={out_channels} needs 1 or {out_channels}")
@@ -166,7 +166,7 @@ class SpectralFilterConv(nn.Module):
         if (component_vector is None) != (component_index is None):
             raise ValueError("component_vector and component_index go together (both from "
                              "AddEigenpairs(deflate_components=True)); pass both or neither")
-        if component_vector is not None:
+        if component_vector is not None and component_index is not None:
             for name, tensor in (("component_vector", component_vector), ("component_index", component_index)):
                 if tensor.shape != (n,):
                     raise ValueError(f"{name} must have shape (num_nodes,) = ({n},) (got {tuple(tensor.shape)})")
@@ -187,7 +187,7 @@ class SpectralFilterConv(nn.Module):
         features, _ = to_dense_batch(h, batch, batch_size=num_graphs)             # (B, n_max, F_out)
         response = self.filter(eigvals) * eig_mask.unsqueeze(-1)                   # (B, k, 1 or F_out)
         out = (basis @ (response * (basis.mT @ features)))[node_mask]              # (N, F_out)
-        if component_vector is not None:
+        if component_vector is not None and component_index is not None:
             one = torch.full((1,), DEFLATED_EIGENVALUE, dtype=x.dtype, device=x.device)
             out = out + self.filter(one)[0] * component_project(h, component_vector, component_index)
         if self.lin_root is not None:

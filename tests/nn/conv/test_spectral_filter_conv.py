@@ -64,7 +64,8 @@ def matrix_chebyshev(a, theta):
 def matrix_bernstein(a, theta):
     t, identity = (a + torch.eye(a.shape[0], dtype=a.dtype)) / 2, torch.eye(a.shape[0], dtype=a.dtype)
     order = len(theta) - 1
-    return sum(theta[j] * comb(order, j) * torch.linalg.matrix_power(t, j) @ torch.linalg.matrix_power(identity - t, order - j)
+    power = torch.linalg.matrix_power
+    return sum(theta[j] * comb(order, j) * power(t, j) @ power(identity - t, order - j)
                for j in range(order + 1))
 
 
@@ -110,7 +111,8 @@ def test_deflated_eigenpairs_plus_component_block_equal_the_full_filter():
 def test_per_channel_filters_apply_one_response_per_output_channel():
     torch.manual_seed(0)
     vectors, values = full_eigenpairs(dense_adjacency())
-    conv = randomize(SpectralFilterConv(4, 2, filter="bernstein", per_channel=True, root_weight=False, bias=False).double())
+    conv = randomize(SpectralFilterConv(4, 2, filter="bernstein", per_channel=True, root_weight=False,
+                                        bias=False).double())
     x = torch.randn(N, 4, dtype=torch.float64)
     h = x @ conv.lin.weight.T
     for c in range(2):
@@ -192,7 +194,8 @@ def test_gradcheck_in_features_and_filter_weights():
     theta = torch.randn(4, 1, dtype=torch.float64, requires_grad=True)
     filter_only = ChebyshevFilter(order=3).double()
     assert torch.autograd.gradcheck(
-        lambda t: (vectors * torch.func.functional_call(filter_only, {"weight": t}, (values,))[:, 0]) @ vectors.T, (theta,))
+        lambda t: (vectors * torch.func.functional_call(filter_only, {"weight": t}, (values,))[:, 0]) @ vectors.T,
+        (theta,))
 
 
 def test_gradients_reach_edge_weights_through_an_eigen_backend():
@@ -240,7 +243,8 @@ VECTORS, VALUES = full_eigenpairs(dense_adjacency().float())
     (lambda: dict(eigvecs=VECTORS[:5]), ValueError, r"eigvecs must have shape \(num_nodes, k\) = \(12, k\)"),
     (lambda: dict(eigvecs=VECTORS.double()), TypeError, "eigvecs has dtype torch.float64"),
     (lambda: dict(eigvals=VALUES[:4]), ValueError, r"eigvals must have shape \(num_graphs, k\) with k=12"),
-    (lambda: dict(batch=torch.zeros(N - 1, dtype=torch.long), eigvals=VALUES.view(1, -1)), ValueError, r"batch must have one entry per node"),
+    (lambda: dict(batch=torch.zeros(N - 1, dtype=torch.long), eigvals=VALUES.view(1, -1)), ValueError,
+     r"batch must have one entry per node"),
     (lambda: dict(batch=torch.arange(N).flip(0), eigvals=VALUES.view(1, -1)), ValueError, "batch must be sorted"),
     (lambda: dict(batch=torch.ones(N, dtype=torch.long), eigvals=VALUES.view(1, -1)), ValueError,
      "eigvals has 1 rows but batch describes 2 graph"),
