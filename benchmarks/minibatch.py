@@ -82,7 +82,7 @@ def run(name: str, batch_size: int, steps: int, hidden: int) -> dict:
               for label, conv, shared in (("gcn", GCNConv, False), ("lowrank", LowRankGCNConv, False),
                                           ("shared", LowRankGCNConv, True))}
     optimizers = {label: torch.optim.Adam(model.parameters(), lr=0.01) for label, model in models.items()}
-    times = {label: [] for label in (*models, "eigh")}
+    times: dict = {label: [] for label in (*models, "eigh")}
     order = list(models)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
     done = 0

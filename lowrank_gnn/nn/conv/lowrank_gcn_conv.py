@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union, cast
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union, cast, overload
 
 import torch
 from torch import Tensor, nn
@@ -344,6 +344,20 @@ class LowRankGCNConv(MessagePassing):
             self._clamped[key] = resolve_eigen_backend(self._backend_name, k=k, **options)
         return self._clamped[key]
 
+    @overload
+    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                   dtype: Optional[torch.dtype] = None, *, batch: None = None, ptr: None = None) -> Spectrum: ...
+
+    @overload
+    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                   dtype: Optional[torch.dtype] = None, *, batch: Tensor,
+                   ptr: Optional[Tensor] = None) -> BatchSpectrum: ...
+
+    @overload
+    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                   dtype: Optional[torch.dtype] = None, *, batch: Optional[Tensor] = None,
+                   ptr: Tensor) -> BatchSpectrum: ...
+
     def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
                    dtype: Optional[torch.dtype] = None, *, batch: Optional[Tensor] = None,
                    ptr: Optional[Tensor] = None) -> Union[Spectrum, BatchSpectrum]:
@@ -431,11 +445,12 @@ class LowRankGCNConv(MessagePassing):
                 check_graph_layout(batch, ptr, num_nodes, x)
                 out = h.new_zeros(h.shape)
             else:
-                if eigenpairs is None:
-                    eigenpairs = self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes, x.dtype, x)
-                elif not _is_compiling():
-                    self._check_batch_spectrum(eigenpairs, batch, ptr, num_nodes, x)
-                spectrum = eigenpairs
+                if isinstance(eigenpairs, BatchSpectrum):
+                    spectrum = eigenpairs
+                    if not _is_compiling():
+                        self._check_batch_spectrum(spectrum, batch, ptr, num_nodes, x)
+                else:
+                    spectrum = self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes, x.dtype, x)
                 out = self._propagate(edge_index, h, lambda m: self._apply_batch(spectrum, m))
             self.aux_loss = None
         else:
@@ -447,13 +462,14 @@ class LowRankGCNConv(MessagePassing):
                 out = h.new_zeros(h.shape)
             else:
                 if eigenpairs is None:
-                    eigenpairs = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)
-                    self.aux_loss = eigenpairs[0].aux_loss
+                    single = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)
+                    self.aux_loss = single[0].aux_loss
                     if self.cached and source_format == "adj_t":
                         self._cached_adj_t = self._cached_edge_index
                 else:
+                    single = eigenpairs
                     self.aux_loss = None  # precomputed: whoever computed them owns their auxiliary loss
-                pairs, deflated = eigenpairs
+                pairs, deflated = single
                 shape = tuple(pairs.eigenvectors.shape)
                 if len(shape) != 2 or shape[0] != num_nodes or not 1 <= shape[1] <= self.k:
                     raise ValueError(f"eigenpairs has eigenvectors of shape {shape} but this layer needs "
