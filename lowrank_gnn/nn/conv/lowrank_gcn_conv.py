@@ -589,11 +589,9 @@ class LowRankGCNConv(MessagePassing):
             pairs = backend(DenseOperator(dense))                             # (G, k), (G, n_pad, k)
             spectrum.classes.append(SizeClass(nodes, node_slot[nodes], local[nodes], dense, pairs))
         # node level, every class at once: graph g's basis rows at its nodes, its eigenvalues at row g
-        offsets = [0]
-        for c in spectrum.classes[:-1]:
-            offsets.append(offsets[-1] + c.operator.shape[0])
+        offsets = torch.tensor([0] + [len(c.pairs.eigenvalues) for c in spectrum.classes], device=device).cumsum(0)
         spectrum.nodes = torch.cat([c.nodes for c in spectrum.classes])
-        spectrum.graph = torch.cat([c.graph + offset for c, offset in zip(spectrum.classes, offsets, strict=True)])
+        spectrum.graph = torch.cat([c.graph + offset for c, offset in zip(spectrum.classes, offsets.tolist(), strict=False)])
         spectrum.basis = torch.cat([c.pairs.eigenvectors[c.graph, c.position] for c in spectrum.classes])
         spectrum.eigenvalues = torch.cat([c.pairs.eigenvalues for c in spectrum.classes])
         return spectrum
