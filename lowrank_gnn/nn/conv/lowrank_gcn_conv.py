@@ -57,9 +57,6 @@ class BatchSpectrum:
             ``None``.
         classes: one :class:`SizeClass` per batched solve.
         ptr: ``(num_graphs + 1,)`` the graphs' node offsets.
-        nodes, graph, basis, eigenvalues: the solved graphs' eigenpairs at node level (all
-            classes together), from which every layer applies them in one pass; ``None``
-            when no graph has more than ``k`` nodes.
     """
 
     operator: GraphOperator
@@ -67,10 +64,6 @@ class BatchSpectrum:
     classes: List[SizeClass] = field(default_factory=list)
     ptr: Optional[Tensor] = None
     aux_loss: Optional[Tensor] = None  #: the batched backends have no auxiliary loss
-    nodes: Optional[Tensor] = None        #: ``(m,)`` the nodes of every solved graph, class by class
-    graph: Optional[Tensor] = None        #: ``(m,)`` each such node's solved graph, in ``[0, G)``
-    basis: Optional[Tensor] = None        #: ``(m, k)`` each such node's row of its graph's eigenvectors
-    eigenvalues: Optional[Tensor] = None  #: ``(G, k)`` the eigenvalues of every solved graph
 
 
 def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperatorBase] = None) -> Tensor:
@@ -588,12 +581,6 @@ class LowRankGCNConv(MessagePassing):
             dense = dense + torch.diag_embed(torch.where(real, torch.zeros_like(padding), padding))
             pairs = backend(DenseOperator(dense))                             # (G, k), (G, n_pad, k)
             spectrum.classes.append(SizeClass(nodes, node_slot[nodes], local[nodes], dense, pairs))
-        # node level, every class at once: graph g's basis rows at its nodes, its eigenvalues at row g
-        offsets = torch.tensor([0] + [len(c.pairs.eigenvalues) for c in spectrum.classes], device=device).cumsum(0)
-        spectrum.nodes = torch.cat([c.nodes for c in spectrum.classes])
-        spectrum.graph = torch.cat([c.graph + offset for c, offset in zip(spectrum.classes, offsets.tolist(), strict=False)])
-        spectrum.basis = torch.cat([c.pairs.eigenvectors[c.graph, c.position] for c in spectrum.classes])
-        spectrum.eigenvalues = torch.cat([c.pairs.eigenvalues for c in spectrum.classes])
         return spectrum
 
     @staticmethod
@@ -607,20 +594,22 @@ class LowRankGCNConv(MessagePassing):
     def _apply_batch(self, spectrum: "BatchSpectrum", h: Tensor) -> Tensor:
         """``h (n, d)`` through a :class:`BatchSpectrum`: each graph in its own eigenbasis."""
         out = spectrum.operator.matmul(h)                                   # exact for every graph with n_g <= k
-        nodes, graph, basis, values = spectrum.nodes, spectrum.graph, spectrum.basis, spectrum.eigenvalues
-        if nodes is None or graph is None or basis is None or values is None:
-            if spectrum.classes:
-                raise ValueError("this BatchSpectrum has size classes but no node-level eigenpairs; build it with "
-                                 "conv.eigenpairs(edge_index, edge_weight, num_nodes, batch=batch)")
+        if not spectrum.classes:
             return out
-        features = h[nodes]                                                 # (m, d)
-        coefficients = features.new_zeros(values.shape + features.shape[-1:]).index_add(
-            0, graph, basis.unsqueeze(-1) * features.unsqueeze(-2))           # U_g^T h_g: (G, k, d)
-        scaled = values.unsqueeze(-1) * coefficients
-        update = (basis.unsqueeze(-2) @ scaled[graph]).squeeze(-2)          # (m, d)
-        if spectrum.deflated is not None:
-            update = update + spectrum.deflated.project(h)[nodes]           # P_0 h, exact, O(n d)
-        return out.index_put((nodes,), update)
+        block = spectrum.deflated.project(h) if spectrum.deflated is not None else None   # P_0 h, exact, O(n d)
+        rows, updates = [], []
+        for size_class in spectrum.classes:
+            nodes, graph, position, pairs = size_class.nodes, size_class.graph, size_class.position, size_class.pairs
+            shape = size_class.operator.shape
+            features = h.new_zeros(shape[0], shape[1], h.shape[-1]).index_put((graph, position), h[nodes])
+            vectors = pairs.eigenvectors
+            low_rank = vectors @ (pairs.eigenvalues.unsqueeze(-1) * (vectors.mT @ features))
+            update = low_rank[graph, position]                                # (nodes, d)
+            if block is not None:
+                update = update + block[nodes]
+            rows.append(nodes)
+            updates.append(update)
+        return out.index_put((torch.cat(rows),), torch.cat(updates))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, k={self.k})"
