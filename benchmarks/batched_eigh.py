@@ -7,12 +7,19 @@ accuracy (relative residual, orthogonality, eigenvalue error against float64 LAP
 Cells whose estimated time exceeds ``--cell-budget`` seconds, or whose working set
 exceeds ``--max-memory-gb``, are skipped and listed as such.
 
-Writes ``benchmarks/results/batched_eigh.csv``, ``.md`` (the table) and ``.png`` (heatmap).
+A second table measures the backend's own overhead: ``resolve_eigen_backend("batched_dc", k)``
+with ``method="auto"`` (``torch.linalg.eigh`` on a CPU, plus the input checks, the
+symmetrisation, the ``which`` order and the sign convention) against a raw
+``torch.linalg.eigh`` of the same batch, the two calls alternating ``--overhead-repeats`` times
+(medians of process CPU time; ratio backend / raw, 1.10 = 10% overhead).
+
+Writes ``benchmarks/results/batched_eigh.csv``, ``.md`` (the tables) and ``.png`` (heatmap).
 
 Example::
 
     python benchmarks/batched_eigh.py --quick
     python benchmarks/batched_eigh.py            # full grid: batch 64/512/4096, n = 4..256
+    python benchmarks/batched_eigh.py --overhead-only --threads 1
 """
 from __future__ import annotations
 
@@ -26,11 +33,13 @@ from pathlib import Path
 
 import torch
 
-from lowrank_gnn.eigen import batched_eigh
+from lowrank_gnn.eigen import batched_eigh, resolve_eigen_backend
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_GRID = ([64, 512, 4096], [4, 8, 16, 32, 64, 128, 256])
 QUICK_GRID = ([64, 512], [4, 16, 64])
+#: (batch, n) of the backend-overhead table.
+OVERHEAD_CELLS = [(2048, 8), (2048, 16), (512, 64)]
 #: Largest (P, m, m) arrays the divide and conquer holds at once, per matrix: about 12 of size n^2.
 WORKING_ARRAYS = 12
 
@@ -51,12 +60,51 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved(first, second, repeats: int):
+    """Medians of ``first()`` and ``second()`` timed alternately (so load changes hit both alike).
+
+    Process CPU time, not wall time: on a shared machine wall time mostly measures the other jobs.
+    """
+    first(), second()  # warm-up
+    times_first: list = []
+    times_second: list = []
+    for _ in range(repeats):
+        for fn, times in ((first, times_first), (second, times_second)):
+            start = time.process_time()
+            fn()
+            times.append(time.process_time() - start)
+    return statistics.median(times_first), statistics.median(times_second)
+
+
+def backend_overhead(dtype: torch.dtype, repeats: int, cells=OVERHEAD_CELLS):
+    """Rows ``(batch, n, k, raw ms, backend ms, ratio)``: the batched_dc backend (``method="auto"``) vs raw eigh."""
+    rows = []
+    for batch, n in cells:
+        a = random_batch(batch, n, dtype, seed=n)
+        for k in sorted({n, min(4, n)}, reverse=True):
+            backend = resolve_eigen_backend("batched_dc", k=k, which="largest", method="auto")
+            raw, wrapped = interleaved(lambda: torch.linalg.eigh(a), lambda: backend(a), repeats)  # noqa: B023
+            rows.append({"batch": batch, "n": n, "k": k, "raw_ms": 1e3 * raw, "backend_ms": 1e3 * wrapped,
+                         "ratio": wrapped / raw})
+            print(f"overhead batch {batch:5d} n {n:3d} k {k:3d}: torch.linalg.eigh {1e3 * raw:8.2f} ms  "
+                  f"backend {1e3 * wrapped:8.2f} ms  ratio {wrapped / raw:.3f}")
+    return rows
+
+
+def overhead_table(rows) -> list:
+    table = ["| batch | n | k | torch.linalg.eigh (ms) | batched_dc backend, auto (ms) | ratio backend / raw |",
+             "|---|---|---|---|---|---|"]
+    table += [f"| {r['batch']} | {r['n']} | {r['k']} | {r['raw_ms']:.2f} | {r['backend_ms']:.2f} | {r['ratio']:.3f} |"
+              for r in rows]
+    return table
+
+
 def accuracy(a: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor):
-    a, l, u = a.double(), values.double(), vectors.double()
+    a, lam, u = a.double(), values.double(), vectors.double()
     norm = torch.linalg.matrix_norm(a).clamp_min(1e-300)
-    residual = (torch.linalg.matrix_norm(a @ u - u * l.unsqueeze(-2)) / norm).max()
+    residual = (torch.linalg.matrix_norm(a @ u - u * lam.unsqueeze(-2)) / norm).max()
     orthogonality = (u.mT @ u - torch.eye(a.shape[-1], dtype=torch.float64)).abs().max()
-    value_error = ((l - torch.linalg.eigvalsh(a)).abs().amax(-1) / norm).max()
+    value_error = ((lam - torch.linalg.eigvalsh(a)).abs().amax(-1) / norm).max()
     return float(residual), float(orthogonality), float(value_error)
 
 
@@ -70,6 +118,9 @@ def main() -> None:
                         help="skip a cell whose estimated total time exceeds this many seconds (default: 60)")
     parser.add_argument("--max-memory-gb", type=float, default=6.0,
                         help="skip a cell whose estimated working set exceeds this (default: 6)")
+    parser.add_argument("--overhead-repeats", type=int, default=21,
+                        help="alternating timed runs per cell of the overhead table (default: 21)")
+    parser.add_argument("--overhead-only", action="store_true", help="only the backend-overhead table")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -78,8 +129,15 @@ def main() -> None:
     print(f"cpu count {os.cpu_count()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{platform.processor() or platform.machine()}, dtype {args.dtype}, repeats {args.repeats}")
 
+    overhead = backend_overhead(dtype, args.overhead_repeats)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.overhead_only:
+        (RESULTS / "batched_eigh_overhead.md").write_text("\n".join(overhead_table(overhead)) + "\n")
+        print("\n".join(overhead_table(overhead)))
+        return
+
     rows = []
-    per_matrix = {}  # n -> seconds per matrix of (lapack + dc) at the largest batch run so far
+    per_matrix: dict = {}  # n -> seconds per matrix of (lapack + dc) at the largest batch run so far
     for n in sizes:
         for batch in batches:
             cell = {"batch": batch, "n": n}
@@ -92,8 +150,8 @@ def main() -> None:
                 rows.append({**cell, "skipped": why})
                 continue
             a = random_batch(batch, n, dtype, seed=n)
-            lapack = timed(lambda: torch.linalg.eigh(a), args.repeats)
-            dc = timed(lambda: batched_eigh(a, method="dc"), args.repeats)
+            lapack = timed(lambda: torch.linalg.eigh(a), args.repeats)  # noqa: B023 (called at once)
+            dc = timed(lambda: batched_eigh(a, method="dc"), args.repeats)  # noqa: B023
             per_matrix[n] = (lapack + dc) / batch
             residual, orthogonality, value_error = accuracy(a, *batched_eigh(a, method="dc"))
             ref_residual, ref_orthogonality, _ = accuracy(a, *torch.linalg.eigh(a))
@@ -123,6 +181,7 @@ def main() -> None:
             table.append(f"| {row['batch']} | {row['n']} | {row['lapack_ms']:.1f} | {row['dc_ms']:.1f} | "
                          f"{row['ratio']:.2f} | {row['dc_residual']:.1e} | {row['dc_orthogonality']:.1e} | "
                          f"{row['lapack_residual']:.1e} |")
+    table += ["", "Backend overhead:", ""] + overhead_table(overhead)
     (RESULTS / "batched_eigh.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     plot(rows, batches, sizes, args)

@@ -13,11 +13,12 @@ times, interleaved in one process:
 * ``eigh_only``: ``torch.linalg.eigh`` alone on the dense Laplacians of all graphs, grouped by
   size (already built, not timed): the floor under the batched path.
 
-Each time is the best of ``--repeats`` full passes (one pass for the synthetic set). With
+The methods run in turn (round-robin), ``--repeats`` times each, and each keeps its best pass
+(one pass for the synthetic set), so that changes of machine load hit all of them alike. With
 ``--baseline-sample S`` (the default for the synthetic set) ``pyg`` and ``per_graph`` are timed
 on a random sample of ``S`` graphs and scaled by ``num_graphs / S`` (their cost is a sum of
 independent per-graph costs); the table says so. Peak memory is the largest resident-set (CPU)
-or allocated (CUDA) increase during the call, sampled every millisecond. Accuracy, on every
+or allocated (CUDA) increase during the call, sampled every 5 ms. Accuracy, on every
 graph (or the sample) against float64 ``numpy.linalg.eigh`` of the dense Laplacian: the largest
 error of the Rayleigh quotients ``u^T L u`` against the reference eigenvalues, and the largest
 residual ``||L u - (u^T L u) u||``, over the encoding's columns.
@@ -55,7 +56,7 @@ from torch_geometric.transforms import AddLaplacianEigenvectorPE
 
 from lowrank_gnn.data import load_tu
 from lowrank_gnn.transforms import LaplacianEigenvectorPE, precompute_eigenpairs
-from lowrank_gnn.transforms.packed import dense_operators, normalized_edges, size_buckets
+from lowrank_gnn.transforms.packed import bucket_nodes, dense_operators, normalized_edges, size_buckets
 from lowrank_gnn.transforms.precompute import pack_in_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,7 +74,7 @@ class PeakMemory:
             return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.001):
+        while not self._stop.wait(0.005):
             self.peak = max(self.peak, self.rss() - self.base)
 
     def __enter__(self) -> "PeakMemory":
@@ -97,19 +98,28 @@ class PeakMemory:
             self.peak = max(self.peak, self.rss() - self.base)
 
 
-def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> Tuple[float, int, Any]:
-    """Best wall time of ``repeats`` calls, the peak memory of the first, and the last result."""
-    best, peak, out = float("inf"), 0, None
-    for repeat in range(repeats):
-        with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            elapsed = time.perf_counter() - start
-        best = min(best, elapsed)
-        peak = memory.peak if repeat == 0 else peak
-    return best, peak, out
+def interleaved(methods: Dict[str, Callable[[], Any]], repeats: int, device: torch.device) -> Dict[str, tuple]:
+    """``{name: (best wall seconds, best CPU seconds, peak memory of the first call, last result)}``.
+
+    The methods are called in turn (round-robin) ``repeats`` times, so that a change of machine
+    load hits all of them alike. CPU seconds are those of the calling thread (every method here
+    is single-threaded with ``--threads 1``), which a busy machine disturbs far less than wall time.
+    """
+    wall = {name: float("inf") for name in methods}
+    cpu = dict(wall)
+    peak: Dict[str, int] = {}
+    result: Dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            with PeakMemory(device) as memory:
+                start, start_cpu = time.perf_counter(), time.thread_time()
+                result[name] = fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                wall[name] = min(wall[name], time.perf_counter() - start)
+                cpu[name] = min(cpu[name], time.thread_time() - start_cpu)
+            peak.setdefault(name, memory.peak)
+    return {name: (wall[name], cpu[name], peak[name], result[name]) for name in methods}
 
 
 class Collated(InMemoryDataset):
@@ -158,7 +168,7 @@ def synthetic_molecules(num_graphs: int, seed: int = 0) -> Collated:
 def dense_laplacians(dataset: InMemoryDataset) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     packed = pack_in_memory(dataset)
     entries = normalized_edges(packed, "laplacian")
-    return [(bucket.graphs, dense_operators(packed, entries, bucket))
+    return [(bucket.graphs, dense_operators(packed, entries, bucket, bucket_nodes(packed.node_ptr, bucket)))
             for bucket in size_buckets(packed, (packed.num_nodes > 0).nonzero().squeeze(1))]
 
 
@@ -209,30 +219,34 @@ def run_dataset(name: str, dataset: InMemoryDataset, args, device: torch.device,
     precompute_eigenpairs(dataset, ours, cache_dir=cache, progress=False, device=device)  # fill the cache
     rows = []
     note = f"sample of {len(sample)} graphs, x{scale:.1f}" if scale > 1 else ""
-    t_pyg, m_pyg, out_pyg = timed(lambda: [pyg(g) for g in accepted], repeats, torch.device("cpu"))
-    t_per, m_per, _ = timed(lambda: [ours(g) for g in baseline], repeats, device)
-    t_bat, m_bat, out_bat = timed(lambda: precompute_eigenpairs(dataset, ours, cache_dir=False, progress=False,
-                                                                device=device), repeats, device)
-    t_hit, m_hit, out_hit = timed(lambda: precompute_eigenpairs(dataset, ours, cache_dir=cache, progress=False,
-                                                                device=device), repeats, device)
-    matrices = [(graphs_, m.to(device)) for graphs_, m in dense_laplacians(dataset)]
-    t_eigh, _, _ = timed(lambda: [torch.linalg.eigh(m) for _, m in matrices], repeats, device)
-    pyg_total = t_pyg * scale
+    matrices = [m.to(device) for _, m in dense_laplacians(dataset)]
+    times = interleaved({
+        "pyg": lambda: [pyg(g) for g in accepted],
+        "per_graph": lambda: [ours(g) for g in baseline],
+        "batched": lambda: precompute_eigenpairs(dataset, ours, cache_dir=False, progress=False, device=device),
+        "cached": lambda: precompute_eigenpairs(dataset, ours, cache_dir=cache, progress=False, device=device),
+        "eigh_only": lambda: [torch.linalg.eigh(m) for m in matrices],
+    }, repeats, device)
+    (t_pyg, c_pyg, m_pyg, out_pyg), (t_per, c_per, m_per, _) = times["pyg"], times["per_graph"]
+    (t_bat, c_bat, m_bat, out_bat), (t_hit, c_hit, m_hit, out_hit) = times["batched"], times["cached"]
+    t_eigh, c_eigh = times["eigh_only"][:2]
+    pyg_total, pyg_cpu = t_pyg * scale, c_pyg * scale
     assert all(torch.equal(out_bat[i].laplacian_eigenvector_pe, out_hit[i].laplacian_eigenvector_pe)
                for i in range(len(out_bat)))
     accepted_index = [i for i in sample if graphs[i].num_nodes > k]
     err_pyg = accuracy([graphs[i] for i in accepted_index], [d.laplacian_eigenvector_pe for d in out_pyg], k)
     err_ours = accuracy([graphs[i] for i in sample], [out_bat[i].laplacian_eigenvector_pe for i in sample], k)
-    entries = [("pyg", pyg_total, m_pyg, err_pyg, failures, len(accepted), note),
-               ("per_graph", t_per * scale, m_per, err_ours, 0, len(baseline), note),
-               ("batched", t_bat, m_bat, err_ours, 0, len(graphs), ""),
-               ("cached", t_hit, m_hit, err_ours, 0, len(graphs), "reload"),
-               ("eigh_only", t_eigh, 0, (float("nan"), float("nan")), 0, len(graphs), "torch.linalg.eigh alone")]
-    for method, seconds, memory, (value_error, residual), fails, timed_graphs, text in entries:
-        row = dict(dataset=name, graphs=len(graphs), method=method, seconds=f"{seconds:.4f}",
-                   speedup_vs_pyg=f"{pyg_total / seconds:.1f}", peak_mem_mb=f"{memory / 2**20:.1f}",
-                   max_eigval_err=f"{value_error:.1e}", max_residual=f"{residual:.1e}", pyg_failures=fails,
-                   timed_graphs=timed_graphs, note=text)
+    nan = (float("nan"), float("nan"))
+    entries = [("pyg", pyg_total, pyg_cpu, m_pyg, err_pyg, failures, len(accepted), note),
+               ("per_graph", t_per * scale, c_per * scale, m_per, err_ours, 0, len(baseline), note),
+               ("batched", t_bat, c_bat, m_bat, err_ours, 0, len(graphs), ""),
+               ("cached", t_hit, c_hit, m_hit, err_ours, 0, len(graphs), "reload"),
+               ("eigh_only", t_eigh, c_eigh, 0, nan, 0, len(graphs), "torch.linalg.eigh alone")]
+    for method, seconds, cpu, memory, (value_error, residual), fails, timed_graphs, text in entries:
+        row = dict(dataset=name, graphs=len(graphs), method=method, wall_s=f"{seconds:.4f}", cpu_s=f"{cpu:.4f}",
+                   speedup_cpu=f"{pyg_cpu / cpu:.1f}", speedup_wall=f"{pyg_total / seconds:.1f}",
+                   peak_mem_mb=f"{memory / 2**20:.1f}", max_eigval_err=f"{value_error:.1e}",
+                   max_residual=f"{residual:.1e}", pyg_failures=fails, timed_graphs=timed_graphs, note=text)
         writer.writerow(row)
         rows.append(row)
         print(" | ".join(str(v) for v in row.values()), flush=True)
@@ -248,7 +262,8 @@ def main(argv: Optional[list] = None) -> None:
     parser.add_argument("--baseline-sample", type=int, default=10_000,
                         help="synthetic set: time pyg and per_graph on this many graphs and scale up (0: all)")
     parser.add_argument("--k", type=int, default=8, help="encoding size (PyG's meaning of k)")
-    parser.add_argument("--repeats", type=int, default=3, help="passes per timing on the TU datasets (best kept)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="passes per method on the TU datasets, interleaved (best kept); synthetic: 1")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="where this library solves, e.g. cuda (PyG: CPU)")
     parser.add_argument("--out", default=str(RESULTS / "precompute"), help="output path without suffix")
@@ -258,8 +273,8 @@ def main(argv: Optional[list] = None) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="torch_geometric")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["dataset", "graphs", "method", "seconds", "speedup_vs_pyg", "peak_mem_mb", "max_eigval_err",
-              "max_residual", "pyg_failures", "timed_graphs", "note"]
+    fields = ["dataset", "graphs", "method", "wall_s", "cpu_s", "speedup_cpu", "speedup_wall", "peak_mem_mb",
+              "max_eigval_err", "max_residual", "pyg_failures", "timed_graphs", "note"]
     rows = []
     with open(out.with_suffix(".csv"), "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fields)

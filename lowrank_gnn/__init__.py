@@ -37,6 +37,7 @@ __all__ = [
     "batched_eigh",
     "resolve_eigen_backend",
     # lowrank_gnn.operators
+    "GraphStructure",
     "GraphOperator",
     "DenseOperator",
     "normalized_adjacency",
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from .linalg import HouseholderOrthogonal, householder_product, qr_orthonormalize
     from .nn import (AmortizedSVD, LatentPCAPool, LowRankGCNConv, NuclearNormRegularizer, SpectralFilterConv,
                      SVDLinear, ZCAWhitening, total_aux_loss)
-    from .operators import DenseOperator, GraphOperator, laplacian, normalized_adjacency
+    from .operators import DenseOperator, GraphOperator, GraphStructure, laplacian, normalized_adjacency
     from .transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
 
 

@@ -35,13 +35,15 @@ def markdown_files() -> list[Path]:
 
 
 def python_blocks() -> list[tuple[str, str]]:
-    blocks = []
+    blocks, seen = [], set()
     for path in markdown_files():
         text = path.read_text()
         for match in FENCE.finditer(text):
             line = text.count("\n", 0, match.start()) + 2
             body = "\n".join(row[len(match["indent"]):] for row in match["body"].splitlines())
-            blocks.append((f"{path.relative_to(ROOT)}:{line}", body))
+            if body not in seen:  # the same example on two pages (README and docs) runs once
+                seen.add(body)
+                blocks.append((f"{path.relative_to(ROOT)}:{line}", body))
     return blocks
 
 

@@ -3,7 +3,8 @@
 Conventions, identical for every backend:
 
 * **Order.** ``which="largest"``: eigenvalues in descending order; ``"smallest"``:
-  ascending; ``"magnitude"``: descending ``|lambda|``, and for equal magnitudes the
+  ascending; ``"magnitude"``: descending ``|lambda|``, and for equal magnitudes (equal to
+  :data:`MAGNITUDE_TIE_EPS` epsilons of the largest, so that rounding does not decide) the
   positive eigenvalue first.
 * **Signs.** Each eigenvector is flipped so that its first *significant* entry is
   positive, where significant means ``|u_i| >= 0.1 * max_j |u_j|`` (:func:`canonical_signs`).
@@ -24,6 +25,10 @@ from ..operators.base import Operator, as_operator
 
 WHICH = ("largest", "smallest", "magnitude")
 
+#: ``which="magnitude"``: magnitudes within this many machine epsilons (relative to the largest)
+#: are a tie, broken "positive first" (the rounding of an eigensolver is a few epsilons).
+MAGNITUDE_TIE_EPS = 64
+
 #: Entries below this fraction of a vector's largest magnitude never decide its sign.
 SIGN_PIVOT_FRACTION = 0.1
 
@@ -43,30 +48,48 @@ class EigenPairs(NamedTuple):
     aux_loss: Optional[Tensor] = None
 
 
-#: Rows searched first for each column's pivot (the first significant entry is usually near
-#: the top); the whole column is searched only if some column has none there.
-SIGN_PIVOT_PREFIX = 256
+#: Rows searched first for each column's pivot (the first significant entry is almost always
+#: among them); only the columns that have none there are searched further, each on its own.
+SIGN_PIVOT_PREFIX = 8
 
 
 def canonical_signs(vectors: Tensor) -> Tensor:
     """Flip each column so that its first entry with ``|u_i| >= 0.1 max|u|`` is positive.
 
-    Costs one reduction over the whole column (its largest magnitude) and a search of the
-    first :data:`SIGN_PIVOT_PREFIX` rows, widened to all rows only when a column has no
-    significant entry there. Differentiable (the signs are constants).
+    Costs one reduction over each column (its largest magnitude), a search of the first
+    :data:`SIGN_PIVOT_PREFIX` rows and one multiplication; a column with no significant
+    entry there (rare) is searched whole, alone. A zero column is kept. Differentiable (the
+    signs are constants).
     Shapes: ``(*batch, n, k)`` in and out.
     """
+    return vectors * sign_factors(vectors)
+
+
+def sign_factors(vectors: Tensor) -> Tensor:
+    """The ``+-1`` factors :func:`canonical_signs` multiplies the columns by, shape ``(*batch, 1, k)``.
+
+    Detached; a caller that already owns a fresh copy of ``vectors`` can apply them in place.
+    """
     detached = vectors.detach()
-    low, high = torch.aminmax(detached, dim=-2, keepdim=True)  # max |u| in one pass, without an |u| copy
-    threshold = SIGN_PIVOT_FRACTION * torch.maximum(high, -low)
+    if detached.numel() == 0:
+        return detached.new_ones(*detached.shape[:-2], 1, detached.shape[-1])
+    if detached.shape[-2] > 16 * detached.shape[-1]:   # tall (graph eigenvectors): one |u| pass, one reduction
+        largest = detached.abs().amax(dim=-2, keepdim=True)
+    else:                                               # square batches: two reductions beat the |u| copy (measured)
+        largest = torch.maximum(detached.amax(dim=-2, keepdim=True), -detached.amin(dim=-2, keepdim=True))
+    threshold = SIGN_PIVOT_FRACTION * largest
     head = detached[..., :SIGN_PIVOT_PREFIX, :]
     significant = head.abs() >= threshold
-    if not bool(significant.any(dim=-2).all()):
-        head = detached
-        significant = head.abs() >= threshold
     pivot = significant.max(dim=-2, keepdim=True).indices  # first True per column (max returns the first maximum)
     sign = torch.sign(head.gather(-2, pivot))
-    return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
+    missing = ~significant.gather(-2, pivot)  # no significant entry in the head at all
+    if head.shape[-2] < detached.shape[-2] and bool(missing.any()):
+        # the few columns without a pivot in the head: search each of them whole
+        where = missing.nonzero(as_tuple=True)                       # (*batch, 0, column) coordinates
+        columns = detached.movedim(-1, -2)[where[:-2] + (where[-1],)]  # (m, n), only the missing columns
+        found = columns.abs() >= threshold[where].unsqueeze(-1)
+        sign[where] = torch.sign(columns.gather(-1, found.max(dim=-1, keepdim=True).indices)).squeeze(-1)
+    return torch.where(sign == 0, torch.ones_like(sign), sign)
 
 
 def order_indices(eigenvalues: Tensor, which: str) -> Tensor:
@@ -76,11 +99,18 @@ def order_indices(eigenvalues: Tensor, which: str) -> Tensor:
         return torch.argsort(eigenvalues, dim=-1, descending=True, stable=True)
     if which == "smallest":
         return torch.argsort(eigenvalues, dim=-1, stable=True)
-    # magnitude: sort by descending value first, then stably by descending |value|, so
-    # that +a comes before -a.
+    # magnitude: descending |value|, where magnitudes within MAGNITUDE_TIE_EPS epsilons (of the
+    # largest) count as equal, and equal ones go in descending value order (+a before -a): computed
+    # eigenvalues of a +-a pair differ in magnitude by rounding, which must not decide the order.
+    magnitude = eigenvalues.abs()
+    by_magnitude = torch.argsort(magnitude, dim=-1, descending=True, stable=True)
+    ordered = magnitude.gather(-1, by_magnitude)
+    tolerance = MAGNITUDE_TIE_EPS * torch.finfo(eigenvalues.dtype).eps * ordered[..., :1]
+    step = (ordered[..., :-1] - ordered[..., 1:]) > tolerance              # a new magnitude starts here
+    group = torch.cat([torch.zeros_like(by_magnitude[..., :1]), step.long().cumsum(-1)], dim=-1)
+    group = torch.empty_like(group).scatter_(-1, by_magnitude, group)    # group of each eigenvalue
     by_value = torch.argsort(eigenvalues, dim=-1, descending=True, stable=True)
-    by_magnitude = torch.argsort(eigenvalues.gather(-1, by_value).abs(), dim=-1, descending=True, stable=True)
-    return by_value.gather(-1, by_magnitude)
+    return by_value.gather(-1, torch.argsort(group.gather(-1, by_value), dim=-1, stable=True))
 
 
 def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: str,
@@ -95,12 +125,37 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
         eigenvalues ``(*batch, m)``, eigenvectors ``(*batch, n, m)`` in;
         ``(*batch, k)``, ``(*batch, n, k)`` out.
     """
-    index = order_indices(eigenvalues, which)[..., :k]
-    if k == eigenvalues.shape[-1] and bool((index == torch.arange(k, device=index.device)).all()):
-        return eigenvalues, signs(eigenvectors)  # already in order (a tracked basis): no (n, k) gather
-    values = eigenvalues.gather(-1, index)
-    vectors = eigenvectors.gather(-1, index.unsqueeze(-2).expand(*eigenvectors.shape[:-1], k))
+    m = eigenvalues.shape[-1]
+    order = _monotone_order(eigenvalues, which)
+    if order == "same":       # already in order (a tracked basis, an ascending solver for "smallest")
+        return eigenvalues[..., :k], signs(eigenvectors[..., :k])
+    if order == "reversed":   # an ascending solver's output for "largest": a flip copies contiguous columns
+        values, vectors = eigenvalues[..., m - k:].flip(-1), eigenvectors[..., m - k:].flip(-1)
+    else:
+        index = order_indices(eigenvalues, which)[..., :k]
+        values = eigenvalues.gather(-1, index)
+        vectors = eigenvectors.gather(-1, index.unsqueeze(-2).expand(*eigenvectors.shape[:-1], k))
+    if signs is canonical_signs:
+        return values, vectors.mul_(sign_factors(vectors))  # a fresh copy: signed in place
     return values, signs(vectors)
+
+
+def _monotone_order(eigenvalues: Tensor, which: str) -> str:
+    """``"same"`` or ``"reversed"`` when ``which`` order is the given or the reversed one (strictly
+    monotone values, so the stable sort of :func:`order_indices` is unique), else ``"sort"``.
+
+    Two comparisons of neighbours instead of a sort; ``"magnitude"`` always sorts.
+    """
+    if which == "magnitude":
+        return "sort"
+    if eigenvalues.shape[-1] < 2:
+        return "same"
+    ascending = bool((eigenvalues[..., 1:] > eigenvalues[..., :-1]).all())
+    if ascending:
+        return "same" if which == "smallest" else "reversed"
+    if bool((eigenvalues[..., 1:] < eigenvalues[..., :-1]).all()):
+        return "same" if which == "largest" else "reversed"
+    return "sort"
 
 
 class EigenBackend(nn.Module):

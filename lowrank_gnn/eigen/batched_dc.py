@@ -26,6 +26,7 @@ about half of ours.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -35,7 +36,8 @@ from torch import Tensor
 from .._validation import check_choice, check_floating
 from ..linalg.tridiagonal import apply_reflectors, householder_tridiagonalize, tridiagonal_eigh
 from ..operators.base import DenseOperator
-from .base import EigenBackend, EigenPairs, select_eigenpairs
+from .base import EigenBackend, EigenPairs, canonical_signs, select_eigenpairs
+from .exact import _PartialEigh
 
 METHODS = ("auto", "dc", "lapack")
 
@@ -111,12 +113,16 @@ def batched_eigh(matrix: Tensor, method: str = "dc") -> Tuple[Tensor, Tensor]:
     check_choice("method", method, METHODS)
     operator = DenseOperator(matrix)   # checks: tensor, floating point, shape (*batch, n, n)
     operator.check_finite()
-    symmetric = (matrix + matrix.mT) / 2
+    return _symmetric_eigh(operator.symmetrized(), method)
+
+
+def _symmetric_eigh(symmetric: Tensor, method: str) -> Tuple[Tensor, Tensor]:
+    """:func:`batched_eigh` of an already checked, symmetrised batch."""
     if method == "auto":
-        method = auto_method(matrix)
+        method = auto_method(symmetric)
     if method == "lapack":
         return torch.linalg.eigh(symmetric)
-    batch, n = matrix.shape[:-2], matrix.shape[-1]
+    batch, n = symmetric.shape[:-2], symmetric.shape[-1]
     values, vectors = _DivideAndConquerEigh.apply(symmetric.reshape(math.prod(batch), n, n))
     return values.reshape(*batch, n), vectors.reshape(*batch, n, n)
 
@@ -168,7 +174,15 @@ class BatchedDCBackend(EigenBackend):
         self.method = check_choice("method", method, METHODS)
 
     def solve(self, op) -> EigenPairs:
-        values, vectors = batched_eigh(op.to_dense(), method=self.method)
+        # forward() has checked the operator (finite, symmetric): only symmetrise, and only if needed
+        dense = op.symmetrized() if isinstance(op, DenseOperator) else DenseOperator(op.to_dense()).symmetrized()
+        if dense.requires_grad:
+            # the backward of the k kept pairs only (as the exact backend's): gaps between two discarded
+            # eigenvalues never enter, so a repeated eigenvalue that is not returned gives no NaN
+            values, vectors = _PartialEigh.apply(dense, self.k, self.which,
+                                                 functools.partial(_symmetric_eigh, method=self.method))
+            return EigenPairs(values, canonical_signs(vectors))
+        values, vectors = _symmetric_eigh(dense, self.method)
         return EigenPairs(*select_eigenpairs(values, vectors, self.k, self.which))
 
     def extra_repr(self) -> str:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_finite, check_floating
+from ..linalg.norms import frobenius_norm
 
 #: Random probes for the Hutchinson estimate of ||A||_F^2 on operators without a closed form
 #: (relative standard deviation ~ sqrt(2 / probes), ~30% at 16: enough for a normalisation).
@@ -102,7 +103,7 @@ class Operator(ABC):
         generator = torch.Generator().manual_seed(0)
         probes = torch.randint(0, 2, (*self.shape[:-2], n, FROBENIUS_PROBES), generator=generator)
         probes = (2 * probes - 1).to(dtype=self.dtype, device=self.device)
-        return (self.matmul(probes).square().sum((-2, -1)) / FROBENIUS_PROBES).sqrt()
+        return frobenius_norm(self.matmul(probes)) / FROBENIUS_PROBES ** 0.5
 
     def to_scipy(self):
         """A SciPy matrix or ``LinearOperator`` (float64, detached) for ARPACK."""
@@ -121,6 +122,8 @@ class DenseOperator(Operator):
             raise ValueError(f"matrix must have shape (*batch, n, n) (got shape {tuple(matrix.shape)})")
         self.matrix = matrix
         self._symmetric: bool | None = None
+        self._exactly_symmetric = False
+        self._largest_magnitude: Tensor | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -142,10 +145,26 @@ class DenseOperator(Operator):
 
     @torch.no_grad()
     def frobenius_norm(self) -> Tensor:
-        """Exact: the norm of the entries. Shape ``(*batch,)``."""
-        return torch.linalg.matrix_norm(self.matrix.detach())
+        """Exact: the norm of the entries (no overflow or underflow in the squares). Shape ``(*batch,)``."""
+        return frobenius_norm(self.matrix)
+
+    def largest_magnitude(self) -> Tensor:
+        """``max |a_ij|`` over the whole (batch of) matrices, a 0-dim tensor; NaN or Inf if an entry is.
+
+        One pass, computed once and shared by :meth:`check_finite` and :attr:`symmetric`.
+        """
+        if self._largest_magnitude is None:
+            a = self.matrix.detach()
+            if a.numel() == 0:
+                self._largest_magnitude = a.new_zeros(())
+            else:
+                low, high = torch.aminmax(a)   # propagates NaN; an Inf entry gives an infinite extreme
+                self._largest_magnitude = torch.maximum(high, -low)
+        return self._largest_magnitude
 
     def check_finite(self) -> None:
+        if bool(torch.isfinite(self.largest_magnitude())):
+            return
         bad = ~torch.isfinite(self.matrix.detach())
         if bool(bad.any()):
             where = tuple(int(i) for i in bad.nonzero()[0])
@@ -158,11 +177,25 @@ class DenseOperator(Operator):
         if self._symmetric is None:
             a = self.matrix.detach()
             if a.numel() == 0:  # an empty batch is (vacuously) symmetric
-                self._symmetric = True
+                self._symmetric, self._exactly_symmetric = True, True
                 return True
-            scale = a.abs().amax().clamp_min(torch.finfo(a.dtype).tiny)
-            self._symmetric = bool(((a - a.mT).abs() <= symmetry_tolerance(a.dtype) * scale).all())
+            scale = self.largest_magnitude().clamp_min(torch.finfo(a.dtype).tiny)
+            low, high = torch.aminmax(a - a.mT)   # max |a_ij - a_ji|: one pass over the difference, no |.| copy
+            asymmetry = torch.maximum(high, -low)
+            self._symmetric = bool(asymmetry <= symmetry_tolerance(a.dtype) * scale)
+            self._exactly_symmetric = bool(asymmetry == 0)
         return self._symmetric
+
+    def symmetrized(self) -> Tensor:
+        r"""The symmetric part :math:`(A + A^\top)/2`.
+
+        The matrix itself, without a copy, when the symmetry check has already found it exactly
+        symmetric (the two are then equal) and it needs no gradient (the gradient of the
+        symmetric part is the symmetrised one).
+        """
+        if self._exactly_symmetric and not self.matrix.requires_grad:
+            return self.matrix
+        return (self.matrix + self.matrix.mT) / 2
 
     def to_scipy(self) -> np.ndarray:
         if self.matrix.dim() != 2:
@@ -259,8 +292,11 @@ class DeflatedOperator(DeflatedOperatorBase):
         r"""Exact for orthonormal ``V``: :math:`\|A\|_F^2 - 2 \sum_c \mu_c v_c^T A v_c + \|\mu\|^2`
         (one product with ``V``, ``O(nnz)`` for per-component deflation)."""
         cross = self.basis_rayleigh_quotients()
-        squared = self.base.frobenius_norm().square() - 2 * (self.values * cross).sum(-1) + self.values.square().sum(-1)
-        return squared.clamp_min(0).sqrt()
+        base = self.base.frobenius_norm()
+        scale = base.clamp_min(torch.finfo(base.dtype).tiny)  # in units of ||A||_F: no overflow in the squares
+        squared = (1 - 2 * (self.values * cross).sum(-1) / scale / scale
+                   + (self.values / scale.unsqueeze(-1)).square().sum(-1))
+        return squared.clamp_min(0).sqrt() * scale
 
     def to_dense(self) -> Tensor:
         return self.base.to_dense() - (self.basis * self.values) @ self.basis.mT

@@ -13,8 +13,8 @@ from torch_geometric.transforms import BaseTransform
 from .._validation import check_choice, check_positive_int
 from ..eigen import WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
-from .packed import (PackedGraphs, canonical_signs_per_graph, check_symmetric, dense_operators, normalized_edges,
-                     pack_graphs, scatter_rows, size_buckets)
+from .packed import (PackedGraphs, bucket_nodes, canonical_signs_per_graph, dense_operators, normalized_edges,
+                     pack_graphs, size_buckets)
 from .progress import progress_bar
 
 OPERATORS = ("normalized_adjacency", "laplacian")
@@ -208,11 +208,11 @@ class AddEigenpairs(BaseTransform):
                 entries = normalized_edges(packed, self.operator, self.add_self_loops)
                 for bucket in size_buckets(packed, dense.nonzero().squeeze(1)):
                     m = min(k, bucket.n)
-                    operators = dense_operators(packed, entries, bucket)
-                    check_symmetric(operators, packed, bucket)
-                    pair_values, pair_vectors = self._solve_dense(operators, solver[0], m)
+                    nodes = bucket_nodes(node_ptr, bucket)
+                    pair_values, pair_vectors = self._solve_dense(dense_operators(packed, entries, bucket, nodes),
+                                                                  solver[0], m)
                     values[bucket.graphs, :m] = pair_values.to(dtype)
-                    scatter_rows(vectors, node_ptr, bucket.graphs, bucket.n, pair_vectors)
+                    vectors[nodes.reshape(-1), :m] = pair_vectors.reshape(-1, m).to(dtype)
                     available[bucket.graphs] = m
                     bar.update(bucket.graphs.numel())
                 vectors = canonical_signs_per_graph(vectors, num_nodes)  # idempotent on the rows solved below

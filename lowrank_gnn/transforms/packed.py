@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from .._validation import check_index_dtype
 from ..eigen.base import SIGN_PIVOT_FRACTION
 from ..operators.base import symmetry_tolerance
 
@@ -54,8 +55,7 @@ def _edge_index_of(data: Data, g: int) -> Tensor:
     if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
         shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
         raise ValueError(f"graph {g}: data.edge_index must have shape (2, num_edges) (got {shape})")
-    if edge_index.dtype not in (torch.long, torch.int):
-        raise TypeError(f"graph {g}: data.edge_index must have an integer dtype (got {edge_index.dtype})")
+    check_index_dtype(f"graph {g}: data.edge_index", edge_index)
     return edge_index
 
 
@@ -205,42 +205,35 @@ def size_buckets(packed: PackedGraphs, selected: Tensor, max_entries: int = MAX_
             yield SizeBucket(n, order[lo:hi], edge_perm[e_lo:e_hi], position)
 
 
-def dense_operators(packed: PackedGraphs, entries: NormalizedEdges, bucket: SizeBucket) -> Tensor:
-    """The dense float64 operators ``(B, n, n)`` of a bucket, from :func:`normalized_edges`, in one scatter."""
-    n, batch = bucket.n, bucket.graphs.numel()
-    row, col = packed.edge_index[:, bucket.edges]
-    dense = torch.zeros(batch * n * n, dtype=torch.float64, device=row.device)
-    dense.index_add_(0, (bucket.edge_position * n + row) * n + col, entries.value[bucket.edges])
-    dense = dense.view(batch, n, n)
-    nodes = packed.node_ptr[bucket.graphs].unsqueeze(1) + torch.arange(n, device=row.device)
-    dense.diagonal(dim1=1, dim2=2).add_(entries.diagonal[nodes])
-    return dense
+def dense_operators(packed: PackedGraphs, entries: NormalizedEdges, bucket: SizeBucket, nodes: Tensor) -> Tensor:
+    """The dense float64 operators ``(B, n, n)`` of a bucket, from :func:`normalized_edges`, in one scatter.
 
-
-def check_symmetric(dense: Tensor, packed: PackedGraphs, bucket: SizeBucket) -> None:
-    """Raise, naming the first graph, when an operator is not symmetric (a directed graph).
-
-    Compares each edge's entry with its mirror, ``O(E)``: ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)``
-    with :func:`~lowrank_gnn.operators.base.symmetry_tolerance` (rounding in the normalisation
-    leaves a few ulps; a missing reverse edge leaves ``A_ji = 0``).
+    ``nodes (B, n)`` are the bucket's rows of node-level outputs. Raises, naming the first graph,
+    when an operator is not symmetric (a directed graph): each edge's entry is compared with its
+    mirror, ``O(E)``, ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)`` with
+    :func:`~lowrank_gnn.operators.base.symmetry_tolerance` (rounding in the normalisation leaves a
+    few ulps; a missing reverse edge leaves ``A_ji = 0``).
     """
-    n = bucket.n
-    flat = dense.view(-1)
-    row, col = packed.edge_index[:, bucket.edges]
-    base = bucket.edge_position * n
-    entry, mirror = flat[(base + row) * n + col], flat[(base + col) * n + row]
-    bad = (entry - mirror).abs() > symmetry_tolerance(dense.dtype) * torch.maximum(entry.abs(), mirror.abs())
+    n, batch = bucket.n, bucket.graphs.numel()
+    index = packed.edge_index[:, bucket.edges]
+    row, col, base = index[0], index[1], bucket.edge_position * n
+    dense = torch.zeros(batch * n * n, dtype=torch.float64, device=row.device)
+    dense.index_add_(0, (base + row) * n + col, entries.value[bucket.edges])
+    entry, mirror = dense[(base + row) * n + col], dense[(base + col) * n + row]
+    bad = (entry - mirror).abs_() > symmetry_tolerance(dense.dtype) * torch.maximum(entry.abs(), mirror.abs())
     if bool(bad.any()):
         g = int(bucket.graphs[bucket.edge_position[bad.nonzero()[0]]])
         raise ValueError(f"graph {g} is not undirected (its operator is not symmetric), and the eigenpairs "
                          f"of a symmetric operator are computed; symmetrise its edge_index first, e.g. "
                          f"torch_geometric.utils.to_undirected(edge_index, edge_weight, reduce='mean')")
+    dense = dense.view(batch, n, n)
+    dense.diagonal(dim1=1, dim2=2).add_(entries.diagonal[nodes])
+    return dense
 
 
-def scatter_rows(out: Tensor, node_ptr: Tensor, graphs: Tensor, n: int, block: Tensor) -> None:
-    """Write ``block (B, n, m)`` into rows ``node_ptr[g]:node_ptr[g] + n`` of ``out`` for each ``g`` in ``graphs``."""
-    rows = (node_ptr[graphs].unsqueeze(1) + torch.arange(n, device=graphs.device)).reshape(-1)
-    out[rows, : block.shape[-1]] = block.reshape(-1, block.shape[-1]).to(out.dtype)
+def bucket_nodes(node_ptr: Tensor, bucket: SizeBucket) -> Tensor:
+    """``(B, n)``: the rows ``node_ptr[g]:node_ptr[g] + n`` of node-level outputs of each graph of the bucket."""
+    return node_ptr[bucket.graphs].unsqueeze(1) + torch.arange(bucket.n, device=node_ptr.device)
 
 
 def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:

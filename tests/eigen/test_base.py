@@ -1,7 +1,7 @@
 """The shared conventions of lowrank_gnn.eigen.base, on inputs built to hit their edge cases."""
 import torch
 
-from lowrank_gnn.eigen.base import SIGN_PIVOT_PREFIX, canonical_signs, select_eigenpairs
+from lowrank_gnn.eigen.base import SIGN_PIVOT_PREFIX, canonical_signs, order_indices, select_eigenpairs
 
 
 def test_canonical_signs_finds_pivots_inside_and_beyond_the_searched_prefix():
@@ -27,3 +27,30 @@ def test_select_eigenpairs_in_order_or_not_gives_the_same_pairs():
         assert torch.equal(in_order[0], shuffled[0]) and torch.equal(in_order[1], shuffled[1])
     ordered, signed = select_eigenpairs(values[:1], vectors[:1], 4, "largest")  # the identity-order shortcut
     assert torch.equal(ordered, values[:1]) and torch.equal(signed, canonical_signs(vectors[:1]))
+
+
+def test_select_eigenpairs_shortcuts_match_the_general_sort():
+    """Strictly monotone values take a flip or no reordering; ties and magnitude take the sort."""
+    generator = torch.Generator().manual_seed(1)
+    vectors = torch.randn(3, 12, 5, generator=generator, dtype=torch.float64)
+    ascending = torch.tensor([[-2.0, -1.0, 0.0, 1.0, 4.0], [0.0, 1.0, 2.0, 3.0, 5.0], [-5.0, -4.0, -3.0, 2.0, 3.0]],
+                             dtype=torch.float64)
+    tied = ascending.clone()
+    tied[1, 2] = tied[1, 1]                                     # one exact tie: the stable sort keeps index order
+    for values in (ascending, ascending.flip(-1), tied):
+        for which in ("largest", "smallest", "magnitude"):
+            for k in (5, 2):
+                index = order_indices(values, which)[..., :k]
+                expected_vectors = canonical_signs(vectors.gather(-1, index.unsqueeze(-2).expand(3, 12, k)))
+                got_values, got_vectors = select_eigenpairs(values, vectors, k, which)
+                assert torch.equal(got_values, values.gather(-1, index))
+                assert torch.equal(got_vectors, expected_vectors)
+
+
+def test_canonical_signs_of_an_empty_batch_and_of_columns_without_a_head_pivot():
+    assert canonical_signs(torch.zeros(0, 4, 3)).shape == (0, 4, 3)
+    vectors = torch.zeros(2, SIGN_PIVOT_PREFIX + 3, 2)
+    vectors[0, -1, 0], vectors[1, -2, 1], vectors[1, 0, 0] = -1.0, -2.0, 3.0   # pivots past the head in two columns
+    signed = canonical_signs(vectors)
+    assert signed[0, -1, 0] == 1.0 and signed[1, -2, 1] == 2.0 and signed[1, 0, 0] == 3.0
+    assert torch.equal(signed[0, :, 1], vectors[0, :, 1])                        # zero column kept

@@ -23,12 +23,12 @@ class TestBatchedDC(EigenBackendConformance):
 
 def accuracy(matrix: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor):
     """Per-matrix (residual, orthogonality, eigenvalue error), all relative to ||A||_F, in float64."""
-    a, l, u = matrix.double(), values.double(), vectors.double()
+    a, lam, u = matrix.double(), values.double(), vectors.double()
     n = a.shape[-1]
     norm = torch.linalg.matrix_norm(a).clamp_min(1e-300)
-    residual = torch.linalg.matrix_norm(a @ u - u * l.unsqueeze(-2)) / norm
+    residual = torch.linalg.matrix_norm(a @ u - u * lam.unsqueeze(-2)) / norm
     orthogonality = (u.mT @ u - torch.eye(n, dtype=torch.float64)).abs().amax((-2, -1))
-    value_error = (l - torch.linalg.eigvalsh(a)).abs().amax(-1) / norm
+    value_error = (lam - torch.linalg.eigvalsh(a)).abs().amax(-1) / norm
     return residual, orthogonality, value_error
 
 
@@ -37,7 +37,8 @@ def assert_accurate(matrix, values, vectors, what=""):
     assert bool((values[..., 1:] >= values[..., :-1]).all()), f"{what}: eigenvalues not ascending"
     n = matrix.shape[-1]
     bound = ACCURACY_FACTOR * n * torch.finfo(values.dtype).eps
-    for name, error in zip(("residual", "orthogonality", "eigenvalue error"), accuracy(matrix, values, vectors)):
+    errors = accuracy(matrix, values, vectors)
+    for name, error in zip(("residual", "orthogonality", "eigenvalue error"), errors, strict=True):
         worst = float(error.max())
         assert worst <= bound, f"{what}: {name} {worst:.3g} > {bound:.3g} (matrix {int(error.argmax())})"
 

@@ -217,3 +217,22 @@ def test_connected_components_leave_a_float64_operator_with_zero_entries_intact(
     assert op.symmetric
 
 
+def test_dense_operator_checks_share_one_magnitude_pass_and_symmetrise_only_when_needed():
+    from lowrank_gnn.operators import DenseOperator
+
+    exact = torch.randn(3, 5, 5, dtype=torch.float64)
+    exact = (exact + exact.mT) / 2
+    op = DenseOperator(exact)
+    assert op.symmetric and op.symmetrized() is exact                    # exactly symmetric: no copy
+    assert torch.equal(op.largest_magnitude(), exact.abs().amax())
+    nearly = exact.clone()
+    nearly[0, 0, 1] += 1e-15
+    op = DenseOperator(nearly)
+    assert op.symmetric and torch.equal(op.symmetrized(), (nearly + nearly.mT) / 2)
+    assert torch.equal(DenseOperator(exact.requires_grad_()).symmetrized(), exact)   # a copy: keeps the gradient rule
+    huge = torch.full((4, 4), 3e38)                                       # finite, but its sum overflows float32
+    DenseOperator(huge).check_finite()
+    bad = huge.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or Inf \(first at entry \(2, 1\)\)"):
+        DenseOperator(bad).check_finite()

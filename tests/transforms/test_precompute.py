@@ -15,8 +15,8 @@ from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_g
 from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
 from lowrank_gnn.transforms import cache as cache_module
 from lowrank_gnn.eigen import canonical_signs
-from lowrank_gnn.transforms.packed import (canonical_signs_per_graph, dense_operators, normalized_edges, pack_graphs,
-                                          size_buckets)
+from lowrank_gnn.transforms.packed import (bucket_nodes, canonical_signs_per_graph, dense_operators, normalized_edges,
+                                          pack_graphs, size_buckets)
 
 EMPTY = torch.empty(2, 0, dtype=torch.long)
 
@@ -124,7 +124,8 @@ def test_dense_operators_equal_the_sparse_graph_operators(operator, add_self_loo
     graphs = [g for g in mixed_graphs() if g.num_nodes == 5]
     packed = pack_graphs(graphs)
     (bucket,) = size_buckets(packed, torch.arange(len(graphs)))
-    dense = dense_operators(packed, normalized_edges(packed, operator, add_self_loops), bucket)
+    dense = dense_operators(packed, normalized_edges(packed, operator, add_self_loops), bucket,
+                            bucket_nodes(packed.node_ptr, bucket))
     for b, g in enumerate(bucket.graphs.tolist()):
         data = graphs[g]
         weight = (data.edge_weight if "edge_weight" in data else torch.ones(data.edge_index.shape[1])).double()
@@ -201,6 +202,9 @@ def test_laplacian_pe_matches_pyg_up_to_sign_and_pads_small_graphs():
         reference = AddLaplacianEigenvectorPE(k=3, is_undirected=True)(data.clone()).laplacian_eigenvector_pe
         sign = torch.sign((mine.laplacian_eigenvector_pe * reference).sum(0))
         assert torch.allclose(mine.laplacian_eigenvector_pe, reference * sign, atol=1e-4)
+    again = precompute_eigenpairs(graphs, LaplacianEigenvectorPE(k=3))  # deterministic, unlike PyG's random signs
+    assert all(torch.equal(a.laplacian_eigenvector_pe, b.laplacian_eigenvector_pe)
+               for a, b in zip(ours, again, strict=True))
     small = LaplacianEigenvectorPE(k=4, attr_name="pe")(as_data(path_graph(3)))
     assert small.pe.shape == (3, 4) and torch.equal(small.pe[:, 2:], torch.zeros(3, 2))
     dense = laplacian(path_graph(3).edge_index, num_nodes=3).to_dense()
@@ -383,5 +387,7 @@ def test_rejects_bad_input():
         precompute_eigenpairs([as_data(path_graph(3)), Data(num_nodes=2)], AddEigenpairs(k=2))
     with pytest.raises(TypeError, match="transform must be an AddEigenpairs"):
         precompute_eigenpairs([as_data(path_graph(3))], lambda data: data)
+    with pytest.raises(ValueError, match="cache_dir=True needs a dataset with a processed_dir"):
+        precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=True)
     with pytest.raises(TypeError, match="cache_dir must be a folder path"):
         precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=3)

@@ -14,7 +14,7 @@ from torch_geometric.nn.inits import zeros
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
-from ..._validation import check_finite, check_positive_int, check_same_device
+from ..._validation import check_finite, check_index_dtype, check_positive_int, check_same_device
 from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, resolve_eigen_backend
 from ...operators import (ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphOperator, GraphStructure,
                           deflate_components)
@@ -277,9 +277,7 @@ class LowRankGCNConv(MessagePassing):
         if not isinstance(edge_index, Tensor):
             raise TypeError("edge_index must be a LongTensor of shape (2, num_edges), a torch.sparse adjacency, "
                             f"an EdgeIndex or a SparseTensor (got {type(edge_index).__name__})")
-        if edge_index.dtype not in (torch.long, torch.int):
-            raise TypeError(f"edge_index must have an integer dtype (got {edge_index.dtype}); node indices are "
-                            "integers, convert with edge_index.long()")
+        check_index_dtype("edge_index", edge_index)
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             hint = "; it looks transposed, pass edge_index.t()" if edge_index.dim() == 2 and edge_index.shape[1] == 2 \
                 else ""
