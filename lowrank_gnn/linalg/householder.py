@@ -129,7 +129,8 @@ class _HouseholderProduct(torch.autograd.Function):
         blocks = _split_blocks(V, block_size)
         factors = _ut_factors(blocks)
         num_blocks = blocks.shape[-3]
-        inputs, coefficients = [None] * num_blocks, [None] * num_blocks
+        inputs: list = [None] * num_blocks
+        coefficients: list = [None] * num_blocks
         Y = X
         for j in reversed(range(num_blocks)):  # H(v_m) acts first
             Vj, Sj = blocks[..., j, :, :], factors[..., j, :, :]
@@ -181,7 +182,8 @@ class _HouseholderOrthonormal(torch.autograd.Function):
         blocks = _split_blocks(V, block_size)
         factors = _ut_factors(blocks)
         num_blocks = blocks.shape[-3]
-        inputs, coefficients = [None] * num_blocks, [None] * num_blocks
+        inputs: list = [None] * num_blocks
+        coefficients: list = [None] * num_blocks
         last = (num_blocks - 1) * block_size
         T = torch.eye(n - last, k - last, dtype=V.dtype, device=V.device).expand(*V.shape[:-2], -1, -1)
         for j in reversed(range(num_blocks)):

@@ -270,8 +270,18 @@ class DeflatedOperator(DeflatedOperatorBase):
         if values.shape != basis.shape[1:]:
             raise ValueError(f"values must have shape ({basis.shape[1]},) (got {tuple(values.shape)})")
         super().__init__(base)
-        self.basis = basis
-        self.values = values
+        self._basis = basis
+        self._values = values
+
+    @property
+    def basis(self) -> Tensor:
+        """``V``, ``(n, c)``."""
+        return self._basis
+
+    @property
+    def values(self) -> Tensor:
+        """``mu``, ``(c,)``."""
+        return self._values
 
     def check_finite(self) -> None:
         self.base.check_finite()
