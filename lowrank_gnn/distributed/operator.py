@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_finite, check_floating, check_same_device
+from .._validation import check_choice, check_finite, check_floating, check_index_dtype, check_same_device
 from ..operators.base import DeflatedOperatorBase, symmetry_tolerance
 from ..operators.sparse import CSROperator, SparsityPattern
 from .comm import Communicator
@@ -202,8 +202,7 @@ def _check_local_graph(edge_index: Tensor, edge_weight: Optional[Tensor], partit
     if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
         shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
         raise ValueError(f"edge_index must be a LongTensor of shape (2, num_local_edges) (got {shape})")
-    if edge_index.dtype not in (torch.long, torch.int):
-        raise TypeError(f"edge_index must have an integer dtype (got {edge_index.dtype})")
+    check_index_dtype("edge_index", edge_index)
     start, stop = partition.range(comm.rank)
     index = edge_index.long()
     if index.numel() and (int(index[0].min()) < start or int(index[0].max()) >= stop):

@@ -186,9 +186,52 @@ class AmortizedBasis(nn.Module):
         # Keep the column scale of W, so that the optimiser's step size keeps its meaning.
         self.weight.copy_(repaired * scale.clamp_min(torch.finfo(scale.dtype).tiny).unsqueeze(-2))
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        if self.initialized:
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+            return
+        # before the first forward: the uninitialized parameter itself, as PyTorch's lazy modules
+        # (LazyLinear) save it; it loads back into a fresh basis (see _load_from_state_dict)
+        weight = self._parameters.pop("weight")
+        try:
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+        finally:
+            self._parameters["weight"] = weight
+        destination[prefix + "weight"] = weight
+
+    def _check_orthogonalization(self, state_dict, prefix) -> None:
+        """Refuse a checkpoint of the other ``W -> U`` map: the same ``W`` means another basis there.
+
+        A started ``"householder"`` basis always saves its column ``signs`` and a ``"qr"`` one
+        never does, so the buffer tells the two apart.
+        """
+        weight = state_dict.get(prefix + "weight")
+        if weight is None or nn.parameter.is_lazy(weight):
+            return
+        saved = "householder" if state_dict.get(prefix + "signs") is not None else "qr"
+        if saved != self.orthogonalization:
+            raise ValueError(
+                f"this checkpoint's amortized basis {prefix + 'weight'!r} was saved with orthogonalization={saved!r}, "
+                f"but this module has orthogonalization={self.orthogonalization!r}: the same W maps to a different "
+                f"basis under the other orthogonalization. Create the module with orthogonalization={saved!r} to "
+                "load it")
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
         key = prefix + "weight"
+        self._check_orthogonalization(state_dict, prefix)
+        saved = state_dict.get(key)
+        if saved is not None and nn.parameter.is_lazy(saved):
+            # a checkpoint taken before the first forward: the basis is not started yet there either
+            if self.initialized:
+                self.weight = nn.UninitializedParameter()
+                self.register_buffer("signs", None)
+            state_dict = {name: value for name, value in state_dict.items() if name != key}
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                          unexpected_keys, error_msgs)
+            if key in missing_keys:
+                missing_keys.remove(key)
+            return
         if not self.initialized and key in state_dict:
             # the module's own dtype and device (set by .to() before loading), as in PyTorch's
             # lazy modules; the copy below converts the checkpoint's tensor
@@ -231,6 +274,8 @@ class _RowSums(torch.autograd.Function):
 #: L-BFGS history for :meth:`AmortizedBackend.fit`: enough curvature pairs for the
 #: ill-conditioned rotations between close eigenvalues, negligible memory next to W.
 FIT_HISTORY = 50
+#: :meth:`AmortizedBackend.fit` with ``which="magnitude"``: residual of the ``A^2`` phase (subspace only).
+FIT_SUBSPACE_TOL = 1e-3
 #: Evaluations per L-BFGS call in :meth:`AmortizedBackend.fit`, between convergence checks.
 FIT_CHUNK = 25
 
@@ -375,6 +420,7 @@ class AmortizedBackend(EigenBackend):
         self._diagnostics: Optional[EigenDiagnostics] = None
         self._last: Optional[tuple] = None
         self._previous: Optional[Tensor] = None
+        self._loss_on_square = False  # fit(which="magnitude"): Brockett's cost on A^2 first (see fit)
 
     # -- state ------------------------------------------------------------------------------
     def basis_shape(self, op) -> Tuple[int, ...]:
@@ -434,27 +480,36 @@ class AmortizedBackend(EigenBackend):
         kept = torch.ones(*vectors.shape[:-2], (depth + 1) * k, dtype=torch.bool, device=vectors.device)
         basis[..., :k] = vectors
         block = vectors  # the newest block, also kept contiguous: a column slice of `basis` costs a copy per product
-        floor = None
+        eps = torch.finfo(vectors.dtype).eps
+        scale = None
         for block_index in range(1, depth + 1):
             done = basis[..., :block_index * k]
             block = op.matmul(block)                                         # A B_{d-1}
+            if scale is None:
+                # every product is taken in units of max|A U| (a power of two: exact): Gram matrices of
+                # float32 blocks would overflow above ~1e19 and underflow below ~1e-19 otherwise
+                largest = block.abs().amax((-2, -1), keepdim=True)
+                scale = torch.where(largest > 0, torch.exp2(torch.floor(torch.log2(largest))), torch.ones_like(largest))
+                block = block / scale
+                # directions below 10 epsilons of ||A U|| are dropped: normalising one of them amplifies its
+                # rounding error (its leftover component along the basis) to at most ~0.1, which the second
+                # pass removes; smaller ones could come back at O(1). (||A u_i||^2 from the Gram diagonal.)
+                norms = torch.diagonal(block.mT @ block, dim1=-2, dim2=-1).amax(-1)
+                floors = ((10 * eps) ** 2 * norms, torch.full_like(norms, 0.25))
+            else:
+                block = block / scale
             image[..., (block_index - 1) * k:block_index * k] = block
-            if floor is None:
-                # Directions below 10 epsilons of ||A U|| are dropped: normalising one of them
-                # amplifies its rounding error (its leftover component along the basis) to at most
-                # ~0.1, which the second pass removes; smaller ones could come back at O(1).
-                # (||A u_i||^2 from the Gram diagonal: one GEMM, several times faster than a column reduction.)
-                largest = torch.diagonal(block.mT @ block, dim1=-2, dim2=-1).amax(-1)
-                floor = 10 * torch.finfo(vectors.dtype).eps * largest.sqrt()
-            for _ in range(2):                                               # project out the basis, orthonormalise
+            for floor in floors:                                             # project out the basis, orthonormalise
                 block = block - done @ (done.mT @ block)
                 values, rotation = torch.linalg.eigh(block.mT @ block)
-                keep = values > floor.square()[..., None]
+                # pass 1 against the scale of A U; pass 2 sees unit columns, and one that lost more than
+                # half its norm to the projection was rounding noise in a numerically exhausted space
+                keep = values > floor[..., None]
                 block = block @ (rotation * torch.where(keep, values.clamp_min(torch.finfo(values.dtype).tiny).rsqrt(),
                                                         0.0).unsqueeze(-2))  # B_d: orthonormal columns or zeros
             basis[..., block_index * k:(block_index + 1) * k] = block
             kept[..., block_index * k:(block_index + 1) * k] = keep
-        image[..., depth * k:] = op.matmul(block)
+        image[..., depth * k:] = op.matmul(block) / scale
         small = basis.mT @ image
         ritz_values, ritz_vectors = torch.linalg.eigh((small + small.mT) / 2)
         # a column of the basis still zero (a dropped direction, e.g. (r + 1) k > n) is decoupled
@@ -481,17 +536,23 @@ class AmortizedBackend(EigenBackend):
         rows = self.basis.rows
         scale = operator_frobenius_norm(op).unsqueeze(-1).clamp_min(torch.finfo(quotients.dtype).tiny)
         if self.which == "magnitude" and self.loss == "trace":  # -||A U||^2 / s^2 with gradient -2 A^2 U / s^2
+            unit = product / scale.unsqueeze(-2)                      # in units of ||A||_F: no overflow in squares
             with torch.no_grad():
-                second = op.matmul(product)
-            sums = rows.all_reduce(torch.stack([product.square().sum((-2, -1)), (vectors * second).sum((-2, -1))]))
+                second = op.matmul(unit) / scale.unsqueeze(-2)
+            sums = rows.all_reduce(torch.stack([unit.square().sum((-2, -1)), (vectors * second).sum((-2, -1))]))
             squares, direction = sums[0], sums[1]
-            return -(squares + 2 * (direction - direction.detach())).div(
-                scale.squeeze(-1).square()).sum() / rows.world_size
+            return -(squares + 2 * (direction - direction.detach())).sum() / rows.world_size
         live = (2 * rows.all_reduce(shadow) - quotients) / scale
         if self.which == "smallest":
             live = -live
         if self.which == "magnitude":
-            live = live.square()
+            if self._loss_on_square:  # fit()'s first phase: u_i^T A^2 u_i / s^2 = ||A u_i||^2 / s^2
+                with torch.no_grad():
+                    second = op.matmul(product / scale.unsqueeze(-2)) / scale.unsqueeze(-2)  # A^2 U / s^2
+                quadratic = rows.all_reduce((vectors.detach() * second).sum(-2))
+                live = 2 * rows.all_reduce((vectors * second).sum(-2)) - quadratic  # gradient 2 A^2 u_i / s^2
+            else:
+                live = live.square()
         return self._quotient_loss(live) / rows.world_size
 
     def _quotient_loss(self, live: Tensor) -> Tensor:
@@ -565,6 +626,49 @@ class AmortizedBackend(EigenBackend):
     def _fit(self, op, steps: int, tol: float) -> EigenDiagnostics:
         with torch.no_grad():
             self(op)  # validates op and materialises W
+        if self.which == "magnitude" and self.loss != "trace":
+            # The squared quotients (u^T A u)^2 have spurious local maxima: on the span of two eigenvectors
+            # of opposite sign the quotient passes through 0, so both ends are maxima, and from a random
+            # start L-BFGS can settle on an eigenvector of smaller |lambda| (reporting a small residual).
+            # Brockett's cost on A^2 has no local maxima but the wanted one (its other stationary points
+            # are saddles); it finds the top-|lambda| subspace, a k x k Rayleigh-Ritz step separates
+            # +lambda from -lambda inside it, and the squared-quotient loss then only polishes.
+            self._loss_on_square = True
+            try:
+                # only the basin matters here (the spurious maxima are O(1) away): a loose tolerance
+                evaluations = self._minimise(op, steps // 2, max(tol, FIT_SUBSPACE_TOL), subspace=True)
+            finally:
+                self._loss_on_square = False
+            self._rotate_to_ritz_vectors(op)
+            self._minimise(op, max(steps - evaluations, 1), tol)
+            # the squared quotients resolve the residual only to about its square root of precision; the Ritz
+            # vectors of the final span have the smallest residual it allows
+            self._rotate_to_ritz_vectors(op)
+        else:
+            self._minimise(op, steps, tol)
+        return cast(EigenDiagnostics, self.diagnostics)
+
+    @torch.no_grad()
+    def _subspace_residual(self, op) -> Tensor:
+        """Relative residual of the Ritz pairs of ``span(U)`` (rotation-invariant)."""
+        rows = self.basis.rows
+        vectors = self.basis.orthonormal()
+        product = op.matmul(vectors)
+        small = rows.all_reduce(vectors.mT @ product)
+        values, rotation = torch.linalg.eigh((small + small.mT) / 2)
+        return relative_residual(product @ rotation, vectors @ rotation, values, operator_frobenius_norm(op), rows)
+
+    @torch.no_grad()
+    def _rotate_to_ritz_vectors(self, op) -> None:
+        vectors = self.basis.orthonormal()
+        small = self.basis.rows.all_reduce(vectors.mT @ op.matmul(vectors))
+        values, rotation = torch.linalg.eigh((small + small.mT) / 2)
+        index = order_indices(values, self.which)
+        self.basis.assign(vectors @ rotation.gather(-1, index.unsqueeze(-2).expand_as(rotation)))
+        self(op)
+
+    def _minimise(self, op, steps: int, tol: float, subspace: bool = False) -> int:
+        """L-BFGS on the eigen loss until the residual is ``<= tol`` or ``steps`` evaluations; returns the count."""
         optimizer = torch.optim.LBFGS([self.basis.weight], lr=1.0, max_iter=FIT_CHUNK, history_size=FIT_HISTORY,
                                       line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
         evaluations = 0
@@ -577,15 +681,16 @@ class AmortizedBackend(EigenBackend):
             aux_loss.backward()
             return aux_loss
 
-        def current() -> EigenDiagnostics:
-            return cast(EigenDiagnostics, self.diagnostics)  # set by the forward just run
+        def converged() -> bool:
+            residual = self._subspace_residual(op) if subspace else cast(EigenDiagnostics, self.diagnostics).residual
+            return bool((residual <= tol).all())
 
-        while evaluations < steps and not bool((current().residual <= tol).all()):
+        while evaluations < steps and not converged():
             optimizer.param_groups[0]["max_eval"] = min(FIT_CHUNK, steps - evaluations)
             optimizer.step(closure)
             with torch.no_grad():
                 self(op)  # the diagnostics of the accepted iterate, not of a line-search trial
-        return current()
+        return evaluations
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, loss={self.loss!r}, eta={self.eta}, init={self.init!r}, "

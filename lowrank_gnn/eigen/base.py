@@ -3,7 +3,8 @@
 Conventions, identical for every backend:
 
 * **Order.** ``which="largest"``: eigenvalues in descending order; ``"smallest"``:
-  ascending; ``"magnitude"``: descending ``|lambda|``, and for equal magnitudes the
+  ascending; ``"magnitude"``: descending ``|lambda|``, and for equal magnitudes (equal to
+  :data:`MAGNITUDE_TIE_EPS` epsilons of the largest, so that rounding does not decide) the
   positive eigenvalue first.
 * **Signs.** Each eigenvector is flipped so that its first *significant* entry is
   positive, where significant means ``|u_i| >= 0.1 * max_j |u_j|`` (:func:`canonical_signs`).
@@ -23,6 +24,10 @@ from .._validation import check_choice, check_k, check_positive_int
 from ..operators.base import Operator, as_operator
 
 WHICH = ("largest", "smallest", "magnitude")
+
+#: ``which="magnitude"``: magnitudes within this many machine epsilons (relative to the largest)
+#: are a tie, broken "positive first" (the rounding of an eigensolver is a few epsilons).
+MAGNITUDE_TIE_EPS = 64
 
 #: Entries below this fraction of a vector's largest magnitude never decide its sign.
 SIGN_PIVOT_FRACTION = 0.1
@@ -127,11 +132,18 @@ def order_indices(eigenvalues: Tensor, which: str) -> Tensor:
         return torch.argsort(eigenvalues, dim=-1, descending=True, stable=True)
     if which == "smallest":
         return torch.argsort(eigenvalues, dim=-1, stable=True)
-    # magnitude: sort by descending value first, then stably by descending |value|, so
-    # that +a comes before -a.
+    # magnitude: descending |value|, where magnitudes within MAGNITUDE_TIE_EPS epsilons (of the
+    # largest) count as equal, and equal ones go in descending value order (+a before -a): computed
+    # eigenvalues of a +-a pair differ in magnitude by rounding, which must not decide the order.
+    magnitude = eigenvalues.abs()
+    by_magnitude = torch.argsort(magnitude, dim=-1, descending=True, stable=True)
+    ordered = magnitude.gather(-1, by_magnitude)
+    tolerance = MAGNITUDE_TIE_EPS * torch.finfo(eigenvalues.dtype).eps * ordered[..., :1]
+    step = (ordered[..., :-1] - ordered[..., 1:]) > tolerance              # a new magnitude starts here
+    group = torch.cat([torch.zeros_like(by_magnitude[..., :1]), step.long().cumsum(-1)], dim=-1)
+    group = torch.empty_like(group).scatter_(-1, by_magnitude, group)    # group of each eigenvalue
     by_value = torch.argsort(eigenvalues, dim=-1, descending=True, stable=True)
-    by_magnitude = torch.argsort(eigenvalues.gather(-1, by_value).abs(), dim=-1, descending=True, stable=True)
-    return by_value.gather(-1, by_magnitude)
+    return by_value.gather(-1, torch.argsort(group.gather(-1, by_value), dim=-1, stable=True))
 
 
 def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: str,

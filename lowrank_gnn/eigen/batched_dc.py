@@ -26,6 +26,7 @@ about half of ours.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -35,7 +36,8 @@ from torch import Tensor
 from .._validation import check_choice, check_floating
 from ..linalg.tridiagonal import apply_reflectors, householder_tridiagonalize, tridiagonal_eigh
 from ..operators.base import DenseOperator
-from .base import EigenBackend, EigenPairs, select_eigenpairs
+from .base import EigenBackend, EigenPairs, canonical_signs, select_eigenpairs
+from .exact import _PartialEigh
 
 METHODS = ("auto", "dc", "lapack")
 
@@ -174,6 +176,12 @@ class BatchedDCBackend(EigenBackend):
     def solve(self, op) -> EigenPairs:
         # forward() has checked the operator (finite, symmetric): only symmetrise, and only if needed
         dense = op.symmetrized() if isinstance(op, DenseOperator) else DenseOperator(op.to_dense()).symmetrized()
+        if dense.requires_grad:
+            # the backward of the k kept pairs only (as the exact backend's): gaps between two discarded
+            # eigenvalues never enter, so a repeated eigenvalue that is not returned gives no NaN
+            values, vectors = _PartialEigh.apply(dense, self.k, self.which,
+                                                 functools.partial(_symmetric_eigh, method=self.method))
+            return EigenPairs(values, canonical_signs(vectors))
         values, vectors = _symmetric_eigh(dense, self.method)
         return EigenPairs(*select_eigenpairs(values, vectors, self.k, self.which))
 

@@ -19,6 +19,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from ..linalg.norms import frobenius_norm
 from ..operators.base import as_operator
 from .rows import LocalRows
 
@@ -69,10 +70,11 @@ def relative_residual(op_times_vectors: Tensor, vectors: Tensor, values: Tensor,
     Shapes:
         ``(*batch, n, k)``, ``(*batch, n, k)``, ``(*batch, k)``, ``(*batch,)``; returns ``(*batch,)``.
     """
-    error = torch.linalg.matrix_norm(op_times_vectors - vectors * values.unsqueeze(-2))
+    error = frobenius_norm(op_times_vectors - vectors * values.unsqueeze(-2))
     if rows is not None and rows.world_size > 1:
         error = rows.all_reduce_(error.square()).sqrt()
-    return error / op_norm.clamp_min(torch.finfo(error.dtype).tiny)
+    zero = op_norm == 0  # A = 0: every vector is an eigenvector, the residual is 0 / 0 := 0 (exact)
+    return torch.where(zero, torch.zeros_like(error), error / torch.where(zero, torch.ones_like(op_norm), op_norm))
 
 
 @torch.no_grad()

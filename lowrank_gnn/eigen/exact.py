@@ -11,6 +11,7 @@ from torch.autograd.function import once_differentiable
 
 from .._validation import check_choice, check_positive_int
 from .base import EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
+from .diagnostics import operator_frobenius_norm
 
 #: ``which`` -> ARPACK's ``which`` for ``scipy.sparse.linalg.eigsh``.
 ARPACK_WHICH = {"largest": "LA", "smallest": "SA", "magnitude": "LM"}
@@ -61,8 +62,8 @@ class _PartialEigh(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, matrix: Tensor, k: int, which: str):
-        values, vectors = torch.linalg.eigh(matrix)
+    def forward(ctx, matrix: Tensor, k: int, which: str, eigh=torch.linalg.eigh):
+        values, vectors = eigh(matrix)
         index = order_indices(values, which)
         values = values.gather(-1, index)
         vectors = vectors.gather(-1, index.unsqueeze(-2).expand_as(vectors))
@@ -80,7 +81,7 @@ class _PartialEigh(torch.autograd.Function):
         own = torch.eye(values.shape[-1], k, dtype=torch.bool, device=values.device)
         coupling = (vectors.mT @ grad_vectors) / torch.where(own, torch.inf, gaps)  # j = i: no term
         grad = (kept * grad_values.unsqueeze(-2)) @ kept.mT + vectors @ coupling @ kept.mT
-        return grad, None, None
+        return grad, None, None, None
 
 
 class ExactBackend(EigenBackend):
@@ -144,7 +145,7 @@ class ExactBackend(EigenBackend):
         return EigenPairs(eigenvalues, canonical_signs(eigenvectors))
 
     def _solve_sparse(self, op) -> EigenPairs:
-        from scipy.sparse.linalg import eigsh
+        from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
         if len(op.shape) > 2:
             raise ValueError(f"method='sparse' needs an unbatched (n, n) operator (got shape {tuple(op.shape)}); "
@@ -153,11 +154,22 @@ class ExactBackend(EigenBackend):
         if self.k >= n:
             raise ValueError(f"the sparse path (ARPACK) needs k < n (got k={self.k}, n={n}); "
                              "use method='dense' for all eigenpairs")
-        start = np.random.default_rng(ARPACK_START_SEED).standard_normal(n)
-        values, vectors = eigsh(op.to_scipy(), k=self.k, which=ARPACK_WHICH[self.which], v0=start,
-                                tol=self.tol, maxiter=self.maxiter)
-        values = torch.as_tensor(values, dtype=op.dtype, device=op.device)
-        vectors = torch.as_tensor(vectors, dtype=op.dtype, device=op.device)
+        if not bool(operator_frobenius_norm(op) > 0):
+            # A = 0: every vector is an eigenvector (value 0), and ARPACK's first product is the zero
+            # vector ("starting vector is zero"): return the first k unit vectors
+            values = torch.zeros(self.k, dtype=op.dtype, device=op.device)
+            vectors = torch.eye(n, self.k, dtype=op.dtype, device=op.device)
+        else:
+            start = np.random.default_rng(ARPACK_START_SEED).standard_normal(n)
+            try:
+                values, vectors = eigsh(op.to_scipy(), k=self.k, which=ARPACK_WHICH[self.which], v0=start,
+                                        tol=self.tol, maxiter=self.maxiter)
+            except ArpackNoConvergence as err:
+                raise RuntimeError(f"ARPACK did not converge to k={self.k} eigenpairs within maxiter="
+                                   f"{self.maxiter or 10 * n} iterations; raise maxiter, set tol > 0, or use "
+                                   "method='dense' for graphs that fit in memory") from err
+            values = torch.as_tensor(values, dtype=op.dtype, device=op.device)
+            vectors = torch.as_tensor(vectors, dtype=op.dtype, device=op.device)
         values, vectors = select_eigenpairs(values, vectors, self.k, self.which)
         rayleigh = (vectors * op.matmul(vectors)).sum(-2)
         if rayleigh.requires_grad:

@@ -224,7 +224,7 @@ class _StableDenseEigh(torch.autograd.Function):
         ctx.rule = rule
         ctx.set_materialize_grads(False)  # a loss on eigenvalues only skips the eigenvector terms
         ctx.save_for_backward(values, vectors)
-        k = anchor.shape[-1]
+        k = ctx.num_kept = anchor.shape[-1]
         return values[..., :k].clone(), vectors[..., :k].clone()
 
     @staticmethod
@@ -234,7 +234,7 @@ class _StableDenseEigh(torch.autograd.Function):
         rule: _GradientRule = ctx.rule
         if grad_values is None and grad_vectors is None:
             return None, None, None, None
-        k = grad_values.shape[-1] if grad_values is not None else grad_vectors.shape[-1]
+        k = ctx.num_kept
         coefficient = vectors.new_zeros(*vectors.shape[:-1], k)   # (*, n, k)
         if grad_vectors is not None:
             lower = values.amin(-1, keepdim=True).unsqueeze(-1)

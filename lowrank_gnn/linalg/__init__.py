@@ -1,4 +1,5 @@
-"""Numerical kernels with no notion of graphs: orthonormalisation, Householder products, tridiagonal eigensolvers.
+"""Numerical kernels with no notion of graphs: overflow-free norms, orthonormalisation, Householder
+products, tridiagonal eigensolvers.
 
 The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisations of
 :mod:`lowrank_gnn.nn` build on these; this package imports nothing from the rest of
@@ -6,10 +7,12 @@ The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisatio
 """
 from .householder import (DEFAULT_BLOCK_SIZE, HouseholderOrthogonal, householder_orthonormal, householder_product,
                           householder_vectors)
+from .norms import frobenius_norm
 from .qr import CHOLESKY_QR_ACCEPT, qr_orthonormalize
 from .tridiagonal import apply_reflectors, householder_tridiagonalize, solve_secular, tridiagonal_eigh
 
 __all__ = [
+    "frobenius_norm",
     "qr_orthonormalize",
     "CHOLESKY_QR_ACCEPT",
     "householder_product",

@@ -22,8 +22,12 @@ with :math:`S` upper triangular, so applying a block to :math:`X` costs two matr
 and one small triangular solve. (FastH writes the same block as :math:`I - 2 W Y^\top`;
 :math:`W = V S^{-1}/2`, :math:`Y = V`.)
 
-**Zero vectors.** :math:`H(0)` is undefined; here a zero column of ``V`` (squared norm
-exactly 0, e.g. after underflow) is the identity (no reflection), implemented by putting 1 on its diagonal of :math:`S` (its row and column
+**Scale.** Each column is divided by its largest magnitude first (:func:`_unit_columns`;
+:math:`H(cv) = H(v)`), so columns of any finite size, 1e-30 or 1e30 in float32, give the same
+reflection, and NaN or Inf in ``V`` or ``X`` is refused with a clear error.
+
+**Zero vectors.** :math:`H(0)` is undefined; here a zero column of ``V`` (all entries exactly 0)
+is the identity (no reflection), implemented by putting 1 on its diagonal of :math:`S` (its row and column
 of :math:`S` are otherwise zero, so it drops out exactly). Its gradient is defined as zero:
 the reflection's direction is undefined at :math:`v = 0`, and no finite limit exists.
 """
@@ -36,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._validation import check_floating, check_positive_int, check_same_device, check_same_dtype
+from .._validation import check_finite, check_floating, check_positive_int, check_same_device, check_same_dtype
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -61,6 +65,18 @@ def _split_blocks(V: Tensor, block_size: int) -> Tensor:
     if pad:
         V = F.pad(V, (0, pad))
     return V.unflatten(-1, (num_blocks, block_size)).movedim(-2, -3).contiguous()
+
+
+def _unit_columns(V: Tensor) -> Tensor:
+    r"""Each column divided by its largest magnitude (zero columns stay zero).
+
+    :math:`H(c v) = H(v)`, so this changes no reflection, and it keeps :math:`\|v\|^2` in
+    ``[1, d]``: without it a float32 column below ~1e-19 has :math:`\|v\|^2 = 0` (taken for the
+    identity) and one above ~1e19 overflows. The scale is held constant in autograd; the gradient
+    is still exact, because the gradient of a scale-invariant function is orthogonal to ``v``.
+    """
+    scale = V.detach().abs().amax(-2, keepdim=True)
+    return V / torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 def _ut_factors(blocks: Tensor) -> Tensor:
@@ -113,7 +129,8 @@ class _HouseholderProduct(torch.autograd.Function):
         blocks = _split_blocks(V, block_size)
         factors = _ut_factors(blocks)
         num_blocks = blocks.shape[-3]
-        inputs, coefficients = [None] * num_blocks, [None] * num_blocks
+        inputs: list = [None] * num_blocks
+        coefficients: list = [None] * num_blocks
         Y = X
         for j in reversed(range(num_blocks)):  # H(v_m) acts first
             Vj, Sj = blocks[..., j, :, :], factors[..., j, :, :]
@@ -165,7 +182,8 @@ class _HouseholderOrthonormal(torch.autograd.Function):
         blocks = _split_blocks(V, block_size)
         factors = _ut_factors(blocks)
         num_blocks = blocks.shape[-3]
-        inputs, coefficients = [None] * num_blocks, [None] * num_blocks
+        inputs: list = [None] * num_blocks
+        coefficients: list = [None] * num_blocks
         last = (num_blocks - 1) * block_size
         T = torch.eye(n - last, k - last, dtype=V.dtype, device=V.device).expand(*V.shape[:-2], -1, -1)
         for j in reversed(range(num_blocks)):
@@ -243,7 +261,7 @@ def householder_product(V: Tensor, X: Tensor, block_size: Optional[int] = None) 
     """
     _check_product_args(V, X)
     block_size = DEFAULT_BLOCK_SIZE if block_size is None else check_positive_int("block_size", block_size)
-    return _HouseholderProduct.apply(V, X, min(block_size, V.shape[-1]))
+    return _HouseholderProduct.apply(_unit_columns(V), X, min(block_size, V.shape[-1]))
 
 
 def _check_product_args(V: Tensor, X: Tensor) -> None:
@@ -256,6 +274,8 @@ def _check_product_args(V: Tensor, X: Tensor) -> None:
                              f"(got {name}.shape={tuple(tensor.shape)})")
     check_same_dtype("X", X, "V", V)
     check_same_device("X", X, "V", V)
+    check_finite("V", V.detach())
+    check_finite("X", X.detach())
     d, m = V.shape[-2:]
     if not 1 <= m <= d:
         raise ValueError(f"V must hold 1 <= m <= d Householder vectors of length d as columns "
@@ -309,9 +329,10 @@ def householder_orthonormal(V: Tensor, signs: Optional[Tensor] = None,
     if V.dim() < 2 or not 1 <= V.shape[-1] <= V.shape[-2]:
         raise ValueError(f"V must have shape (*batch, n, k) with 1 <= k <= n "
                          f"(got V.shape={tuple(V.shape)}); transpose a wide matrix first")
+    check_finite("V", V.detach())
     n, k = V.shape[-2:]
     block_size = DEFAULT_BLOCK_SIZE if block_size is None else check_positive_int("block_size", block_size)
-    U = _HouseholderOrthonormal.apply(V.tril(-1) + torch.eye(n, k, dtype=V.dtype, device=V.device),
+    U = _HouseholderOrthonormal.apply(_unit_columns(V.tril(-1) + torch.eye(n, k, dtype=V.dtype, device=V.device)),
                                       min(block_size, k))
     if signs is not None:
         if signs.shape[-1:] != (k,):
@@ -341,6 +362,7 @@ def householder_vectors(Q: Tensor) -> Tuple[Tensor, Tensor]:
     check_floating("Q", Q)
     if Q.dim() < 2 or not 1 <= Q.shape[-1] <= Q.shape[-2]:
         raise ValueError(f"Q must have shape (*batch, n, k) with 1 <= k <= n (got Q.shape={tuple(Q.shape)})")
+    check_finite("Q", Q)
     A, tau = torch.geqrf(Q)
     diag = A.diagonal(dim1=-2, dim2=-1)
     signs = torch.where(diag < 0, -torch.ones_like(diag), torch.ones_like(diag))

@@ -1,10 +1,10 @@
 """Layers that consume eigenpairs inside PyG models."""
 from .aux_loss import total_aux_loss
-from .conv import LowRankGCNConv, SpectralFilterConv, low_rank_propagate
+from .conv import BatchSpectrum, LowRankGCNConv, SpectralFilterConv, low_rank_propagate
 from .nuclear_norm import AmortizedSVD, NuclearNormRegularizer, SingularTriplets
 from .pool import LatentPCAPool
 from .svd_linear import SVDLinear
 from .whitening import ZCAWhitening
 
-__all__ = ["LowRankGCNConv", "SpectralFilterConv", "LatentPCAPool", "SVDLinear", "ZCAWhitening",
+__all__ = ["LowRankGCNConv", "BatchSpectrum", "SpectralFilterConv", "LatentPCAPool", "SVDLinear", "ZCAWhitening",
            "AmortizedSVD", "SingularTriplets", "NuclearNormRegularizer", "low_rank_propagate", "total_aux_loss"]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from .._validation import check_choice, check_finite, check_floating, check_positive_int
 from ..eigen.amortized import AmortizedBasis, brockett_weights
 from ..eigen.base import canonical_signs
+from ..linalg.norms import frobenius_norm
 
 
 class SingularTriplets(NamedTuple):
@@ -39,13 +40,16 @@ def _check_matrix(matrix: Tensor) -> Tensor:
     check_floating("matrix", matrix)
     if matrix.dim() < 2:
         raise ValueError(f"matrix must have shape (*batch, m, n) (got shape {tuple(matrix.shape)})")
+    if matrix.shape[-2] == 0 or matrix.shape[-1] == 0:
+        raise ValueError(f"matrix must have at least one row and one column (got shape {tuple(matrix.shape)}): "
+                         "an empty matrix has no singular vectors")
     check_finite("matrix", matrix.detach())
     return matrix
 
 
 def _scale(matrix: Tensor) -> Tensor:
     """``||X||_F`` per batch entry, detached: makes the SVD loss dimensionless. Shape ``(*batch, 1)``."""
-    return torch.linalg.matrix_norm(matrix.detach()).unsqueeze(-1).clamp_min(torch.finfo(matrix.dtype).tiny)
+    return frobenius_norm(matrix).unsqueeze(-1).clamp_min(torch.finfo(matrix.dtype).tiny)
 
 
 class AmortizedSVD(nn.Module):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_positive_int
+from .._validation import check_choice, check_floating, check_positive_int
 from ..linalg.householder import householder_orthonormal, householder_vectors
 
 __all__ = ["SVDLinear"]
@@ -170,6 +170,13 @@ class SVDLinear(nn.Module):
         return (left * values) @ right_t
 
     def forward(self, x: Tensor) -> Tensor:
+        check_floating("x", x)
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have in_features={self.in_features} entries in its last dimension, shape "
+                             f"(*, {self.in_features}) (got shape {tuple(x.shape)})")
+        if x.dtype != self.left_vectors.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the layer's parameters are {self.left_vectors.dtype}; "
+                            f"cast x with x.to({self.left_vectors.dtype}) or the layer with .to({x.dtype})")
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:

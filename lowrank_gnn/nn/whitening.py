@@ -6,7 +6,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_finite, check_positive_int
+from .._validation import (check_finite, check_floating, check_index_dtype, check_index_range, check_num_nodes,
+                           check_positive_int, check_same_device)
 from ..eigen import StableBackend
 
 
@@ -104,19 +105,33 @@ class ZCAWhitening(nn.Module):
             batch (LongTensor, optional): graph index of each node ``(N,)``. (default: one graph)
             batch_size (int, optional): number of graphs. (default: ``batch.max() + 1``)
         """
+        check_floating("x", x)
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must have shape (num_nodes, in_channels={self.in_channels}) "
                              f"(got shape {tuple(x.shape)})")
         check_finite("x", x.detach())
         if batch is None:
+            if batch_size not in (None, 1):
+                raise ValueError(f"batch=None means one graph, but batch_size={batch_size!r} was given")
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             batch_size = 1
-        elif batch.shape != (x.shape[0],):
-            raise ValueError(f"batch must have shape (num_nodes,) = ({x.shape[0]},) (got {tuple(batch.shape)})")
+        else:
+            check_index_dtype("batch", batch)
+            check_same_device("batch", batch, "x", x)
+            if batch.shape != (x.shape[0],):
+                raise ValueError(f"batch must have shape (num_nodes,) = ({x.shape[0]},), one graph index per node "
+                                 f"(got {tuple(batch.shape)})")
         if batch_size is None:
             batch_size = int(batch.max()) + 1 if batch.numel() else 1
+        batch_size = check_num_nodes(batch_size, "batch_size")
+        check_index_range("batch", batch, batch_size, "batch_size")
+        batch = batch.long()
 
         if self.training or not self.track_running_stats:
+            dtype = x.dtype
+            if dtype == torch.float32 and x.numel() and not 1e-15 < float(x.detach().abs().amax()) < 1e15:
+                # the covariance (squares of x) would overflow or underflow float32: statistics in float64
+                x = x.double()
             count = torch.zeros(batch_size, dtype=x.dtype, device=x.device).index_add_(
                 0, batch, torch.ones_like(x[:, 0])).clamp_min(1)                           # (B,)
             mean = x.new_zeros(batch_size, self.in_channels).index_add_(0, batch, x) / count[:, None]
@@ -127,10 +142,15 @@ class ZCAWhitening(nn.Module):
             if self.training and self.track_running_stats:
                 running_mean, running_cov = self._running_stats()
                 with torch.no_grad():
+                    running = cov.mean(0).to(running_cov.dtype)
+                    if not bool(torch.isfinite(running).all()):
+                        raise ValueError(f"the covariance of x (entries up to {float(x.abs().amax()):.3g}) overflows "
+                                         f"the {running_cov.dtype} running statistics; scale x down, or keep "
+                                         "the module in float64 (.double())")
                     running_mean.lerp_(mean.mean(0).to(running_mean.dtype), self.momentum)
-                    running_cov.lerp_(cov.mean(0).to(running_cov.dtype), self.momentum)
+                    running_cov.lerp_(running, self.momentum)
             whitening = self.inverse_sqrt(cov)                                                   # (B, F, F)
-            return (centered.unsqueeze(-2) @ whitening[batch]).squeeze(-2)
+            return (centered.unsqueeze(-2) @ whitening[batch]).squeeze(-2).to(dtype)
         running_mean, running_cov = self._running_stats()
         return (x - running_mean.to(x.dtype)) @ self.inverse_sqrt(running_cov.to(x.dtype))
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_finite, check_floating
+from ..linalg.norms import frobenius_norm
 
 #: Random probes for the Hutchinson estimate of ||A||_F^2 on operators without a closed form
 #: (relative standard deviation ~ sqrt(2 / probes), ~30% at 16: enough for a normalisation).
@@ -102,7 +103,7 @@ class Operator(ABC):
         generator = torch.Generator().manual_seed(0)
         probes = torch.randint(0, 2, (*self.shape[:-2], n, FROBENIUS_PROBES), generator=generator)
         probes = (2 * probes - 1).to(dtype=self.dtype, device=self.device)
-        return (self.matmul(probes).square().sum((-2, -1)) / FROBENIUS_PROBES).sqrt()
+        return frobenius_norm(self.matmul(probes)) / FROBENIUS_PROBES ** 0.5
 
     def to_scipy(self):
         """A SciPy matrix or ``LinearOperator`` (float64, detached) for ARPACK."""
@@ -144,8 +145,8 @@ class DenseOperator(Operator):
 
     @torch.no_grad()
     def frobenius_norm(self) -> Tensor:
-        """Exact: the norm of the entries. Shape ``(*batch,)``."""
-        return torch.linalg.matrix_norm(self.matrix.detach())
+        """Exact: the norm of the entries (no overflow or underflow in the squares). Shape ``(*batch,)``."""
+        return frobenius_norm(self.matrix)
 
     def largest_magnitude(self) -> Tensor:
         """``max |a_ij|`` over the whole (batch of) matrices, a 0-dim tensor; NaN or Inf if an entry is.
@@ -269,8 +270,18 @@ class DeflatedOperator(DeflatedOperatorBase):
         if values.shape != basis.shape[1:]:
             raise ValueError(f"values must have shape ({basis.shape[1]},) (got {tuple(values.shape)})")
         super().__init__(base)
-        self.basis = basis
-        self.values = values
+        self._basis = basis
+        self._values = values
+
+    @property
+    def basis(self) -> Tensor:
+        """``V``, ``(n, c)``."""
+        return self._basis
+
+    @property
+    def values(self) -> Tensor:
+        """``mu``, ``(c,)``."""
+        return self._values
 
     def check_finite(self) -> None:
         self.base.check_finite()
@@ -291,8 +302,11 @@ class DeflatedOperator(DeflatedOperatorBase):
         r"""Exact for orthonormal ``V``: :math:`\|A\|_F^2 - 2 \sum_c \mu_c v_c^T A v_c + \|\mu\|^2`
         (one product with ``V``, ``O(nnz)`` for per-component deflation)."""
         cross = self.basis_rayleigh_quotients()
-        squared = self.base.frobenius_norm().square() - 2 * (self.values * cross).sum(-1) + self.values.square().sum(-1)
-        return squared.clamp_min(0).sqrt()
+        base = self.base.frobenius_norm()
+        scale = base.clamp_min(torch.finfo(base.dtype).tiny)  # in units of ||A||_F: no overflow in the squares
+        squared = (1 - 2 * (self.values * cross).sum(-1) / scale / scale
+                   + (self.values / scale.unsqueeze(-1)).square().sum(-1))
+        return squared.clamp_min(0).sqrt() * scale
 
     def to_dense(self) -> Tensor:
         return self.base.to_dense() - (self.basis * self.values) @ self.basis.mT

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_finite
-from .base import DeflatedOperator
+from .base import DeflatedOperator, DeflatedOperatorBase
 from .sparse import GraphOperator
 from .structure import GraphStructure
 
@@ -158,12 +158,17 @@ class ComponentDeflatedOperator(DeflatedOperator):
         entries ``(n,)``, labels ``(n,)``.
     """
 
-    def __init__(self, base, entries: Tensor, labels: Tensor, num_components: int, value: float = 1.0) -> None:
+    base: GraphOperator
+
+    def __init__(self, base: GraphOperator, entries: Tensor, labels: Tensor, num_components: int,
+                 value: float = 1.0) -> None:
         n = base.shape[-1]
         if entries.shape != (n,) or labels.shape != (n,):
             raise ValueError(f"entries and labels must have shape (n,) = ({n},) "
                              f"(got {tuple(entries.shape)} and {tuple(labels.shape)})")
-        self.base = base
+        # the basis is implicit (one vector per component, formed on demand by `basis`), so the
+        # dense-basis constructor of DeflatedOperator is skipped; `basis` and `values` are properties
+        DeflatedOperatorBase.__init__(self, base)
         self.entries = entries
         self.labels = labels
         self.num_components = int(num_components)

@@ -8,11 +8,31 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_finite, check_floating
+from .._validation import (check_edge_index, check_finite, check_floating, check_index_range, check_memory,
+                           check_num_nodes, check_same_device)
+from ..linalg.norms import frobenius_norm
 from .base import Operator, symmetry_tolerance
 
 #: Largest ``n`` with ``n * n`` inside int64 (the (row, col) sort key): floor(sqrt(2**63 - 1)).
 MAX_NUM_NODES = 3_037_000_499
+
+
+#: Bytes a sparse operator needs per node at least (int64 CSR row pointers of A and A^T, and the
+#: float degrees / self-loop entries of a normalized adjacency), and per stored entry (sort key,
+#: order, row and column ids, value).
+BYTES_PER_NODE = 24
+BYTES_PER_ENTRY = 40
+
+
+def check_graph_size(num_nodes: int, num_edges: int, device: torch.device, what: str) -> None:
+    """Refuse, before anything is allocated, a graph whose declared size exceeds the int64 key range
+    (:data:`MAX_NUM_NODES`) or the whole memory of ``device`` (e.g. a mistyped ``num_nodes``)."""
+    if num_nodes > MAX_NUM_NODES:
+        raise ValueError(f"num_nodes must be at most {MAX_NUM_NODES} (got num_nodes={num_nodes}): entries are keyed "
+                         "as row * num_nodes + col in int64, and num_nodes**2 would overflow it")
+    check_memory(BYTES_PER_NODE * (num_nodes + 1) + BYTES_PER_ENTRY * num_edges, device,
+                 f"{what} with num_nodes={num_nodes} and {num_edges} edges",
+                 "check num_nodes (it should be the number of nodes of the graph, edge_index.max() + 1 or more)")
 
 
 def csr_tensor(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
@@ -201,10 +221,18 @@ class GraphOperator(CSROperator):
 
     def __init__(self, edge_index: Tensor, value: Tensor, num_nodes: int,
                  degree: Optional[Tensor] = None) -> None:
-        n = int(num_nodes)
-        if n > MAX_NUM_NODES:
-            raise ValueError(f"num_nodes must be at most {MAX_NUM_NODES} (got num_nodes={n}): entries are keyed "
-                             "as row * num_nodes + col in int64, and num_nodes**2 would overflow it")
+        edge_index = check_edge_index(edge_index)
+        n = check_num_nodes(num_nodes)
+        check_graph_size(n, edge_index.shape[1], edge_index.device, "GraphOperator")
+        check_floating("value", value)
+        if value.shape != (edge_index.shape[1],):
+            raise ValueError(f"value must have shape (num_entries,) = ({edge_index.shape[1]},), one per column of "
+                             f"edge_index (got value.shape={tuple(value.shape)})")
+        check_same_device("value", value, "edge_index", edge_index)
+        check_index_range("edge_index", edge_index, n)
+        if degree is not None and (not isinstance(degree, Tensor) or degree.shape != (n,)):
+            got = tuple(degree.shape) if isinstance(degree, Tensor) else type(degree).__name__
+            raise ValueError(f"degree must have shape (num_nodes,) = ({n},) (got {got})")
         self._set(SparsityPattern(edge_index, n), value, degree)
 
     def _set(self, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor], stored: bool = False) -> None:
@@ -263,7 +291,8 @@ class GraphOperator(CSROperator):
 
     def matmul(self, x: Tensor) -> Tensor:
         """``A @ x`` for ``x`` of shape ``(n,)`` or ``(n, d)``."""
-        if x.shape[0] != self.num_nodes or x.dim() not in (1, 2):
+        check_floating("x", x)
+        if x.dim() not in (1, 2) or x.shape[0] != self.num_nodes:
             raise ValueError(f"x must have shape (n,) or (n, d) with n={self.num_nodes} "
                              f"(got shape {tuple(x.shape)})")
         columns = x.unsqueeze(-1) if x.dim() == 1 else x
@@ -290,7 +319,7 @@ class GraphOperator(CSROperator):
     @torch.no_grad()
     def frobenius_norm(self) -> Tensor:
         """Exact: the norm of the stored values (duplicates are summed on construction)."""
-        return torch.linalg.vector_norm(self.value.detach())
+        return frobenius_norm(self.value, dim=-1)
 
     def check_finite(self) -> None:
         check_finite("the operator's values (edge weights after normalisation)", self.value.detach())

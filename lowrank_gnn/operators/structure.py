@@ -15,8 +15,9 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_finite, check_floating
-from .sparse import MAX_NUM_NODES, GraphOperator, SparsityPattern
+from .._validation import (check_choice, check_edge_index, check_finite, check_floating, check_index_range,
+                           check_num_nodes)
+from .sparse import GraphOperator, SparsityPattern, check_graph_size
 
 LAPLACIAN_NORMALIZATIONS = ("sym", "rw", None)
 
@@ -73,25 +74,16 @@ class GraphStructure:
     """
 
     def __init__(self, edge_index: Tensor, num_nodes: Optional[int] = None) -> None:
-        if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
-            raise ValueError(f"edge_index must be a LongTensor of shape (2, num_edges) (got {shape})")
-        if edge_index.dtype not in (torch.long, torch.int):
-            raise TypeError(f"edge_index must have an integer dtype (got {edge_index.dtype})")
+        check_edge_index(edge_index)
         if num_nodes is None:
             num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
-        n = int(num_nodes)
-        if n < 1:
-            raise ValueError(f"the graph is empty (num_nodes={n}); an operator needs at least one node. "
-                             f"Pass num_nodes= when the graph has nodes but no edges")
-        if n > MAX_NUM_NODES:
-            raise ValueError(f"num_nodes must be at most {MAX_NUM_NODES} (got num_nodes={n}): entries are keyed "
-                             "as row * num_nodes + col in int64, and num_nodes**2 would overflow it")
-        if edge_index.numel() and not _is_compiling():
-            low, high = (int(v) for v in torch.aminmax(edge_index))
-            if low < 0 or high >= n:
-                raise ValueError(f"edge_index entries must lie in [0, num_nodes) = [0, {n}) "
-                                 f"(got min {low}, max {high})")
+            if num_nodes < 1:
+                raise ValueError("the graph is empty (num_nodes=0); an operator needs at least one node. "
+                                 "Pass num_nodes= when the graph has nodes but no edges")
+        n = check_num_nodes(num_nodes)
+        check_graph_size(n, edge_index.shape[1], edge_index.device, "the graph structure")  # before allocating
+        if not _is_compiling():
+            check_index_range("edge_index", edge_index, n)
         self._source, self._version = edge_index, edge_index._version
         self.num_nodes = n
         self.num_edges = edge_index.shape[1]

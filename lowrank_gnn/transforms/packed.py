@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from .._validation import check_index_dtype
 from ..eigen.base import SIGN_PIVOT_FRACTION
 from ..operators.base import symmetry_tolerance
 
@@ -54,8 +55,7 @@ def _edge_index_of(data: Data, g: int) -> Tensor:
     if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
         shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
         raise ValueError(f"graph {g}: data.edge_index must have shape (2, num_edges) (got {shape})")
-    if edge_index.dtype not in (torch.long, torch.int):
-        raise TypeError(f"graph {g}: data.edge_index must have an integer dtype (got {edge_index.dtype})")
+    check_index_dtype(f"graph {g}: data.edge_index", edge_index)
     return edge_index
 
 

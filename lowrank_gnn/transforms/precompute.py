@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
+from .._validation import check_index_dtype
 from .add_eigenpairs import AddEigenpairs
 from .cache import cache_file, cache_key, load_cached, save_cached
 from .laplacian_pe import LaplacianEigenvectorPE
@@ -133,8 +134,7 @@ def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
     if "edge_index" not in store or slices is None or "edge_index" not in slices:
         raise ValueError("every graph needs data.edge_index, and this dataset's storage has none")
     edge_index = store.edge_index
-    if edge_index.dtype not in (torch.long, torch.int):
-        raise TypeError(f"data.edge_index must have an integer dtype (got {edge_index.dtype})")
+    check_index_dtype("data.edge_index", edge_index)
     edge_ptr = slices["edge_index"].to(edge_index.device)
     num_graphs = edge_ptr.numel() - 1
     counts = getattr(store, "_num_nodes", None)

@@ -9,8 +9,8 @@ import torch
 from torch.autograd import gradcheck
 from torch.func import functional_call
 
-from lowrank_gnn.distributed import (Communicator, DistributedAmortizedBackend, PartitionedBasis, RowPartitionedOperator,
-                                     RowPartition, tsqr_orthonormalize)
+from lowrank_gnn.distributed import (Communicator, DistributedAmortizedBackend, PartitionedBasis,
+                                    RowPartitionedOperator, RowPartition, tsqr_orthonormalize)
 from lowrank_gnn.eigen import AmortizedBasis
 from lowrank_gnn.linalg import qr_orthonormalize
 

@@ -158,7 +158,8 @@ def single_process_reference(graph, x, y):
         variants[(which, loss)] = (pairs.eigenvalues.detach(), pairs.eigenvectors.detach(), pairs.aux_loss.detach(),
                                    backend.basis.weight.grad.clone(), backend.diagnostics.residual)
     torch.manual_seed(0)
-    conv = LowRankGCNConv(F_IN, CLASSES, k=K, backend="amortized", backend_kwargs={"seed": 5}, root_weight=True).double()
+    conv = LowRankGCNConv(F_IN, CLASSES, k=K, backend="amortized", backend_kwargs={"seed": 5},
+                          root_weight=True).double()
     outputs, losses, optimizer = train_steps(conv, conv, x, index, graph.edge_weight, y, N, 1, STEPS)
     return {"dense": op.to_dense().detach(), "weight_grad": weight.grad, "x_grad": x_grad.grad, "variants": variants,
             "outputs": outputs, "losses": losses, "basis": conv.backend.basis.weight.detach(),

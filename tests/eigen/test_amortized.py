@@ -498,7 +498,7 @@ def test_refine_with_a_batch_has_one_basis_per_entry():
 
 
 def residual_after_drift(refine: int, k: int, train: bool, jitter: float = 0.0) -> float:
-    """The basis's residual after 150 steps of a drifting operator (with an Adam step on the eigen loss each if train)."""
+    """The basis's residual after 150 steps of a drifting operator (an Adam step on the eigen loss each if train)."""
     base = separated_spectrum()
     drift = random_symmetric(40, dtype=torch.float64, seed=11) * 0.05
     backend = AmortizedBackend(k=k, init="exact", refine=refine)

@@ -1,11 +1,13 @@
 """Graph convolutions that consume eigenpairs."""
 from .filters import (FILTERS, BernsteinFilter, ChebyshevFilter, MLPFilter, PolynomialFilter, SpectralFilter,
                       resolve_filter)
-from .lowrank_gcn_conv import LowRankGCNConv, low_rank_propagate
+from .lowrank_gcn_conv import BatchSpectrum, LowRankGCNConv, SizeClass, low_rank_propagate
 from .spectral_filter_conv import SpectralFilterConv
 
 __all__ = [
     "LowRankGCNConv",
+    "BatchSpectrum",
+    "SizeClass",
     "low_rank_propagate",
     "SpectralFilterConv",
     "SpectralFilter",

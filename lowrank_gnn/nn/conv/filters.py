@@ -37,6 +37,9 @@ class SpectralFilter(nn.Module):
         self.interval = _check_interval(interval)
         self.channels = check_positive_int("channels", channels)
 
+    def reset_parameters(self) -> None:
+        """Re-initialise the learnable coefficients; filters with parameters override this."""
+
     def unit(self, eigenvalues: Tensor) -> Tensor:
         """Eigenvalues mapped from ``interval`` onto ``[0, 1]`` and clamped."""
         low, high = self.interval
@@ -119,6 +122,7 @@ class BernsteinFilter(PolynomialFilter):
 
     def __init__(self, order: int = 3, interval: Tuple[float, float] = (-1.0, 1.0), channels: int = 1) -> None:
         super().__init__(order, interval, channels)
+        self.binomial: Tensor
         self.register_buffer("binomial", torch.tensor([float(comb(order, j)) for j in range(order + 1)]),
                              persistent=False)
         self.reset_parameters()

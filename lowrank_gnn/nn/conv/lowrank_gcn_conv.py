@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union, cast, overload
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +14,7 @@ from torch_geometric.nn.inits import zeros
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
-from ..._validation import check_finite, check_positive_int, check_same_device
+from ..._validation import check_finite, check_index_dtype, check_positive_int, check_same_device
 from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, resolve_eigen_backend
 from ...operators import (ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphOperator, GraphStructure,
                           deflate_components)
@@ -30,6 +31,39 @@ SIZE_CLASS_RATIO = 1.5
 BATCHED_BACKENDS = (ExactBackend, BatchedDCBackend)
 
 Spectrum = Tuple[EigenPairs, Optional[DeflatedOperatorBase]]
+
+
+class SizeClass(NamedTuple):
+    """Graphs of a mini-batch solved together, padded to one size (see :class:`BatchSpectrum`)."""
+
+    nodes: Tensor       #: ``(m,)`` the class' nodes in the batch, graph by graph
+    graph: Tensor       #: ``(m,)`` each node's graph within the class, in ``[0, G)``
+    position: Tensor    #: ``(m,)`` each node's position inside its graph, in ``[0, n_pad)``
+    operator: Tensor    #: ``(G, n_pad, n_pad)`` the padded dense operators that were solved
+    pairs: EigenPairs   #: eigenvalues ``(G, k)``, eigenvectors ``(G, n_pad, k)``
+
+
+@dataclass
+class BatchSpectrum:
+    """The spectrum of a mini-batch of graphs, as :meth:`LowRankGCNConv.eigenpairs` returns it with ``batch``/``ptr``.
+
+    Pass it as ``forward(..., batch=..., eigenpairs=...)`` to share one solve between the
+    layers of a model (every layer with the same ``k``, normalisation and backend).
+
+    Attributes:
+        operator: the batch's normalized adjacency (sparse); applied directly to every graph
+            with ``n_g <= k`` nodes.
+        deflated: the exact per-component block of the graphs with more than ``k`` nodes, or
+            ``None``.
+        classes: one :class:`SizeClass` per batched solve.
+        ptr: ``(num_graphs + 1,)`` the graphs' node offsets.
+    """
+
+    operator: GraphOperator
+    deflated: Optional[ComponentDeflatedOperator]
+    classes: List[SizeClass] = field(default_factory=list)
+    ptr: Optional[Tensor] = None
+    aux_loss: Optional[Tensor] = None  #: the batched backends have no auxiliary loss
 
 
 def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperatorBase] = None) -> Tensor:
@@ -243,9 +277,7 @@ class LowRankGCNConv(MessagePassing):
         if not isinstance(edge_index, Tensor):
             raise TypeError("edge_index must be a LongTensor of shape (2, num_edges), a torch.sparse adjacency, "
                             f"an EdgeIndex or a SparseTensor (got {type(edge_index).__name__})")
-        if edge_index.dtype not in (torch.long, torch.int):
-            raise TypeError(f"edge_index must have an integer dtype (got {edge_index.dtype}); node indices are "
-                            "integers, convert with edge_index.long()")
+        check_index_dtype("edge_index", edge_index)
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             hint = "; it looks transposed, pass edge_index.t()" if edge_index.dim() == 2 and edge_index.shape[1] == 2 \
                 else ""
@@ -310,8 +342,23 @@ class LowRankGCNConv(MessagePassing):
             self._clamped[key] = resolve_eigen_backend(self._backend_name, k=k, **options)
         return self._clamped[key]
 
+    @overload
     def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
-                   dtype: Optional[torch.dtype] = None) -> Spectrum:
+                   dtype: Optional[torch.dtype] = None, *, batch: None = None, ptr: None = None) -> Spectrum: ...
+
+    @overload
+    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                   dtype: Optional[torch.dtype] = None, *, batch: Tensor,
+                   ptr: Optional[Tensor] = None) -> BatchSpectrum: ...
+
+    @overload
+    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                   dtype: Optional[torch.dtype] = None, *, batch: Optional[Tensor] = None,
+                   ptr: Tensor) -> BatchSpectrum: ...
+
+    def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                   dtype: Optional[torch.dtype] = None, *, batch: Optional[Tensor] = None,
+                   ptr: Optional[Tensor] = None) -> Union[Spectrum, BatchSpectrum]:
         """The spectrum this layer propagates with: ``(EigenPairs, deflated operator or None)``.
 
         ``min(k, num_nodes)`` eigenpairs, computed by the layer's backend (or taken from the
@@ -319,7 +366,21 @@ class LowRankGCNConv(MessagePassing):
         share one computation between layers, or between models, on the same fixed graph.
         ``dtype`` is the operator's dtype when ``edge_weight`` is ``None`` (default:
         ``torch.get_default_dtype()``; ``forward`` passes ``x.dtype``); given weights set it.
+
+        With ``batch`` or ``ptr`` (a mini-batch of graphs, ``edge_index`` of shape ``(2, E)``)
+        it returns a :class:`BatchSpectrum`, every graph with its own ``min(k, n_g)``
+        eigenpairs; pass it as ``forward(x, edge_index, batch=batch, eigenpairs=spectrum)``
+        so that all layers of a model share one solve per batch.
         """
+        if batch is not None or ptr is not None:
+            if self.cached:
+                raise ValueError("cached=True reuses one graph's eigenpairs, but a mini-batch (batch/ptr) changes "
+                                 "every step; use cached=False for mini-batches")
+            if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+                raise ValueError("eigenpairs(..., batch=/ptr=) needs edge_index as a LongTensor of shape (2, E)")
+            ref = cast(Tensor, batch if batch is not None else ptr)
+            return self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes,
+                                        dtype or torch.get_default_dtype(), ref)
         size = (num_nodes, int(edge_index.shape[1]))
         if self.cached and self._cached_eigenpairs is not None:
             if size != self._cached_size:
@@ -352,7 +413,7 @@ class LowRankGCNConv(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Any, edge_weight: Optional[Tensor] = None,
                 batch: Optional[Tensor] = None, ptr: Optional[Tensor] = None,
-                eigenpairs: Optional[Spectrum] = None) -> Tensor:
+                eigenpairs: Optional[Union[Spectrum, BatchSpectrum]] = None) -> Tensor:
         """Shapes: see the class docstring; ``eigenpairs`` as returned by :meth:`eigenpairs`."""
         num_nodes = self._check_x(x)
         source_format = "edge_index"
@@ -371,26 +432,42 @@ class LowRankGCNConv(MessagePassing):
                 raise ValueError(f"batch/ptr describe a mini-batch of graphs with x of shape (num_nodes, in_channels); "
                                  f"x has shape {tuple(x.shape)} (a static graph: one edge_index for every x[b]), "
                                  "which needs no batch vector")
-            if eigenpairs is not None:
-                raise ValueError("eigenpairs cannot be combined with batch/ptr: the layer solves each graph itself")
             if self.cached:
                 raise ValueError("cached=True reuses one graph's eigenpairs, but a mini-batch (batch/ptr) changes "
                                  "every step; use cached=False for mini-batches")
-            out = self._propagate(edge_index, h, lambda m: self._batched(m, edge_index, edge_weight, batch, ptr))
+            if eigenpairs is not None and not isinstance(eigenpairs, BatchSpectrum):
+                raise ValueError("with batch/ptr, eigenpairs must be the BatchSpectrum of "
+                                 "conv.eigenpairs(edge_index, edge_weight, num_nodes, batch=batch) (got a "
+                                 f"{type(eigenpairs).__name__}: one graph's eigenpairs)")
+            if num_nodes == 0:
+                check_graph_layout(batch, ptr, num_nodes, x)
+                out = h.new_zeros(h.shape)
+            else:
+                if isinstance(eigenpairs, BatchSpectrum):
+                    spectrum = eigenpairs
+                    if not _is_compiling():
+                        self._check_batch_spectrum(spectrum, batch, ptr, num_nodes, x)
+                else:
+                    spectrum = self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes, x.dtype, x)
+                out = self._propagate(edge_index, h, lambda m: self._apply_batch(spectrum, m))
             self.aux_loss = None
         else:
+            if isinstance(eigenpairs, BatchSpectrum):
+                raise ValueError("eigenpairs is a BatchSpectrum (a mini-batch of graphs); pass the same batch= or "
+                                 "ptr= to forward")
             if num_nodes == 0:
                 self.aux_loss = None
                 out = h.new_zeros(h.shape)
             else:
                 if eigenpairs is None:
-                    eigenpairs = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)
-                    self.aux_loss = eigenpairs[0].aux_loss
+                    single = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)
+                    self.aux_loss = single[0].aux_loss
                     if self.cached and source_format == "adj_t":
                         self._cached_adj_t = self._cached_edge_index
                 else:
+                    single = eigenpairs
                     self.aux_loss = None  # precomputed: whoever computed them owns their auxiliary loss
-                pairs, deflated = eigenpairs
+                pairs, deflated = single
                 shape = tuple(pairs.eigenvectors.shape)
                 if len(shape) != 2 or shape[0] != num_nodes or not 1 <= shape[1] <= self.k:
                     raise ValueError(f"eigenpairs has eigenvectors of shape {shape} but this layer needs "
@@ -443,51 +520,49 @@ class LowRankGCNConv(MessagePassing):
     # --- mini-batches -----------------------------------------------------------------------
 
     @torch.compiler.disable
-    def _batched(self, h: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor], batch: Optional[Tensor],
-                 ptr: Optional[Tensor]) -> Tensor:
-        r"""Each graph of the batch through its own ``min(k, n_g)`` eigenpairs.
+    def _batch_spectrum(self, edge_index: Tensor, edge_weight: Optional[Tensor], batch: Optional[Tensor],
+                        ptr: Optional[Tensor], num_nodes: int, dtype: torch.dtype, ref: Tensor) -> "BatchSpectrum":
+        r"""Each graph of the batch its own ``min(k, n_g)`` eigenpairs.
 
         A graph with ``n_g <= k`` nodes keeps all its eigenpairs, and
         :math:`U \Lambda U^T` is then its operator itself: it is applied directly (sparse,
         no eigendecomposition). The larger graphs are grouped by size (each class spans
         sizes within a factor :data:`SIZE_CLASS_RATIO`) and every class is solved in one
         batched backend call on its operators stacked as ``(G, n_pad, n_pad)``; a graph
-        with fewer than ``n_pad`` nodes is padded with distinct diagonal entries beyond its
-        spectrum (below it for ``which="largest"``, above for ``"smallest"``), so its own
-        ``k`` eigenpairs come first and the padding never enters.
+        with fewer than ``n_pad`` nodes is padded with a decoupled diagonal block of distinct
+        entries beyond its spectrum (below it for ``which="largest"``, above for
+        ``"smallest"``), so its own ``k`` eigenpairs come first and the padding never enters.
         """
-        num_nodes = h.shape[0]
-        batch, ptr = check_graph_layout(batch, ptr, num_nodes, h)
-        if num_nodes == 0:
-            return h
-        counts = ptr.diff()
+        batch, ptr = check_graph_layout(batch, ptr, num_nodes, ref)
         structure = self._structure_of(edge_index, num_nodes)
         if structure.num_edges and not _is_compiling():
             row, col = edge_index[0].long(), edge_index[1].long()
             if bool((batch[row] != batch[col]).any()):
                 raise ValueError("edge_index connects nodes of different graphs of the batch; every edge must "
                                  "stay inside its graph (as PyG's DataLoader batches them)")
-        dtype = edge_weight.dtype if edge_weight is not None else h.dtype
+        if edge_weight is not None:
+            dtype = edge_weight.dtype
         op = structure.normalized_adjacency(edge_weight, add_self_loops=self.add_self_loops, improved=self.improved,
                                             normalize=self.normalize, symmetrize=True, dtype=dtype)
-        out = op.matmul(h)                                     # exact for every graph with n_g <= k
+        counts = ptr.diff()
         sizes = counts.tolist()
         large = [g for g, size in enumerate(sizes) if size > self.k]
+        spectrum = BatchSpectrum(op, None, [], ptr)
         if not large:
-            return out
+            return spectrum
         if self.backend.which == "magnitude":
             raise ValueError("which='magnitude' cannot be padded per graph in a mini-batch; use 'largest' or "
                              "'smallest' with batch/ptr, or call the layer on one graph at a time")
         deflated = deflate_components(op) if self.deflate_components else None
+        spectrum.deflated = deflated
         backend = self._backend_for(self.k, batched=True)
-        local = torch.arange(num_nodes, device=h.device) - ptr[batch]       # position inside its graph
-        block = deflated.project(h) if deflated is not None else None       # P_0 h, exact, O(n d)
-        rows, updates = [], []
+        device = ref.device
+        local = torch.arange(num_nodes, device=device) - ptr[batch]         # position inside its graph
         for members in _size_classes(large, sizes):
-            graphs = torch.tensor(members, device=h.device)
+            graphs = torch.tensor(members, device=device)
             n_pad = max(sizes[g] for g in members)
-            slot = torch.full((counts.numel(),), -1, dtype=torch.long, device=h.device)
-            slot[graphs] = torch.arange(len(members), device=h.device)     # graph -> position in its class
+            slot = torch.full((counts.numel(),), -1, dtype=torch.long, device=device)
+            slot[graphs] = torch.arange(len(members), device=device)       # graph -> position in its class
             node_slot = slot[batch]
             nodes = (node_slot >= 0).nonzero().squeeze(-1)                  # the class' nodes, graph by graph
             entry_slot = node_slot[op.row]
@@ -497,17 +572,37 @@ class LowRankGCNConv(MessagePassing):
             if deflated is not None:
                 dense = dense - deflated.value * _component_block(deflated, nodes, node_slot[nodes], local[nodes],
                                                                   len(members), n_pad)
-            real = torch.arange(n_pad, device=h.device) < counts[graphs].unsqueeze(-1)   # (G, n_pad)
+            real = torch.arange(n_pad, device=device) < counts[graphs].unsqueeze(-1)   # (G, n_pad)
             bound = dense.detach().abs().sum(-1).amax() + 1                 # beyond every eigenvalue (Gershgorin)
-            padding = bound + torch.arange(n_pad, device=h.device, dtype=dense.dtype)  # distinct: finite gradients
+            padding = bound + torch.arange(n_pad, device=device, dtype=dense.dtype)  # distinct: finite gradients
             padding = -padding if self.backend.which == "largest" else padding
             dense = dense + torch.diag_embed(torch.where(real, torch.zeros_like(padding), padding))
             pairs = backend(DenseOperator(dense))                             # (G, k), (G, n_pad, k)
-            features = h.new_zeros(len(members), n_pad, h.shape[-1]).index_put(
-                (node_slot[nodes], local[nodes]), h[nodes])                   # (G, n_pad, d)
+            spectrum.classes.append(SizeClass(nodes, node_slot[nodes], local[nodes], dense, pairs))
+        return spectrum
+
+    @staticmethod
+    def _check_batch_spectrum(spectrum: BatchSpectrum, batch: Optional[Tensor], ptr: Optional[Tensor],
+                              num_nodes: int, x: Tensor) -> None:
+        _, ptr = check_graph_layout(batch, ptr, num_nodes, x)
+        if spectrum.ptr is None or not torch.equal(spectrum.ptr, ptr):
+            raise ValueError("eigenpairs is the BatchSpectrum of another mini-batch (its graphs' sizes differ from "
+                             "batch/ptr); compute it with conv.eigenpairs(..., batch=batch) on this batch")
+
+    def _apply_batch(self, spectrum: "BatchSpectrum", h: Tensor) -> Tensor:
+        """``h (n, d)`` through a :class:`BatchSpectrum`: each graph in its own eigenbasis."""
+        out = spectrum.operator.matmul(h)                                   # exact for every graph with n_g <= k
+        if not spectrum.classes:
+            return out
+        block = spectrum.deflated.project(h) if spectrum.deflated is not None else None   # P_0 h, exact, O(n d)
+        rows, updates = [], []
+        for size_class in spectrum.classes:
+            nodes, graph, position, pairs = size_class.nodes, size_class.graph, size_class.position, size_class.pairs
+            shape = size_class.operator.shape
+            features = h.new_zeros(shape[0], shape[1], h.shape[-1]).index_put((graph, position), h[nodes])
             vectors = pairs.eigenvectors
             low_rank = vectors @ (pairs.eigenvalues.unsqueeze(-1) * (vectors.mT @ features))
-            update = low_rank[node_slot[nodes], local[nodes]]                 # (nodes, d)
+            update = low_rank[graph, position]                                # (nodes, d)
             if block is not None:
                 update = update + block[nodes]
             rows.append(nodes)
@@ -539,4 +634,4 @@ def _component_block(deflated: ComponentDeflatedOperator, nodes: Tensor, graph: 
     return entries.unsqueeze(-1) * entries.unsqueeze(-2) * same
 
 
-__all__: List[str] = ["LowRankGCNConv", "low_rank_propagate", "DEFAULT_K"]
+__all__: List[str] = ["LowRankGCNConv", "BatchSpectrum", "SizeClass", "low_rank_propagate", "DEFAULT_K"]

@@ -10,7 +10,7 @@ from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import scatter, to_dense_batch
 
 from ..._validation import check_finite, check_same_device, check_same_dtype
-from .._batch import check_batch
+from .._batch import check_batch, check_graph_layout
 from .filters import SpectralFilter, resolve_filter
 
 #: Eigenvalue of the deflated block (per-component vectors of the normalized adjacency).
@@ -51,8 +51,9 @@ class SpectralFilterConv(nn.Module):
     (default on) carries the part of :math:`X` outside the span of :math:`U`, which a
     truncated basis otherwise discards.
 
-    **Mini-batches of graphs.** With ``batch``, eigenvectors are node-level ``(N, k)`` and
-    eigenvalues graph-level ``(B, k)``; each graph is filtered in its own basis
+    **Mini-batches of graphs.** With ``batch`` (or ``ptr``, ``(B + 1,)`` as ``Batch.ptr``,
+    which can also describe empty graphs; given together, both must agree), eigenvectors are
+    node-level ``(N, k)`` and eigenvalues graph-level ``(B, k)``; each graph is filtered in its own basis
     (:math:`U_b^T X_b` per graph through ``to_dense_batch``), so no graph sees another's
     nodes: the output equals running each graph alone. Padded columns (``eig_mask`` False,
     for graphs with fewer than ``k`` eigenpairs) contribute nothing.
@@ -74,7 +75,7 @@ class SpectralFilterConv(nn.Module):
 
     Shapes:
         - **input:** x ``(N, F_in)``, eigvecs ``(N, k)``, eigvals ``(B, k)`` (or ``(k,)`` for
-          one graph), batch ``(N,)`` *(optional)*, eig_mask ``(B, k)`` *(optional)*,
+          one graph), batch ``(N,)`` / ptr ``(B + 1,)`` *(optional)*, eig_mask ``(B, k)`` *(optional)*,
           component_vector / component_index ``(N,)`` *(optional, together)*
         - **output:** ``(N, F_out)``
 
@@ -98,7 +99,7 @@ class SpectralFilterConv(nn.Module):
         self.out_channels = out_channels
         channels = out_channels if per_channel else 1
         if isinstance(filter, SpectralFilter):
-            self.filter = resolve_filter(filter, **(filter_kwargs or {}))
+            self.filter: SpectralFilter = resolve_filter(filter, **(filter_kwargs or {}))
             if self.filter.channels not in (1, out_channels):
                 raise ValueError(f"the filter instance has channels={self.filter.channels}; a layer with "
                                  f"out_channels={out_channels} needs 1 or {out_channels}")
@@ -121,7 +122,7 @@ class SpectralFilterConv(nn.Module):
 
     def _check(self, x: Tensor, eigvecs: Tensor, eigvals: Tensor, batch: Optional[Tensor],
                eig_mask: Optional[Tensor], component_vector: Optional[Tensor],
-               component_index: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, int]:
+               component_index: Optional[Tensor], ptr: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, int]:
         eager = not torch.compiler.is_compiling()  # value checks (a host sync each) run in eager mode only
         if x.dim() != 2:
             raise ValueError(f"x must have shape (num_nodes, in_channels) (got shape {tuple(x.shape)})")
@@ -136,18 +137,27 @@ class SpectralFilterConv(nn.Module):
             check_same_dtype(name, tensor, "x", x)
             if eager:
                 check_finite(name, tensor.detach())
-        if eigvals.dim() == 1 and batch is None:
+        if eigvals.dim() == 1 and batch is None and ptr is None:
             eigvals = eigvals.unsqueeze(0)
         if eigvals.dim() != 2 or eigvals.shape[1] != k:
             raise ValueError(f"eigvals must have shape (num_graphs, k) with k={k} (or (k,) for one graph) "
                              f"(got shape {tuple(eigvals.shape)})")
-        if eager:
+        if ptr is not None:
+            if eager:
+                batch, ptr = check_graph_layout(batch, ptr, n, x)
+            else:
+                ptr = ptr.long()
+                batch = batch.long() if batch is not None else torch.repeat_interleave(
+                    torch.arange(ptr.numel() - 1, device=ptr.device), ptr.diff(), output_size=n)
+            num_graphs = ptr.numel() - 1
+        elif eager:
             batch, num_graphs = check_batch(batch, n, x)
         else:
             batch = batch.long() if batch is not None else x.new_zeros(n, dtype=torch.long)
             num_graphs = eigvals.shape[0]
         if num_graphs != eigvals.shape[0]:
-            raise ValueError(f"eigvals has {eigvals.shape[0]} rows but batch describes {num_graphs} graph(s)")
+            described = "ptr" if ptr is not None else "batch"
+            raise ValueError(f"eigvals has {eigvals.shape[0]} rows but {described} describes {num_graphs} graph(s)")
         if eig_mask is None:
             eig_mask = torch.ones_like(eigvals, dtype=torch.bool)
         elif eig_mask.shape != eigvals.shape or eig_mask.dtype != torch.bool:
@@ -156,7 +166,7 @@ class SpectralFilterConv(nn.Module):
         if (component_vector is None) != (component_index is None):
             raise ValueError("component_vector and component_index go together (both from "
                              "AddEigenpairs(deflate_components=True)); pass both or neither")
-        if component_vector is not None:
+        if component_vector is not None and component_index is not None:
             for name, tensor in (("component_vector", component_vector), ("component_index", component_index)):
                 if tensor.shape != (n,):
                     raise ValueError(f"{name} must have shape (num_nodes,) = ({n},) (got {tuple(tensor.shape)})")
@@ -168,15 +178,16 @@ class SpectralFilterConv(nn.Module):
 
     def forward(self, x: Tensor, eigvecs: Tensor, eigvals: Tensor, batch: Optional[Tensor] = None,
                 eig_mask: Optional[Tensor] = None, component_vector: Optional[Tensor] = None,
-                component_index: Optional[Tensor] = None) -> Tensor:
+                component_index: Optional[Tensor] = None, ptr: Optional[Tensor] = None) -> Tensor:
+        """Shapes: see the class docstring."""
         eigvals, batch, eig_mask, num_graphs = self._check(x, eigvecs, eigvals, batch, eig_mask,
-                                                           component_vector, component_index)
+                                                           component_vector, component_index, ptr)
         h = self.lin(x)
         basis, node_mask = to_dense_batch(eigvecs, batch, batch_size=num_graphs)  # (B, n_max, k)
         features, _ = to_dense_batch(h, batch, batch_size=num_graphs)             # (B, n_max, F_out)
         response = self.filter(eigvals) * eig_mask.unsqueeze(-1)                   # (B, k, 1 or F_out)
         out = (basis @ (response * (basis.mT @ features)))[node_mask]              # (N, F_out)
-        if component_vector is not None:
+        if component_vector is not None and component_index is not None:
             one = torch.full((1,), DEFLATED_EIGENVALUE, dtype=x.dtype, device=x.device)
             out = out + self.filter(one)[0] * component_project(h, component_vector, component_index)
         if self.lin_root is not None:

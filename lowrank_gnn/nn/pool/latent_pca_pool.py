@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
-from ..._validation import check_finite, check_k, check_positive_int
+from ..._validation import check_finite, check_floating, check_k, check_positive_int
 from ...eigen import EigenBackend, resolve_eigen_backend
 from ...operators import DenseOperator
 from .._batch import check_batch
@@ -103,8 +103,7 @@ class LatentPCAPool(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must have shape (num_nodes, in_channels) = (N, {self.in_channels}) "
                              f"(got shape {tuple(x.shape)})")
-        if not torch.is_floating_point(x):
-            raise TypeError(f"x must have a floating-point dtype (got {x.dtype})")
+        check_floating("x", x)
         check_finite("x", x.detach())
         batch, num_graphs = check_batch(batch, x.shape[0], x, size)
         dense, mask = to_dense_batch(x, batch, batch_size=num_graphs)       # (B, n_max, d)
@@ -120,7 +119,11 @@ class LatentPCAPool(nn.Module):
         pairs = self.backend(DenseOperator(cov + torch.diag_embed(rho.unsqueeze(-1) * ramp)))
         self.aux_loss = pairs.aux_loss
         axes = pairs.eigenvectors.to(x.dtype)                                # (B, d, k)
-        variance = (centered @ axes).pow(2).sum(1) / count                   # (B, k)
+        variance = ((wide @ pairs.eigenvectors).pow(2).sum(1) / count.to(torch.float64)).to(x.dtype)  # (B, k)
+        if not bool(torch.isfinite(variance.detach()).all()):
+            raise ValueError(f"the variances along the principal axes of x (entries up to "
+                             f"{float(x.abs().amax()):.3g}) overflow {x.dtype}, so the readout cannot be represented; "
+                             "scale x down or pass x.double()")
         features = variance.unsqueeze(-1) * axes.abs().mT                    # (B, k, d)
         return torch.cat([mean, features.flatten(1)], dim=-1)
 

@@ -113,6 +113,50 @@ def test_disconnected_graphs_in_a_batch_are_deflated_per_graph():
     assert torch.allclose(out, torch.cat([conv(g.x, g.edge_index) for g in graphs]), atol=1e-10)
 
 
+# --- one solve shared between layers -----------------------------------------------------------
+
+@pytest.mark.parametrize("options", [{"k": 4}, {"k": 4, "deflate_components": False}, {"k": 20},
+                                     {"k": 4, "backend": "batched_dc"}])
+def test_shared_batch_spectrum_equals_each_layer_solving_itself(options):
+    graphs = GRAPHS + [random_graph(n, 0.3, 200 + n) for n in (13, 30)]
+    batch = Batch.from_data_list(graphs)
+    torch.manual_seed(1)
+    first, second = LowRankGCNConv(5, 4, **options).double(), LowRankGCNConv(4, 3, **options).double()
+    weight = batch.edge_weight.clone().requires_grad_()
+
+    def model(shared):
+        spectrum = first.eigenpairs(batch.edge_index, weight, batch.num_nodes, batch=batch.batch) if shared else None
+        h = first(batch.x, batch.edge_index, weight, batch=batch.batch, eigenpairs=spectrum).relu()
+        return second(h, batch.edge_index, weight, ptr=batch.ptr, eigenpairs=spectrum)
+
+    out = model(shared=False)
+    grads = torch.autograd.grad(out.pow(2).sum(), [weight, first.lin.weight, second.lin.weight])
+    shared = model(shared=True)
+    shared_grads = torch.autograd.grad(shared.pow(2).sum(), [weight, first.lin.weight, second.lin.weight])
+    assert torch.allclose(shared, out, atol=1e-12)
+    for a, b in zip(shared_grads, grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-9)
+    spectrum = first.eigenpairs(batch.edge_index, None, batch.num_nodes, torch.float64, ptr=batch.ptr)
+    for size_class in spectrum.classes:  # every graph solved got min(k, n_g) = k eigenpairs of its own operator
+        assert size_class.pairs.eigenvectors.shape[-1] == first.k
+        assert size_class.operator.shape[0] == size_class.pairs.eigenvalues.shape[0]
+
+
+def test_batch_spectrum_is_checked_against_the_batch():
+    conv = layer(k=4)
+    spectrum = conv.eigenpairs(BATCH.edge_index, None, BATCH.num_nodes, torch.float64, batch=BATCH.batch)
+    other = Batch.from_data_list([GRAPHS[1], GRAPHS[0]])
+    with pytest.raises(ValueError, match="BatchSpectrum of another mini-batch"):
+        conv(other.x, other.edge_index, batch=other.batch, eigenpairs=spectrum)
+    with pytest.raises(ValueError, match="pass the same batch= or ptr="):
+        conv(BATCH.x, BATCH.edge_index, eigenpairs=spectrum)
+    single = conv.eigenpairs(BATCH.edge_index, None, BATCH.num_nodes, torch.float64)
+    with pytest.raises(ValueError, match="eigenpairs must be the BatchSpectrum"):
+        conv(BATCH.x, BATCH.edge_index, batch=BATCH.batch, eigenpairs=single)
+    with pytest.raises(ValueError, match="use cached=False"):
+        layer(k=4, cached=True).eigenpairs(BATCH.edge_index, None, BATCH.num_nodes, batch=BATCH.batch)
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 BATCH = Batch.from_data_list(GRAPHS[:2])

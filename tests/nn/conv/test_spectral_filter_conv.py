@@ -64,7 +64,8 @@ def matrix_chebyshev(a, theta):
 def matrix_bernstein(a, theta):
     t, identity = (a + torch.eye(a.shape[0], dtype=a.dtype)) / 2, torch.eye(a.shape[0], dtype=a.dtype)
     order = len(theta) - 1
-    return sum(theta[j] * comb(order, j) * torch.linalg.matrix_power(t, j) @ torch.linalg.matrix_power(identity - t, order - j)
+    power = torch.linalg.matrix_power
+    return sum(theta[j] * comb(order, j) * power(t, j) @ power(identity - t, order - j)
                for j in range(order + 1))
 
 
@@ -110,7 +111,8 @@ def test_deflated_eigenpairs_plus_component_block_equal_the_full_filter():
 def test_per_channel_filters_apply_one_response_per_output_channel():
     torch.manual_seed(0)
     vectors, values = full_eigenpairs(dense_adjacency())
-    conv = randomize(SpectralFilterConv(4, 2, filter="bernstein", per_channel=True, root_weight=False, bias=False).double())
+    conv = randomize(SpectralFilterConv(4, 2, filter="bernstein", per_channel=True, root_weight=False,
+                                        bias=False).double())
     x = torch.randn(N, 4, dtype=torch.float64)
     h = x @ conv.lin.weight.T
     for c in range(2):
@@ -147,6 +149,27 @@ def test_batch_equals_each_graph_alone(deflate, family):
         assert torch.allclose(out[batch.batch == b], call(graph, None), atol=1e-5)
 
 
+def test_ptr_equals_batch_and_describes_empty_graphs():
+    transform = AddEigenpairs(k=4)
+    graphs = [transform(g) for g in small_graphs()]
+    batch = next(iter(DataLoader(graphs, batch_size=len(graphs))))
+    conv = randomize(SpectralFilterConv(3, 5))
+    out = conv(batch.x, batch.eigvecs, batch.eigvals, batch.batch, batch.eig_mask)
+    assert torch.equal(conv(batch.x, batch.eigvecs, batch.eigvals, eig_mask=batch.eig_mask, ptr=batch.ptr), out)
+    assert torch.equal(conv(batch.x, batch.eigvecs, batch.eigvals, batch.batch, batch.eig_mask, ptr=batch.ptr), out)
+    # an empty graph between the first and the second: one more row of eigenvalues, same node outputs
+    ptr = torch.cat([batch.ptr[:2], batch.ptr[1:]])
+    eigvals = torch.cat([batch.eigvals[:1], torch.zeros(1, 4), batch.eigvals[1:]])
+    eig_mask = torch.cat([batch.eig_mask[:1], torch.zeros(1, 4, dtype=torch.bool), batch.eig_mask[1:]])
+    assert torch.allclose(conv(batch.x, batch.eigvecs, eigvals, eig_mask=eig_mask, ptr=ptr), out, atol=1e-6)
+    with pytest.raises(ValueError, match="batch and ptr describe different graphs"):
+        conv(batch.x, batch.eigvecs, eigvals, batch.batch, eig_mask, ptr=ptr)
+    with pytest.raises(ValueError, match="eigvals has 5 rows but ptr describes 6 graph"):
+        conv(batch.x, batch.eigvecs, batch.eigvals, eig_mask=batch.eig_mask, ptr=ptr)
+    with pytest.raises(ValueError, match="ptr must start at 0"):
+        conv(batch.x, batch.eigvecs, batch.eigvals, eig_mask=batch.eig_mask, ptr=batch.ptr[1:])
+
+
 def test_no_mixing_between_graphs():
     """Changing one graph's features leaves every other graph's output unchanged."""
     graphs = [AddEigenpairs(k=3)(g) for g in small_graphs()]
@@ -171,7 +194,8 @@ def test_gradcheck_in_features_and_filter_weights():
     theta = torch.randn(4, 1, dtype=torch.float64, requires_grad=True)
     filter_only = ChebyshevFilter(order=3).double()
     assert torch.autograd.gradcheck(
-        lambda t: (vectors * torch.func.functional_call(filter_only, {"weight": t}, (values,))[:, 0]) @ vectors.T, (theta,))
+        lambda t: (vectors * torch.func.functional_call(filter_only, {"weight": t}, (values,))[:, 0]) @ vectors.T,
+        (theta,))
 
 
 def test_gradients_reach_edge_weights_through_an_eigen_backend():
@@ -219,7 +243,8 @@ VECTORS, VALUES = full_eigenpairs(dense_adjacency().float())
     (lambda: dict(eigvecs=VECTORS[:5]), ValueError, r"eigvecs must have shape \(num_nodes, k\) = \(12, k\)"),
     (lambda: dict(eigvecs=VECTORS.double()), TypeError, "eigvecs has dtype torch.float64"),
     (lambda: dict(eigvals=VALUES[:4]), ValueError, r"eigvals must have shape \(num_graphs, k\) with k=12"),
-    (lambda: dict(batch=torch.zeros(N - 1, dtype=torch.long), eigvals=VALUES.view(1, -1)), ValueError, r"batch must have one entry per node"),
+    (lambda: dict(batch=torch.zeros(N - 1, dtype=torch.long), eigvals=VALUES.view(1, -1)), ValueError,
+     r"batch must have one entry per node"),
     (lambda: dict(batch=torch.arange(N).flip(0), eigvals=VALUES.view(1, -1)), ValueError, "batch must be sorted"),
     (lambda: dict(batch=torch.ones(N, dtype=torch.long), eigvals=VALUES.view(1, -1)), ValueError,
      "eigvals has 1 rows but batch describes 2 graph"),
@@ -291,3 +316,5 @@ def test_compiles_with_fullgraph_on_a_batch_and_equals_eager():
     args = (batch.x, batch.eigvecs, batch.eigvals, batch.batch, batch.eig_mask)
     compiled = torch.compile(conv, fullgraph=True, backend="eager")  # value checks run in eager mode only
     assert torch.allclose(compiled(*args), conv(*args), atol=1e-6)
+    with_ptr = dict(x=batch.x, eigvecs=batch.eigvecs, eigvals=batch.eigvals, eig_mask=batch.eig_mask, ptr=batch.ptr)
+    assert torch.allclose(compiled(**with_ptr), conv(*args), atol=1e-6)

@@ -1,0 +1,28 @@
+"""Norms that neither overflow nor underflow in the input's precision."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["frobenius_norm"]
+
+
+@torch.no_grad()
+def frobenius_norm(x: Tensor, dim=(-2, -1)) -> Tensor:
+    r""":math:`\|x\|_2` over ``dim`` that neither overflows nor underflows, detached.
+
+    One plain reduction when the squares are representable; where the result says they were
+    not (``inf``, or below :math:`\sqrt{\text{tiny}}/\epsilon`: float32 entries above ~1e19 or
+    below ~1e-19), recomputed as :math:`s \|x / s\|` with :math:`s = \max |x|`.
+
+    Shapes:
+        ``x`` any; returns ``x`` reduced over ``dim``.
+    """
+    x = x.detach()
+    norm = torch.linalg.vector_norm(x, dim=dim)
+    info = torch.finfo(x.dtype)
+    if not x.numel() or bool(((norm > info.tiny ** 0.5 / info.eps) & (norm < info.max ** 0.5)).all()):
+        return norm
+    scale = torch.amax(x.abs(), dim=dim, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.linalg.vector_norm(x / scale, dim=dim) * scale.squeeze(dim)
