@@ -49,7 +49,8 @@ class EigenPairs(NamedTuple):
 
 
 #: Rows searched first for each column's pivot (the first significant entry is almost always
-#: among them); only the columns that have none there are searched further, each on its own.
+#: among them); columns that have none there are searched further (each on its own, or, in a tall
+#: block of graph eigenvectors, whose localised columns often miss the head, the whole block at once).
 SIGN_PIVOT_PREFIX = 8
 
 
@@ -58,7 +59,7 @@ def canonical_signs(vectors: Tensor) -> Tensor:
 
     Costs one reduction over each column (its largest magnitude), a search of the first
     :data:`SIGN_PIVOT_PREFIX` rows and one multiplication; a column with no significant
-    entry there (rare) is searched whole, alone. A zero column is kept. Differentiable (the
+    entry there is searched whole (alone; in a tall block, ``n > 16 k``, with the others at once). A zero column is kept. Differentiable (the
     signs are constants).
     Shapes: ``(*batch, n, k)`` in and out.
     """
@@ -167,7 +168,8 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
     else:
         index = order_indices(eigenvalues, which)[..., :k]
         values = eigenvalues.gather(-1, index)
-        vectors = eigenvectors.gather(-1, index.unsqueeze(-2).expand(*eigenvectors.shape[:-1], k))
+        vectors = (eigenvectors.index_select(-1, index) if index.dim() == 1  # one matrix: a cheaper column gather
+                   else eigenvectors.gather(-1, index.unsqueeze(-2).expand(*eigenvectors.shape[:-1], k)))
     if signs is canonical_signs:
         return values, vectors.mul_(sign_factors(vectors))  # a fresh copy: signed in place
     return values, signs(vectors)

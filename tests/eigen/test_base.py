@@ -70,14 +70,16 @@ def reference_signs(vectors):
 def test_canonical_signs_of_tall_blocks_match_the_convention_column_by_column():
     """Tall blocks (graph eigenvectors) take the folded column maximum and the whole-block pivot search."""
     generator = torch.Generator().manual_seed(2)
-    n, k = 1000, 6  # n > 16 k, and not a multiple of the fold: a remainder of rows is reduced apart
+    n, k = 3000, 6  # n > 16 k, and not a multiple of the fold: a remainder of rows is reduced apart
     vectors = torch.randn(3, n, k, generator=generator, dtype=torch.float64) * 1e-3
     vectors[0, :, 0] = vectors[0, :, 0].abs()
-    vectors[0, 990, 0] = -1.0                              # largest entry in the remainder rows: pivot there
+    vectors[0, 2990, 0] = -1.0                             # largest entry in the remainder rows: pivot there
     vectors[1, 500, 1], vectors[1, 400, 1] = 1.0, -0.2     # pivot past the head, before the largest entry
     vectors[2, 2, 2] = -5.0                                # pivot inside the head
     vectors[2, :, 3] = 0.0                                 # zero column: kept
     vectors[0, :, 4] = vectors[0, :, 4].abs() * -1         # every entry negative: flipped
+    vectors[2, :, 5] = vectors[2, :, 5].abs()
+    vectors[2, 2500, 5] = -1.0                             # pivot far down the column
     signed = canonical_signs(vectors)
     assert torch.equal(signed, reference_signs(vectors))
     assert torch.equal(canonical_signs(vectors[0]), signed[0])                       # unbatched
