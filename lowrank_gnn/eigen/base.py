@@ -59,8 +59,8 @@ def canonical_signs(vectors: Tensor) -> Tensor:
 
     Costs one reduction over each column (its largest magnitude), a search of the first
     :data:`SIGN_PIVOT_PREFIX` rows and one multiplication; a column with no significant
-    entry there is searched whole (alone; in a tall block, ``n > 16 k``, with the others at once). A zero column is kept. Differentiable (the
-    signs are constants).
+    entry there is searched whole (alone; in a tall block, ``n > 16 k``, with the others at
+    once). A zero column is kept. Differentiable (the signs are constants).
     Shapes: ``(*batch, n, k)`` in and out.
     """
     return vectors * sign_factors(vectors)
