@@ -25,8 +25,8 @@ import torch
 import lowrank_gnn
 from lowrank_gnn.eigen import AmortizedBackend, BatchedDCBackend, ExactBackend, StableBackend, batched_eigh
 from lowrank_gnn.linalg import householder_orthonormal, householder_product, householder_vectors
-from lowrank_gnn.nn import (AmortizedSVD, LatentPCAPool, LowRankGCNConv, NuclearNormRegularizer, SVDLinear,
-                            ZCAWhitening)
+from lowrank_gnn.nn import (AmortizedSVD, LatentPCAPool, LowRankGCNConv, NuclearNormRegularizer, SpectralFilterConv,
+                            SVDLinear, ZCAWhitening)
 from lowrank_gnn.operators import DenseOperator, GraphOperator, deflate_components, laplacian, normalized_adjacency
 from lowrank_gnn.testing import complete_graph, cycle_graph
 
@@ -759,6 +759,20 @@ def _gcn_full_rank():
 
 
 correct(GC, "k = n equals the dense propagation", _gcn_matches_dense)(_gcn_full_rank)
+for dtype in (torch.float16, torch.bfloat16):
+    error(GC, f"x {dtype}", r"x has dtype torch\.(b?float16).*float32 or float64")(
+        lambda d=dtype: LowRankGCNConv(4, 2, k=1)(_xg.to(d), _EI))
+error(GC, "integer x", r"x must have a floating-point dtype")(
+    lambda: LowRankGCNConv(4, 2, k=1)(_xg.long(), _EI))
+
+SF = "SpectralFilterConv"
+_vals, _vecs = torch.linalg.eigh(normalized_adjacency(_EI, num_nodes=3).to_dense())
+error(SF, "x width", r"x must have in_channels=4 features")(
+    lambda: SpectralFilterConv(4, 2)(torch.randn(3, 5), _vecs, _vals))
+error(SF, "integer x", r"x must have a floating-point dtype")(
+    lambda: SpectralFilterConv(4, 2)(_xg.long(), _vecs, _vals))
+error(SF, "x float16", r"x has dtype torch\.float16.*float32 or float64")(
+    lambda: SpectralFilterConv(4, 2)(_xg.half(), _vecs.half(), _vals.half()))
 
 
 # --- the test ---------------------------------------------------------------------------------------

@@ -157,7 +157,10 @@ class RowPartitionedOperator(CSROperator):
     def frobenius_norm(self) -> Tensor:
         """:math:`\\|A\\|_F` of the whole operator (collective on the first call, then cached; detached)."""
         if self._frobenius is None:
-            self._frobenius = self.comm.all_reduce_(self.value.detach().square().sum()).sqrt()
+            # squares summed in float64, so that float32 entries above ~1e19 or below ~1e-19 neither
+            # overflow nor underflow (float64 holds the square of every float32)
+            squares = self.comm.all_reduce_(self.value.detach().double().square().sum().reshape(1))
+            self._frobenius = squares[0].sqrt().to(self.value.dtype)
         return self._frobenius
 
     def check_finite(self) -> None:

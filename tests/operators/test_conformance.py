@@ -180,3 +180,13 @@ def test_partitioned_deflation_has_no_dense_basis_methods():
         assert not hasattr(case.operator, name)
     with pytest.raises(ValueError, match="only this rank's rows"):
         case.operator.to_dense()
+
+
+@pytest.mark.parametrize("scale", [1e25, 1e-25])
+def test_row_partitioned_frobenius_norm_holds_float32_extremes(scale):
+    edge_index = GRAPH.edge_index
+    weight = torch.rand(edge_index.shape[1], generator=torch.Generator().manual_seed(0)) + 0.5
+    op = RowPartitionedOperator(edge_index[0], edge_index[1], (weight * scale).float(), PARTITION, Communicator())
+    expected = (weight.double() * scale).norm()
+    assert torch.isfinite(op.frobenius_norm()) and op.frobenius_norm() > 0
+    assert torch.allclose(op.frobenius_norm().double(), expected, rtol=1e-5, atol=0)

@@ -14,7 +14,7 @@ from torch_geometric.nn.inits import zeros
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
-from ..._validation import check_finite, check_index_dtype, check_positive_int, check_same_device
+from ..._validation import check_finite, check_floating, check_index_dtype, check_positive_int, check_same_device
 from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, resolve_eigen_backend
 from ...operators import (ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphOperator, GraphStructure,
                           deflate_components)
@@ -293,8 +293,7 @@ class LowRankGCNConv(MessagePassing):
                              "or GraphConv for bipartite graphs (to_hetero with edge types between two node types)")
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a tensor of node features (got {type(x).__name__})")
-        if not torch.is_floating_point(x):
-            raise TypeError(f"x must have a floating-point dtype (got x.dtype={x.dtype}); convert it with x.float()")
+        check_floating("x", x)
         if x.dim() < 2:
             raise ValueError(f"x must have shape (num_nodes, in_channels) or (batch, num_nodes, in_channels) "
                              f"(got shape {tuple(x.shape)})")

@@ -9,7 +9,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import scatter, to_dense_batch
 
-from ..._validation import check_finite, check_same_device, check_same_dtype
+from ..._validation import check_finite, check_floating, check_same_device, check_same_dtype
 from .._batch import check_batch, check_graph_layout
 from .filters import SpectralFilter, resolve_filter
 
@@ -124,8 +124,12 @@ class SpectralFilterConv(nn.Module):
                eig_mask: Optional[Tensor], component_vector: Optional[Tensor],
                component_index: Optional[Tensor], ptr: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, int]:
         eager = not torch.compiler.is_compiling()  # value checks (a host sync each) run in eager mode only
+        check_floating("x", x)
         if x.dim() != 2:
             raise ValueError(f"x must have shape (num_nodes, in_channels) (got shape {tuple(x.shape)})")
+        if self.in_channels > 0 and x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have in_channels={self.in_channels} features (got x of shape "
+                             f"{tuple(x.shape)})")
         if eager:
             check_finite("x", x.detach())
         n = x.shape[0]
