@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -34,8 +33,8 @@ from torch_geometric.data import InMemoryDataset
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GINConv, GPSConv, global_add_pool
 from torch_geometric.transforms import AddLaplacianEigenvectorPE
-from tqdm import tqdm
 
+from example_utils import add_threads_argument, progress, set_threads
 from lowrank_gnn.data import load_tu
 from lowrank_gnn.transforms import LaplacianEigenvectorPE, precompute_eigenpairs
 
@@ -109,7 +108,7 @@ def train_fold(graphs, test_index, args, classes: int, label: str, fold: int) ->
     model = GPS(graphs[0].x.shape[1], args.k, args.hidden, args.layers, classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True)
-    for _ in tqdm(range(args.epochs), desc=f"{label} fold {fold + 1}", disable=not sys.stderr.isatty(), leave=False):
+    for _ in progress(range(args.epochs), desc=f"{label} fold {fold + 1}"):
         model.train()
         for batch in loader:
             optimizer.zero_grad()
@@ -139,12 +138,12 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", type=int, default=2, help="GPS layers")
     parser.add_argument("--batch-size", type=int, default=64, help="graphs per mini-batch")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of the folds and of the models")
     parser.add_argument("--no-sign-flip", dest="sign_flip", action="store_false",
                         help="train without the random sign-flip augmentation (it is on by default)")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     dataset = load_tu(args.dataset)
 
     start = time.perf_counter()
