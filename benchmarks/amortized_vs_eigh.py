@@ -216,8 +216,9 @@ def gcn_row(name: str, data, epochs: int, timing_steps: int, k: int, exact_metho
 
 
 # --------------------------------------------------------------------------- nuclear norm rows
-def nuclear_row(d: int, steps: int) -> Dict:
-    """Low-rank linear regression y = x W* + noise (rank 8), loss mse + gamma ||W||_*."""
+def nuclear_row(d: int, steps: int, method: str = "qr") -> Dict:
+    """Low-rank linear regression y = x W* + noise (rank 8), loss mse + gamma ||W||_*; ``method`` is
+    NuclearNormRegularizer's (``"qr"``: the paper's learned bases; ``"polar"``: a PolarTracker)."""
     g = torch.Generator().manual_seed(d)
     truth = torch.randn(d, 8, generator=g) @ torch.randn(8, d, generator=g) / d ** 0.5
     x_train, x_test = torch.randn(4 * d, d, generator=g), torch.randn(1024, d, generator=g)
@@ -228,8 +229,8 @@ def nuclear_row(d: int, steps: int) -> Dict:
     def make(kind: str):
         torch.manual_seed(0)
         weight = nn.Parameter(torch.randn(d, d) / d ** 0.5)
-        reg = NuclearNormRegularizer(strength=gamma, eta=1.0)
-        if kind == "amortized":  # warm start, not timed: the bases alone on the initial weight
+        reg = NuclearNormRegularizer(strength=gamma, eta=1.0, method=method if kind == "amortized" else "qr")
+        if kind == "amortized" and method == "qr":  # warm start, not timed: the bases alone on the initial weight
             reg(weight.detach())  # sizes the bases
             warm = torch.optim.Adam(reg.parameters(), lr=0.05)
             for _ in range(WARM_STEPS):
@@ -238,9 +239,10 @@ def nuclear_row(d: int, steps: int) -> Dict:
                 reg.aux_loss.backward()
                 warm.step()
         else:
-            reg(weight.detach())
-        optimizer = torch.optim.Adam([{"params": [weight]}, {"params": list(reg.parameters()), "lr": NUC_BASIS_LR}],
-                                     lr=NUC_LR)
+            reg(weight.detach())  # sizes the bases ("polar": its one SVD, not timed)
+        groups = [{"params": [weight]}] + ([{"params": list(reg.parameters()), "lr": NUC_BASIS_LR}]
+                                           if list(reg.parameters()) else [])
+        optimizer = torch.optim.Adam(groups, lr=NUC_LR)
 
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -248,7 +250,7 @@ def nuclear_row(d: int, steps: int) -> Dict:
             if kind == "exact":
                 loss = loss + gamma * torch.linalg.matrix_norm(weight, ord="nuc")
             elif kind == "amortized":
-                loss = loss + reg(weight) + reg.aux_loss
+                loss = loss + reg(weight) + total_aux_loss(reg)
             loss.backward()
             optimizer.step()
 
@@ -266,7 +268,8 @@ def nuclear_row(d: int, steps: int) -> Dict:
     with torch.no_grad():
         exact_norm = float(torch.linalg.matrix_norm(weight, ord="nuc"))
         estimate = float(reg(weight)) / gamma
-    return dict(row=f"Nuclear norm {d}", n=d, t0=times["backbone"], t1=times["exact"], t2=times["amortized"],
+    name = f"Nuclear norm {d}" + ("" if method == "qr" else f" ({method})")
+    return dict(row=name, n=d, t0=times["backbone"], t1=times["exact"], t2=times["amortized"],
                 quality_metric="test MSE", quality_exact=quality["exact"], quality_amortized=quality["amortized"],
                 value_error=abs(estimate - exact_norm) / exact_norm, residual=None,
                 exact_timed="backbone + matrix_norm(ord='nuc') (SVD fwd+bwd)")
@@ -362,7 +365,7 @@ def report(rows: List[Dict], quick: bool, tag: Optional[str]) -> None:
     lines = [header, "-" * len(header)]
     for r in rows:
         r["speedup"] = (r["t1"] - r["t0"]) / max(r["t2"] - r["t0"], 1e-9)
-        r["paper_speedup"] = PAPER.get(r["row"].split(" (refine")[0])
+        r["paper_speedup"] = PAPER.get(r["row"].split(" (refine")[0].removesuffix(" (polar)"))
         lines.append(f"{r['row']:30} {1e3 * r['t0']:8.2f} {1e3 * r['t1']:9.1f} {1e3 * r['t2']:8.2f} "
                      f"{r['speedup']:8.1f}x {fmt(r['paper_speedup'], '6.2f')}x  {r['quality_metric']:16} "
                      f"{fmt(r['quality_exact'], '7.4f')} {fmt(r['quality_amortized'], '7.4f')} "
@@ -404,6 +407,8 @@ def main() -> None:
                         help="torch threads (default 1: stable timings on a shared machine)")
     parser.add_argument("--pca-refine", type=int, default=0,
                         help="refine= of the latent-PCA rows' amortized backend (default: 0, the paper's step)")
+    parser.add_argument("--nuclear-method", default="qr", choices=("qr", "polar"),
+                        help="NuclearNormRegularizer's method in the nuclear-norm rows (default: qr, the paper's)")
     args = parser.parse_args()
     quick = args.quick
     torch.set_num_threads(args.threads)
@@ -424,13 +429,16 @@ def main() -> None:
         print(rows[-1], flush=True)
     if "nuclear" in wanted:
         for d in (128, 256, 512):
-            rows.append(nuclear_row(d, 10 if quick else 200))
+            rows.append(nuclear_row(d, 10 if quick else 200, method=args.nuclear_method))
             print(rows[-1], flush=True)
     if "pca" in wanted:
         for latent in (256, 512, 1024):
             rows.append(latent_pca_row(latent, 10 if quick else 150, refine=args.pca_refine))
             print(rows[-1], flush=True)
-    report(rows, quick, None if wanted == {"gcn", "nuclear", "pca"} else "_".join(sorted(wanted)))
+    tag = None if wanted == {"gcn", "nuclear", "pca"} else "_".join(sorted(wanted))
+    if args.nuclear_method != "qr" and "nuclear" in wanted:
+        tag = f"{tag or 'all'}_{args.nuclear_method}"
+    report(rows, quick, tag)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,200 @@
+r"""A warm-started polar factor of a matrix that changes a little between calls.
+
+The nuclear norm is a maximum over orthogonal matrices (von Neumann),
+:math:`\|X\|_* = \max_{Q^T Q = I} \operatorname{tr}(Q^T X)`, attained at the polar factor
+:math:`P = U V^T` of :math:`X`, which is also its gradient. An estimate
+:math:`\operatorname{tr}(Q^T X)` from an orthonormal :math:`Q` near :math:`P` is a lower bound,
+accurate to second order in :math:`Q`'s error. :class:`PolarTracker` keeps such a :math:`Q`
+from call to call and improves it with a few matrix products per call, instead of an SVD.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, cast
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_positive_int
+
+#: Leading singular triplets that :class:`PolarTracker` deflates by default.
+DEFAULT_DEFLATE = 16
+
+
+def _baddbmm(base: Tensor, left: Tensor, right: Tensor, beta: float = 1.0, alpha: float = 1.0) -> Tensor:
+    """``beta * base + alpha * left @ right`` in one BLAS call, for ``(B, *, *)`` stacks."""
+    return torch.baddbmm(base, left, right, beta=beta, alpha=alpha)
+
+
+class PolarTracker(nn.Module):
+    r"""Tracks the polar factor, nuclear norm and Ky Fan norm of a slowly changing matrix.
+
+    Each call takes the current matrix :math:`X` (``m >= n``; a wide matrix is handled as
+    :math:`X^T`) and returns the estimate :math:`\hat\nu \approx \|X\|_*` (or the Ky Fan
+    ``rank``-norm) and the direction :math:`\hat P \approx \partial \|X\|_* / \partial X`, both
+    without gradient, from state kept since the previous call. The first call initialises that
+    state from one SVD. Two parts:
+
+    * **Leading block** (``r`` triplets, ``r = deflate``, or ``rank`` for the Ky Fan norm): one
+      step of subspace iteration, :math:`U = \operatorname{orth}(X V)`,
+      :math:`V \leftarrow \operatorname{orth}(X^T U)`, then the exact SVD of the ``r x r``
+      matrix :math:`B = U^T X V`. Its rate is the ratio :math:`(\sigma_{r+1}/\sigma_r)^2`, not
+      the scale of :math:`X`, and the products are ``(m, n) x (n, r)``.
+    * **Remainder** (full nuclear norm only): :math:`R = X (I - V V^T)`, whose singular values are
+      :math:`\sigma_{r+1}, \dots`, and its polar factor :math:`Q` (zero on :math:`\operatorname{span}
+      V`). One Riemannian gradient-ascent step of :math:`\operatorname{tr}(Q^T R)` on the Stiefel
+      manifold with heavy-ball momentum on the rotation, :math:`\Theta \leftarrow \beta K + \mu \Theta`,
+      :math:`K = \operatorname{skew}(Q^T R)`, step :math:`\beta = b / \sigma_{\max}(R)` (a power
+      iteration carried across calls), and one Newton-Schulz step as the retraction,
+      :math:`Y \leftarrow Y (3 I - Y^T Y)/2`. The rotation between singular pairs
+      :math:`i, j` of :math:`R` contracts like :math:`1 - b (\sigma_i + \sigma_j) / (2
+      \sigma_{\max}(R))`: deflating the leading block removes the few large singular values that
+      would otherwise make the step tiny for all the others. Four ``n x n``-sized products.
+
+    The estimate is :math:`\sum \sigma(B) + \operatorname{tr}(Q^T R)` and the direction
+    :math:`U \operatorname{polar}(B) V^T + Q`, orthogonal whatever the bases up to the
+    Newton-Schulz step's remainder (the square of the last rotation's departure): the estimate
+    is a lower bound of :math:`\|X\|_*` up to that remainder and, at a fixed :math:`X`, converges
+    to it. On a matrix that changes between calls it lags: pairs of small singular
+    values, whose vectors turn fastest, are the slowest to follow.
+
+    Args:
+        rank (int, optional): ``None`` for the nuclear norm, ``k`` for the Ky Fan ``k``-norm
+            (the sum of the ``k`` largest singular values; only the leading block). (default: ``None``)
+        deflate (int): size ``r`` of the leading block for the nuclear norm, ``>= 1``.
+            (default: ``16``)
+        step (float): :math:`b`, the ascent step in units of :math:`1/\sigma_{\max}(R)`, in
+            ``(0, 2)``. (default: ``1.0``)
+        momentum (float): :math:`\mu` in ``[0, 1)``. (default: ``0.8``)
+
+    Shapes:
+        matrix ``(*batch, m, n)``; returns the estimate ``(*batch,)`` and the direction
+        ``(*batch, m, n)``.
+
+    Example:
+        >>> import torch
+        >>> from lowrank_gnn.nn import PolarTracker
+        >>> x = torch.randn(40, 30, dtype=torch.float64)
+        >>> tracker = PolarTracker()
+        >>> for _ in range(100):
+        ...     value, direction = tracker(x)
+        >>> bool(torch.isclose(value, torch.linalg.matrix_norm(x, ord="nuc"), rtol=1e-6))
+        True
+    """
+
+    right: Optional[Tensor]       # V, (B, n, r)
+    remainder: Optional[Tensor]   # Q of R = X (I - V V^T), (B, m, n)
+    rotation: Optional[Tensor]    # the heavy-ball rotation Theta, (B, n, n)
+    probe: Optional[Tensor]       # the power iteration's vector, (B, n, 1)
+
+    def __init__(self, rank: Optional[int] = None, deflate: int = DEFAULT_DEFLATE, step: float = 1.0,
+                 momentum: float = 0.8) -> None:
+        super().__init__()
+        self.rank = None if rank is None else check_positive_int("rank", rank)
+        self.deflate = check_positive_int("deflate", deflate)
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < 2:
+            raise ValueError(f"step must be a number in (0, 2) (got step={step!r}): the ascent is unstable "
+                             "from 2 on")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be a number in [0, 1) (got momentum={momentum!r})")
+        self.step, self.momentum = float(step), float(momentum)
+        for name in ("right", "remainder", "rotation", "probe"):
+            self.register_buffer(name, None)
+
+    def _block(self, m: int, n: int) -> int:
+        small = min(m, n)
+        if self.rank is not None:
+            if self.rank > small:
+                raise ValueError(f"rank must satisfy 1 <= rank <= min(m, n)={small} (got rank={self.rank})")
+            return self.rank
+        return min(self.deflate, small)
+
+    @torch.no_grad()
+    def _start(self, matrix: Tensor, block: int) -> None:
+        """State of the exact polar factor of ``matrix`` (tall, ``(B, m, n)``): one SVD."""
+        left, _, right_h = torch.linalg.svd(matrix, full_matrices=False)
+        self.right = right_h[:, :block].mT.contiguous()
+        if self.rank is None and block < matrix.shape[-1]:
+            self.remainder = (left[:, :, block:] @ right_h[:, block:]).contiguous()
+            self.rotation = matrix.new_zeros(matrix.shape[0], matrix.shape[-1], matrix.shape[-1])
+            self.probe = right_h[:, block:block + 1].mT.contiguous()
+        else:
+            self.remainder = self.rotation = self.probe = None
+
+    def _check_state(self, matrix: Tensor, block: int) -> None:
+        right = cast(Tensor, self.right)
+        state = right if self.remainder is None else self.remainder
+        expected = (matrix.shape[0], matrix.shape[-1], block) if self.remainder is None else tuple(matrix.shape)
+        if (right.shape[-1] != block or tuple(state.shape) != expected or state.dtype != matrix.dtype
+                or state.device != matrix.device):
+            raise ValueError(f"this PolarTracker tracks a matrix of another shape, dtype or device (state "
+                             f"{tuple(state.shape)} {state.dtype} on {state.device}, the matrix needs {expected} "
+                             f"{matrix.dtype} on {matrix.device}): use one tracker per matrix, or reset() it")
+
+    def reset(self) -> None:
+        """Forget the state: the next call starts again from an SVD."""
+        self.right = self.remainder = self.rotation = self.probe = None
+
+    @torch.no_grad()
+    def forward(self, matrix: Tensor) -> Tuple[Tensor, Tensor]:
+        *batch, m, n = matrix.shape
+        wide = m < n
+        tall = (matrix.mT if wide else matrix).detach().reshape(-1, max(m, n), min(m, n))
+        block = self._block(m, n)
+        if self.right is None:
+            self._start(tall, block)
+        self._check_state(tall, block)
+        value, direction = self._update(tall)
+        direction = direction.reshape(*batch, max(m, n), min(m, n))
+        return value.reshape(batch), (direction.mT if wide else direction)
+
+    def _update(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        left = torch.linalg.qr(x @ cast(Tensor, self.right))[0]                       # U = orth(X V), (B, m, r)
+        image = x.mT @ left                                               # X^T U, (B, n, r)
+        right = torch.linalg.qr(image)[0]                                 # V = orth(X^T U)
+        self.right = right
+        small_left, values, small_right_h = torch.linalg.svd(image.mT @ right)   # B = U^T X V, r x r
+        value = values.sum(-1)
+        leading = (left @ small_left) @ (small_right_h @ right.mT)         # U polar(B) V^T
+        if self.remainder is None:
+            return value, leading
+        rest = _baddbmm(x, x @ right, right.mT, alpha=-1.0)               # R = X (I - V V^T)
+        previous, momentum = self.remainder, cast(Tensor, self.rotation)
+        polar = _baddbmm(previous, previous @ right, right.mT, alpha=-1.0)
+        polar = _baddbmm(polar, left, left.mT @ polar, alpha=-1.0)        # Q on the complements of U and V
+        probe = cast(Tensor, self.probe)
+        for _ in range(2):                                                # power iteration on R^T R
+            probe = rest.mT @ (rest @ probe)
+            norm = torch.linalg.vector_norm(probe, dim=-2, keepdim=True)
+            probe = torch.where(norm > 0, probe / norm.clamp_min(torch.finfo(x.dtype).tiny),
+                                probe.new_full((), probe.shape[-2] ** -0.5))
+        self.probe = probe
+        beta = self.step / norm.sqrt().clamp_min(torch.finfo(x.dtype).tiny)   # b / sigma_max(R), (B, 1, 1)
+        product = polar.mT @ rest                                          # M = Q^T R
+        skew = (product - product.mT) * 0.5
+        rotation = skew * beta + self.momentum * momentum               # heavy-ball Theta
+        self.rotation = rotation
+        # Y = Q + beta (R - Q sym(M)) + mu Q Theta_old = Q + beta R + Q (Theta - beta M)
+        ascent = _baddbmm(polar + beta * rest, polar, rotation - beta * product)
+        polar = _baddbmm(ascent, ascent, ascent.mT @ ascent, beta=1.5, alpha=-0.5)   # Newton-Schulz
+        self.remainder = polar
+        value = value + (polar * rest).sum((-2, -1))
+        return value, leading + polar
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # a started tracker saves its state; a fresh one (all None) takes the checkpoint's shapes, and a
+        # checkpoint of a fresh tracker resets this one
+        if prefix + "right" not in state_dict:
+            self.reset()
+        for name in ("right", "remainder", "rotation", "probe"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and (getattr(self, name) is None or getattr(self, name).shape != saved.shape):
+                setattr(self, name, torch.empty_like(saved))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, deflate={self.deflate}, step={self.step}, momentum={self.momentum}"
+
+
+__all__ = ["PolarTracker", "DEFAULT_DEFLATE"]

@@ -1,0 +1,141 @@
+import pytest
+import torch
+
+from lowrank_gnn.nn import NuclearNormRegularizer, PolarTracker
+
+
+def reference(matrix, rank=None):
+    """float64 SVD: the nuclear (or Ky Fan) norm and U V^T of the leading ``rank`` triplets."""
+    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    k = s.shape[-1] if rank is None else rank
+    return s[..., :k].sum(-1), u[..., :k] @ vh[..., :k, :]
+
+
+def follow(tracker, start, end, steps=200, settle=300):
+    """Track the straight path from ``start`` to ``end``, then ``settle`` more calls at ``end``."""
+    values = []
+    for t in torch.linspace(0, 1, steps).tolist():
+        values.append(tracker((1 - t) * start + t * end))
+    for _ in range(settle):
+        values.append(tracker(end))
+    return values
+
+
+def path(shape, dtype, seed):
+    """Two matrices with singular values in [1, 4] whose difference has spectral norm 0.5: the straight
+    path between them stays full rank, so its polar factor moves continuously."""
+    g = torch.Generator().manual_seed(seed)
+    *batch, m, n = shape
+    k = min(m, n)
+    left = torch.linalg.qr(torch.randn(*batch, m, k, dtype=torch.float64, generator=g))[0]
+    right = torch.linalg.qr(torch.randn(*batch, n, k, dtype=torch.float64, generator=g))[0]
+    start = left @ torch.diag_embed(torch.linspace(1, 4, k, dtype=torch.float64).expand(*batch, k)) @ right.mT
+    step = torch.randn(*shape, dtype=torch.float64, generator=g)
+    end = start + 0.5 * step / torch.linalg.matrix_norm(step, ord=2)[..., None, None]
+    return start.to(dtype), end.to(dtype)
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (30, 18), (18, 30), (2, 20, 12)])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_tracks_nuclear_norm_and_polar_factor_along_a_path(shape, dtype, tol):
+    start, end = path(shape, dtype, seed=1)
+    tracker = PolarTracker(deflate=4)
+    value, direction = follow(tracker, start, end)[-1]
+    exact, polar = reference(end)
+    assert value.dtype == dtype and direction.shape == end.shape
+    torch.testing.assert_close(value.double(), exact, rtol=tol, atol=0)
+    torch.testing.assert_close(direction.double(), polar, rtol=0, atol=50 * tol)
+
+
+def test_estimate_is_a_lower_bound_at_every_step():
+    start, end = path((20, 16), torch.float64, seed=2)
+    tracker = PolarTracker(deflate=3)
+    for t in torch.linspace(0, 1, 50).tolist():
+        matrix = (1 - t) * start + t * end
+        value, direction = tracker(matrix)
+        assert float(value) <= float(reference(matrix)[0]) * (1 + 1e-6)
+        # orthogonal up to the Newton-Schulz remainder
+        assert float(torch.linalg.matrix_norm(direction, ord=2)) <= 1 + 1e-4
+
+
+@pytest.mark.parametrize("shape", [(14, 9), (9, 14)])
+def test_ky_fan_norm_converges_from_an_unrelated_start(shape):
+    g = torch.Generator().manual_seed(3)
+    matrix = torch.randn(*shape, dtype=torch.float64, generator=g)
+    tracker = PolarTracker(rank=3)
+    tracker(torch.randn(*shape, dtype=torch.float64, generator=g))  # state of another matrix
+    for _ in range(300):
+        value, direction = tracker(matrix)
+    exact, polar = reference(matrix, rank=3)
+    torch.testing.assert_close(value, exact, rtol=1e-10, atol=0)
+    torch.testing.assert_close(direction, polar, rtol=0, atol=1e-8)
+
+
+def test_repeated_and_zero_singular_values():
+    g = torch.Generator().manual_seed(4)
+    left = torch.linalg.qr(torch.randn(16, 12, dtype=torch.float64, generator=g))[0]
+    right = torch.linalg.qr(torch.randn(12, 12, dtype=torch.float64, generator=g))[0]
+    values = torch.tensor([3.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    matrix = left @ torch.diag(values) @ right.T
+    near = matrix + 0.05 * torch.randn(16, 12, dtype=torch.float64, generator=g)
+    for tracker, exact in ((PolarTracker(deflate=4), values.sum()), (PolarTracker(rank=4), values[:4].sum())):
+        value, direction = follow(tracker, near, matrix, steps=50)[-1]
+        torch.testing.assert_close(value, exact, rtol=1e-9, atol=0)
+        # a subgradient: spectral norm <= 1 and <D, X> = the norm (the direction is not unique here)
+        assert float(torch.linalg.matrix_norm(direction, ord=2)) <= 1 + 1e-8
+        torch.testing.assert_close((direction * matrix).sum(), exact, rtol=1e-9, atol=0)
+
+
+def test_zero_matrix_gives_zero_and_a_finite_direction():
+    tracker = PolarTracker(deflate=2)
+    value, direction = tracker(torch.zeros(6, 5))
+    value, direction = tracker(torch.zeros(6, 5))
+    assert float(value) == 0.0 and bool(torch.isfinite(direction).all())
+
+
+def test_regularizer_polar_gradient_matches_the_svd():
+    start, end = path((14, 9), torch.float64, seed=5)
+    reg = NuclearNormRegularizer(strength=0.3, method="polar", deflate=3)
+    for t in torch.linspace(0, 1, 100).tolist():
+        reg((1 - t) * start + t * end)
+    for _ in range(200):
+        reg(end)
+    x = end.clone().requires_grad_()
+    value = reg(x)
+    value.backward()
+    expected = end.clone().requires_grad_()
+    (0.3 * torch.linalg.matrix_norm(expected, ord="nuc")).backward()
+    torch.testing.assert_close(value.detach(), 0.3 * reference(end)[0], rtol=1e-10, atol=0)
+    torch.testing.assert_close(x.grad, expected.grad, rtol=0, atol=1e-8)
+    assert reg.aux_loss is None and list(reg.parameters()) == []
+
+
+def test_state_dict_round_trip_and_mismatch_error():
+    g = torch.Generator().manual_seed(6)
+    matrix = torch.randn(10, 8, dtype=torch.float64, generator=g)
+    tracker = PolarTracker(deflate=2)
+    tracker(matrix)
+    fresh = PolarTracker(deflate=2)
+    fresh.load_state_dict(tracker.state_dict())
+    for a, b in zip(fresh(matrix), tracker(matrix), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="tracks a matrix of another shape"):
+        tracker(torch.randn(11, 8, dtype=torch.float64))
+    tracker.reset()
+    tracker(torch.randn(11, 8, dtype=torch.float64))  # a fresh start after reset()
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: PolarTracker(step=2.0), r"step must be a number in \(0, 2\)"),
+    (lambda: PolarTracker(momentum=1.0), r"momentum must be a number in \[0, 1\)"),
+    (lambda: PolarTracker(deflate=0), "deflate must be a positive integer"),
+    (lambda: NuclearNormRegularizer(method="svd"), "method must be one of 'qr', 'polar'"),
+])
+def test_rejects_bad_options(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_rejects_rank_above_the_matrix():
+    with pytest.raises(ValueError, match=r"rank must satisfy 1 <= rank <= min\(m, n\)=3 \(got rank=4\)"):
+        PolarTracker(rank=4)(torch.randn(5, 3))
