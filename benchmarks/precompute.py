@@ -56,7 +56,7 @@ from torch_geometric.transforms import AddLaplacianEigenvectorPE
 
 from lowrank_gnn.data import load_tu
 from lowrank_gnn.transforms import LaplacianEigenvectorPE, precompute_eigenpairs
-from lowrank_gnn.transforms.packed import bucket_nodes, dense_operators, normalized_edges, size_buckets
+from lowrank_gnn.transforms.packed import dense_batches, normalized_edges
 from lowrank_gnn.transforms.precompute import pack_in_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -168,8 +168,8 @@ def synthetic_molecules(num_graphs: int, seed: int = 0) -> Collated:
 def dense_laplacians(dataset: InMemoryDataset) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     packed = pack_in_memory(dataset)
     entries = normalized_edges(packed, "laplacian")
-    return [(bucket.graphs, dense_operators(packed, entries, bucket, bucket_nodes(packed.node_ptr, bucket)))
-            for bucket in size_buckets(packed, (packed.num_nodes > 0).nonzero().squeeze(1))]
+    return [(batch.graphs, batch.operators)
+            for batch in dense_batches(packed, entries, (packed.num_nodes > 0).nonzero().squeeze(1))]
 
 
 def accuracy(graphs: List[Data], encodings: List[torch.Tensor], k: int) -> Tuple[float, float]:
