@@ -206,8 +206,8 @@ class AddEigenpairs(BaseTransform):
                 for batch in dense_batches(packed, entries, dense.nonzero().squeeze(1)):
                     m = min(k, batch.n)
                     pair_values, pair_vectors = self._solve_dense(batch.operators, solver[0], m)
-                    values[batch.graphs, :m] = pair_values.to(dtype)
-                    vectors[batch.rows, :m] = pair_vectors.reshape(-1, m).to(dtype)
+                    values[:, :m].index_copy_(0, batch.graphs, pair_values.to(dtype))
+                    vectors[:, :m].index_copy_(0, batch.rows, pair_vectors.reshape(-1, m).to(dtype))
                     bar.update(batch.graphs.numel())
                 available[dense] = num_nodes[dense].clamp(max=k)
                 vectors = canonical_signs_per_graph(vectors, num_nodes)  # idempotent on the rows solved below
