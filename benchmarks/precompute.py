@@ -47,6 +47,7 @@ import argparse
 import csv
 import os
 import platform
+import shutil
 import tempfile
 import threading
 import time
@@ -246,6 +247,7 @@ def run_dataset(name: str, dataset: InMemoryDataset, args, device: torch.device,
         "solver_only": lambda: [eigh_extremal(m, min(k + 1, m.shape[-1])) for m in matrices],
         "tridiag_only": lambda: tridiagonalize_all(matrices),
     }, repeats, device)
+    shutil.rmtree(cache, ignore_errors=True)
     (t_pyg, c_pyg, m_pyg, out_pyg), (t_per, c_per, m_per, _) = times["pyg"], times["per_graph"]
     (t_bat, c_bat, m_bat, out_bat), (t_hit, c_hit, m_hit, out_hit) = times["batched"], times["cached"]
     t_eigh, c_eigh = times["eigh_only"][:2]
