@@ -154,9 +154,9 @@ class PolarTracker(nn.Module):
         self.right = right
         small_left, values, small_right_h = torch.linalg.svd(image.mT @ right)   # B = U^T X V, r x r
         value = values.sum(-1)
-        leading = (left @ small_left) @ (small_right_h @ right.mT)         # U polar(B) V^T
+        left_polar, right_polar = left @ small_left, small_right_h @ right.mT      # U polar(B) V^T, factored
         if self.remainder is None:
-            return value, leading
+            return value, left_polar @ right_polar
         rest = _baddbmm(x, x @ right, right.mT, alpha=-1.0)               # R = X (I - V V^T)
         previous, momentum = self.remainder, cast(Tensor, self.rotation)
         polar = _baddbmm(previous, previous @ right, right.mT, alpha=-1.0)
@@ -170,15 +170,15 @@ class PolarTracker(nn.Module):
         self.probe = probe
         beta = self.step / norm.sqrt().clamp_min(torch.finfo(x.dtype).tiny)   # b / sigma_max(R), (B, 1, 1)
         product = polar.mT @ rest                                          # M = Q^T R
-        skew = (product - product.mT) * 0.5
-        rotation = skew * beta + self.momentum * momentum               # heavy-ball Theta
+        # heavy-ball Theta = beta skew(M) + mu Theta_old, in place (each pass over n x n numbers counts)
+        rotation = torch.sub(product, product.mT).mul_(beta * 0.5).add_(momentum, alpha=self.momentum)
         self.rotation = rotation
-        # Y = Q + beta (R - Q sym(M)) + mu Q Theta_old = Q + beta R + Q (Theta - beta M)
-        ascent = _baddbmm(polar + beta * rest, polar, rotation - beta * product)
+        # Y = Q + beta (R - Q sym(M)) + mu Q Theta_old = (Q + beta R) + Q (Theta - beta M)
+        ascent = _baddbmm(torch.addcmul(polar, rest, beta), polar, torch.addcmul(rotation, product, beta, value=-1.0))
         polar = _baddbmm(ascent, ascent, ascent.mT @ ascent, beta=1.5, alpha=-0.5)   # Newton-Schulz
         self.remainder = polar
         value = value + (polar * rest).sum((-2, -1))
-        return value, leading + polar
+        return value, _baddbmm(polar, left_polar, right_polar)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
