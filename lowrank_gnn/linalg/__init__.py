@@ -8,13 +8,14 @@ The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisatio
 from .householder import (DEFAULT_BLOCK_SIZE, HouseholderOrthogonal, householder_orthonormal, householder_product,
                           householder_vectors)
 from .norms import frobenius_norm
-from .qr import CHOLESKY_QR_ACCEPT, qr_orthonormalize
+from .qr import CHOLESKY_QR_ACCEPT, CHOLESKY_QR_ONE_PASS, qr_orthonormalize
 from .tridiagonal import apply_reflectors, householder_tridiagonalize, solve_secular, tridiagonal_eigh
 
 __all__ = [
     "frobenius_norm",
     "qr_orthonormalize",
     "CHOLESKY_QR_ACCEPT",
+    "CHOLESKY_QR_ONE_PASS",
     "householder_product",
     "householder_orthonormal",
     "householder_vectors",
