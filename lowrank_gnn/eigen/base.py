@@ -53,11 +53,17 @@ class EigenPairs(NamedTuple):
 #: block of graph eigenvectors, whose localised columns often miss the head, the whole block at once).
 SIGN_PIVOT_PREFIX = 8
 
+#: Columns of at most this many rows are searched whole at once: five passes over a small block
+#: cost less than the head search's extra operations and its host sync (measured on the padded
+#: per-graph eigenvectors of mini-batches, ``(G, n <= 620, 16)``).
+SIGN_FULL_SEARCH_ROWS = 1024
+
 
 def canonical_signs(vectors: Tensor) -> Tensor:
     """Flip each column so that its first entry with ``|u_i| >= 0.1 max|u|`` is positive.
 
-    Costs one reduction over each column (its largest magnitude), a search of the first
+    Columns of at most :data:`SIGN_FULL_SEARCH_ROWS` rows are searched whole. Longer ones cost
+    one reduction over each column (its largest magnitude), a search of the first
     :data:`SIGN_PIVOT_PREFIX` rows and one multiplication; a column with no significant
     entry there is searched whole (alone; in a tall block, ``n > 16 k``, with the others at
     once). A zero column is kept. Differentiable (the signs are constants).
@@ -74,6 +80,12 @@ def sign_factors(vectors: Tensor) -> Tensor:
     detached = vectors.detach()
     if detached.numel() == 0:
         return detached.new_ones(*detached.shape[:-2], 1, detached.shape[-1])
+    if detached.shape[-2] <= SIGN_FULL_SEARCH_ROWS:
+        absolute = detached.abs()
+        threshold = SIGN_PIVOT_FRACTION * absolute.amax(dim=-2, keepdim=True)
+        pivot = (absolute >= threshold).max(dim=-2, keepdim=True).indices
+        sign = torch.sign(detached.gather(-2, pivot))
+        return torch.where(sign == 0, torch.ones_like(sign), sign)
     tall = detached.shape[-2] > 16 * detached.shape[-1]
     absolute = detached.abs() if tall else None
     if absolute is not None:                            # tall (graph eigenvectors): one |u| pass, one reduction

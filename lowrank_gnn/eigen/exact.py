@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._validation import check_choice, check_positive_int
-from .base import EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs
+from .base import EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs, sign_factors
 from .diagnostics import operator_frobenius_norm
 
 #: ``which`` -> ARPACK's ``which`` for ``scipy.sparse.linalg.eigsh``.
@@ -140,6 +140,18 @@ class ExactBackend(EigenBackend):
 
     def _solve_dense(self, op) -> EigenPairs:
         matrix = op.to_dense()
+        if not (matrix.requires_grad and torch.is_grad_enabled()):
+            # no gradient to carry: eigh reads the lower triangle, and only the k kept columns are ordered
+            with torch.no_grad():
+                values, vectors = torch.linalg.eigh(matrix)     # ascending
+                if self.which == "magnitude":
+                    return EigenPairs(*select_eigenpairs(values, vectors, self.k, self.which))
+                n = values.shape[-1]
+                if self.which == "largest":
+                    values, vectors = values[..., n - self.k:].flip(-1), vectors[..., n - self.k:].flip(-1)
+                else:
+                    values, vectors = values[..., :self.k], vectors[..., :self.k].contiguous()
+                return EigenPairs(values, vectors.mul_(sign_factors(vectors)))
         matrix = (matrix + matrix.mT) / 2  # eigh reads one triangle; symmetrise so gradients are symmetric
         eigenvalues, eigenvectors = _PartialEigh.apply(matrix, self.k, self.which)
         return EigenPairs(eigenvalues, canonical_signs(eigenvectors))

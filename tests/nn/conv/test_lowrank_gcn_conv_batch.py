@@ -5,6 +5,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GCNConv
 
 from lowrank_gnn.nn import LowRankGCNConv
+from lowrank_gnn.nn.conv.batch_spectrum import SIZE_CLASS_RATIO
 from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
 
 
@@ -42,8 +43,14 @@ def test_batch_equals_each_graph_alone(weighted, options):
     assert torch.allclose(conv(batch.x, batch.edge_index, weight, ptr=batch.ptr), out, atol=1e-14)
 
 
-def test_graphs_of_very_different_sizes_are_solved_in_size_classes():
-    """Sizes 5 .. 40 with k=4: several size classes (each one batched call) plus graphs applied directly."""
+@pytest.mark.parametrize("ratio, expected", [
+    (1.5, [(1, 5, 5), (2, 12, 12), (1, 17, 17), (1, 26, 26), (1, 40, 40)]),   # 5 | 9 12 | 17 | 26 | 40
+    (1.2, [(1, 5, 5), (1, 9, 9), (1, 12, 12), (1, 17, 17), (1, 26, 26), (1, 40, 40)]),
+    (2.0, [(2, 9, 9), (2, 17, 17), (2, 40, 40)]),                             # 5 9 | 12 17 | 26 40
+])
+def test_graphs_of_very_different_sizes_are_solved_in_size_classes(monkeypatch, ratio, expected):
+    """Sizes 5 .. 40 with k=4: size classes (each one batched call) plus graphs applied directly."""
+    monkeypatch.setitem(SIZE_CLASS_RATIO, "cpu", ratio)
     graphs = [random_graph(n, 0.3, 100 + n) for n in (40, 5, 9, 3, 26, 12, 17)]
     calls = []
     conv = layer(k=4)
@@ -51,8 +58,7 @@ def test_graphs_of_very_different_sizes_are_solved_in_size_classes():
     conv.backend.solve = lambda op: calls.append(tuple(op.shape)) or original(op)
     batch = Batch.from_data_list(graphs)
     out = conv(batch.x, batch.edge_index, batch.edge_weight, batch=batch.batch)
-    # sizes above k in classes of ratio <= 1.5: 5 | 9 12 | 17 | 26 | 40; the 3-node graph is applied directly
-    assert sorted(calls) == sorted([(1, 5, 5), (2, 12, 12), (1, 17, 17), (1, 26, 26), (1, 40, 40)])
+    assert sorted(calls) == sorted(expected)  # the 3-node graph (3 <= k) is applied directly
     conv.backend.solve = original
     alone = torch.cat([conv(g.x, g.edge_index, g.edge_weight) for g in graphs])
     assert torch.allclose(out, alone, atol=1e-10)
