@@ -187,6 +187,12 @@ class SparsityPattern:
             self._transpose = (crow, self.row[perm], perm)
         return self._transpose
 
+    def set_symmetric(self, mirror: Tensor) -> None:
+        """Record a pattern known to be symmetric by construction, with ``mirror[s]`` the slot of the
+        transpose of slot ``s``: :meth:`transpose` is then ``(crow, col, mirror)``, without a sort."""
+        self._transpose = (self.crow, self.col, mirror)
+        self._symmetric = True
+
     @property
     def symmetric(self) -> bool:
         """Whether ``(i, j)`` is stored exactly when ``(j, i)`` is (then entry ``e`` of ``A^T`` is entry ``e``

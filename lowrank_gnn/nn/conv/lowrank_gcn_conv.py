@@ -487,8 +487,8 @@ class LowRankGCNConv(MessagePassing):
         r"""Each graph of the batch its own ``min(k, n_g)`` eigenpairs.
 
         A graph with ``n_g <= k`` nodes keeps all its eigenpairs, and
-        :math:`U \Lambda U^T` is then its operator itself: it is applied directly (sparse,
-        no eigendecomposition). The larger graphs are grouped by size (each class spans
+        :math:`U \Lambda U^T` is then its operator itself: it is applied directly (dense, at
+        most ``k x k``, no eigendecomposition). The larger graphs are grouped by size (each class spans
         sizes within a factor :data:`~lowrank_gnn.nn.conv.batch_spectrum.SIZE_CLASS_RATIO`) and every class is solved
         in one batched backend call on its operators stacked as ``(G, n_pad, n_pad)``; a graph
         with fewer than ``n_pad`` nodes is padded with a decoupled diagonal block of distinct
@@ -506,13 +506,14 @@ class LowRankGCNConv(MessagePassing):
             dtype = edge_weight.dtype
         op = structure.normalized_adjacency(edge_weight, add_self_loops=self.add_self_loops, improved=self.improved,
                                             normalize=self.normalize, symmetrize=True, dtype=dtype)
-        if not bool((ptr.diff() > self.k).any()):
-            return BatchSpectrum(op, None, [], ptr)
-        if self.backend.which == "magnitude":
-            raise ValueError("which='magnitude' cannot be padded per graph in a mini-batch; use 'largest' or "
-                             "'smallest' with batch/ptr, or call the layer on one graph at a time")
-        deflated = deflate_components(op) if self.deflate_components else None
-        return solve_batch(op, deflated, batch, ptr, self.k, self._backend_for(self.k, batched=True))
+        deflated, backend = None, self.backend   # without a graph of more than k nodes nothing is solved
+        if bool((ptr.diff() > self.k).any()):
+            if self.backend.which == "magnitude":
+                raise ValueError("which='magnitude' cannot be padded per graph in a mini-batch; use 'largest' or "
+                                 "'smallest' with batch/ptr, or call the layer on one graph at a time")
+            deflated = deflate_components(op) if self.deflate_components else None
+            backend = self._backend_for(self.k, batched=True)
+        return solve_batch(op, deflated, batch, ptr, self.k, backend)
 
     @staticmethod
     def _check_batch_spectrum(spectrum: BatchSpectrum, batch: Optional[Tensor], ptr: Optional[Tensor],
