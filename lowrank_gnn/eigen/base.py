@@ -81,11 +81,10 @@ def sign_factors(vectors: Tensor) -> Tensor:
     if detached.numel() == 0:
         return detached.new_ones(*detached.shape[:-2], 1, detached.shape[-1])
     if detached.shape[-2] <= SIGN_FULL_SEARCH_ROWS:
-        absolute = detached.abs()
-        threshold = SIGN_PIVOT_FRACTION * absolute.amax(dim=-2, keepdim=True)
-        pivot = (absolute >= threshold).max(dim=-2, keepdim=True).indices
-        sign = torch.sign(detached.gather(-2, pivot))
-        return torch.where(sign == 0, torch.ones_like(sign), sign)
+        magnitude = detached.abs()
+        cut = SIGN_PIVOT_FRACTION * magnitude.amax(dim=-2, keepdim=True)
+        first = torch.sign(detached.gather(-2, (magnitude >= cut).max(dim=-2, keepdim=True).indices))
+        return torch.where(first == 0, torch.ones_like(first), first)
     tall = detached.shape[-2] > 16 * detached.shape[-1]
     absolute = detached.abs() if tall else None
     if absolute is not None:                            # tall (graph eigenvectors): one |u| pass, one reduction

@@ -405,13 +405,7 @@ class LowRankGCNConv(MessagePassing):
                 check_graph_layout(batch, ptr, num_nodes, x)
                 out = h.new_zeros(h.shape)
             else:
-                if isinstance(eigenpairs, BatchSpectrum):
-                    spectrum = eigenpairs
-                    if not _is_compiling():
-                        self._check_batch_spectrum(spectrum, batch, ptr, num_nodes, x)
-                else:
-                    spectrum = self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes, x.dtype, x)
-                out = self._propagate(edge_index, h, lambda m: apply_batch(spectrum, m))
+                out = self._batch_propagate(h, edge_index, edge_weight, batch, ptr, num_nodes, x, eigenpairs)
             self.aux_loss = None
         else:
             if isinstance(eigenpairs, BatchSpectrum):
@@ -480,6 +474,24 @@ class LowRankGCNConv(MessagePassing):
         return low_rank_propagate(pairs, h, deflated)
 
     # --- mini-batches -----------------------------------------------------------------------
+
+    @torch.compiler.disable
+    def _batch_propagate(self, h: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor], batch: Optional[Tensor],
+                         ptr: Optional[Tensor], num_nodes: int, x: Tensor,
+                         eigenpairs: Optional[BatchSpectrum]) -> Tensor:
+        """``h`` through each graph's own spectrum; eager under ``torch.compile``.
+
+        The number and the shapes of the padded per-graph solves and products depend on the
+        graph sizes of each batch (and the solves run in LAPACK through SciPy, the components in
+        SciPy), so a traced graph would be specialised to one batch and recompiled for the next:
+        this region stays eager, one graph break per layer call.
+        """
+        if eigenpairs is not None:
+            spectrum = eigenpairs
+            self._check_batch_spectrum(spectrum, batch, ptr, num_nodes, x)
+        else:
+            spectrum = self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes, x.dtype, x)
+        return self._propagate(edge_index, h, lambda m: apply_batch(spectrum, m))
 
     @torch.compiler.disable
     def _batch_spectrum(self, edge_index: Tensor, edge_weight: Optional[Tensor], batch: Optional[Tensor],
