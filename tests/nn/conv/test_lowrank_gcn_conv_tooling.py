@@ -92,7 +92,8 @@ def test_compile_batched_path_equals_eager_with_one_named_graph_break(shared):
     conv = LowRankGCNConv(3, 4, k=4)
     kwargs = {"batch": batch.batch}
     if shared:
-        kwargs["eigenpairs"] = conv.eigenpairs(batch.edge_index, None, batch.num_nodes, torch.float32, batch=batch.batch)
+        kwargs["eigenpairs"] = conv.eigenpairs(batch.edge_index, None, batch.num_nodes, torch.float32,
+                                               batch=batch.batch)
     compiled = torch.compile(conv, backend="eager")
     assert torch.allclose(compiled(batch.x, batch.edge_index, **kwargs), conv(batch.x, batch.edge_index, **kwargs),
                           atol=1e-6)
