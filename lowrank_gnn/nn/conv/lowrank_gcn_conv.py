@@ -18,7 +18,7 @@ from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, r
 from ...operators import (DeflatedOperatorBase, GraphOperator, GraphStructure,
                           deflate_components)
 from .._batch import check_graph_layout
-from .batch_spectrum import BatchSpectrum, SizeClass, apply_batch, solve_batch
+from .batch_spectrum import BatchSpectrum, apply_batch, solve_batch
 
 #: Number of eigenpairs when ``k`` is not given.
 DEFAULT_K = 16
@@ -500,9 +500,10 @@ class LowRankGCNConv(MessagePassing):
 
         A graph with ``n_g <= k`` nodes keeps all its eigenpairs, and
         :math:`U \Lambda U^T` is then its operator itself: it is applied directly (dense, at
-        most ``k x k``, no eigendecomposition). The larger graphs are grouped by size (each class spans
-        sizes within a factor :data:`~lowrank_gnn.nn.conv.batch_spectrum.SIZE_CLASS_RATIO`) and every class is solved
-        in one batched backend call on its operators stacked as ``(G, n_pad, n_pad)``; a graph
+        most ``k x k``, no eigendecomposition). The larger graphs are grouped by size (each
+        class spans sizes within a factor
+        :data:`~lowrank_gnn.nn.conv.batch_spectrum.SIZE_CLASS_RATIO`) and every class is
+        solved in one batched backend call on its operators stacked as ``(G, n_pad, n_pad)``; a graph
         with fewer than ``n_pad`` nodes is padded with a decoupled diagonal block of distinct
         entries beyond its spectrum (below it for ``which="largest"``, above for
         ``"smallest"``), so its own ``k`` eigenpairs come first and the padding never enters.
@@ -539,4 +540,4 @@ class LowRankGCNConv(MessagePassing):
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, k={self.k})"
 
 
-__all__: List[str] = ["LowRankGCNConv", "BatchSpectrum", "SizeClass", "low_rank_propagate", "DEFAULT_K"]
+__all__: List[str] = ["LowRankGCNConv", "low_rank_propagate", "DEFAULT_K"]
