@@ -2,14 +2,13 @@
 import pytest
 import torch
 
-from lowrank_gnn.eigen.base import (SIGN_FULL_SEARCH_ROWS, SIGN_PIVOT_PREFIX, canonical_signs, order_indices,
-                                    select_eigenpairs)
+from lowrank_gnn.eigen.base import SIGN_PIVOT_PREFIX, canonical_signs, order_indices, select_eigenpairs
 
 
 @pytest.mark.parametrize("n, columns", [
-    (SIGN_PIVOT_PREFIX * 4, 4),                           # short columns: searched whole
-    (SIGN_FULL_SEARCH_ROWS + SIGN_PIVOT_PREFIX * 4, 4),   # long and tall: the head, then the whole block
-    (SIGN_FULL_SEARCH_ROWS + SIGN_PIVOT_PREFIX * 4, 80),  # long, not tall: the head, then each missing column
+    (SIGN_PIVOT_PREFIX * 4, 4),       # not tall: the head, then each column without a pivot there
+    (1056, 4),                        # tall (n > 16 k): the whole block at once
+    (1056, 80),                       # long, not tall: the head, then each missing column
 ])
 def test_canonical_signs_finds_pivots_inside_and_beyond_the_searched_prefix(n, columns):
     vectors = torch.zeros(n, columns, dtype=torch.float64)
