@@ -1,5 +1,5 @@
 """Numerical kernels with no notion of graphs: overflow-free norms, orthonormalisation, Householder
-products, tridiagonal eigensolvers.
+products, tridiagonal eigensolvers, block Krylov bases.
 
 The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisations of
 :mod:`lowrank_gnn.nn` build on these; this package imports nothing from the rest of
@@ -7,6 +7,7 @@ The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisatio
 """
 from .householder import (DEFAULT_BLOCK_SIZE, HouseholderOrthogonal, householder_orthonormal, householder_product,
                           householder_vectors)
+from .krylov import KRYLOV_BREAKDOWN_EPS, KrylovBasis, block_krylov
 from .norms import frobenius_norm
 from .qr import CHOLESKY_QR_ACCEPT, qr_orthonormalize
 from .tridiagonal import apply_reflectors, householder_tridiagonalize, solve_secular, tridiagonal_eigh
@@ -24,4 +25,7 @@ __all__ = [
     "apply_reflectors",
     "tridiagonal_eigh",
     "solve_secular",
+    "block_krylov",
+    "KrylovBasis",
+    "KRYLOV_BREAKDOWN_EPS",
 ]
