@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from .._validation import check_floating
-from .norms import frobenius_norm
 
 __all__ = ["KRYLOV_BREAKDOWN_EPS", "KrylovBasis", "block_krylov"]
 
@@ -63,76 +62,88 @@ def _gram_resolution(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps ** 0.5
 
 
-def _orthonormal_directions(block: Tensor, floor: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""Orthonormal directions of ``block`` whose singular value exceeds ``floor``, smallest first.
+def _orthonormal_directions(block: Tensor, removed: Tensor, least: Tensor,
+                            tolerance: float) -> Tuple[Tensor, Tensor, int]:
+    r"""Orthonormal directions of a projected ``block`` above ``tolerance`` times its scale, smallest first.
 
-    The Gram matrix's ``eigh`` (one ``(c, c)`` product and one small ``eigh``) where it resolves
-    every direction that matters: each of its eigenvalues is resolved (:func:`_gram_resolution`)
-    or certainly below ``floor^2``; otherwise, per batch entry, the SVD of the block, which
-    resolves singular values down to rounding. The block is scaled by a power of two first, so
-    neither path overflows or underflows in squares.
+    The scale :math:`\rho` is the largest column norm the block had before its projection
+    (``||x||^2 = ||P x||^2 + ||(I - P) x||^2``, from the Gram diagonal and ``removed``, the
+    coefficients of the components the projection took off), at least ``least``; singular directions at or
+    below ``tolerance * rho`` are dropped. They are found by the Gram matrix's ``eigh`` (one
+    ``(c, c)`` product, one small ``eigh``) where that resolves every direction that matters:
+    each eigenvalue is resolved (:func:`_gram_resolution`) or certainly below the threshold;
+    otherwise, per batch entry, by the SVD of the block, which resolves singular values down to
+    rounding. A Gram matrix that overflows is recomputed with the block scaled by a power of two.
 
     Shapes:
-        block ``(*batch, n, c)``, floor ``(*batch,)`` (absolute); returns the directions
-        ``(*batch, n, c)`` (ascending singular values, zero columns where dropped, so the kept
-        ones are a suffix) and the mask of kept columns ``(*batch, c)``.
+        block ``(*batch, n, c)``, removed ``(*batch, m, c)``, least ``(*batch,)``; returns the
+        directions ``(*batch, n, c)`` (ascending singular values, zero columns where dropped, so
+        the kept ones are a suffix), the mask of kept columns ``(*batch, c)`` and the largest
+        number of kept columns in a batch entry (one host synchronisation, two where the SVD runs).
     """
-    unit = _power_of_two(block.abs().amax((-2, -1)))
-    block = block / unit[..., None, None]
-    floor = (floor / unit)[..., None]
-    values, rotation = torch.linalg.eigh(block.mT @ block)
-    resolution = _gram_resolution(block.dtype)
-    top = values[..., -1:].clamp_min(0)
-    resolved = values >= resolution * top
-    # an unresolved eigenvalue is below (resolution + eps) * top: certainly dropped if that is below floor^2
-    ambiguous = (~resolved & (2 * resolution * top > floor.square())).any(-1)
-    keep = resolved & (values > floor.square())
+    for scaled in (False, True):
+        gram = block.mT @ block
+        # |G_ij| <= sqrt(G_ii G_jj): a finite diagonal is a finite Gram matrix (else eigh of zeros, then redo)
+        diagonal = torch.diagonal(gram, dim1=-2, dim2=-1)
+        finite = torch.isfinite(diagonal).all()
+        values, rotation = torch.linalg.eigh(torch.where(finite, gram, 0.0))
+        reference = torch.maximum((diagonal + removed.square().sum(-2)).amax(-1), least.square())
+        floor = (tolerance ** 2 * reference)[..., None]                   # squared threshold, (*batch, 1)
+        resolution = _gram_resolution(block.dtype)
+        top = values[..., -1:].clamp_min(0)
+        resolved = values >= resolution * top
+        # an unresolved eigenvalue is below about (resolution + eps) * top: certainly dropped if that is below floor
+        ambiguous = (~resolved & (2 * resolution * top > floor)).any(-1)
+        keep = resolved & (values > floor)
+        finite, fallback, count = torch.stack([finite.long(), ambiguous.any().long(), keep.sum(-1).amax()]).tolist()
+        if finite or scaled:
+            break
+        unit = _power_of_two(block.abs().amax((-2, -1)))                 # squares overflowed: scale and redo
+        block, removed, least = block / unit[..., None, None], removed / unit[..., None, None], least / unit
     scaling = torch.where(keep, values.clamp_min(torch.finfo(values.dtype).tiny).rsqrt(), 0.0)
     directions = block @ (rotation * scaling.unsqueeze(-2))
-    if bool(ambiguous.any()):
+    if fallback:
         left, singular, _ = torch.linalg.svd(block, full_matrices=False)
         left, singular = left.flip(-1), singular.flip(-1)                       # ascending, as eigh
         missing = block.shape[-1] - singular.shape[-1]                          # a block wider than tall
         if missing:
             left = torch.cat([left.new_zeros(*left.shape[:-1], missing), left], -1)
             singular = torch.cat([singular.new_zeros(*singular.shape[:-1], missing), singular], -1)
-        exact_keep = singular > floor
+        exact_keep = singular.square() > floor
         directions = torch.where(ambiguous[..., None, None], left * exact_keep.unsqueeze(-2), directions)
         keep = torch.where(ambiguous[..., None], exact_keep, keep)
-    return directions, keep
+        count = int(keep.sum(-1).amax())
+    return directions, keep, int(count)
 
 
-def _project_out(block: Tensor, deflate: Optional[Tensor], done: Tensor) -> Tensor:
-    if deflate is not None:
-        block = block - deflate @ (deflate.mT @ block)
-    if done.shape[-1]:
-        block = block - done @ (done.mT @ block)
-    return block
+def _project_out(block: Tensor, deflate: Optional[Tensor], done: Tensor) -> Tuple[Tensor, Tensor]:
+    """``block`` projected off ``deflate`` and ``done``, and the coefficients of what was removed ``(*batch, m, c)``."""
+    removed = [block.new_zeros(*block.shape[:-2], 0, block.shape[-1])]
+    for basis in (deflate, done):
+        if basis is not None and basis.shape[-1]:
+            coefficients = basis.mT @ block
+            block = block - basis @ coefficients
+            removed.append(coefficients)
+    return block, torch.cat(removed, -2)
 
 
-def _new_block(block: Tensor, reference: Tensor, deflate: Optional[Tensor], done: Tensor,
+def _new_block(block: Tensor, least: Tensor, deflate: Optional[Tensor], done: Tensor,
                limit: int) -> Tuple[Tensor, Tensor]:
     """The next orthonormal block from ``block``: at most ``limit`` directions, orthogonal to ``deflate`` and ``done``.
 
-    Pass 1 drops directions at or below ``KRYLOV_BREAKDOWN_EPS`` eps times ``reference`` (and keeps the
-    ``limit`` largest), pass 2 those that lose more than half their norm to the repeated projection.
+    Pass 1 drops directions at or below ``KRYLOV_BREAKDOWN_EPS`` eps times the block's largest column
+    (at least ``least``) and keeps the ``limit`` largest; pass 2 drops those that lose more than half
+    their norm to the repeated projection.
     """
-    floor = KRYLOV_BREAKDOWN_EPS * torch.finfo(block.dtype).eps * reference
+    tolerance = KRYLOV_BREAKDOWN_EPS * torch.finfo(block.dtype).eps
     for first in (True, False):
-        block, keep = _orthonormal_directions(_project_out(block, deflate, done), floor)
-        count = min(int(keep.sum(-1).amax()) if keep.numel() else 0, limit if first else block.shape[-1])
+        block, keep, count = _orthonormal_directions(*_project_out(block, deflate, done), least, tolerance)
+        count = min(count, limit) if first else count
         block, keep = block[..., block.shape[-1] - count:], keep[..., keep.shape[-1] - count:]
         if not count:
             break
-        floor = torch.full_like(floor, _SECOND_PASS_FLOOR)
+        tolerance, least = _SECOND_PASS_FLOOR, torch.zeros_like(least)
     return block, keep
-
-
-def _column_norms(block: Tensor) -> Tensor:
-    """Largest column norm, ``(*batch,)``, without overflow or underflow."""
-    if not block.shape[-1]:
-        return block.new_zeros(block.shape[:-2])
-    return frobenius_norm(block, dim=-2).amax(-1)
 
 
 def block_krylov(matmul: Callable[[Tensor], Tensor], start: Tensor, steps: int, *, deflate: Optional[Tensor] = None,
@@ -220,17 +231,21 @@ def block_krylov(matmul: Callable[[Tensor], Tensor], start: Tensor, steps: int, 
     *batch, n, width = start.shape
     capacity = (steps + 1) * width if max_dim is None else min(max_dim, (steps + 1) * width)
     capacity = min(capacity, n - (0 if deflate is None else deflate.shape[-1]))
-    basis = start.new_zeros(*batch, n, max(capacity, 0))
-    projection = start.new_zeros(*batch, max(capacity, 0), max(capacity, 0))
-    kept = torch.zeros(*batch, max(capacity, 0), dtype=torch.bool, device=start.device)
+    # filled block by block; only the part written is returned
+    basis = start.new_empty(*batch, n, max(capacity, 0))
+    projection = start.new_empty(*batch, max(capacity, 0), max(capacity, 0))
+    kept = torch.empty(*batch, max(capacity, 0), dtype=torch.bool, device=start.device)
     if capacity <= 0:
         return KrylovBasis(basis, projection, kept)
     if start_orthonormal:
         block = start[..., :capacity]
         keep = torch.ones(*block.shape[:-2], block.shape[-1], dtype=torch.bool, device=start.device)
-    else:
-        block, keep = _new_block(start, _column_norms(start), deflate, basis[..., :0], capacity)
-    unit, size = None, 0
+    else:  # in units of its largest entry (a power of two: exact), so that no square over- or underflows
+        start = start / _power_of_two(start.abs().amax((-2, -1)))[..., None, None]
+        block, keep = _new_block(start, start.new_zeros(batch), deflate, basis[..., :0], capacity)
+    unit: Optional[Tensor] = None
+    least: Optional[Tensor] = None
+    size = 0
     for step in range(steps + 1):
         end = size + block.shape[-1]
         if end == size:
@@ -238,20 +253,19 @@ def block_krylov(matmul: Callable[[Tensor], Tensor], start: Tensor, steps: int, 
         basis[..., size:end] = block
         kept[..., size:end] = keep
         image = matmul(block)
-        if unit is None:
-            # every image in units of ~||A|| (a power of two: exact), so that no square over- or underflows
+        if unit is None:  # every image in units of ~||A|| (a power of two), for the same reason
             unit = _power_of_two(image.abs().amax((-2, -1)))
-            least = _column_norms(image / unit[..., None, None]) if scale is None else \
-                torch.as_tensor(scale, dtype=image.dtype, device=image.device) / unit
         image = image / unit[..., None, None]
+        if least is None:
+            least = torch.diagonal(image.mT @ image, dim1=-2, dim2=-1).amax(-1).sqrt() if scale is None else \
+                torch.as_tensor(scale, dtype=image.dtype, device=image.device) / unit
         column = basis[..., :end].mT @ image              # Q^T A Q_new for all blocks so far
         projection[..., :end, size:end] = column
         projection[..., size:end, :end] = column.mT
         size = end
         if step == steps or size == capacity:
             break
-        reference = torch.maximum(_column_norms(image), least)
-        block, keep = _new_block(image, reference, deflate, basis[..., :size], capacity - size)
+        block, keep = _new_block(image, least, deflate, basis[..., :size], capacity - size)
     projection = projection[..., :size, :size]
     scaled = 1.0 if unit is None else unit[..., None, None]
     return KrylovBasis(basis[..., :size], (projection + projection.mT) / 2 * scaled, kept[..., :size])

@@ -82,7 +82,8 @@ def test_an_exhausted_space_ends_early_with_the_spectrum_of_the_start_vector():
 def test_repeated_eigenvalues_of_a_cycle_give_one_krylov_direction_per_distinct_eigenvalue():
     """C_12: eigenvalues (1 + 2 cos(2 pi j / 12)) / 3, j = 0..11, 7 distinct: a single start vector spans 7 dims."""
     matrix = graph_matrix(cycle_graph(12))
-    distinct = torch.unique(torch.round((1 + 2 * torch.cos(2 * torch.pi * torch.arange(12, dtype=torch.float64) / 12)) / 3, decimals=10))
+    angles = 2 * torch.pi * torch.arange(12, dtype=torch.float64) / 12
+    distinct = torch.unique(torch.round((1 + 2 * torch.cos(angles)) / 3, decimals=10))
     krylov = block_krylov(matrix.__matmul__, gaussian(12, 1, seed=3), steps=20)
     assert krylov.basis.shape == (12, distinct.numel())
     assert_orthonormal(krylov.basis, 1e-13)
@@ -164,6 +165,19 @@ def test_any_scale_of_operator_and_start_that_the_dtype_holds(scale, dtype):
     assert_same_span(krylov.basis, unit.basis, 1e3 * TOL[dtype])
     assert torch.allclose(torch.linalg.eigvalsh(krylov.projection.double()) / scale,
                           torch.linalg.eigvalsh(unit.projection), rtol=0, atol=1e2 * TOL[dtype] * 10)
+
+
+def test_a_gram_matrix_that_would_overflow_is_rescaled():
+    """A B_0 ~ 1e-10 sets the unit of the images; the next one, projected, is 1e20 e_3: 1e30 units, whose
+    square overflows float32. The space is all of R^3, with A's eigenvalues as Ritz values."""
+    matrix = torch.tensor([[1e-20, 0.0, 0.0], [0.0, 1e20, 1e20], [0.0, 1e20, 1.0]])
+    start = torch.tensor([[1.0], [1e-30], [0.0]])
+    krylov = block_krylov(matrix.__matmul__, start, steps=3)
+    assert bool(torch.isfinite(krylov.basis).all()) and bool(torch.isfinite(krylov.projection).all())
+    assert krylov.basis.shape == (3, 3)
+    assert_orthonormal(krylov.basis, 1e-6)
+    ritz = torch.linalg.eigvalsh(krylov.projection.double())
+    assert torch.allclose(ritz, torch.linalg.eigvalsh(matrix.double()), rtol=0, atol=1e-6 * 1e20)
 
 
 def test_max_dim_truncates_the_last_block_to_its_largest_directions():
