@@ -116,20 +116,16 @@ def _orthonormal_directions(block: Tensor, removed: Tensor, least: Tensor,
     return directions, keep, int(count)
 
 
-def _project_out(block: Tensor, deflate: Optional[Tensor], done: Tensor) -> Tuple[Tensor, Tensor]:
-    """``block`` projected off ``deflate`` and ``done``, and the coefficients of what was removed ``(*batch, m, c)``."""
-    removed = [block.new_zeros(*block.shape[:-2], 0, block.shape[-1])]
-    for basis in (deflate, done):
-        if basis is not None and basis.shape[-1]:
-            coefficients = basis.mT @ block
-            block = block - basis @ coefficients
-            removed.append(coefficients)
-    return block, torch.cat(removed, -2)
+def _project_out(block: Tensor, done: Tensor) -> Tuple[Tensor, Tensor]:
+    """``block`` projected off ``done``, and the coefficients of what was removed ``(*batch, m, c)``."""
+    if not done.shape[-1]:
+        return block, block.new_zeros(*block.shape[:-2], 0, block.shape[-1])
+    coefficients = done.mT @ block
+    return block - done @ coefficients, coefficients
 
 
-def _new_block(block: Tensor, least: Tensor, deflate: Optional[Tensor], done: Tensor,
-               limit: int) -> Tuple[Tensor, Tensor]:
-    """The next orthonormal block from ``block``: at most ``limit`` directions, orthogonal to ``deflate`` and ``done``.
+def _new_block(block: Tensor, least: Tensor, done: Tensor, limit: int) -> Tuple[Tensor, Tensor]:
+    """The next orthonormal block from ``block``: at most ``limit`` directions, orthogonal to ``done``.
 
     Pass 1 drops directions at or below ``KRYLOV_BREAKDOWN_EPS`` eps times the block's largest column
     (at least ``least``) and keeps the ``limit`` largest; pass 2 drops those that lose more than half
@@ -137,7 +133,7 @@ def _new_block(block: Tensor, least: Tensor, deflate: Optional[Tensor], done: Te
     """
     tolerance = KRYLOV_BREAKDOWN_EPS * torch.finfo(block.dtype).eps
     for first in (True, False):
-        block, keep, count = _orthonormal_directions(*_project_out(block, deflate, done), least, tolerance)
+        block, keep, count = _orthonormal_directions(*_project_out(block, done), least, tolerance)
         count = min(count, limit) if first else count
         block, keep = block[..., block.shape[-1] - count:], keep[..., keep.shape[-1] - count:]
         if not count:
@@ -171,8 +167,11 @@ def block_krylov(matmul: Callable[[Tensor], Tensor], start: Tensor, steps: int, 
     The orthonormalisation is rank revealing: the Gram matrix's ``eigh`` where its eigenvalues
     resolve every direction that matters (the well-conditioned blocks of a healthy Krylov
     space, a small ``(c, c)`` problem), else the block's SVD, which resolves singular values down to
-    rounding. Blocks are scaled by powers of two, so no square overflows or underflows (any
-    ``||A||`` the dtype holds). A block with no direction left ends the space early.
+    rounding. The start is taken in units of its largest entry and the images in units of
+    :math:`\max |A B_0|` (powers of two: exact), and a Gram matrix that overflows all the same is
+    recomputed scaled, so any :math:`\|A\|` the dtype holds works. A block with no direction
+    left ends the space early. Each orthonormalisation reads one number back to the host (the
+    width of the next block), two where the SVD runs.
 
     **Batches.** With a batch, every entry has the same number of columns: a column is removed
     where all entries dropped it, and is a zero column, marked False in
@@ -230,9 +229,14 @@ def block_krylov(matmul: Callable[[Tensor], Tensor], start: Tensor, steps: int, 
                          f"{tuple(start.shape[:-1])}, {start.dtype} (got {tuple(deflate.shape)}, {deflate.dtype})")
     *batch, n, width = start.shape
     capacity = (steps + 1) * width if max_dim is None else min(max_dim, (steps + 1) * width)
-    capacity = min(capacity, n - (0 if deflate is None else deflate.shape[-1]))
-    # filled block by block; only the part written is returned
-    basis = start.new_empty(*batch, n, max(capacity, 0))
+    deflated = 0 if deflate is None else deflate.shape[-1]
+    capacity = min(capacity, n - deflated)
+    # filled block by block, after the columns of C (so that one product projects off both); only
+    # the part written is returned
+    columns = start.new_empty(*batch, n, deflated + max(capacity, 0))
+    if deflate is not None:
+        columns[..., :deflated] = deflate
+    basis = columns[..., deflated:]
     projection = start.new_empty(*batch, max(capacity, 0), max(capacity, 0))
     kept = torch.empty(*batch, max(capacity, 0), dtype=torch.bool, device=start.device)
     if capacity <= 0:
@@ -242,7 +246,7 @@ def block_krylov(matmul: Callable[[Tensor], Tensor], start: Tensor, steps: int, 
         keep = torch.ones(*block.shape[:-2], block.shape[-1], dtype=torch.bool, device=start.device)
     else:  # in units of its largest entry (a power of two: exact), so that no square over- or underflows
         start = start / _power_of_two(start.abs().amax((-2, -1)))[..., None, None]
-        block, keep = _new_block(start, start.new_zeros(batch), deflate, basis[..., :0], capacity)
+        block, keep = _new_block(start, start.new_zeros(batch), columns[..., :deflated], capacity)
     unit: Optional[Tensor] = None
     least: Optional[Tensor] = None
     size = 0
@@ -265,7 +269,7 @@ def block_krylov(matmul: Callable[[Tensor], Tensor], start: Tensor, steps: int, 
         size = end
         if step == steps or size == capacity:
             break
-        block, keep = _new_block(image, least, deflate, basis[..., :size], capacity - size)
+        block, keep = _new_block(image, least, columns[..., :deflated + size], capacity - size)
     projection = projection[..., :size, :size]
     scaled = 1.0 if unit is None else unit[..., None, None]
     return KrylovBasis(basis[..., :size], (projection + projection.mT) / 2 * scaled, kept[..., :size])
