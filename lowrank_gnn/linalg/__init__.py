@@ -1,5 +1,5 @@
 """Numerical kernels with no notion of graphs: overflow-free norms, orthonormalisation, Householder
-products, tridiagonal eigensolvers, block Krylov bases.
+products, tridiagonal eigensolvers, extremal eigenpairs of dense symmetric batches, block Krylov bases.
 
 The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisations of
 :mod:`lowrank_gnn.nn` build on these; this package imports nothing from the rest of
@@ -9,6 +9,7 @@ from .householder import (DEFAULT_BLOCK_SIZE, HouseholderOrthogonal, householder
                           householder_vectors)
 from .krylov import KRYLOV_BREAKDOWN_EPS, KrylovBasis, block_krylov
 from .norms import frobenius_norm
+from .partial_eigh import EXTREMAL_METHODS, SUBSET_MAX_FRACTION, SUBSET_MIN_SIZE, eigh_extremal, subset_pays
 from .qr import CHOLESKY_QR_ACCEPT, qr_orthonormalize
 from .tridiagonal import apply_reflectors, householder_tridiagonalize, solve_secular, tridiagonal_eigh
 
@@ -25,6 +26,11 @@ __all__ = [
     "apply_reflectors",
     "tridiagonal_eigh",
     "solve_secular",
+    "eigh_extremal",
+    "subset_pays",
+    "EXTREMAL_METHODS",
+    "SUBSET_MIN_SIZE",
+    "SUBSET_MAX_FRACTION",
     "block_krylov",
     "KrylovBasis",
     "KRYLOV_BREAKDOWN_EPS",
