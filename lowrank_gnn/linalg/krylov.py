@@ -36,13 +36,17 @@ _SECOND_PASS_FLOOR = 0.5
 class KrylovBasis(NamedTuple):
     """The result of :func:`block_krylov`.
 
-    Shapes:
-        basis ``(*batch, n, d)``, projection ``(*batch, d, d)``, kept ``(*batch, d)``.
+    Attributes:
+        basis (Tensor): :math:`Q`, ``(*batch, n, d)``, orthonormal columns; zero columns where
+            ``kept`` is False.
+        projection (Tensor): :math:`Q^T A Q`, ``(*batch, d, d)``, symmetric.
+        kept (Tensor): ``(*batch, d)``, which columns of :math:`Q` are directions (False: a zero
+            column of a batch entry that dropped it, see :func:`block_krylov`).
     """
 
-    basis: Tensor       #: Q: orthonormal columns; zero columns where ``kept`` is False
-    projection: Tensor  #: Q^T A Q (symmetrised)
-    kept: Tensor        #: which columns of Q are directions (False: a zero column, see block_krylov)
+    basis: Tensor
+    projection: Tensor
+    kept: Tensor
 
 
 def _power_of_two(largest: Tensor) -> Tensor:
