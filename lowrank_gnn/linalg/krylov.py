@@ -120,29 +120,32 @@ def _orthonormal_directions(block: Tensor, removed: Tensor, least: Tensor,
     return directions, keep, int(count)
 
 
-def _project_out(block: Tensor, done: Tensor) -> Tuple[Tensor, Tensor]:
-    """``block`` projected off ``done``, and the coefficients of what was removed ``(*batch, m, c)``."""
+def _project_out(block: Tensor, done: Tensor, coefficients: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """``block`` projected off ``done`` (``coefficients = done^T block`` if already known), and those coefficients."""
     if not done.shape[-1]:
         return block, block.new_zeros(*block.shape[:-2], 0, block.shape[-1])
-    coefficients = done.mT @ block
+    if coefficients is None:
+        coefficients = done.mT @ block
     return block - done @ coefficients, coefficients
 
 
-def _new_block(block: Tensor, least: Tensor, done: Tensor, limit: int) -> Tuple[Tensor, Tensor]:
+def _new_block(block: Tensor, least: Tensor, done: Tensor, limit: int,
+               coefficients: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """The next orthonormal block from ``block``: at most ``limit`` directions, orthogonal to ``done``.
 
-    Pass 1 drops directions at or below ``KRYLOV_BREAKDOWN_EPS`` eps times the block's largest column
-    (at least ``least``) and keeps the ``limit`` largest; pass 2 drops those that lose more than half
-    their norm to the repeated projection.
+    Pass 1 (with ``coefficients = done^T block`` if given) drops directions at or below
+    ``KRYLOV_BREAKDOWN_EPS`` eps times the block's largest column (at least ``least``) and keeps
+    the ``limit`` largest; pass 2 drops those that lose more than half their norm to the repeated
+    projection.
     """
     tolerance = KRYLOV_BREAKDOWN_EPS * torch.finfo(block.dtype).eps
     for first in (True, False):
-        block, keep, count = _orthonormal_directions(*_project_out(block, done), least, tolerance)
+        block, keep, count = _orthonormal_directions(*_project_out(block, done, coefficients), least, tolerance)
         count = min(count, limit) if first else count
         block, keep = block[..., block.shape[-1] - count:], keep[..., keep.shape[-1] - count:]
         if not count:
             break
-        tolerance, least = _SECOND_PASS_FLOOR, torch.zeros_like(least)
+        tolerance, least, coefficients = _SECOND_PASS_FLOOR, torch.zeros_like(least), None
     return block, keep
 
 
@@ -267,13 +270,16 @@ def block_krylov(matmul: Callable[[Tensor], Tensor], start: Tensor, steps: int, 
         if least is None:
             least = torch.diagonal(image.mT @ image, dim1=-2, dim2=-1).amax(-1).sqrt() if scale is None else \
                 torch.as_tensor(scale, dtype=image.dtype, device=image.device) / unit
-        column = basis[..., :end].mT @ image              # Q^T A Q_new for all blocks so far
+        # [C, Q]^T A Q_new: its lower part is the projection's new columns, and all of it the first
+        # projection of the next block (one product for both)
+        coefficients = columns[..., :deflated + end].mT @ image
+        column = coefficients[..., deflated:, :]
         projection[..., :end, size:end] = column
         projection[..., size:end, :end] = column.mT
         size = end
         if step == steps or size == capacity:
             break
-        block, keep = _new_block(image, least, columns[..., :deflated + size], capacity - size)
+        block, keep = _new_block(image, least, columns[..., :deflated + size], capacity - size, coefficients)
     projection = projection[..., :size, :size]
     scaled = 1.0 if unit is None else unit[..., None, None]
     return KrylovBasis(basis[..., :size], (projection + projection.mT) / 2 * scaled, kept[..., :size])
