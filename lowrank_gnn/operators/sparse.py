@@ -194,7 +194,10 @@ class SparsityPattern:
         gathers of comparing ``A`` with ``A^T`` entry by entry)."""
         if self._mirror is None:
             upper = torch.nonzero(self.row < self.col).squeeze(-1)
-            self._mirror = (upper, self.transpose()[2][upper])
+            lower = self.transpose()[2][upper]
+            if self.nnz < 2 ** 31:  # int32 positions: half the index traffic of the two gathers
+                upper, lower = upper.int(), lower.int()
+            self._mirror = (upper, lower)
         return self._mirror
 
 
@@ -242,6 +245,8 @@ class GraphOperator(CSROperator):
         self.value = value if stored else pattern.store(value)
         self.degree = degree
         self._symmetric: Optional[bool] = None
+        self._frobenius: Optional[Tensor] = None
+        self._checked_values: Optional[Tuple[int, int]] = None  # the values the two caches above belong to
 
     @classmethod
     def from_pattern(cls, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor] = None) -> "GraphOperator":
@@ -316,22 +321,42 @@ class GraphOperator(CSROperator):
         return sp.csr_matrix((self.value.detach().cpu().double().numpy().copy(), self.col.cpu().numpy().copy(),
                               self.crow.cpu().numpy().copy()), shape=tuple(self.shape))
 
+    def _values_unchanged(self) -> bool:
+        """Whether :attr:`value` is the tensor, at the version, that the cached checks were computed on.
+
+        The symmetry and the norm are computed once per operator and reused by every later
+        forward; an in-place edit of ``value`` (its version counter moves) or a new tensor assigned
+        to it clears them, so a stale ``True`` is never returned.
+        """
+        key = (id(self.value), self.value._version)
+        if self._checked_values != key:
+            self._symmetric, self._frobenius, self._checked_values = None, None, key
+            return False
+        return True
+
     @torch.no_grad()
     def frobenius_norm(self) -> Tensor:
-        """Exact: the norm of the stored values (duplicates are summed on construction)."""
-        return frobenius_norm(self.value, dim=-1)
+        """Exact: the norm of the stored values (duplicates are summed on construction). Computed once
+        (while the values are unchanged) and shared with :meth:`check_finite`."""
+        if not self._values_unchanged() or self._frobenius is None:
+            self._frobenius = frobenius_norm(self.value, dim=-1)
+        return self._frobenius
 
     def check_finite(self) -> None:
-        check_finite("the operator's values (edge weights after normalisation)", self.value.detach())
+        # the norm of the values is finite iff they are (it neither overflows nor underflows), and the
+        # eigen backends need it anyway: one pass for both
+        if self.nnz and not bool(torch.isfinite(self.frobenius_norm())):
+            check_finite("the operator's values (edge weights after normalisation)", self.value.detach())
 
     @property
     def symmetric(self) -> bool:
         """``True`` iff the pattern is symmetric and ``A_ij == A_ji`` to :func:`symmetry_tolerance`.
 
         The pattern half is computed once per graph (a sort, shared by :meth:`with_values`);
-        the value half compares each off-diagonal pair once, ``O(nnz)``, once per operator.
+        the value half compares each off-diagonal pair once, ``O(nnz)``, once per operator and
+        again only after its values change (an in-place edit of :attr:`value`).
         """
-        if self._symmetric is None:
+        if not self._values_unchanged() or self._symmetric is None:
             symmetric = self._pattern.symmetric
             if symmetric and self.nnz:
                 value = self.value.detach()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, Optional, Tuple, Union
 
-import numpy
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -12,15 +11,12 @@ from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_choice, check_positive_int
 from ..eigen import WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
+from ..linalg import eigh_extremal
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
-from .packed import (PackedGraphs, bucket_nodes, canonical_signs_per_graph, dense_operators, normalized_edges,
-                     pack_graphs, size_buckets)
+from .packed import PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges, pack_graphs
 from .progress import progress_bar
 
 OPERATORS = ("normalized_adjacency", "laplacian")
-
-#: Smallest graph for which the CPU dense path asks LAPACK (``dsyevr``) for the wanted eigenpairs only.
-SUBSET_MIN_NODES = 200
 
 #: The end of the spectrum each operator is usually filtered from.
 DEFAULT_WHICH = {"normalized_adjacency": "largest", "laplacian": "smallest"}
@@ -186,7 +182,8 @@ class AddEigenpairs(BaseTransform):
         graph-level ones (``eigvals``, ``eig_mask``) along graphs.
 
         Graphs with the same node count are solved together (one dense ``(B, n, n)`` batch, one
-        :func:`~lowrank_gnn.eigen.batched_eigh` call); the others (large graphs on the sparse
+        :func:`~lowrank_gnn.linalg.eigh_extremal` or :func:`~lowrank_gnn.eigen.batched_eigh`
+        call); the others (large graphs on the sparse
         path, deflation, backend instances) one at a time. A graph gets the same bits either way
         it is reached: :meth:`forward` is this method on a batch of one.
         """
@@ -206,15 +203,13 @@ class AddEigenpairs(BaseTransform):
             bar.update(int((num_nodes == 0).sum()))  # empty graphs: nothing to solve
             if solver is not None and bool(dense.any()):
                 entries = normalized_edges(packed, self.operator, self.add_self_loops)
-                for bucket in size_buckets(packed, dense.nonzero().squeeze(1)):
-                    m = min(k, bucket.n)
-                    nodes = bucket_nodes(node_ptr, bucket)
-                    pair_values, pair_vectors = self._solve_dense(dense_operators(packed, entries, bucket, nodes),
-                                                                  solver[0], m)
-                    values[bucket.graphs, :m] = pair_values.to(dtype)
-                    vectors[nodes.reshape(-1), :m] = pair_vectors.reshape(-1, m).to(dtype)
-                    available[bucket.graphs] = m
-                    bar.update(bucket.graphs.numel())
+                for batch in dense_batches(packed, entries, dense.nonzero().squeeze(1)):
+                    m = min(k, batch.n)
+                    pair_values, pair_vectors = self._solve_dense(batch.operators, solver[0], m)
+                    values[:, :m].index_copy_(0, batch.graphs, pair_values.to(dtype))
+                    vectors[:, :m].index_copy_(0, batch.rows, pair_vectors.reshape(-1, m).to(dtype))
+                    bar.update(batch.graphs.numel())
+                available[dense] = num_nodes[dense].clamp(max=k)
                 vectors = canonical_signs_per_graph(vectors, num_nodes)  # idempotent on the rows solved below
             for g in ((num_nodes >= 1) & ~dense).nonzero().squeeze(1).tolist():
                 start, end = int(node_ptr[g]), int(node_ptr[g + 1])
@@ -231,28 +226,16 @@ class AddEigenpairs(BaseTransform):
         """``m`` pairs of each dense operator ``(B, n, n)`` in ``which`` order (signs not yet fixed).
 
         ``method="lapack"`` calls LAPACK directly: the operators are symmetric by construction
-        (checked to rounding by ``check_symmetric``; LAPACK reads one triangle) and their entries
-        finite (the weights were checked), so :func:`~lowrank_gnn.eigen.batched_eigh`'s
-        symmetrisation and finiteness pass over the dense batch are skipped. On the CPU, graphs of
-        at least :data:`SUBSET_MIN_NODES` nodes with ``which="smallest"`` or ``"largest"`` use
-        LAPACK's ``dsyevr`` restricted to the ``m`` wanted eigenpairs (measured about 2x faster
-        than a full ``eigh`` at 200-600 nodes and ``m = 9``); the others a batched full ``eigh``.
-        For ``"smallest"`` the ascending order is already the documented one (a stable sort of a
-        sorted row is the identity), so the first ``m`` columns are sliced instead of gathered.
+        (checked to rounding by :func:`~lowrank_gnn.transforms.packed.dense_batches`; LAPACK
+        reads one triangle) and their entries finite (the weights were checked), so
+        :func:`~lowrank_gnn.eigen.batched_eigh`'s symmetrisation pass is skipped. With
+        ``which="smallest"`` or ``"largest"`` it is :func:`~lowrank_gnn.linalg.eigh_extremal`
+        (on the CPU, LAPACK's ``?syevr`` for the ``m`` wanted pairs only where that measured
+        faster than a full ``eigh``: from 64 nodes and ``m <= n / 10``); with ``"magnitude"`` a
+        full ``eigh`` and the documented order.
         """
-        n = operators.shape[-1]
-        if (method == "lapack" and operators.device.type == "cpu" and n >= SUBSET_MIN_NODES
-                and self.which != "magnitude" and m < n):
-            from scipy.linalg import eigh as scipy_eigh
-
-            low = 0 if self.which == "smallest" else n - m
-            pairs = [scipy_eigh(matrix, lower=True, subset_by_index=[low, low + m - 1], driver="evr",
-                                check_finite=False) for matrix in operators.numpy()]
-            values = torch.from_numpy(numpy.stack([p[0] for p in pairs]))
-            vectors = torch.from_numpy(numpy.stack([p[1] for p in pairs]))
-            if self.which == "largest":
-                values, vectors = values.flip(-1), vectors.flip(-1)
-            return values, vectors
+        if method == "lapack" and self.which != "magnitude":
+            return eigh_extremal(operators, m, self.which)
         values, vectors = torch.linalg.eigh(operators) if method == "lapack" else batched_eigh(operators, method)
         if self.which == "smallest":
             return values[..., :m], vectors[..., :m]

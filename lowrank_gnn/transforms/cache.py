@@ -15,8 +15,9 @@ from torch import Tensor
 
 from .packed import PackedGraphs
 
-#: Bumped whenever the file layout or the meaning of a stored attribute changes.
-CACHE_FORMAT = 1
+#: Bumped whenever the file layout or the meaning of a stored attribute changes, and whenever a
+#: solver path changes so that the stored numbers would differ (another LAPACK driver for some sizes).
+CACHE_FORMAT = 2
 
 
 def library_version() -> str:

@@ -27,9 +27,10 @@ class LaplacianEigenvectorPE(BaseTransform):
       :func:`~lowrank_gnn.eigen.canonical_signs`) instead of being flipped at random on each
       call, so the same graph always gets the same encoding; flip signs at random during
       training (an augmentation) if the model should not rely on them;
-    * **accuracy**: a float64 LAPACK ``eigh`` for every graph up to 5000 nodes (PyG uses
-      ``numpy.linalg.eig`` below 100 nodes and float32 ARPACK above), stored in
-      ``torch.get_default_dtype()``;
+    * **accuracy**: float64 LAPACK for every graph up to 5000 nodes (a full ``eigh``, or
+      ``dsyevr`` for the ``k + 1`` wanted pairs only on larger graphs, see
+      :func:`~lowrank_gnn.linalg.eigh_extremal`; PyG uses ``numpy.linalg.eig`` below 100 nodes
+      and float32 ARPACK above), stored in ``torch.get_default_dtype()``;
     * **small graphs**: a graph with ``n <= k`` nodes has only ``n - 1`` such eigenvectors; they
       fill the first columns and the remaining ones are zero (PyG raises). An empty graph
       gets a ``(0, k)`` encoding;

@@ -142,7 +142,7 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     """
     total = int(packed.num_nodes.sum())
     owner = edge_graph(packed) if packed.num_graphs > 1 else torch.zeros_like(packed.edge_index[0])
-    offset = packed.node_ptr[:-1][owner]
+    offset = packed.node_ptr[:-1].index_select(0, owner)
     row, col = packed.edge_index[0] + offset, packed.edge_index[1] + offset  # global node ids
     weight, device = packed.edge_weight, packed.edge_weight.device
     loop = row == col
@@ -156,84 +156,97 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     degree = loops.index_add(0, row if operator == "laplacian" else col, weight)
     inverse_root = degree.pow(-0.5)
     inverse_root.masked_fill_(torch.isinf(inverse_root), 0.0)
-    value = inverse_root[row] * weight * inverse_root[col]
+    value = inverse_root.index_select(0, row) * weight * inverse_root.index_select(0, col)
     if operator == "laplacian":
         return NormalizedEdges(value.neg_(), torch.ones(total, dtype=torch.float64, device=device))
     return NormalizedEdges(value, loops * inverse_root ** 2)
 
 
-class SizeBucket(NamedTuple):
-    """Graphs of one size ``n``: their indices, their edges and each edge's graph position in the bucket."""
+class DenseBatch(NamedTuple):
+    """Graphs of one size ``n`` and their dense float64 operators."""
 
     n: int
-    graphs: Tensor         # (B,) indices into the packed graphs
-    edges: Tensor          # (E_b,) indices into the packed edges
-    edge_position: Tensor  # (E_b,) position of each edge's graph in ``graphs``
+    graphs: Tensor     # (B,) indices into the packed graphs
+    rows: Tensor       # (B * n,) the rows of node-level outputs of these graphs' nodes, graph by graph
+    operators: Tensor  # (B, n, n)
 
 
-def size_buckets(packed: PackedGraphs, selected: Tensor, max_entries: int = MAX_BATCH_ENTRIES) -> Iterator[SizeBucket]:
-    """The ``selected`` graphs grouped by node count, in batches of at most ``max_entries`` dense entries.
+def dense_batches(packed: PackedGraphs, entries: NormalizedEdges, selected: Tensor,
+                  max_entries: int = MAX_BATCH_ENTRIES) -> Iterator[DenseBatch]:
+    """The dense operators of the ``selected`` graphs from :func:`normalized_edges`, grouped by node count.
 
-    Graphs keep their dataset order inside a bucket; buckets come in increasing ``n``.
+    Graphs keep their dataset order within a size and sizes come in increasing order; a batch
+    holds at most ``max_entries`` dense entries (one larger graph alone). Consecutive batches
+    are built together, up to ``max_entries`` entries at a time, by one scatter of their edges
+    into one flat buffer, of which each batch is a view: the per-batch cost is a slice, so many
+    small size groups cost little more than one. Each operator's entries are summed in the same
+    order (its graph's edges in their order, then the diagonal) whatever the other graphs, so a
+    graph gets the same bits alone or within a dataset.
+
+    Raises, naming the first graph, when an operator is not symmetric (a directed graph): each
+    edge's entry is compared with its mirror, ``O(E)``, ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)``
+    with :func:`~lowrank_gnn.operators.base.symmetry_tolerance` (rounding in the normalisation
+    leaves a few ulps; a missing reverse edge leaves ``A_ji = 0``).
     """
-    if selected.numel() <= 1:  # one graph (the per-graph transform): no sorting
-        for g in selected.tolist():
-            start, end = int(packed.edge_ptr[g]), int(packed.edge_ptr[g + 1])
-            edges = torch.arange(start, end, device=selected.device)
-            yield SizeBucket(int(packed.num_nodes[g]), selected, edges, selected.new_zeros(end - start))
-        return
-    sizes = packed.num_nodes[selected]
-    order = selected[torch.argsort(sizes, stable=True)]
+    order = selected[torch.argsort(packed.num_nodes[selected], stable=True)] if selected.numel() > 1 else selected
     sizes = packed.num_nodes[order]
+    areas = sizes * sizes
     starts = packed.edge_ptr[order]
     counts = packed.edge_ptr[order + 1] - starts
-    # the edges of the graphs in ``order``, contiguous: range [start_g, start_g + count_g) per graph
-    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    total = int(offsets[-1])
-    edge_perm = (torch.repeat_interleave(starts - offsets[:-1], counts, output_size=total)
-                 + torch.arange(total, device=counts.device))
-    values, first = torch.unique_consecutive(sizes, return_counts=True)
-    bounds = torch.cat([first.new_zeros(1), first.cumsum(0)]).tolist()
-    edge_bounds = offsets.tolist()
-    for i, n in enumerate(values.tolist()):
+    area_ptr = torch.cat([areas.new_zeros(1), areas.cumsum(0)]).tolist()
+    node_ptr = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)]).tolist()
+    edge_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).tolist()
+    batches = []  # (first, end, n): positions in ``order``
+    values, group_sizes = torch.unique_consecutive(sizes, return_counts=True)
+    first = 0
+    for n, count in zip(values.tolist(), group_sizes.tolist(), strict=True):
         per_batch = max(1, max_entries // max(1, n * n))
-        for lo in range(bounds[i], bounds[i + 1], per_batch):
-            hi = min(lo + per_batch, bounds[i + 1])
-            e_lo, e_hi = edge_bounds[lo], edge_bounds[hi]
-            position = torch.repeat_interleave(torch.arange(hi - lo, device=counts.device), counts[lo:hi],
-                                               output_size=e_hi - e_lo)
-            yield SizeBucket(n, order[lo:hi], edge_perm[e_lo:e_hi], position)
+        batches += [(lo, min(lo + per_batch, first + count), n) for lo in range(first, first + count, per_batch)]
+        first += count
+    chunk: list = []
+    for index, batch in enumerate(batches):
+        chunk.append(batch)
+        following = batches[index + 1] if index + 1 < len(batches) else None
+        if following is None or area_ptr[following[1]] - area_ptr[chunk[0][0]] > max_entries:
+            yield from _chunk_batches(packed, entries, order, sizes, starts, counts, chunk,
+                                      area_ptr, node_ptr, edge_ptr)
+            chunk = []
 
 
-def dense_operators(packed: PackedGraphs, entries: NormalizedEdges, bucket: SizeBucket, nodes: Tensor) -> Tensor:
-    """The dense float64 operators ``(B, n, n)`` of a bucket, from :func:`normalized_edges`, in one scatter.
-
-    ``nodes (B, n)`` are the bucket's rows of node-level outputs. Raises, naming the first graph,
-    when an operator is not symmetric (a directed graph): each edge's entry is compared with its
-    mirror, ``O(E)``, ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)`` with
-    :func:`~lowrank_gnn.operators.base.symmetry_tolerance` (rounding in the normalisation leaves a
-    few ulps; a missing reverse edge leaves ``A_ji = 0``).
-    """
-    n, batch = bucket.n, bucket.graphs.numel()
-    index = packed.edge_index[:, bucket.edges]
-    row, col, base = index[0], index[1], bucket.edge_position * n
-    dense = torch.zeros(batch * n * n, dtype=torch.float64, device=row.device)
-    dense.index_add_(0, (base + row) * n + col, entries.value[bucket.edges])
-    entry, mirror = dense[(base + row) * n + col], dense[(base + col) * n + row]
-    bad = (entry - mirror).abs_() > symmetry_tolerance(dense.dtype) * torch.maximum(entry.abs(), mirror.abs())
+def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor, sizes: Tensor, starts: Tensor,
+                   counts: Tensor, chunk: list, area_ptr: list, node_ptr: list, edge_ptr: list) -> Iterator[DenseBatch]:
+    """The batches of one chunk (consecutive positions ``lo:hi`` of ``order``), from one flat buffer."""
+    lo, hi = chunk[0][0], chunk[-1][1]
+    device = sizes.device
+    size, count = sizes[lo:hi], counts[lo:hi]
+    block = torch.tensor(area_ptr[lo:hi], dtype=torch.long, device=device) - area_ptr[lo]  # each graph's first entry
+    num_edges, num_nodes = edge_ptr[hi] - edge_ptr[lo], node_ptr[hi] - node_ptr[lo]
+    position = torch.arange(hi - lo, device=device)
+    edge_graph_position = torch.repeat_interleave(position, count, output_size=num_edges)
+    edge_offset = torch.tensor(edge_ptr[lo:hi], dtype=torch.long, device=device) - edge_ptr[lo]
+    edges = (starts[lo:hi] - edge_offset).index_select(0, edge_graph_position) + torch.arange(num_edges, device=device)
+    row, col = packed.edge_index.index_select(1, edges)  # index_select: the fastest gather on CPUs
+    n, base = size.index_select(0, edge_graph_position), block.index_select(0, edge_graph_position)
+    address = base + row * n + col
+    flat = torch.zeros(area_ptr[hi] - area_ptr[lo], dtype=torch.float64, device=device)
+    flat.index_add_(0, address, entries.value.index_select(0, edges))
+    entry, mirror = flat.index_select(0, address), flat.index_select(0, base + col * n + row)
+    bad = (entry - mirror).abs_() > symmetry_tolerance(flat.dtype) * torch.maximum(entry.abs(), mirror.abs())
     if bool(bad.any()):
-        g = int(bucket.graphs[bucket.edge_position[bad.nonzero()[0]]])
+        g = int(order[lo + int(edge_graph_position[bad.nonzero()[0]])])
         raise ValueError(f"graph {g} is not undirected (its operator is not symmetric), and the eigenpairs "
                          f"of a symmetric operator are computed; symmetrise its edge_index first, e.g. "
                          f"torch_geometric.utils.to_undirected(edge_index, edge_weight, reduce='mean')")
-    dense = dense.view(batch, n, n)
-    dense.diagonal(dim1=1, dim2=2).add_(entries.diagonal[nodes])
-    return dense
-
-
-def bucket_nodes(node_ptr: Tensor, bucket: SizeBucket) -> Tensor:
-    """``(B, n)``: the rows ``node_ptr[g]:node_ptr[g] + n`` of node-level outputs of each graph of the bucket."""
-    return node_ptr[bucket.graphs].unsqueeze(1) + torch.arange(bucket.n, device=node_ptr.device)
+    node_graph_position = torch.repeat_interleave(position, size, output_size=num_nodes)
+    node_offset = torch.tensor(node_ptr[lo:hi], dtype=torch.long, device=device) - node_ptr[lo]
+    local = torch.arange(num_nodes, device=device) - node_offset.index_select(0, node_graph_position)
+    rows = packed.node_ptr.index_select(0, order[lo:hi]).index_select(0, node_graph_position) + local
+    diagonal = block.index_select(0, node_graph_position) + local * (size.index_select(0, node_graph_position) + 1)
+    flat.index_add_(0, diagonal, entries.diagonal.index_select(0, rows))
+    for first, end, n_batch in chunk:
+        operators = flat[area_ptr[first] - area_ptr[lo]:area_ptr[end] - area_ptr[lo]]
+        yield DenseBatch(n_batch, order[first:end], rows[node_ptr[first] - node_ptr[lo]:node_ptr[end] - node_ptr[lo]],
+                         operators.view(end - first, n_batch, n_batch))
 
 
 def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
@@ -251,11 +264,11 @@ def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
     magnitude = vectors.abs()
     index = owner.unsqueeze(1).expand(-1, k)
     largest = magnitude.new_zeros(graphs, k).scatter_reduce_(0, index, magnitude, "amax", include_self=False)
-    significant = magnitude >= SIGN_PIVOT_FRACTION * largest[owner]
+    significant = magnitude >= SIGN_PIVOT_FRACTION * largest.index_select(0, owner)
     rows = torch.arange(vectors.shape[0], device=vectors.device).unsqueeze(1).expand(-1, k)
     first = torch.where(significant, rows, vectors.shape[0])
     pivot = first.new_full((graphs, k), vectors.shape[0]).scatter_reduce_(0, index, first, "amin")
     pivot = pivot.clamp_max(vectors.shape[0] - 1)  # graphs without rows: any row, never used
     sign = torch.sign(vectors.gather(0, pivot))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    return vectors * sign[owner]
+    return vectors * sign.index_select(0, owner)

@@ -403,6 +403,35 @@ def test_cholesky_qr_path_equals_householder_qr_and_its_gradient():
     assert torch.autograd.gradcheck(lambda w: qr_orthonormalize(w)[0], (weight[0].detach().requires_grad_(),))
 
 
+def test_nearly_orthonormal_basis_takes_one_cholesky_qr_pass_with_the_same_factor_and_gradient():
+    """A W orthonormal up to a small perturbation (an amortized basis between steps): the first pass is
+    kept as it is, and it is the QR factor and its gradient to rounding."""
+    from lowrank_gnn.linalg import CHOLESKY_QR_ONE_PASS
+    from lowrank_gnn.linalg.qr import _cholesky_qr2
+
+    generator = torch.Generator().manual_seed(3)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        basis, _ = torch.linalg.qr(torch.randn(2, 500, 6, generator=generator, dtype=torch.float64))
+        weight = (basis * 500 ** 0.5 + 1e-3 * torch.randn(2, 500, 6, generator=generator, dtype=torch.float64))
+        weight = weight.to(dtype).requires_grad_()
+        vectors, inverse, _ = _cholesky_qr2(weight)
+        lower = torch.linalg.cholesky(weight.detach().mT @ weight.detach())
+        first = torch.linalg.solve_triangular(lower.mT, weight.detach(), upper=True, left=False)
+        assert torch.allclose(vectors, first, rtol=0, atol=50 * torch.finfo(dtype).eps)   # one pass, not two
+        assert torch.allclose(inverse @ lower.mT, torch.eye(6, dtype=dtype), atol=50 * torch.finfo(dtype).eps)
+        gram_error = torch.linalg.matrix_norm(vectors.mT @ vectors - torch.eye(6, dtype=dtype))
+        assert bool((gram_error <= CHOLESKY_QR_ONE_PASS * 6 ** 0.5 * torch.finfo(dtype).eps).all())
+        q, r = torch.linalg.qr(weight.double())
+        q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+        got, diagonal = qr_orthonormalize(weight)
+        assert torch.allclose(got.double(), q, atol=tol)
+        assert torch.allclose(diagonal.double(), torch.diagonal(r, dim1=-2, dim2=-1).abs(), rtol=tol)
+        probe = torch.randn(2, 500, 6, generator=generator, dtype=torch.float64)
+        expected = torch.autograd.grad((q * probe).sum(), weight)[0].double()
+        assert torch.allclose(torch.autograd.grad((got * probe.to(dtype)).sum(), weight)[0].double(), expected,
+                              atol=tol * expected.abs().max())
+
+
 def test_cholesky_qr_path_is_first_order_only():
     """The closed-form backward has no graph of its own: a double backward says so instead of returning zeros."""
     weight = torch.randn(30, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64, requires_grad=True)

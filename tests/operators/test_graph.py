@@ -203,6 +203,29 @@ def test_symmetry_check_catches_a_change_of_any_single_entry():
     assert loops.symmetric
 
 
+def test_cached_checks_follow_in_place_edits_of_the_values():
+    """Symmetry and the norm are computed once per operator, and again after its values change in place
+    (or are replaced): a stale answer is never returned; NaN is caught through the shared norm pass."""
+    op = normalized_adjacency(GRAPH.edge_index, WEIGHT.double(), GRAPH.num_nodes)
+    assert op.symmetric
+    norm = op.frobenius_norm()
+    assert torch.equal(norm, torch.linalg.vector_norm(op.value.detach()))
+    upper = int(torch.nonzero(op.row < op.col)[0, 0])
+    with torch.no_grad():
+        op.value[upper] += 0.25                           # one entry above the diagonal: no longer symmetric
+    assert not op.symmetric
+    assert op.frobenius_norm() > norm
+    with torch.no_grad():
+        op.value[upper] -= 0.25
+    assert op.symmetric and torch.allclose(op.frobenius_norm(), norm)
+    op.check_finite()
+    op.value = op.value.detach().clone()
+    op.value[upper] = float("nan")                        # a new tensor, edited before any check ran on it
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        op.check_finite()
+    assert not op.symmetric
+
+
 def test_connected_components_leave_a_float64_operator_with_zero_entries_intact():
     """Regression: to_scipy() shared memory with a CPU float64 operator, and the
     eliminate_zeros() of the component search compacted the operator's own arrays."""

@@ -15,8 +15,7 @@ from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_g
 from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
 from lowrank_gnn.transforms import cache as cache_module
 from lowrank_gnn.eigen import canonical_signs
-from lowrank_gnn.transforms.packed import (bucket_nodes, canonical_signs_per_graph, dense_operators, normalized_edges,
-                                          pack_graphs, size_buckets)
+from lowrank_gnn.transforms.packed import canonical_signs_per_graph, dense_batches, normalized_edges, pack_graphs
 
 EMPTY = torch.empty(2, 0, dtype=torch.long)
 
@@ -40,7 +39,7 @@ def mixed_graphs():
     loops = torch.tensor([[0, 1, 1, 2, 2, 0, 0], [1, 0, 2, 1, 2, 0, 0]])  # self-loops (one repeated), duplicates
     graphs.append(Data(edge_index=torch.cat([loops, torch.tensor([[0], [1]]), torch.tensor([[1], [0]])], 1),
                        num_nodes=5))
-    big = disjoint_union(path_graph(150), cycle_graph(60))  # >= SUBSET_MIN_NODES: LAPACK's subset solver
+    big = disjoint_union(path_graph(150), cycle_graph(60))  # >= SUBSET_MIN_SIZE: LAPACK's subset solver
     graphs += [as_data(big), as_data(path_graph(210))]
     return graphs
 
@@ -123,10 +122,10 @@ def test_results_match_a_float64_dense_reference(operator, which):
 def test_dense_operators_equal_the_sparse_graph_operators(operator, add_self_loops):
     graphs = [g for g in mixed_graphs() if g.num_nodes == 5]
     packed = pack_graphs(graphs)
-    (bucket,) = size_buckets(packed, torch.arange(len(graphs)))
-    dense = dense_operators(packed, normalized_edges(packed, operator, add_self_loops), bucket,
-                            bucket_nodes(packed.node_ptr, bucket))
-    for b, g in enumerate(bucket.graphs.tolist()):
+    (batch,) = dense_batches(packed, normalized_edges(packed, operator, add_self_loops), torch.arange(len(graphs)))
+    dense = batch.operators
+    assert torch.equal(batch.rows, torch.arange(packed.num_nodes.sum()))
+    for b, g in enumerate(batch.graphs.tolist()):
         data = graphs[g]
         weight = (data.edge_weight if "edge_weight" in data else torch.ones(data.edge_index.shape[1])).double()
         if operator == "laplacian":
@@ -134,6 +133,22 @@ def test_dense_operators_equal_the_sparse_graph_operators(operator, add_self_loo
         else:
             expected = normalized_adjacency(data.edge_index, weight, 5, add_self_loops=add_self_loops).to_dense()
         assert torch.allclose(dense[b], expected.double(), atol=1e-15, rtol=0), g
+
+
+def test_dense_batches_cut_at_max_entries_hold_the_same_operators():
+    graphs = [g for g in mixed_graphs() if g.num_nodes > 0]
+    packed = pack_graphs(graphs)
+    entries, selected = normalized_edges(packed, "laplacian"), torch.arange(len(graphs))
+    whole = {int(g): (b.operators[i], b.rows.view(-1, b.n)[i]) for b in dense_batches(packed, entries, selected)
+             for i, g in enumerate(b.graphs)}
+    small = list(dense_batches(packed, entries, selected, max_entries=60))  # 1-2 graphs of 5 nodes per batch
+    assert max(b.graphs.numel() * b.n ** 2 for b in small if b.graphs.numel() > 1) <= 60
+    assert sorted(int(g) for b in small for g in b.graphs) == sorted(whole)
+    sizes = [b.n for b in small]
+    assert sizes == sorted(sizes) and len(small) > len(set(sizes))  # size groups split into several batches
+    for b in small:
+        for i, g in enumerate(b.graphs.tolist()):
+            assert torch.equal(b.operators[i], whole[g][0]) and torch.equal(b.rows.view(-1, b.n)[i], whole[g][1])
 
 
 def test_signs_per_graph_equal_canonical_signs_graph_by_graph():
@@ -263,6 +278,10 @@ def test_cache_reloads_and_is_invalidated_by_every_key(tmp_path, monkeypatch):
     finally:
         torch.set_default_dtype(previous)
     monkeypatch.setattr(cache_module, "library_version", lambda: "99.0")
+    before = counter.calls
+    precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    assert counter.calls == before + 1
+    monkeypatch.setattr(cache_module, "CACHE_FORMAT", cache_module.CACHE_FORMAT + 1)  # another solver path
     before = counter.calls
     precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
     assert counter.calls == before + 1
