@@ -361,9 +361,9 @@ class AmortizedBackend(EigenBackend):
     :math:`\operatorname{span}[U, A U, \dots, A^r U]` of the *current* operator and writes the
     ``k`` Ritz vectors chosen by ``which`` into :math:`W` (signs kept continuous): each new
     block :math:`A B_{d-1}` is orthogonalised against all earlier ones (twice, dropping
-    directions below rounding), the ``(r+1)k x (r+1)k`` matrix :math:`V^T A V` is
-    diagonalised. This is a block Lanczos eigensolver warm-started from the previous basis and
-    restarted every forward; ``refine=1`` is :math:`\operatorname{span}[U, A U]` (LOBPCG
+    directions below rounding; :func:`~lowrank_gnn.linalg.block_krylov`), the ``(r+1)k x (r+1)k``
+    matrix :math:`V^T A V` is diagonalised. This is a block Lanczos eigensolver warm-started from
+    the previous basis and restarted every forward; ``refine=1`` is :math:`\operatorname{span}[U, A U]` (LOBPCG
     without its third block). It costs ``r + 1`` operator products with ``k`` columns, and the
     differentiable forward then runs on the refined basis. Deeper subspaces resolve the drift
     far better per product than repeated shallow steps: a Ritz vector is a degree-``r``
@@ -453,7 +453,7 @@ class AmortizedBackend(EigenBackend):
             self.initialize(op)
         self.basis.check_matches(self.basis_shape(op), op.dtype, op.device, "this operator")
         if self.refine:
-            self._rayleigh_ritz(op)
+            self._refine(op)
         rows = self.basis.rows                                  # sums over rows: all-reduced across ranks
         vectors = self.basis.orthonormal()                      # (*batch, n, k), depends on W
         product = op.matmul(vectors)                            # A U: depends on A and W
@@ -471,7 +471,7 @@ class AmortizedBackend(EigenBackend):
         return EigenPairs(values, vectors, aux_loss)
 
     @torch.no_grad()
-    def _rayleigh_ritz(self, op) -> None:
+    def _refine(self, op) -> None:
         """One Rayleigh–Ritz step on the block Krylov subspace ``span[U, A U, ..., A^r U]``, written into ``W``
         (``r = refine``; see the class docstring)."""
         vectors = self.basis.orthonormal()                                   # U, (*batch, n, k)
