@@ -2,8 +2,9 @@
 
 A two-layer GCN on Cora (``LowRankGCNConv(k=16, cached=True)``: the eigenpairs are computed
 once, then every step is two low-rank propagations, compiled with ``fullgraph=True``) and a
-graph classifier on MUTAG mini-batches (``batch=``, per-graph eigenpairs: the batched solve
-runs eagerly, the rest is compiled). Prints the median step time of each mode and the ratio.
+graph classifier on MUTAG mini-batches (``batch=``, per-graph eigenpairs: each layer's per-graph
+propagation, solve included, runs eagerly, one graph break per layer call; the rest is
+compiled). Prints the median step time of each mode and the ratio.
 
 Example::
 

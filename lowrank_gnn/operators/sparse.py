@@ -126,6 +126,10 @@ class CSROperator(Operator):
         return _CSRMatmul.apply(self.value, x, self)
 
 
+#: Sort keys below this fit in int32, whose sort is about twice as fast as int64's.
+INT32_MAX = torch.iinfo(torch.int32).max
+
+
 class SparsityPattern:
     """The value-independent part of a :class:`GraphOperator`, shared by :meth:`GraphOperator.with_values`.
 
@@ -140,8 +144,12 @@ class SparsityPattern:
         n = num_nodes
         rows = n if num_rows is None else num_rows  # fewer for a block of rows (distributed operators)
         edge_index = edge_index.long()  # int32 input: row * n would wrap around in int32
-        key, self.order = torch.sort(edge_index[0] * n + edge_index[1])
+        key = edge_index[0] * n + edge_index[1]
+        if n * n <= INT32_MAX:
+            key = key.int()  # half the bytes: the sort takes about half the time (42k keys: 1.2 ms against 2.6 ms)
+        key, self.order = torch.sort(key)
         unique, inverse = torch.unique_consecutive(key, return_inverse=True)
+        unique = unique.long()
         #: storage slot of each sorted input entry, or None when no (row, col) pair repeats
         self.inverse: Optional[Tensor] = inverse if unique.numel() != key.numel() else None
         self.num_nodes = n
@@ -173,11 +181,17 @@ class SparsityPattern:
         """(crow, col, perm) of ``A^T``: ``A^T.values == A.values[perm]``."""
         if self._transpose is None:
             # entries are sorted by (row, col): a stable sort by col orders them by (col, row)
-            _, perm = torch.sort(self.col, stable=True)
+            _, perm = torch.sort(self.col.int() if self.num_nodes <= INT32_MAX else self.col, stable=True)
             crow = torch.zeros(self.num_nodes + 1, dtype=torch.long, device=self.col.device)
             crow[1:] = torch.bincount(self.col, minlength=self.num_nodes).cumsum(0)
             self._transpose = (crow, self.row[perm], perm)
         return self._transpose
+
+    def set_symmetric(self, mirror: Tensor) -> None:
+        """Record a pattern known to be symmetric by construction, with ``mirror[s]`` the slot of the
+        transpose of slot ``s``: :meth:`transpose` is then ``(crow, col, mirror)``, without a sort."""
+        self._transpose = (self.crow, self.col, mirror)
+        self._symmetric = True
 
     @property
     def symmetric(self) -> bool:

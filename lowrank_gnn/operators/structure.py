@@ -103,8 +103,13 @@ class GraphStructure:
         self.reverse_slot = slot[E:2 * E]
         #: storage slot of each diagonal entry ``(i, i)``, shape ``(n,)``
         self.diagonal_slot = slot[2 * E:]
-        #: ``mirror[s]`` is the slot of the transpose of slot ``s`` (the pattern is symmetric)
-        self.mirror = self.pattern.transpose()[2]
+        #: ``mirror[s]`` is the slot of the transpose of slot ``s`` (the pattern is symmetric): every slot
+        #: holds an input edge, the reverse of one or a diagonal entry, whose transposes' slots are known
+        self.mirror = torch.empty(self.pattern.nnz, dtype=torch.long, device=index.device)
+        self.mirror[self.edge_slot] = self.reverse_slot
+        self.mirror[self.reverse_slot] = self.edge_slot
+        self.mirror[self.diagonal_slot] = self.diagonal_slot
+        self.pattern.set_symmetric(self.mirror)
         given = torch.zeros(self.pattern.nnz, dtype=torch.bool, device=index.device)
         given[self.edge_slot] = True
         #: per slot, how many of its two directions were given (diagonal: 2 if the self-loop was)

@@ -1,16 +1,23 @@
 """The shared conventions of lowrank_gnn.eigen.base, on inputs built to hit their edge cases."""
+import pytest
 import torch
 
 from lowrank_gnn.eigen.base import SIGN_PIVOT_PREFIX, canonical_signs, order_indices, select_eigenpairs
 
 
-def test_canonical_signs_finds_pivots_inside_and_beyond_the_searched_prefix():
-    n = SIGN_PIVOT_PREFIX * 4
-    vectors = torch.zeros(n, 4, dtype=torch.float64)
+@pytest.mark.parametrize("n, columns", [
+    (SIGN_PIVOT_PREFIX * 4, 4),       # not tall: the head, then each column without a pivot there
+    (1056, 4),                        # tall (n > 16 k): the whole block at once
+    (1056, 80),                       # long, not tall: the head, then each missing column
+])
+def test_canonical_signs_finds_pivots_inside_and_beyond_the_searched_prefix(n, columns):
+    vectors = torch.zeros(n, columns, dtype=torch.float64)
     vectors[:, 0] = torch.linspace(-1, 0.5, n)                # pivot at row 0 (negative): flipped
     vectors[3, 1], vectors[n - 1, 1] = -0.05, 1.0             # -0.05 < 0.1 * 1: pivot is the last row
     vectors[n - 2, 2], vectors[n - 1, 2] = -1.0, 1.0          # beyond the prefix, first of a tie: flipped
-    expected = vectors * torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=torch.float64)  # column 3 is zero: kept
+    signs = torch.ones(columns, dtype=torch.float64)
+    signs[0] = signs[2] = -1.0
+    expected = vectors * signs  # column 3 (and any further) is zero: kept
     assert torch.equal(canonical_signs(vectors), expected)
     batch = torch.stack([vectors, -vectors])
     assert torch.equal(canonical_signs(batch), torch.stack([expected, expected]))

@@ -118,3 +118,21 @@ def test_dense_backward_ignores_ties_among_discarded_eigenvalues():
         return pairs.eigenvectors @ torch.diag(pairs.eigenvalues) @ pairs.eigenvectors.T
 
     assert torch.autograd.gradcheck(projector, (half,))
+
+
+@pytest.mark.parametrize("n", [40, 200])        # a full eigh sliced; LAPACK's subset solver (k <= n / 10)
+@pytest.mark.parametrize("which", ["largest", "smallest"])
+def test_dense_path_without_gradient_keeps_k_pairs_equal_to_the_differentiable_path(n, which):
+    generator = torch.Generator().manual_seed(n)
+    matrix = torch.randn(2, n, n, dtype=torch.float64, generator=generator)
+    matrix = matrix + matrix.mT
+    backend = ExactBackend(k=16, which=which, method="dense")
+    fast = backend(matrix)                                   # no gradient needed: only the k pairs
+    full = backend(matrix.clone().requires_grad_())          # the differentiable full eigh
+    assert fast.eigenvectors.shape == (2, n, 16) and not fast.eigenvalues.requires_grad
+    assert torch.allclose(fast.eigenvalues, full.eigenvalues.detach(), atol=1e-10)
+    # same vectors, same canonical signs (the spectrum of a random matrix is simple)
+    assert torch.allclose(fast.eigenvectors, full.eigenvectors.detach(), atol=1e-8)
+    reference = torch.linalg.eigvalsh(matrix)
+    expected = reference.flip(-1)[..., :16] if which == "largest" else reference[..., :16]
+    assert torch.allclose(fast.eigenvalues, expected, atol=1e-10)

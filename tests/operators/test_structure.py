@@ -7,6 +7,7 @@ from torch_geometric.utils import get_laplacian, to_dense_adj, to_undirected
 
 from lowrank_gnn.eigen import ExactBackend
 from lowrank_gnn.operators import GraphStructure, deflate_components, laplacian, normalized_adjacency
+from lowrank_gnn.operators.sparse import SparsityPattern
 from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
 
 GRAPH = disjoint_union(cycle_graph(5), path_graph(4), complete_graph(3))
@@ -182,3 +183,17 @@ def test_repeated_self_loops_keep_one_weight_as_gcn_norm():
     op = GraphStructure(edge_index, 5).normalized_adjacency(weight)
     assert torch.allclose(op.to_dense(), expected, atol=1e-14, rtol=0)
     assert torch.allclose(op.to_dense()[0, 0], torch.tensor(7.0, dtype=torch.float64) / op.degree[0])
+
+
+def test_the_mirror_of_every_slot_is_the_slot_of_its_transpose_without_a_sort():
+    """Directed edges, duplicates and a self-loop: the structure's mirror is the pattern's transpose permutation."""
+    edge_index = torch.tensor([[0, 1, 1, 2, 3, 3, 4], [1, 0, 2, 2, 0, 0, 1]])
+    structure = GraphStructure(edge_index, 6)
+    pattern = structure.pattern
+    crow, col, perm = pattern.transpose()
+    assert torch.equal(pattern.row[perm], pattern.col) and torch.equal(pattern.col[perm], pattern.row)
+    assert torch.equal(crow, pattern.crow) and torch.equal(col, pattern.col) and pattern.symmetric
+    assert torch.equal(perm, structure.mirror)
+    # the same permutation as the sort-based transpose of the same pattern
+    reference = SparsityPattern(torch.stack([pattern.row, pattern.col]), 6)
+    assert torch.equal(reference.transpose()[2], perm)

@@ -1,7 +1,8 @@
 """Graph convolutions that consume eigenpairs."""
 from .filters import (FILTERS, BernsteinFilter, ChebyshevFilter, MLPFilter, PolynomialFilter, SpectralFilter,
                       resolve_filter)
-from .lowrank_gcn_conv import BatchSpectrum, LowRankGCNConv, SizeClass, low_rank_propagate
+from .batch_spectrum import BatchSpectrum, SizeClass
+from .lowrank_gcn_conv import LowRankGCNConv, low_rank_propagate
 from .spectral_filter_conv import SpectralFilterConv
 
 __all__ = [

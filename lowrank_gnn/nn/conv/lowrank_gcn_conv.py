@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union, cast, overload
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast, overload
 
 import torch
 from torch import Tensor, nn
@@ -16,54 +15,18 @@ from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
 from ..._validation import check_finite, check_floating, check_index_dtype, check_positive_int, check_same_device
 from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, resolve_eigen_backend
-from ...operators import (ComponentDeflatedOperator, DeflatedOperatorBase, DenseOperator, GraphOperator, GraphStructure,
+from ...operators import (DeflatedOperatorBase, GraphOperator, GraphStructure,
                           deflate_components)
 from .._batch import check_graph_layout
+from .batch_spectrum import BatchSpectrum, apply_batch, solve_batch
 
 #: Number of eigenpairs when ``k`` is not given.
 DEFAULT_K = 16
-
-#: Graphs of a mini-batch whose sizes differ by at most this factor are padded to one size and
-#: solved in one batched call (padding costs at most 1.5^3 ~ 3.4x the eigh work of the class).
-SIZE_CLASS_RATIO = 1.5
 
 #: Backends that can solve a padded batch of per-graph operators in one call.
 BATCHED_BACKENDS = (ExactBackend, BatchedDCBackend)
 
 Spectrum = Tuple[EigenPairs, Optional[DeflatedOperatorBase]]
-
-
-class SizeClass(NamedTuple):
-    """Graphs of a mini-batch solved together, padded to one size (see :class:`BatchSpectrum`)."""
-
-    nodes: Tensor       #: ``(m,)`` the class' nodes in the batch, graph by graph
-    graph: Tensor       #: ``(m,)`` each node's graph within the class, in ``[0, G)``
-    position: Tensor    #: ``(m,)`` each node's position inside its graph, in ``[0, n_pad)``
-    operator: Tensor    #: ``(G, n_pad, n_pad)`` the padded dense operators that were solved
-    pairs: EigenPairs   #: eigenvalues ``(G, k)``, eigenvectors ``(G, n_pad, k)``
-
-
-@dataclass
-class BatchSpectrum:
-    """The spectrum of a mini-batch of graphs, as :meth:`LowRankGCNConv.eigenpairs` returns it with ``batch``/``ptr``.
-
-    Pass it as ``forward(..., batch=..., eigenpairs=...)`` to share one solve between the
-    layers of a model (every layer with the same ``k``, normalisation and backend).
-
-    Attributes:
-        operator: the batch's normalized adjacency (sparse); applied directly to every graph
-            with ``n_g <= k`` nodes.
-        deflated: the exact per-component block of the graphs with more than ``k`` nodes, or
-            ``None``.
-        classes: one :class:`SizeClass` per batched solve.
-        ptr: ``(num_graphs + 1,)`` the graphs' node offsets.
-    """
-
-    operator: GraphOperator
-    deflated: Optional[ComponentDeflatedOperator]
-    classes: List[SizeClass] = field(default_factory=list)
-    ptr: Optional[Tensor] = None
-    aux_loss: Optional[Tensor] = None  #: the batched backends have no auxiliary loss
 
 
 def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperatorBase] = None) -> Tensor:
@@ -442,13 +405,7 @@ class LowRankGCNConv(MessagePassing):
                 check_graph_layout(batch, ptr, num_nodes, x)
                 out = h.new_zeros(h.shape)
             else:
-                if isinstance(eigenpairs, BatchSpectrum):
-                    spectrum = eigenpairs
-                    if not _is_compiling():
-                        self._check_batch_spectrum(spectrum, batch, ptr, num_nodes, x)
-                else:
-                    spectrum = self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes, x.dtype, x)
-                out = self._propagate(edge_index, h, lambda m: self._apply_batch(spectrum, m))
+                out = self._batch_propagate(h, edge_index, edge_weight, batch, ptr, num_nodes, x, eigenpairs)
             self.aux_loss = None
         else:
             if isinstance(eigenpairs, BatchSpectrum):
@@ -519,15 +476,34 @@ class LowRankGCNConv(MessagePassing):
     # --- mini-batches -----------------------------------------------------------------------
 
     @torch.compiler.disable
+    def _batch_propagate(self, h: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor], batch: Optional[Tensor],
+                         ptr: Optional[Tensor], num_nodes: int, x: Tensor,
+                         eigenpairs: Optional[BatchSpectrum]) -> Tensor:
+        """``h`` through each graph's own spectrum; eager under ``torch.compile``.
+
+        The number and the shapes of the padded per-graph solves and products depend on the
+        graph sizes of each batch (and the solves run in LAPACK through SciPy, the components in
+        SciPy), so a traced graph would be specialised to one batch and recompiled for the next:
+        this region stays eager, one graph break per layer call.
+        """
+        if eigenpairs is not None:
+            spectrum = eigenpairs
+            self._check_batch_spectrum(spectrum, batch, ptr, num_nodes, x)
+        else:
+            spectrum = self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes, x.dtype, x)
+        return self._propagate(edge_index, h, lambda m: apply_batch(spectrum, m))
+
+    @torch.compiler.disable
     def _batch_spectrum(self, edge_index: Tensor, edge_weight: Optional[Tensor], batch: Optional[Tensor],
                         ptr: Optional[Tensor], num_nodes: int, dtype: torch.dtype, ref: Tensor) -> "BatchSpectrum":
         r"""Each graph of the batch its own ``min(k, n_g)`` eigenpairs.
 
         A graph with ``n_g <= k`` nodes keeps all its eigenpairs, and
-        :math:`U \Lambda U^T` is then its operator itself: it is applied directly (sparse,
-        no eigendecomposition). The larger graphs are grouped by size (each class spans
-        sizes within a factor :data:`SIZE_CLASS_RATIO`) and every class is solved in one
-        batched backend call on its operators stacked as ``(G, n_pad, n_pad)``; a graph
+        :math:`U \Lambda U^T` is then its operator itself: it is applied directly (dense, at
+        most ``k x k``, no eigendecomposition). The larger graphs are grouped by size (each
+        class spans sizes within a factor
+        :data:`~lowrank_gnn.nn.conv.batch_spectrum.SIZE_CLASS_RATIO`) and every class is
+        solved in one batched backend call on its operators stacked as ``(G, n_pad, n_pad)``; a graph
         with fewer than ``n_pad`` nodes is padded with a decoupled diagonal block of distinct
         entries beyond its spectrum (below it for ``which="largest"``, above for
         ``"smallest"``), so its own ``k`` eigenpairs come first and the padding never enters.
@@ -543,42 +519,14 @@ class LowRankGCNConv(MessagePassing):
             dtype = edge_weight.dtype
         op = structure.normalized_adjacency(edge_weight, add_self_loops=self.add_self_loops, improved=self.improved,
                                             normalize=self.normalize, symmetrize=True, dtype=dtype)
-        counts = ptr.diff()
-        sizes = counts.tolist()
-        large = [g for g, size in enumerate(sizes) if size > self.k]
-        spectrum = BatchSpectrum(op, None, [], ptr)
-        if not large:
-            return spectrum
-        if self.backend.which == "magnitude":
-            raise ValueError("which='magnitude' cannot be padded per graph in a mini-batch; use 'largest' or "
-                             "'smallest' with batch/ptr, or call the layer on one graph at a time")
-        deflated = deflate_components(op) if self.deflate_components else None
-        spectrum.deflated = deflated
-        backend = self._backend_for(self.k, batched=True)
-        device = ref.device
-        local = torch.arange(num_nodes, device=device) - ptr[batch]         # position inside its graph
-        for members in _size_classes(large, sizes):
-            graphs = torch.tensor(members, device=device)
-            n_pad = max(sizes[g] for g in members)
-            slot = torch.full((counts.numel(),), -1, dtype=torch.long, device=device)
-            slot[graphs] = torch.arange(len(members), device=device)       # graph -> position in its class
-            node_slot = slot[batch]
-            nodes = (node_slot >= 0).nonzero().squeeze(-1)                  # the class' nodes, graph by graph
-            entry_slot = node_slot[op.row]
-            entries = (entry_slot >= 0).nonzero().squeeze(-1)
-            dense = op.value.new_zeros(len(members), n_pad, n_pad).index_put(
-                (entry_slot[entries], local[op.row[entries]], local[op.col[entries]]), op.value[entries])
-            if deflated is not None:
-                dense = dense - deflated.value * _component_block(deflated, nodes, node_slot[nodes], local[nodes],
-                                                                  len(members), n_pad)
-            real = torch.arange(n_pad, device=device) < counts[graphs].unsqueeze(-1)   # (G, n_pad)
-            bound = dense.detach().abs().sum(-1).amax() + 1                 # beyond every eigenvalue (Gershgorin)
-            padding = bound + torch.arange(n_pad, device=device, dtype=dense.dtype)  # distinct: finite gradients
-            padding = -padding if self.backend.which == "largest" else padding
-            dense = dense + torch.diag_embed(torch.where(real, torch.zeros_like(padding), padding))
-            pairs = backend(DenseOperator(dense))                             # (G, k), (G, n_pad, k)
-            spectrum.classes.append(SizeClass(nodes, node_slot[nodes], local[nodes], dense, pairs))
-        return spectrum
+        deflated, backend = None, self.backend   # without a graph of more than k nodes nothing is solved
+        if bool((ptr.diff() > self.k).any()):
+            if self.backend.which == "magnitude":
+                raise ValueError("which='magnitude' cannot be padded per graph in a mini-batch; use 'largest' or "
+                                 "'smallest' with batch/ptr, or call the layer on one graph at a time")
+            deflated = deflate_components(op) if self.deflate_components else None
+            backend = self._backend_for(self.k, batched=True)
+        return solve_batch(op, deflated, batch, ptr, self.k, backend)
 
     @staticmethod
     def _check_batch_spectrum(spectrum: BatchSpectrum, batch: Optional[Tensor], ptr: Optional[Tensor],
@@ -588,49 +536,8 @@ class LowRankGCNConv(MessagePassing):
             raise ValueError("eigenpairs is the BatchSpectrum of another mini-batch (its graphs' sizes differ from "
                              "batch/ptr); compute it with conv.eigenpairs(..., batch=batch) on this batch")
 
-    def _apply_batch(self, spectrum: "BatchSpectrum", h: Tensor) -> Tensor:
-        """``h (n, d)`` through a :class:`BatchSpectrum`: each graph in its own eigenbasis."""
-        out = spectrum.operator.matmul(h)                                   # exact for every graph with n_g <= k
-        if not spectrum.classes:
-            return out
-        block = spectrum.deflated.project(h) if spectrum.deflated is not None else None   # P_0 h, exact, O(n d)
-        rows, updates = [], []
-        for size_class in spectrum.classes:
-            nodes, graph, position, pairs = size_class.nodes, size_class.graph, size_class.position, size_class.pairs
-            shape = size_class.operator.shape
-            features = h.new_zeros(shape[0], shape[1], h.shape[-1]).index_put((graph, position), h[nodes])
-            vectors = pairs.eigenvectors
-            low_rank = vectors @ (pairs.eigenvalues.unsqueeze(-1) * (vectors.mT @ features))
-            update = low_rank[graph, position]                                # (nodes, d)
-            if block is not None:
-                update = update + block[nodes]
-            rows.append(nodes)
-            updates.append(update)
-        return out.index_put((torch.cat(rows),), torch.cat(updates))
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, k={self.k})"
 
 
-def _size_classes(graphs: List[int], sizes: List[int]) -> List[List[int]]:
-    """Graphs grouped so that sizes within a class differ by at most :data:`SIZE_CLASS_RATIO`."""
-    ordered = sorted(graphs, key=lambda g: sizes[g])
-    classes: List[List[int]] = []
-    for g in ordered:
-        if classes and sizes[g] <= SIZE_CLASS_RATIO * sizes[classes[-1][0]]:
-            classes[-1].append(g)
-        else:
-            classes.append([g])
-    return [sorted(members) for members in classes]
-
-
-def _component_block(deflated: ComponentDeflatedOperator, nodes: Tensor, graph: Tensor, position: Tensor,
-                     num_graphs: int, n_pad: int) -> Tensor:
-    r"""The deflated block :math:`\sum_C v_C v_C^T` of the graphs of one size class, padded: ``(G, n_pad, n_pad)``."""
-    entries = deflated.entries.new_zeros(num_graphs, n_pad).index_put((graph, position), deflated.entries[nodes])
-    labels = deflated.labels.new_full((num_graphs, n_pad), -1).index_put((graph, position), deflated.labels[nodes])
-    same = (labels.unsqueeze(-1) == labels.unsqueeze(-2)) & (labels.unsqueeze(-1) >= 0)
-    return entries.unsqueeze(-1) * entries.unsqueeze(-2) * same
-
-
-__all__: List[str] = ["LowRankGCNConv", "BatchSpectrum", "SizeClass", "low_rank_propagate", "DEFAULT_K"]
+__all__: List[str] = ["LowRankGCNConv", "low_rank_propagate", "DEFAULT_K"]

@@ -5,6 +5,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GCNConv
 
 from lowrank_gnn.nn import LowRankGCNConv
+from lowrank_gnn.nn.conv.batch_spectrum import SIZE_CLASS_RATIO
 from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
 
 
@@ -42,8 +43,14 @@ def test_batch_equals_each_graph_alone(weighted, options):
     assert torch.allclose(conv(batch.x, batch.edge_index, weight, ptr=batch.ptr), out, atol=1e-14)
 
 
-def test_graphs_of_very_different_sizes_are_solved_in_size_classes():
-    """Sizes 5 .. 40 with k=4: several size classes (each one batched call) plus graphs applied directly."""
+@pytest.mark.parametrize("ratio, expected", [
+    (1.5, [(1, 5, 5), (2, 12, 12), (1, 17, 17), (1, 26, 26), (1, 40, 40)]),   # 5 | 9 12 | 17 | 26 | 40
+    (1.2, [(1, 5, 5), (1, 9, 9), (1, 12, 12), (1, 17, 17), (1, 26, 26), (1, 40, 40)]),
+    (2.0, [(2, 9, 9), (2, 17, 17), (2, 40, 40)]),                             # 5 9 | 12 17 | 26 40
+])
+def test_graphs_of_very_different_sizes_are_solved_in_size_classes(monkeypatch, ratio, expected):
+    """Sizes 5 .. 40 with k=4: size classes (each one batched call) plus graphs applied directly."""
+    monkeypatch.setitem(SIZE_CLASS_RATIO, "cpu", ratio)
     graphs = [random_graph(n, 0.3, 100 + n) for n in (40, 5, 9, 3, 26, 12, 17)]
     calls = []
     conv = layer(k=4)
@@ -51,8 +58,7 @@ def test_graphs_of_very_different_sizes_are_solved_in_size_classes():
     conv.backend.solve = lambda op: calls.append(tuple(op.shape)) or original(op)
     batch = Batch.from_data_list(graphs)
     out = conv(batch.x, batch.edge_index, batch.edge_weight, batch=batch.batch)
-    # sizes above k in classes of ratio <= 1.5: 5 | 9 12 | 17 | 26 | 40; the 3-node graph is applied directly
-    assert sorted(calls) == sorted([(1, 5, 5), (2, 12, 12), (1, 17, 17), (1, 26, 26), (1, 40, 40)])
+    assert sorted(calls) == sorted(expected)  # the 3-node graph (3 <= k) is applied directly
     conv.backend.solve = original
     alone = torch.cat([conv(g.x, g.edge_index, g.edge_weight) for g in graphs])
     assert torch.allclose(out, alone, atol=1e-10)
@@ -113,6 +119,25 @@ def test_disconnected_graphs_in_a_batch_are_deflated_per_graph():
     assert torch.allclose(out, torch.cat([conv(g.x, g.edge_index) for g in graphs]), atol=1e-10)
 
 
+@pytest.mark.parametrize("add_self_loops", [True, False])
+def test_connected_and_disconnected_graphs_in_one_size_class(add_self_loops):
+    """One class of three 10-node graphs: connected, three components, and one with an isolated node."""
+    conv = layer(k=3, add_self_loops=add_self_loops)
+    parts = [(cycle_graph(10),), (cycle_graph(4), path_graph(3), complete_graph(3)), (cycle_graph(9), path_graph(1))]
+    graphs = []
+    for seed, pieces in enumerate(parts):
+        g = disjoint_union(*pieces)
+        graphs.append(Data(x=torch.randn(10, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)),
+                           edge_index=g.edge_index, num_nodes=10))
+    batch = Batch.from_data_list(graphs)
+    spectrum = conv.eigenpairs(batch.edge_index, None, batch.num_nodes, torch.float64, batch=batch.batch)
+    assert [tuple(c.operator.shape) for c in spectrum.classes] == [(3, 10, 10)]
+    factors = spectrum.classes[0].factors
+    assert factors.eigenvectors.shape == (3, 10, 3 + 3)     # k pairs and up to 3 component vectors per graph
+    out = conv(batch.x, batch.edge_index, batch=batch.batch, eigenpairs=spectrum)
+    assert torch.allclose(out, torch.cat([conv(g.x, g.edge_index) for g in graphs]), atol=1e-10)
+
+
 # --- one solve shared between layers -----------------------------------------------------------
 
 @pytest.mark.parametrize("options", [{"k": 4}, {"k": 4, "deflate_components": False}, {"k": 20},
@@ -137,9 +162,18 @@ def test_shared_batch_spectrum_equals_each_layer_solving_itself(options):
     for a, b in zip(shared_grads, grads, strict=True):
         assert torch.allclose(a, b, atol=1e-9)
     spectrum = first.eigenpairs(batch.edge_index, None, batch.num_nodes, torch.float64, ptr=batch.ptr)
-    for size_class in spectrum.classes:  # every graph solved got min(k, n_g) = k eigenpairs of its own operator
+    solved = [c for c in spectrum.classes if c.pairs is not None]
+    direct = [c for c in spectrum.classes if c.pairs is None]
+    # the graphs with at most k nodes: one class applied directly; every other graph its own k eigenpairs
+    sizes = batch.ptr.diff()
+    assert len(direct) == int((sizes <= first.k).any())
+    assert all(c.operator.shape[-1] <= first.k and c.factors is None for c in direct)
+    for size_class in solved:
+        assert size_class.operator.shape[-1] > first.k
         assert size_class.pairs.eigenvectors.shape[-1] == first.k
-        assert size_class.operator.shape[0] == size_class.pairs.eigenvalues.shape[0]
+        assert size_class.operator.shape[0] == size_class.pairs.eigenvalues.shape[0] == size_class.graphs.numel()
+        assert (sizes[size_class.graphs] > first.k).all()
+    assert sorted(torch.cat([c.graphs for c in spectrum.classes]).tolist()) == list(range(len(graphs)))
 
 
 def test_batch_spectrum_is_checked_against_the_batch():

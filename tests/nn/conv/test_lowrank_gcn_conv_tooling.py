@@ -84,11 +84,20 @@ def test_compile_fullgraph_with_cached_or_shared_eigenpairs(mode):
     assert torch.allclose(compiled(x, GRAPH.edge_index, **kwargs), expected, atol=1e-6)
 
 
-def test_compile_batched_path_equals_eager():
+@pytest.mark.parametrize("shared", [False, True])
+def test_compile_batched_path_equals_eager_with_one_named_graph_break(shared):
     torch.manual_seed(0)
     graphs = [Data(x=torch.randn(n, 3), edge_index=cycle_graph(n).edge_index, num_nodes=n) for n in (3, 7, 9)]
     batch = Batch.from_data_list(graphs)
     conv = LowRankGCNConv(3, 4, k=4)
-    compiled = torch.compile(conv, backend="eager")  # graph breaks: see docs/guides/gcn_conv.md
-    assert torch.allclose(compiled(batch.x, batch.edge_index, batch=batch.batch),
-                          conv(batch.x, batch.edge_index, batch=batch.batch), atol=1e-6)
+    kwargs = {"batch": batch.batch}
+    if shared:
+        kwargs["eigenpairs"] = conv.eigenpairs(batch.edge_index, None, batch.num_nodes, torch.float32,
+                                               batch=batch.batch)
+    compiled = torch.compile(conv, backend="eager")
+    assert torch.allclose(compiled(batch.x, batch.edge_index, **kwargs), conv(batch.x, batch.edge_index, **kwargs),
+                          atol=1e-6)
+    # the per-graph propagation (shapes that depend on each batch's graph sizes) is the one eager region
+    explanation = torch._dynamo.explain(conv)(batch.x, batch.edge_index, **kwargs)
+    assert explanation.graph_break_count == 1
+    assert "_batch_propagate" in str(explanation.break_reasons[0].reason)
