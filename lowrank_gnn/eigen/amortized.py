@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .._validation import check_choice, check_positive_int
 from ..linalg.householder import householder_orthonormal, householder_vectors
+from ..linalg.krylov import block_krylov
 from .base import EigenBackend, EigenPairs, order_indices, select_eigenpairs
 from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
 from .rows import LocalRows
@@ -360,9 +361,9 @@ class AmortizedBackend(EigenBackend):
     :math:`\operatorname{span}[U, A U, \dots, A^r U]` of the *current* operator and writes the
     ``k`` Ritz vectors chosen by ``which`` into :math:`W` (signs kept continuous): each new
     block :math:`A B_{d-1}` is orthogonalised against all earlier ones (twice, dropping
-    directions below rounding), the ``(r+1)k x (r+1)k`` matrix :math:`V^T A V` is
-    diagonalised. This is a block Lanczos eigensolver warm-started from the previous basis and
-    restarted every forward; ``refine=1`` is :math:`\operatorname{span}[U, A U]` (LOBPCG
+    directions below rounding; :func:`~lowrank_gnn.linalg.block_krylov`), the ``(r+1)k x (r+1)k``
+    matrix :math:`V^T A V` is diagonalised. This is a block Lanczos eigensolver warm-started from
+    the previous basis and restarted every forward; ``refine=1`` is :math:`\operatorname{span}[U, A U]` (LOBPCG
     without its third block). It costs ``r + 1`` operator products with ``k`` columns, and the
     differentiable forward then runs on the refined basis. Deeper subspaces resolve the drift
     far better per product than repeated shallow steps: a Ritz vector is a degree-``r``
@@ -452,7 +453,7 @@ class AmortizedBackend(EigenBackend):
             self.initialize(op)
         self.basis.check_matches(self.basis_shape(op), op.dtype, op.device, "this operator")
         if self.refine:
-            self._rayleigh_ritz(op)
+            self._refine(op)
         rows = self.basis.rows                                  # sums over rows: all-reduced across ranks
         vectors = self.basis.orthonormal()                      # (*batch, n, k), depends on W
         product = op.matmul(vectors)                            # A U: depends on A and W
@@ -470,58 +471,23 @@ class AmortizedBackend(EigenBackend):
         return EigenPairs(values, vectors, aux_loss)
 
     @torch.no_grad()
-    def _rayleigh_ritz(self, op) -> None:
+    def _refine(self, op) -> None:
         """One Rayleigh–Ritz step on the block Krylov subspace ``span[U, A U, ..., A^r U]``, written into ``W``
         (``r = refine``; see the class docstring)."""
         vectors = self.basis.orthonormal()                                   # U, (*batch, n, k)
-        k, depth = self.k, self.refine
-        basis = vectors.new_empty(*vectors.shape[:-1], (depth + 1) * k)      # [B_0 = U, B_1, ..., B_r], orthonormal
-        image = torch.empty_like(basis)                                      # A [B_0, ..., B_r]
-        kept = torch.ones(*vectors.shape[:-2], (depth + 1) * k, dtype=torch.bool, device=vectors.device)
-        basis[..., :k] = vectors
-        block = vectors  # the newest block, also kept contiguous: a column slice of `basis` costs a copy per product
-        eps = torch.finfo(vectors.dtype).eps
-        scale = None
-        for block_index in range(1, depth + 1):
-            done = basis[..., :block_index * k]
-            block = op.matmul(block)                                         # A B_{d-1}
-            if scale is None:
-                # every product is taken in units of max|A U| (a power of two: exact): Gram matrices of
-                # float32 blocks would overflow above ~1e19 and underflow below ~1e-19 otherwise
-                largest = block.abs().amax((-2, -1), keepdim=True)
-                scale = torch.where(largest > 0, torch.exp2(torch.floor(torch.log2(largest))), torch.ones_like(largest))
-                block = block / scale
-                # directions below 10 epsilons of ||A U|| are dropped: normalising one of them amplifies its
-                # rounding error (its leftover component along the basis) to at most ~0.1, which the second
-                # pass removes; smaller ones could come back at O(1). (||A u_i||^2 from the Gram diagonal.)
-                norms = torch.diagonal(block.mT @ block, dim1=-2, dim2=-1).amax(-1)
-                floors = ((10 * eps) ** 2 * norms, torch.full_like(norms, 0.25))
-            else:
-                block = block / scale
-            image[..., (block_index - 1) * k:block_index * k] = block
-            for floor in floors:                                             # project out the basis, orthonormalise
-                block = block - done @ (done.mT @ block)
-                values, rotation = torch.linalg.eigh(block.mT @ block)
-                # pass 1 against the scale of A U; pass 2 sees unit columns, and one that lost more than
-                # half its norm to the projection was rounding noise in a numerically exhausted space
-                keep = values > floor[..., None]
-                block = block @ (rotation * torch.where(keep, values.clamp_min(torch.finfo(values.dtype).tiny).rsqrt(),
-                                                        0.0).unsqueeze(-2))  # B_d: orthonormal columns or zeros
-            basis[..., block_index * k:(block_index + 1) * k] = block
-            kept[..., block_index * k:(block_index + 1) * k] = keep
-        image[..., depth * k:] = op.matmul(block) / scale
-        small = basis.mT @ image
-        ritz_values, ritz_vectors = torch.linalg.eigh((small + small.mT) / 2)
-        # a column of the basis still zero (a dropped direction, e.g. (r + 1) k > n) is decoupled
-        # in `small` and gives a spurious Ritz pair (value 0, vector on that column): rank those last
-        spurious = ~kept.gather(-1, ritz_vectors.abs().argmax(-2))
+        krylov = block_krylov(op.matmul, vectors, self.refine, start_orthonormal=True)
+        ritz_values, ritz_vectors = torch.linalg.eigh(krylov.projection)
+        # a zero column of the basis (a direction dropped in this batch entry only) is decoupled in
+        # the projection and gives a spurious Ritz pair (value 0, vector on that column): rank those last
+        spurious = ~krylov.kept.gather(-1, ritz_vectors.abs().argmax(-2))
         index = order_indices(ritz_values, self.which)
         index = index.gather(-1, torch.argsort(spurious.gather(-1, index).to(torch.uint8), dim=-1, stable=True))
+        k = self.k
         chosen = ritz_vectors.gather(-1, index[..., None, :k].expand(*ritz_vectors.shape[:-1], k))
         # keep each column's sign continuous (Adam's moments refer to it): sign of <u_old_i, u_new_i>
         sign = torch.sign(torch.diagonal(chosen[..., :k, :], dim1=-2, dim2=-1))
         chosen = chosen * torch.where(sign == 0, 1.0, sign).unsqueeze(-2)
-        self.basis.assign(basis @ chosen)
+        self.basis.assign(krylov.basis @ chosen)
 
     def _eigen_loss(self, op, vectors: Tensor, product: Tensor, quotients: Tensor, shadow: Tensor) -> Tensor:
         """``g`` with ``A`` held constant: gradient to ``W`` only (see the class docstring).

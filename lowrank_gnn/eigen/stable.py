@@ -82,6 +82,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice, check_positive_int
+from ..linalg.krylov import block_krylov
 from ..operators.base import DenseOperator
 from .base import EigenBackend, EigenPairs
 from .exact import ExactBackend
@@ -89,10 +90,6 @@ from .exact import ExactBackend
 #: ``power_iteration``: the shift keeps ``mu_i >= 1e-3 max|lambda|`` so that a spectrum that
 #: is a single point (an identity block) still gives a finite ``N / mu_i``.
 SHIFT_MARGIN = 1e-3
-
-#: The Krylov basis drops directions below this many machine epsilons (relative to the block's
-#: largest column): what is left of them is rounding, the space is exhausted there.
-BREAKDOWN_EPS = 1e2
 
 
 class _GradientRule(NamedTuple):
@@ -167,49 +164,6 @@ def _antisymmetric_block(weights: Tensor) -> Tensor:
     return lower - lower.mT
 
 
-def _krylov_complement(op, basis: Tensor, start: Tensor, max_dim: int, scale: Tensor):
-    r"""Orthonormal basis of the block Krylov space of :math:`P_\perp A` from ``start``, in the complement.
-
-    Each new block is orthogonalised (twice, block Gram-Schmidt) against ``basis`` and the
-    basis so far, then reduced by an SVD to its directions above ``BREAKDOWN_EPS`` machine
-    epsilons (relative): dependent directions (an exhausted Krylov space, zero columns of
-    ``start``) are dropped instead of being filled with rounding noise.
-
-    Shapes:
-        basis ``(n, k)``, start ``(n, c)``; returns ``Q (n, d)`` and ``Q^T A Q (d, d)``, ``d <= max_dim``.
-    """
-    tolerance = BREAKDOWN_EPS * torch.finfo(start.dtype).eps
-    # One preallocated basis, filled block by block: the n x d basis is the only large
-    # buffer (A times a block is kept just until the next block is drawn from it), and the
-    # projection is accumulated blockwise using the symmetry of A.
-    q = start.new_empty(start.shape[0], max_dim)
-    projected = start.new_zeros(max_dim, max_dim)
-    block, size = start, 0
-    reference = start.norm(dim=0).max().clamp_min(torch.finfo(start.dtype).tiny)
-    while size < max_dim:
-        previous = q[:, :size]
-        for _ in range(2):
-            block = block - basis @ (basis.mT @ block)
-            block = block - previous @ (previous.mT @ block)
-        left, singular, _ = torch.linalg.svd(block, full_matrices=False)
-        keep = singular > tolerance * reference
-        left = left[:, keep][:, : max_dim - size]
-        if left.shape[1] == 0:
-            break
-        left = left - basis @ (basis.mT @ left)  # one more pass: the SVD mixes in rounding
-        end = size + left.shape[1]
-        q[:, size:end] = left
-        image = op.matmul(left)
-        column = q[:, :end].mT @ image                    # Q^T A q_new for all blocks so far
-        projected[:end, size:end] = column
-        projected[size:end, :end] = column.mT
-        size = end
-        # ||A q|| <= ||A||: later blocks are judged against the operator's scale.
-        block, reference = image, torch.maximum(image.norm(dim=0).max(), scale)
-    projected = projected[:size, :size]
-    return q[:, :size], (projected + projected.mT) / 2
-
-
 class _StableDenseEigh(torch.autograd.Function):
     r"""Attaches the bounded backward to exact dense eigenpairs (all ``n`` pairs known).
 
@@ -252,7 +206,7 @@ class _StableSparseEigh(torch.autograd.Function):
     r"""Attaches the bounded partial backward to ``k`` eigenpairs of a (sparse) operator.
 
     As :class:`_StableDenseEigh`, with the complement terms from a block Krylov space
-    (:func:`_krylov_complement`): ``W = U (\Phi_K \circ U^T \bar U + \operatorname{diag}
+    (:func:`~lowrank_gnn.linalg.block_krylov`): ``W = U (\Phi_K \circ U^T \bar U + \operatorname{diag}
     (\bar\lambda)) + [r_i(A) P_\perp \bar u_i]_i``.
     """
 
@@ -274,8 +228,9 @@ class _StableSparseEigh(torch.autograd.Function):
         if grad_vectors is not None:
             inside = vectors.mT @ grad_vectors                              # (k, k)
             complement = grad_vectors - vectors @ inside                     # P_perp grad, (n, k)
-            q, projected = _krylov_complement(ctx.op, vectors, complement, min(rule.krylov_dim, n - k),
-                                              values.abs().max())
+            dim = min(rule.krylov_dim, n - k)
+            q, projected, _ = block_krylov(ctx.op.matmul, grad_vectors, dim, deflate=vectors, max_dim=dim,
+                                           scale=values.abs().max())
             ritz, ritz_vectors = torch.linalg.eigh(projected)                # (d,), (d, d)
             known = torch.cat([values, ritz])
             lower, upper, scale = known.min(), known.max(), known.abs().max()

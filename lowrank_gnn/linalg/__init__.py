@@ -1,5 +1,5 @@
 """Numerical kernels with no notion of graphs: overflow-free norms, orthonormalisation, Householder
-products, tridiagonal eigensolvers, extremal eigenpairs of dense symmetric batches.
+products, tridiagonal eigensolvers, extremal eigenpairs of dense symmetric batches, block Krylov bases.
 
 The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisations of
 :mod:`lowrank_gnn.nn` build on these; this package imports nothing from the rest of
@@ -7,6 +7,7 @@ The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisatio
 """
 from .householder import (DEFAULT_BLOCK_SIZE, HouseholderOrthogonal, householder_orthonormal, householder_product,
                           householder_vectors)
+from .krylov import KRYLOV_BREAKDOWN_EPS, KrylovBasis, block_krylov
 from .norms import frobenius_norm
 from .partial_eigh import EXTREMAL_METHODS, SUBSET_MAX_FRACTION, SUBSET_MIN_SIZE, eigh_extremal, subset_pays
 from .qr import CHOLESKY_QR_ACCEPT, CHOLESKY_QR_ONE_PASS, qr_orthonormalize
@@ -31,4 +32,7 @@ __all__ = [
     "EXTREMAL_METHODS",
     "SUBSET_MIN_SIZE",
     "SUBSET_MAX_FRACTION",
+    "block_krylov",
+    "KrylovBasis",
+    "KRYLOV_BREAKDOWN_EPS",
 ]
