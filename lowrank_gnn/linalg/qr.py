@@ -104,7 +104,7 @@ def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
     """Thin QR with ``diag(R) > 0``: a smooth map ``W -> U``.
 
     The QR factorisation with a positive diagonal is unique, so how it is computed does not
-    change ``U`` or its gradient: CholeskyQR2 (:func:`_cholesky_qr2`, with the closed-form
+    change ``U`` or its gradient: CholeskyQR, one pass or two (:func:`_cholesky_qr2`, with the closed-form
     QR backward of :class:`_QFactor`) when ``W`` is well conditioned, as an amortized basis
     is, else Householder QR (LAPACK) with the signs fixed. Without the sign fix LAPACK may
     flip a column between two steps and the amortized basis would not be a continuous
