@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
-from typing import Iterable, Iterator, Optional, TypeVar
+from typing import Any, Dict, Iterable, Iterator, List, Optional, TypeVar
 
 import torch
 
@@ -57,3 +58,11 @@ def log(message: str) -> None:
             tqdm.write(message)
             return
     print(message)
+
+
+def write_csv(path: str, rows: List[Dict[str, Any]]) -> None:
+    """Write result rows (dicts with the same keys) to a CSV file with a header line."""
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -17,7 +17,6 @@ every readout). Two numbers per row:
 The README's table comes from the first command with its defaults (see README_SECTION.md).
 """
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from torch import nn
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GINConv, global_add_pool, global_mean_pool
 
-from example_utils import add_threads_argument, progress, set_threads
+from example_utils import add_threads_argument, progress, set_threads, write_csv
 from lowrank_gnn.data import load_tu
 from lowrank_gnn.nn import LatentPCAPool, total_aux_loss
 
@@ -156,10 +155,7 @@ def main():
         print(f"| {r['dataset']} | {r['readout']} | {r['final_mean']:.1f} ± {r['final_std']:.1f} | "
               f"{r['gin_mean']:.1f} ± {r['gin_std']:.1f} | {r['epoch_ms']:.0f} |")
     if args.csv:
-        with open(args.csv, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

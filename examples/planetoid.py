@@ -20,7 +20,6 @@ ARPACK path (n > dense_max_nodes); offline, without its raw files, the script st
 message saying where to put them.
 """
 import argparse
-import csv
 import sys
 import statistics
 import time
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch_geometric.nn import GCNConv
 from torch_geometric.transforms import NormalizeFeatures
 
-from example_utils import add_threads_argument, log, progress, set_threads
+from example_utils import add_threads_argument, log, progress, set_threads, write_csv
 from lowrank_gnn.data import load_planetoid
 from lowrank_gnn.nn import LowRankGCNConv, SpectralFilterConv, total_aux_loss
 from lowrank_gnn.transforms import AddEigenpairs
@@ -204,10 +203,7 @@ def main():
         print("(eigen time: the one-off solve shared by all runs, plus, for backends that train with the model, "
               "their time inside training per run)")
     if args.csv:
-        with open(args.csv, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(args.csv, rows)
 
 
 if __name__ == "__main__":
