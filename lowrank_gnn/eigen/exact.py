@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._validation import check_choice, check_positive_int
-from ..linalg import eigh_extremal, subset_pays
+from ..linalg import eigh_extremal
 from .base import EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs, sign_factors
 from .diagnostics import operator_frobenius_norm
 
@@ -150,15 +150,8 @@ class ExactBackend(EigenBackend):
                 if self.which == "magnitude":
                     values, vectors = torch.linalg.eigh(matrix)
                     return EigenPairs(*select_eigenpairs(values, vectors, self.k, self.which))
-                n = matrix.shape[-1]
-                if subset_pays(n, self.k, matrix.device):    # LAPACK's subset solver: the k wanted pairs only
-                    values, vectors = eigh_extremal(matrix, self.k, self.which, method="subset")
-                else:                                         # a full eigh (ascending), the k wanted columns
-                    values, vectors = torch.linalg.eigh(matrix)
-                    if self.which == "largest":
-                        values, vectors = values[..., n - self.k:].flip(-1), vectors[..., n - self.k:].flip(-1)
-                    else:
-                        values, vectors = values[..., :self.k], vectors[..., :self.k]
+                # the k wanted pairs only (LAPACK's subset solver where it pays); solve's operators are finite
+                values, vectors = eigh_extremal(matrix, self.k, self.which, check_finite=False)
                 vectors = vectors.contiguous()
                 return EigenPairs(values, vectors.mul_(sign_factors(vectors)))
         matrix = (matrix + matrix.mT) / 2  # eigh reads one triangle; symmetrise so gradients are symmetric

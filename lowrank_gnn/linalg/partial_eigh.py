@@ -8,7 +8,8 @@ import numpy
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_finite, check_floating, check_k
+from .._validation import check_choice, check_floating, check_k
+from .._validation import check_finite as check_finite_entries  # the name check_finite is the keyword
 
 __all__ = ["eigh_extremal", "EXTREMAL_METHODS", "SUBSET_MIN_SIZE", "SUBSET_MAX_FRACTION", "subset_pays"]
 
@@ -31,7 +32,8 @@ def subset_pays(n: int, k: int, device: torch.device) -> bool:
     return torch.device(device).type == "cpu" and n >= SUBSET_MIN_SIZE and k <= SUBSET_MAX_FRACTION * n
 
 
-def eigh_extremal(matrices: Tensor, k: int, which: str = "smallest", method: str = "auto") -> Tuple[Tensor, Tensor]:
+def eigh_extremal(matrices: Tensor, k: int, which: str = "smallest", method: str = "auto",
+                  check_finite: bool = True) -> Tuple[Tensor, Tensor]:
     r"""The ``k`` smallest or largest eigenpairs of each symmetric matrix of a batch, deterministically.
 
     For :math:`A = U \Lambda U^\top` with eigenvalues :math:`\lambda_1 \le \dots \le \lambda_n`,
@@ -64,6 +66,9 @@ def eigh_extremal(matrices: Tensor, k: int, which: str = "smallest", method: str
         k (int): eigenpairs per matrix, ``1 <= k <= n``.
         which (str): ``"smallest"`` or ``"largest"``. (default: ``"smallest"``)
         method (str): ``"auto"``, ``"subset"`` or ``"full"``. (default: ``"auto"``)
+        check_finite (bool): check that the entries are finite (one pass over the batch and a
+            host synchronisation). Pass ``False`` only for matrices known to be finite: LAPACK's
+            result on NaN or Inf entries is undefined. (default: ``True``)
 
     Shapes:
         matrices ``(*batch, n, n)`` -> eigenvalues ``(*batch, k)``, eigenvectors ``(*batch, n, k)``
@@ -90,7 +95,8 @@ def eigh_extremal(matrices: Tensor, k: int, which: str = "smallest", method: str
     if matrices.requires_grad and torch.is_grad_enabled():
         raise ValueError("eigh_extremal gives no gradient, and matrices requires grad; use torch.linalg.eigh to "
                          "differentiate, or pass matrices.detach()")
-    check_finite("matrices", matrices)
+    if check_finite:
+        check_finite_entries("matrices", matrices)
     batch = matrices.shape[:-2]
     flat = matrices.reshape(math.prod(batch), n, n)
     if method == "subset" or (method == "auto" and subset_pays(n, k, matrices.device)):

@@ -20,11 +20,6 @@ from .._validation import check_positive_int
 DEFAULT_DEFLATE = 16
 
 
-def _baddbmm(base: Tensor, left: Tensor, right: Tensor, beta: float = 1.0, alpha: float = 1.0) -> Tensor:
-    """``beta * base + alpha * left @ right`` in one BLAS call, for ``(B, *, *)`` stacks."""
-    return torch.baddbmm(base, left, right, beta=beta, alpha=alpha)
-
-
 class PolarTracker(nn.Module):
     r"""Tracks the polar factor, nuclear norm and Ky Fan norm of a slowly changing matrix.
 
@@ -157,10 +152,10 @@ class PolarTracker(nn.Module):
         left_polar, right_polar = left @ small_left, small_right_h @ right.mT      # U polar(B) V^T, factored
         if self.remainder is None:
             return value, left_polar @ right_polar
-        rest = _baddbmm(x, x @ right, right.mT, alpha=-1.0)               # R = X (I - V V^T)
+        rest = torch.baddbmm(x, x @ right, right.mT, alpha=-1.0)               # R = X (I - V V^T)
         previous, momentum = self.remainder, cast(Tensor, self.rotation)
-        polar = _baddbmm(previous, previous @ right, right.mT, alpha=-1.0)
-        polar = _baddbmm(polar, left, left.mT @ polar, alpha=-1.0)        # Q on the complements of U and V
+        polar = torch.baddbmm(previous, previous @ right, right.mT, alpha=-1.0)
+        polar = torch.baddbmm(polar, left, left.mT @ polar, alpha=-1.0)        # Q on the complements of U and V
         probe = cast(Tensor, self.probe)
         for _ in range(2):                                                # power iteration on R^T R
             probe = rest.mT @ (rest @ probe)
@@ -174,11 +169,12 @@ class PolarTracker(nn.Module):
         rotation = torch.sub(product, product.mT).mul_(beta * 0.5).add_(momentum, alpha=self.momentum)
         self.rotation = rotation
         # Y = Q + beta (R - Q sym(M)) + mu Q Theta_old = (Q + beta R) + Q (Theta - beta M)
-        ascent = _baddbmm(torch.addcmul(polar, rest, beta), polar, torch.addcmul(rotation, product, beta, value=-1.0))
-        polar = _baddbmm(ascent, ascent, ascent.mT @ ascent, beta=1.5, alpha=-0.5)   # Newton-Schulz
+        ascent = torch.baddbmm(torch.addcmul(polar, rest, beta), polar,
+                               torch.addcmul(rotation, product, beta, value=-1.0))
+        polar = torch.baddbmm(ascent, ascent, ascent.mT @ ascent, beta=1.5, alpha=-0.5)   # Newton-Schulz
         self.remainder = polar
         value = value + (polar * rest).sum((-2, -1))
-        return value, _baddbmm(polar, left_polar, right_polar)
+        return value, torch.baddbmm(polar, left_polar, right_polar)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:

@@ -235,7 +235,7 @@ class AddEigenpairs(BaseTransform):
         full ``eigh`` and the documented order.
         """
         if method == "lapack" and self.which != "magnitude":
-            return eigh_extremal(operators, m, self.which)
+            return eigh_extremal(operators, m, self.which, check_finite=False)
         values, vectors = torch.linalg.eigh(operators) if method == "lapack" else batched_eigh(operators, method)
         if self.which == "smallest":
             return values[..., :m], vectors[..., :m]

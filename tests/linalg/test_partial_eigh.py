@@ -130,6 +130,18 @@ def test_a_matrix_gets_the_same_bits_alone_and_in_any_batch(n, which):
     assert torch.equal(values[2:5], part[0]) and torch.equal(vectors[2:5], part[1])
 
 
+@pytest.mark.parametrize("n", [20, 100])
+def test_check_finite_false_skips_only_the_check(n):
+    matrices = random_symmetric(n, 3, seed=n)
+    checked = eigh_extremal(matrices, 4)
+    unchecked = eigh_extremal(matrices, 4, check_finite=False)
+    assert torch.equal(checked[0], unchecked[0]) and torch.equal(checked[1], unchecked[1])
+    bad = matrices.clone()
+    bad[1, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        eigh_extremal(bad, 4)
+
+
 def test_auto_takes_the_subset_solver_where_it_pays():
     assert subset_pays(SUBSET_MIN_SIZE, 6, torch.device("cpu"))
     assert not subset_pays(SUBSET_MIN_SIZE - 1, 1, torch.device("cpu"))
