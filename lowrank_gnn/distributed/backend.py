@@ -101,6 +101,10 @@ class PartitionedRows(LocalRows):
     def orthonormalize(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
         return tsqr_orthonormalize(weight, self.comm)
 
+    def qr_factors(self, weight: Tensor) -> None:
+        """``None``: the QR of rows split over ranks is :meth:`orthonormalize` (TSQR)."""
+        return None
+
     def canonical_signs(self, vectors: Tensor) -> Tensor:
         return partitioned_canonical_signs(vectors, self.comm)
 

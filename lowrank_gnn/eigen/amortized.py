@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from .._validation import check_choice, check_positive_int
 from ..linalg.householder import householder_orthonormal, householder_vectors
 from ..linalg.krylov import block_krylov
-from .base import EigenBackend, EigenPairs, order_indices, select_eigenpairs
+from ..linalg.qr import QRFactors, q_factor, q_projection
+from .base import EigenBackend, EigenPairs, canonical_signs, order_indices, pivot_sign_factors, select_eigenpairs
 from .diagnostics import EigenDiagnostics, operator_frobenius_norm, relative_residual, subspace_angle
 from .rows import LocalRows
 
@@ -162,19 +163,34 @@ class AmortizedBasis(nn.Module):
         Shapes:
             returns ``(*batch, n, k)``.
         """
+        return self.orthonormalize()[0]
+
+    def orthonormalize(self) -> Tuple[Tensor, Optional[QRFactors]]:
+        """:meth:`orthonormal`, and the CholeskyQR factors of ``W`` where the ``U`` is built from them
+        (``"qr"``, one process, a well-conditioned ``W``: :meth:`LocalRows.qr_factors
+        <lowrank_gnn.eigen.LocalRows.qr_factors>`), else ``None``."""
+        if self.orthogonalization == "qr":
+            factors = self.rows.qr_factors(self.weight)  # factors only for a finite W: no separate check
+            if factors is not None and not bool(self._deficient(factors.diagonal)[0].any()):
+                return q_factor(self.weight, factors), factors
         if not self._all_finite():
             raise ValueError(f"the amortized basis W contains NaN or Inf{self.rows.where}, usually after a "
                              "diverging optimiser step (learning rate too large, or a non-finite loss); lower the "
                              "learning rate and call initialize(op) to restart the basis")
         if self.orthogonalization == "householder":
-            return householder_orthonormal(self.weight / self.weight.shape[-2] ** 0.5, self.signs)
+            return householder_orthonormal(self.weight / self.weight.shape[-2] ** 0.5, self.signs), None
         vectors, diagonal = self.rows.orthonormalize(self.weight)
-        scale = diagonal.detach().amax(-1, keepdim=True)
-        deficient = diagonal.detach() <= _rank_tolerance(diagonal.dtype) * scale
+        deficient, scale = self._deficient(diagonal)
         if bool(deficient.any()):
             self._repair(vectors.detach(), deficient, scale)
             vectors, _ = self.rows.orthonormalize(self.weight)
-        return vectors
+        return vectors, None
+
+    @staticmethod
+    def _deficient(diagonal: Tensor) -> Tuple[Tensor, Tensor]:
+        """Which columns of ``W`` count as dependent (``diag(R)`` below the rank tolerance), and the scale."""
+        scale = diagonal.detach().amax(-1, keepdim=True)
+        return diagonal.detach() <= _rank_tolerance(diagonal.dtype) * scale, scale
 
     @torch.no_grad()
     def _repair(self, vectors: Tensor, deficient: Tensor, scale: Tensor) -> None:
@@ -247,6 +263,11 @@ class AmortizedBasis(nn.Module):
     def extra_repr(self) -> str:
         shape = tuple(self.weight.shape) if self.initialized else "uninitialized"
         return f"orthogonalization={self.orthogonalization!r}, weight={shape}"
+
+
+def _signed_already(vectors: Tensor) -> Tensor:
+    """The sign convention of :meth:`AmortizedBackend.solve`'s pairs, applied before they are selected."""
+    return vectors
 
 
 class _RowSums(torch.autograd.Function):
@@ -421,6 +442,7 @@ class AmortizedBackend(EigenBackend):
         self._diagnostics: Optional[EigenDiagnostics] = None
         self._last: Optional[tuple] = None
         self._previous: Optional[Tensor] = None
+        self._pivots: Optional[Tensor] = None  # the last step's pivot rows of the sign convention, per column of U
         self._loss_on_square = False  # fit(which="magnitude"): Brockett's cost on A^2 first (see fit)
 
     # -- state ------------------------------------------------------------------------------
@@ -445,7 +467,7 @@ class AmortizedBackend(EigenBackend):
             # optimiser's learning rate is a relative step size whatever n is.
             value = ExactBackend(self.k, self.which)(op).eigenvectors.detach() * op.shape[-1] ** 0.5
         self.basis.reset(self.basis_shape(op), op.dtype, op.device, value)
-        self._diagnostics, self._last, self._previous = None, None, None
+        self._diagnostics, self._last, self._previous, self._pivots = None, None, None, None
 
     # -- the step ---------------------------------------------------------------------------
     def solve(self, op) -> EigenPairs:
@@ -455,20 +477,33 @@ class AmortizedBackend(EigenBackend):
         if self.refine:
             self._refine(op)
         rows = self.basis.rows                                  # sums over rows: all-reduced across ranks
-        vectors = self.basis.orthonormal()                      # (*batch, n, k), depends on W
+        vectors, factors = self.basis.orthonormalize()          # (*batch, n, k), depends on W
         product = op.matmul(vectors)                            # A U: depends on A and W
-        with torch.no_grad():
-            sums = (vectors * product).sum(-2)                  # this rank's u_i^T A u_i
+        if factors is not None:
+            # U^T (A U) with A U held constant, in one skinny product; its QR backward takes the gradient
+            # (A U) diag(c) in factored form (q_projection)
+            shadow = torch.diagonal(q_projection(self.basis.weight, factors, product), dim1=-2, dim2=-1)
+            sums = shadow.detach()
+        else:
+            with torch.no_grad():
+                sums = (vectors * product).sum(-2)              # this rank's u_i^T A u_i
+            shadow = _RowSums.apply(vectors, product.detach(), sums)          # the same, A U held constant
         values = rows.all_reduce(_RowSums.apply(vectors, product, sums))       # Rayleigh quotients, (*batch, k)
-        shadow = _RowSums.apply(vectors, product.detach(), sums)              # the same, A U held constant
         aux_loss = self.eta * self._eigen_loss(op, vectors, product.detach(), values.detach(), shadow)
         if self.loss == "trace":                                # Rayleigh-Ritz inside the subspace
             small = rows.all_reduce(vectors.mT @ product)
             values, rotation = torch.linalg.eigh((small + small.mT) / 2)
             vectors, product = vectors @ rotation, product @ rotation
         self._record_diagnostics(op, vectors.detach(), product.detach(), values.detach())
-        values, vectors = select_eigenpairs(values, vectors, self.k, self.which, signs=rows.canonical_signs)
-        return EigenPairs(values, vectors, aux_loss)
+        if rows.canonical_signs is not canonical_signs:  # rows split over ranks: the pivot is searched across them
+            values, vectors = select_eigenpairs(values, vectors, self.k, self.which, signs=rows.canonical_signs)
+            return EigenPairs(values, vectors, aux_loss)
+        # the basis keeps its pivot rows from step to step: verified, not searched (pivot_sign_factors)
+        factors, self._pivots = pivot_sign_factors(vectors, self._pivots)
+        signed = vectors * factors if bool((factors < 0).any()) else vectors
+        values, selected = select_eigenpairs(values, signed, self.k, self.which, signs=_signed_already)
+        # the pairs are a fresh tensor, as from every backend (not U itself, which the diagnostics keep)
+        return EigenPairs(values, selected.clone() if selected.data_ptr() == vectors.data_ptr() else selected, aux_loss)
 
     @torch.no_grad()
     def _refine(self, op) -> None:

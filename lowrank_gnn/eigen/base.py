@@ -83,6 +83,51 @@ def sign_factors(vectors: Tensor) -> Tensor:
     return torch.where(sign == 0, torch.ones_like(sign), sign)
 
 
+def pivot_sign_factors(vectors: Tensor, pivots: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    """:func:`sign_factors` of a tall ``(n, k)`` block, and each column's pivot (first significant) row;
+    ``pivots`` (``(k,)``, a previous block's) are reused where they still are the pivots.
+
+    A basis tracked over training keeps its pivot rows from step to step. Checking that they
+    still are the first rows with ``|u| >= 0.1 max|u|`` needs no search: the column maxima and
+    minima of the row segments between the sorted pivots (maxima over rows, no ``|u|`` copy)
+    give each column's ``max|u|`` and the largest ``|u|`` above its pivot, and the pivot entry
+    is read. Exact: where any check fails, the whole block is searched (the result is the same
+    as :func:`sign_factors`' either way). Blocks that are not tall, or batched, get
+    :func:`sign_factors` and ``None``.
+
+    Shapes:
+        vectors ``(n, k)``; returns ``(1, k)`` factors and ``(k,)`` pivot rows (or ``None``).
+    """
+    detached = vectors.detach()
+    n, k = detached.shape[-2:]
+    if detached.dim() != 2 or not detached.numel() or n <= 16 * k:
+        return sign_factors(detached), None
+    columns = torch.arange(k, device=detached.device)
+    if pivots is not None and pivots.shape == (k,) and pivots.device == detached.device:
+        rank = torch.argsort(pivots, stable=True)
+        bounds = [0, *pivots[rank].tolist(), n]
+        # largest |u| of each segment [bounds[j], bounds[j + 1]), cumulated: cumulative[j] covers the rows above bounds[j]
+        cumulative = [detached.new_zeros(k)]
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            segment = detached[start:stop]
+            if stop > start:
+                largest = torch.maximum(_column_max(segment), _column_max(segment, torch.amin).neg_()).squeeze(-2)
+                cumulative.append(torch.maximum(cumulative[-1], largest))
+            else:
+                cumulative.append(cumulative[-1])
+        table = torch.stack(cumulative)                                 # (k + 2, k)
+        threshold = SIGN_PIVOT_FRACTION * table[-1:]                    # as _first_significant_rows computes it
+        position = torch.empty_like(rank).scatter_(0, rank, torch.arange(1, k + 1, device=rank.device))
+        above = table[position, columns]                                # largest |u| above each column's pivot
+        entry = detached[pivots, columns]
+        if bool(((above < threshold[0]) & (entry.abs() >= threshold[0])).all()):
+            sign = torch.sign(entry).unsqueeze(0)
+            return torch.where(sign == 0, torch.ones_like(sign), sign), pivots
+    rows = _first_significant_rows(detached)
+    sign = torch.sign(detached.gather(-2, rows))
+    return torch.where(sign == 0, torch.ones_like(sign), sign), rows.squeeze(-2)
+
+
 def _head_pivot_signs(detached: Tensor) -> Tensor:
     """``sign`` of each column's first significant entry (0 for a zero column), searched in the first
     :data:`SIGN_PIVOT_PREFIX` rows and, for the columns without one there, in the whole column."""
@@ -127,8 +172,9 @@ def _first_significant_rows(vectors: Tensor) -> Tensor:
 COLUMN_MAX_FOLD = 128
 
 
-def _column_max(values: Tensor) -> Tensor:
-    """``values.amax(dim=-2, keepdim=True)`` of a tall ``(*batch, n, k)`` tensor, bit for bit, faster.
+def _column_max(values: Tensor, reduce=torch.amax) -> Tensor:
+    """``values.amax(dim=-2, keepdim=True)`` of a tall ``(*batch, n, k)`` tensor, bit for bit, faster
+    (``reduce=torch.amin``: the minimum).
 
     A reduction over the rows of a row-major block with few columns runs one short row at a
     time; viewing :data:`COLUMN_MAX_FOLD` consecutive rows as one row of ``COLUMN_MAX_FOLD * k``
@@ -139,12 +185,13 @@ def _column_max(values: Tensor) -> Tensor:
     n, k = values.shape[-2:]
     whole = n // COLUMN_MAX_FOLD * COLUMN_MAX_FOLD
     if whole == 0 or not values.is_contiguous():
-        return values.amax(dim=-2, keepdim=True)
+        return reduce(values, dim=-2, keepdim=True)
     batch = values.shape[:-2]
     folded = values[..., :whole, :].reshape(*batch, whole // COLUMN_MAX_FOLD, COLUMN_MAX_FOLD * k)
-    largest = folded.amax(dim=-2).reshape(*batch, COLUMN_MAX_FOLD, k).amax(dim=-2, keepdim=True)
+    largest = reduce(reduce(folded, dim=-2).reshape(*batch, COLUMN_MAX_FOLD, k), dim=-2, keepdim=True)
     if whole < n:
-        largest = torch.maximum(largest, values[..., whole:, :].amax(dim=-2, keepdim=True))
+        rest = reduce(values[..., whole:, :], dim=-2, keepdim=True)
+        largest = torch.maximum(largest, rest) if reduce is torch.amax else torch.minimum(largest, rest)
     return largest
 
 
@@ -192,8 +239,9 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
         values = eigenvalues.gather(-1, index)
         vectors = (eigenvectors.index_select(-1, index) if index.dim() == 1  # one matrix: a cheaper column gather
                    else eigenvectors.gather(-1, index.unsqueeze(-2).expand(*eigenvectors.shape[:-1], k)))
-    if signs is canonical_signs:
-        return values, vectors.mul_(sign_factors(vectors))  # a fresh copy: signed in place
+    if signs is canonical_signs:  # a fresh copy: signed in place, where a sign changes at all
+        factors = sign_factors(vectors)
+        return values, vectors.mul_(factors) if bool((factors < 0).any()) else vectors
     return values, signs(vectors)
 
 

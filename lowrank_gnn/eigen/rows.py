@@ -18,11 +18,11 @@ So the single-process and the row-distributed backends run the same code.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 from torch import Tensor
 
-from ..linalg.qr import qr_orthonormalize
+from ..linalg.qr import QRFactors, cholesky_qr, qr_orthonormalize
 from .base import canonical_signs
 
 
@@ -49,9 +49,15 @@ class LocalRows:
         """Thin QR of ``W`` with ``diag(R) > 0``: ``(U, diag(R))`` (:func:`~lowrank_gnn.linalg.qr_orthonormalize`)."""
         return qr_orthonormalize(weight)
 
-    def canonical_signs(self, vectors: Tensor) -> Tensor:
-        """The sign convention of every backend (:func:`~lowrank_gnn.eigen.canonical_signs`)."""
-        return canonical_signs(vectors)
+    def qr_factors(self, weight: Tensor) -> Optional[QRFactors]:
+        """CholeskyQR factors of a well-conditioned ``W`` (:func:`~lowrank_gnn.linalg.cholesky_qr`), else
+        ``None`` (then :meth:`orthonormalize`); with them the amortized step's eigen loss takes its
+        gradient through :func:`~lowrank_gnn.linalg.q_projection`."""
+        return cholesky_qr(weight) if weight.numel() and weight.shape[-2] >= weight.shape[-1] else None
+
+    #: The sign convention of every backend (:func:`~lowrank_gnn.eigen.canonical_signs`) itself, so that
+    #: :func:`~lowrank_gnn.eigen.select_eigenpairs` recognises it and signs its fresh copy in place.
+    canonical_signs = staticmethod(canonical_signs)
 
     def __repr__(self) -> str:
         return "LocalRows()"

@@ -10,12 +10,18 @@ from .householder import (DEFAULT_BLOCK_SIZE, HouseholderOrthogonal, householder
 from .krylov import KRYLOV_BREAKDOWN_EPS, KrylovBasis, block_krylov
 from .norms import frobenius_norm
 from .partial_eigh import EXTREMAL_METHODS, SUBSET_MAX_FRACTION, SUBSET_MIN_SIZE, eigh_extremal, subset_pays
-from .qr import CHOLESKY_QR_ACCEPT, CHOLESKY_QR_ONE_PASS, qr_orthonormalize
+from .qr import (CHOLESKY_QR_ACCEPT, CHOLESKY_QR_ONE_PASS, QRFactors, cholesky_qr, q_factor, q_projection, qr_backward,
+                 qr_orthonormalize)
 from .tridiagonal import apply_reflectors, householder_tridiagonalize, solve_secular, tridiagonal_eigh
 
 __all__ = [
     "frobenius_norm",
     "qr_orthonormalize",
+    "cholesky_qr",
+    "q_factor",
+    "q_projection",
+    "qr_backward",
+    "QRFactors",
     "CHOLESKY_QR_ACCEPT",
     "CHOLESKY_QR_ONE_PASS",
     "householder_product",

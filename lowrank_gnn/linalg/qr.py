@@ -7,13 +7,14 @@ factor, so the choice changes neither the result nor its gradient.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["CHOLESKY_QR_ACCEPT", "CHOLESKY_QR_ONE_PASS", "qr_orthonormalize"]
+__all__ = ["CHOLESKY_QR_ACCEPT", "CHOLESKY_QR_ONE_PASS", "QRFactors", "cholesky_qr", "q_factor", "q_projection",
+           "qr_backward", "qr_orthonormalize"]
 
 
 #: CholeskyQR2's second pass is accepted when the Gram matrix of the first pass is within this
@@ -31,9 +32,23 @@ CHOLESKY_QR_ACCEPT = 0.5
 CHOLESKY_QR_ONE_PASS = 8
 
 
+class QRFactors(NamedTuple):
+    """The factors of ``W = QR`` (``diag(R) > 0``) that :func:`cholesky_qr` returns, all detached.
+
+    Attributes:
+        vectors (Tensor): ``Q``, ``(*batch, n, k)``.
+        inverse (Tensor): ``R^{-1}``, ``(*batch, k, k)``, upper triangular.
+        diagonal (Tensor): ``diag(R)``, ``(*batch, k)``, positive.
+    """
+
+    vectors: Tensor
+    inverse: Tensor
+    diagonal: Tensor
+
+
 @torch.no_grad()
-def _cholesky_qr2(weight: Tensor) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
-    r"""CholeskyQR2 (Fukaya et al., 2014): ``(Q, R^{-1}, diag(R))``, or ``None`` where it would break down.
+def cholesky_qr(weight: Tensor) -> Optional[QRFactors]:
+    r"""CholeskyQR2 (Fukaya et al., 2014): :class:`QRFactors`, or ``None`` where it would break down.
 
     Pass 1: :math:`R_1 = \operatorname{chol}(W^T W)^T`, :math:`Q_1 = W R_1^{-1}`. Pass 2:
     :math:`R_2 = \operatorname{chol}(Q_1^T Q_1)^T`, :math:`Q = Q_1 R_2^{-1}`,
@@ -44,7 +59,12 @@ def _cholesky_qr2(weight: Tensor) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
     much. Within :data:`CHOLESKY_QR_ONE_PASS` epsilons of the identity :math:`Q_1` is returned as it
     is (one product saved); otherwise pass 2 restores orthogonality to rounding once
     :math:`Q_1^T Q_1` is within :data:`CHOLESKY_QR_ACCEPT` of the identity. Beyond that (or if a
-    Cholesky factorisation fails) ``None`` sends the caller to Householder QR.
+    Cholesky factorisation fails) ``None`` sends the caller to Householder QR. A ``W`` with a NaN or
+    Inf entry always gets ``None`` (its Gram matrix is not finite, and LAPACK's Cholesky rejects a
+    NaN pivot), so factors are a proof that ``W`` is finite.
+
+    Shapes:
+        weight ``(*batch, n, k)`` with ``n >= k``.
     """
     k = weight.shape[-1]
     eye = torch.eye(k, dtype=weight.dtype, device=weight.device)
@@ -66,46 +86,107 @@ def _cholesky_qr2(weight: Tensor) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
         vectors = vectors @ step
         inverse = step if inverse is None else inverse @ step              # R^{-1} = R_1^{-1} R_2^{-1}
     assert inverse is not None  # the first pass always runs
-    return vectors, inverse, torch.diagonal(inverse, dim1=-2, dim2=-1).reciprocal()
+    return QRFactors(vectors, inverse, torch.diagonal(inverse, dim1=-2, dim2=-1).reciprocal())
+
+
+def qr_backward(vectors: Tensor, inverse: Tensor, grad: Tensor, coefficients: Optional[Tensor] = None,
+                projection: Optional[Tensor] = None) -> Tensor:
+    r""":math:`\partial L / \partial W` of ``Q = Q(W)`` (``W = QR``, ``diag(R) > 0``) for
+    :math:`\partial L / \partial Q = G = B C`, with ``B = grad`` and ``C = coefficients`` (``k x k``;
+    default the identity).
+
+    With :math:`M = Q^T G`: :math:`\partial L / \partial W = G R^{-T} + Q\, (\operatorname{tril}(M - M^T, -1) - M)\,
+    R^{-T}` (from :math:`dQ = Q X + (I - Q Q^T)\, dW R^{-1}` with the skew :math:`X` fixed by
+    :math:`dR\,R^{-1}` being upper triangular). Two skinny products, the second accumulating into the
+    first; a third forms :math:`M` unless ``projection`` :math:`= Q^T B` is given. A gradient known as
+    ``B C`` (the columns of a fixed matrix, rescaled) is never formed: :math:`G R^{-T} = B (C R^{-T})`.
+
+    Shapes:
+        vectors, grad ``(*batch, n, k)``; inverse (``R^{-1}``), coefficients, projection ``(*batch, k, k)``;
+        returns ``(*batch, n, k)``.
+    """
+    if projection is None:
+        projection = vectors.mT @ grad
+    if coefficients is not None:
+        projection = projection @ coefficients
+    correction = ((projection - projection.mT).tril(-1) - projection) @ inverse.mT
+    out = grad @ (inverse.mT if coefficients is None else coefficients @ inverse.mT)
+    if out.dim() == 2:
+        return out.addmm_(vectors, correction)
+    n, k = out.shape[-2:]
+    out.view(-1, n, k).baddbmm_(vectors.reshape(-1, n, k), correction.reshape(-1, k, k))  # out is fresh: a view
+    return out
 
 
 class _QFactor(torch.autograd.Function):
-    r"""``Q`` of ``W = QR`` from precomputed factors, with the QR backward in closed form.
-
-    With :math:`G = \partial L / \partial Q` and :math:`M = Q^T G`:
-    :math:`\partial L / \partial W = G R^{-T} + Q\, (\operatorname{tril}(M - M^T, -1) - M)\, R^{-T}`
-    (from :math:`dQ = Q C + (I - Q Q^T)\, dW R^{-1}` with the skew :math:`C` fixed by
-    :math:`dR\,R^{-1}` being upper triangular). Three skinny products, the last accumulating into
-    the second, where autograd through the two Cholesky passes takes about ten. First-order only.
-    """
+    """``Q`` of ``W = QR`` from precomputed factors, with the QR backward in closed form
+    (:func:`qr_backward`: three skinny products, where autograd through the two Cholesky passes
+    takes about ten). First-order only."""
 
     @staticmethod
-    def forward(ctx, weight: Tensor, factors: Tuple[Tensor, Tensor]) -> Tensor:
-        vectors, inverse = factors
-        ctx.save_for_backward(vectors, inverse)
-        return vectors
+    def forward(ctx, weight: Tensor, factors: QRFactors) -> Tensor:
+        ctx.save_for_backward(factors.vectors, factors.inverse)
+        return factors.vectors
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
         vectors, inverse = ctx.saved_tensors
-        product = vectors.mT @ grad
-        # G R^{-T} + Q (X R^{-T}): the second product accumulates into the first (no separate sum pass)
-        correction = ((product - product.mT).tril(-1) - product) @ inverse.mT
-        out = grad @ inverse.mT
-        if out.dim() == 2:
-            return out.addmm_(vectors, correction), None
-        n, k = out.shape[-2:]
-        out.view(-1, n, k).baddbmm_(vectors.reshape(-1, n, k), correction.reshape(-1, k, k))  # out is fresh: a view
-        return out, None
+        return qr_backward(vectors, inverse, grad), None
+
+
+class _QProjection(torch.autograd.Function):
+    r""":math:`Q^T B` for a constant ``B``, differentiable in ``W`` through ``Q``: for
+    :math:`\partial L / \partial (Q^T B) = H`, :math:`\partial L / \partial Q = B H^T` and
+    :math:`Q^T B H^T` is the forward's value times :math:`H^T`, so the QR backward takes two skinny
+    products and forms neither :math:`B H^T` nor :math:`Q^T (B H^T)`. First-order only."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, factors: QRFactors, other: Tensor) -> Tensor:
+        projection = factors.vectors.mT @ other
+        ctx.save_for_backward(factors.vectors, factors.inverse, other, projection)
+        return projection
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        vectors, inverse, other, projection = ctx.saved_tensors
+        coefficients = grad.mT
+        return qr_backward(vectors, inverse, other, coefficients, projection), None, None
+
+
+def q_factor(weight: Tensor, factors: QRFactors) -> Tensor:
+    """``Q`` of ``W = QR`` from ``factors = cholesky_qr(W)``, differentiable in ``W`` (closed-form backward,
+    :func:`qr_backward`; first-order only).
+
+    Shapes:
+        weight ``(*batch, n, k)``; returns ``(*batch, n, k)``.
+    """
+    return _QFactor.apply(weight, factors)
+
+
+def q_projection(weight: Tensor, factors: QRFactors, other: Tensor) -> Tensor:
+    r""":math:`Q^T B` for ``Q`` of ``W = QR`` (``factors = cholesky_qr(W)``) and a constant ``B = other``,
+    differentiable in ``W``.
+
+    Its diagonal is the column dot products :math:`q_i^T b_i` (the Rayleigh quotients of an
+    amortized basis, with ``B = A Q``). One skinny product forward (the ``k x k`` matrix, not an
+    ``n x k`` elementwise product and a sum) and two backward (:func:`qr_backward` with the
+    gradient in factored form), where ``(q_factor(W, factors) * B).sum(-2)`` takes three and two
+    more. First-order only.
+
+    Shapes:
+        weight, other ``(*batch, n, k)``; returns ``(*batch, k, k)``.
+    """
+    return _QProjection.apply(weight, factors, other.detach())
 
 
 def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
     """Thin QR with ``diag(R) > 0``: a smooth map ``W -> U``.
 
     The QR factorisation with a positive diagonal is unique, so how it is computed does not
-    change ``U`` or its gradient: CholeskyQR, one pass or two (:func:`_cholesky_qr2`, with the closed-form
-    QR backward of :class:`_QFactor`) when ``W`` is well conditioned, as an amortized basis
+    change ``U`` or its gradient: CholeskyQR, one pass or two (:func:`cholesky_qr`, with the closed-form
+    QR backward of :func:`qr_backward`) when ``W`` is well conditioned, as an amortized basis
     is, else Householder QR (LAPACK) with the signs fixed. Without the sign fix LAPACK may
     flip a column between two steps and the amortized basis would not be a continuous
     function of ``W``.
@@ -114,10 +195,9 @@ def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
         weight ``(*batch, n, k)``; returns ``U (*batch, n, k)`` and ``diag(R) (*batch, k)``
         (non-negative, detached).
     """
-    fast = _cholesky_qr2(weight) if weight.numel() and weight.shape[-2] >= weight.shape[-1] else None
+    fast = cholesky_qr(weight) if weight.numel() and weight.shape[-2] >= weight.shape[-1] else None
     if fast is not None:
-        vectors, inverse, diagonal = fast
-        return _QFactor.apply(weight, (vectors, inverse)), diagonal
+        return q_factor(weight, fast), fast.diagonal
     q, r = torch.linalg.qr(weight)
     diagonal = torch.diagonal(r, dim1=-2, dim2=-1).detach()
     sign = torch.where(diagonal < 0, -1.0, 1.0).to(q.dtype)

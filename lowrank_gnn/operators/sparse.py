@@ -348,6 +348,13 @@ class GraphOperator(CSROperator):
             return False
         return True
 
+    def _symmetric_by_construction(self) -> None:
+        """Record that the values are symmetric to rounding because of how they were computed (only
+        :class:`~lowrank_gnn.operators.GraphStructure` calls this, where it knows so): :attr:`symmetric` is
+        then ``True`` without comparing values, until :attr:`value` is edited in place or replaced."""
+        self._values_unchanged()  # the caches now belong to the current values
+        self._symmetric = True
+
     @torch.no_grad()
     def frobenius_norm(self) -> Tensor:
         """Exact: the norm of the stored values (duplicates are summed on construction). Computed once
@@ -368,7 +375,10 @@ class GraphOperator(CSROperator):
 
         The pattern half is computed once per graph (a sort, shared by :meth:`with_values`);
         the value half compares each off-diagonal pair once, ``O(nnz)``, once per operator and
-        again only after its values change (an in-place edit of :attr:`value`).
+        again only after its values change (an in-place edit of :attr:`value`). An operator that
+        :class:`~lowrank_gnn.operators.GraphStructure` builds from values symmetric by construction
+        (``symmetrize=True``, unit weights, or :meth:`~lowrank_gnn.operators.GraphStructure.undirected_edge_weight`)
+        skips the value half until its values change.
         """
         if not self._values_unchanged() or self._symmetric is None:
             symmetric = self._pattern.symmetric

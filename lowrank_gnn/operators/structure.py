@@ -10,7 +10,8 @@ edge weights never trigger a sort, a structural symmetry check or a component se
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Optional
+import weakref
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -126,6 +127,9 @@ class GraphStructure:
         #: whether every input edge's reverse is also in the input
         self.undirected = bool(given[self.mirror[self.edge_slot]].all()) if E else True
         self._unit: Dict[tuple, GraphOperator] = {}
+        self._pairs: Optional[Tuple[Tensor, int, bool]] = None
+        #: the tensor undirected_edge_weight returned last (a weak reference) and its version then
+        self._pair_weight: Optional[Tuple[weakref.ref, int]] = None
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -145,6 +149,81 @@ class GraphStructure:
             return False
         return held is edge_index or (held.shape == edge_index.shape and held.device == edge_index.device
                                       and torch.equal(held, edge_index))
+
+    # --- undirected pairs ---------------------------------------------------------------------
+
+    def _pairing(self) -> Tuple[Tensor, int, bool]:
+        """``(edge_pair, num_pairs, balanced)``, computed once: the pair id of each input edge (its slot's or
+        its reverse's, whichever is above the diagonal, ranked), and whether every ``(i, j)`` is given as
+        often as ``(j, i)`` (then weights that are a function of the pair give exactly symmetric sums)."""
+        if self._pairs is None:
+            canonical = torch.minimum(self.edge_slot, self.reverse_slot)  # row-major slots: the upper one
+            used = torch.zeros(self.pattern.nnz, dtype=torch.bool, device=self.device)
+            used[canonical] = True
+            rank = torch.cumsum(used, 0) - 1
+            count = torch.bincount(self.edge_slot, minlength=self.pattern.nnz)
+            self._pairs = (rank[canonical], int(used.sum()), bool(torch.equal(count, count[self.mirror])))
+        return self._pairs
+
+    @property
+    def edge_pair(self) -> Tensor:
+        """The undirected pair of each input edge, ``(E,)`` in ``[0, num_pairs)``: ``(i, j)`` and ``(j, i)``
+        share one (a self-loop is a pair of its own); pairs are numbered in the row-major order of ``(i, j)``, ``i <= j``."""
+        return self._pairing()[0]
+
+    @property
+    def num_pairs(self) -> int:
+        """Number of undirected pairs ``{i, j}`` among the input edges."""
+        return self._pairing()[1]
+
+    def undirected_edge_weight(self, pair_weight: Tensor) -> Tensor:
+        r"""Edge weights ``(E,)`` that give both directions of each undirected pair the same weight:
+        ``pair_weight[edge_pair]``, differentiable in ``pair_weight``.
+
+        The natural parametrisation of learnable weights on an undirected graph, and a proof of
+        symmetry: an operator that :meth:`normalized_adjacency`, :meth:`adjacency`-based
+        :meth:`laplacian` (``"sym"`` or ``None``) builds from the returned tensor, while it is not
+        edited in place, is symmetric by construction, so the eigen backends' ``O(nnz)`` comparison of
+        each value with its transpose's is skipped. That needs every edge ``(i, j)`` to be given as
+        often as ``(j, i)`` (an undirected ``edge_index``, e.g. from ``to_undirected``); otherwise the
+        operator is checked as any other. Any other tensor, also one with equal values, is checked, and so
+        is a tensor this method returned before the last call.
+
+        Args:
+            pair_weight (Tensor): one weight per undirected pair, floating point.
+
+        Shapes:
+            pair_weight ``(num_pairs,)``; returns ``(E,)``.
+
+        Example:
+            >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+            >>> structure = GraphStructure(edge_index)
+            >>> pair_weight = torch.tensor([0.5, 2.0], requires_grad=True)  # {0, 1}, {1, 2}
+            >>> structure.undirected_edge_weight(pair_weight)
+            tensor([0.5000, 0.5000, 2.0000, 2.0000], grad_fn=<IndexBackward0>)
+        """
+        check_floating("pair_weight", pair_weight)
+        edge_pair, num_pairs, _ = self._pairing()
+        if pair_weight.shape != (num_pairs,):
+            raise ValueError(f"pair_weight must have shape (num_pairs,) = ({num_pairs},), one weight per undirected "
+                             f"pair of the graph (got {tuple(pair_weight.shape)}); see GraphStructure.edge_pair")
+        if pair_weight.device != self.device:
+            raise ValueError(f"pair_weight is on {pair_weight.device} but edge_index is on {self.device}; "
+                             "move it with .to(device)")
+        weight = pair_weight[edge_pair]
+        self._pair_weight = (weakref.ref(weight), weight._version)
+        return weight
+
+    def _exactly_symmetric(self, edge_weight: Optional[Tensor], symmetrize: bool) -> bool:
+        """Whether the adjacency values of ``edge_weight`` are equal to their transposes' bit for bit by
+        construction: symmetrised, or pair weights (or none) on a pattern given equally often both ways."""
+        if symmetrize:
+            return True
+        if edge_weight is not None:
+            made = self._pair_weight
+            if made is None or made[0]() is not edge_weight or made[1] != edge_weight._version:
+                return False
+        return self._pairing()[2]
 
     # --- values -----------------------------------------------------------------------------
 
@@ -237,8 +316,10 @@ class GraphStructure:
                     symmetrize: bool, dtype: Optional[torch.dtype]) -> GraphOperator:
         weight = self.edge_values(edge_weight, dtype, nonnegative=normalize)
         value = self._adjacency(weight, edge_weight is not None, symmetrize)
+        # D^{-1/2} A D^{-1/2} of an exactly symmetric A is symmetric to two roundings per entry
+        exact = self._exactly_symmetric(edge_weight, symmetrize)
         if not normalize:
-            return GraphOperator.from_pattern(self.pattern, value)
+            return self._operator(value, None, exact)
         if add_self_loops:
             if self._repeated_self_loops:  # add_remaining_self_loops keeps one copy of a repeated self-loop: the last
                 last = self._last_self_loop
@@ -249,7 +330,14 @@ class GraphStructure:
         row, col = self.pattern.row, self.pattern.col
         degree = value.new_zeros(self.num_nodes).index_add(0, col, value)
         inverse_root = degree.pow(-0.5).masked_fill(degree == 0, 0.0)
-        return GraphOperator.from_pattern(self.pattern, inverse_root[row] * value * inverse_root[col], degree=degree)
+        return self._operator(inverse_root[row] * value * inverse_root[col], degree, exact)
+
+    def _operator(self, value: Tensor, degree: Optional[Tensor], symmetric: bool) -> GraphOperator:
+        """The operator on the structure's pattern; ``symmetric``: its values are so by construction."""
+        op = GraphOperator.from_pattern(self.pattern, value, degree=degree)
+        if symmetric:
+            op._symmetric_by_construction()
+        return op
 
     def laplacian(self, edge_weight: Optional[Tensor] = None, normalization: Optional[str] = "sym",
                   dtype: Optional[torch.dtype] = None) -> GraphOperator:
@@ -280,7 +368,7 @@ class GraphStructure:
             else:
                 off = -degree.reciprocal().masked_fill(degree == 0, 0.0)[row] * value
             laplacian = off.index_add(0, self.diagonal_slot, off.new_ones(self.num_nodes))
-        return GraphOperator.from_pattern(self.pattern, laplacian)
+        return self._operator(laplacian, None, normalization != "rw" and self._exactly_symmetric(edge_weight, False))
 
     def __repr__(self) -> str:
         return (f"GraphStructure(num_nodes={self.num_nodes}, num_edges={self.num_edges}, nnz={self.pattern.nnz}, "

@@ -385,13 +385,13 @@ def test_householder_state_dict_loads_into_a_fresh_backend_and_moves_with_to():
 # --- the W -> U map -----------------------------------------------------------------------------
 
 def test_cholesky_qr_path_equals_householder_qr_and_its_gradient():
-    """CholeskyQR2 forward and the closed-form QR backward (_QFactor) against LAPACK QR under autograd."""
-    from lowrank_gnn.linalg.qr import _cholesky_qr2, qr_orthonormalize
+    """CholeskyQR2 forward and the closed-form QR backward (qr_backward) against LAPACK QR under autograd."""
+    from lowrank_gnn.linalg import cholesky_qr, qr_orthonormalize
 
     generator = torch.Generator().manual_seed(0)
     weight = (torch.randn(2, 50, 4, generator=generator, dtype=torch.float64)
               @ torch.diag(torch.tensor([1.0, 3.0, 0.1, 10.0], dtype=torch.float64))).requires_grad_()
-    assert _cholesky_qr2(weight) is not None  # the fast path is the one under test
+    assert cholesky_qr(weight) is not None  # the fast path is the one under test
     vectors, diagonal = qr_orthonormalize(weight)
     q, r = torch.linalg.qr(weight)
     sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
@@ -407,14 +407,14 @@ def test_nearly_orthonormal_basis_takes_one_cholesky_qr_pass_with_the_same_facto
     """A W orthonormal up to a small perturbation (an amortized basis between steps): the first pass is
     kept as it is, and it is the QR factor and its gradient to rounding."""
     from lowrank_gnn.linalg import CHOLESKY_QR_ONE_PASS
-    from lowrank_gnn.linalg.qr import _cholesky_qr2
+    from lowrank_gnn.linalg import cholesky_qr
 
     generator = torch.Generator().manual_seed(3)
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
         basis, _ = torch.linalg.qr(torch.randn(2, 500, 6, generator=generator, dtype=torch.float64))
         weight = (basis * 500 ** 0.5 + 1e-3 * torch.randn(2, 500, 6, generator=generator, dtype=torch.float64))
         weight = weight.to(dtype).requires_grad_()
-        vectors, inverse, _ = _cholesky_qr2(weight)
+        vectors, inverse, _ = cholesky_qr(weight)
         lower = torch.linalg.cholesky(weight.detach().mT @ weight.detach())
         first = torch.linalg.solve_triangular(lower.mT, weight.detach(), upper=True, left=False)
         assert torch.allclose(vectors, first, rtol=0, atol=50 * torch.finfo(dtype).eps)   # one pass, not two
@@ -442,14 +442,14 @@ def test_cholesky_qr_path_is_first_order_only():
 
 
 def test_ill_conditioned_or_deficient_basis_falls_back_to_householder():
-    from lowrank_gnn.linalg.qr import _cholesky_qr2, qr_orthonormalize
+    from lowrank_gnn.linalg import cholesky_qr, qr_orthonormalize
 
     generator = torch.Generator().manual_seed(1)
     for dtype, smallest in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
         weight = torch.randn(40, 3, generator=generator, dtype=torch.float64)
         weight[:, 2] = weight[:, 0] + smallest * weight[:, 2]  # cond ~ 1 / smallest: beyond CholeskyQR2
         weight = weight.to(dtype)
-        assert _cholesky_qr2(weight) is None
+        assert cholesky_qr(weight) is None
         vectors, diagonal = qr_orthonormalize(weight)
         eye = torch.eye(3, dtype=dtype)
         assert torch.allclose(vectors.mT @ vectors, eye, atol=100 * torch.finfo(dtype).eps)
