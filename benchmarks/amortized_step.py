@@ -93,8 +93,9 @@ def main() -> None:
     for index in range(args.steps + 2):  # two warm-up rounds
         op = structure.normalized_adjacency(next(weights))
         by_pair = timed(step, op)
-        by_edge = timed(step, structure.normalized_adjacency(next(weights).clone()))  # a tensor of the user's
         bare = timed(product, op)
+        op = structure.normalized_adjacency(next(weights).clone())  # the same kind of values, as a plain tensor
+        by_edge = timed(step, op)
         if index >= 2:
             for name, value in zip(names, (by_pair, by_edge, bare), strict=True):
                 for clock, seconds in zip(CLOCKS, value, strict=True):
@@ -108,7 +109,7 @@ def main() -> None:
                for median in (medians[clock] for clock in CLOCKS)]
         print(f"{name:24s} {row[0]}   {row[1]}")
     with torch.no_grad():
-        pairs = backend(op)  # the basis after its last Adam step
+        pairs = backend(op)  # the basis after its last Adam step, on the operator of that step
     diagnostics = backend.diagnostics
     print(f"after the last step: relative residual {diagnostics.residual.item():.9e}, "
           f"eigenvalues {pairs.eigenvalues[0].item():.9f} ... {pairs.eigenvalues[-1].item():.9f}, "

@@ -499,8 +499,8 @@ class AmortizedBackend(EigenBackend):
             values, vectors = select_eigenpairs(values, vectors, self.k, self.which, signs=rows.canonical_signs)
             return EigenPairs(values, vectors, aux_loss)
         # the basis keeps its pivot rows from step to step: verified, not searched (pivot_sign_factors)
-        factors, self._pivots = pivot_sign_factors(vectors, self._pivots)
-        signed = vectors * factors if bool((factors < 0).any()) else vectors
+        flips, self._pivots = pivot_sign_factors(vectors, self._pivots)
+        signed = vectors * flips if bool((flips < 0).any()) else vectors
         values, selected = select_eigenpairs(values, signed, self.k, self.which, signs=_signed_already)
         # the pairs are a fresh tensor, as from every backend (not U itself, which the diagnostics keep)
         return EigenPairs(values, selected.clone() if selected.data_ptr() == vectors.data_ptr() else selected, aux_loss)

@@ -106,9 +106,9 @@ def pivot_sign_factors(vectors: Tensor, pivots: Optional[Tensor] = None) -> Tupl
     if pivots is not None and pivots.shape == (k,) and pivots.device == detached.device:
         rank = torch.argsort(pivots, stable=True)
         bounds = [0, *pivots[rank].tolist(), n]
-        # largest |u| of each segment [bounds[j], bounds[j + 1]), cumulated: cumulative[j] covers the rows above bounds[j]
+        # the largest |u| of the segments between the sorted pivots, cumulated: cumulative[j] covers rows < bounds[j]
         cumulative = [detached.new_zeros(k)]
-        for start, stop in zip(bounds[:-1], bounds[1:]):
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
             segment = detached[start:stop]
             if stop > start:
                 largest = torch.maximum(_column_max(segment), _column_max(segment, torch.amin).neg_()).squeeze(-2)

@@ -168,7 +168,8 @@ class GraphStructure:
     @property
     def edge_pair(self) -> Tensor:
         """The undirected pair of each input edge, ``(E,)`` in ``[0, num_pairs)``: ``(i, j)`` and ``(j, i)``
-        share one (a self-loop is a pair of its own); pairs are numbered in the row-major order of ``(i, j)``, ``i <= j``."""
+        share one (a self-loop is a pair of its own); pairs are numbered in the row-major order of ``(i, j)``,
+        ``i <= j``."""
         return self._pairing()[0]
 
     @property
@@ -221,7 +222,7 @@ class GraphStructure:
             return True
         if edge_weight is not None:
             made = self._pair_weight
-            if made is None or made[0]() is not edge_weight or made[1] != edge_weight._version:
+            if made is None or made[1] != edge_weight._version or made[0]() is not edge_weight:
                 return False
         return self._pairing()[2]
 

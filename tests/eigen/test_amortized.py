@@ -618,3 +618,92 @@ def test_checkpoint_loads_into_a_fresh_module_with_the_modules_dtype(orthogonali
     fresh.load_state_dict(trained.state_dict())
     assert fresh.basis.weight.dtype == torch.float64 and fresh.basis.weight.device == matrix.device
     assert torch.allclose(fresh(matrix.double()).eigenvectors, trained(matrix).eigenvectors.double(), atol=1e-6)
+
+
+# --- the lean gradient-only step ---------------------------------------------------------------------
+
+def test_q_projection_value_and_gradient_match_autograd_through_householder_qr():
+    """Q^T B with B constant, and its W-gradient from the factored QR backward, against LAPACK QR under autograd."""
+    from lowrank_gnn.linalg import cholesky_qr, q_projection, qr_backward
+
+    generator = torch.Generator().manual_seed(4)
+    for shape in ((60, 5), (3, 40, 4)):
+        weight = torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
+        other = torch.randn(*shape, generator=generator, dtype=torch.float64)
+        probe = torch.randn(*shape[:-2], shape[-1], shape[-1], generator=generator, dtype=torch.float64)
+        factors = cholesky_qr(weight)
+        assert factors is not None
+        got = q_projection(weight, factors, other)
+        q, r = torch.linalg.qr(weight)
+        q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+        expected = q.mT @ other
+        assert torch.allclose(got, expected, atol=1e-12)
+        (grad,) = torch.autograd.grad((got * probe).sum(), weight)
+        (reference,) = torch.autograd.grad((expected * probe).sum(), weight)
+        assert torch.allclose(grad, reference, atol=1e-11)
+        # the factored form is the plain QR backward of the formed gradient B H^T
+        plain = qr_backward(factors.vectors, factors.inverse, other @ probe.mT)
+        assert torch.allclose(grad, plain, atol=1e-12)
+
+
+def test_eigen_loss_gradient_is_the_same_with_and_without_the_qr_factors(monkeypatch):
+    """The q_projection path (CholeskyQR factors) and the general one (row sums, autograd through the QR)
+    give the same quotients, loss and W-gradient, for every loss and which."""
+    from lowrank_gnn.eigen.rows import LocalRows
+
+    matrix = random_symmetric(40, dtype=torch.float64, seed=11)
+    for loss in AmortizedBackend.LOSSES:
+        for which in ("largest", "smallest", "magnitude"):
+            results = []
+            for fused in (True, False):
+                if not fused:
+                    monkeypatch.setattr(LocalRows, "qr_factors", lambda self, weight: None)
+                backend = AmortizedBackend(k=3, which=which, loss=loss, seed=2).double()
+                pairs = backend(matrix)
+                (pairs.aux_loss + pairs.eigenvalues.sum()).backward()
+                results.append((pairs.eigenvalues.detach(), pairs.aux_loss.detach(), backend.basis.weight.grad))
+                monkeypatch.undo()
+            for fast, general in zip(*results, strict=True):
+                assert torch.allclose(fast, general, rtol=1e-10, atol=1e-12), (loss, which)
+
+
+def test_factors_path_still_rejects_a_non_finite_basis_and_repairs_a_deficient_one():
+    matrix = random_symmetric(20, dtype=torch.float64, seed=12)
+    backend = AmortizedBackend(k=3).double()
+    backend(matrix)
+    vectors, factors = backend.basis.orthonormalize()
+    assert factors is not None and torch.allclose(vectors, factors.vectors)  # the well-conditioned basis: CholeskyQR
+    with torch.no_grad():
+        backend.basis.weight[4, 1] = float("inf")
+    with pytest.raises(ValueError, match="W contains NaN or Inf.*initialize"):
+        backend(matrix)
+    with torch.no_grad():
+        backend.basis.weight.copy_(torch.randn(20, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+        backend.basis.weight[:, 2] = backend.basis.weight[:, 0]
+    with pytest.warns(RuntimeWarning, match="lost rank"):
+        pairs = backend(matrix)
+    assert torch.allclose(pairs.eigenvectors.mT @ pairs.eigenvectors, torch.eye(3, dtype=torch.float64), atol=1e-12)
+
+
+def test_tracked_pairs_have_canonical_signs_and_are_a_fresh_tensor_when_the_basis_flips():
+    """The pivot rows are reused from step to step (verified); the pairs keep the convention when a column of W
+    changes sign or its pivot row moves, and are never the basis tensor the diagnostics keep."""
+    from lowrank_gnn.eigen import canonical_signs
+
+    generator = torch.Generator().manual_seed(5)
+    matrix = random_symmetric(400, dtype=torch.float64, seed=13)  # tall: n > 16 k
+    backend = AmortizedBackend(k=4, init="exact").double()
+    first = backend(matrix).eigenvectors
+    assert torch.equal(first, canonical_signs(first))
+    for change in ("flip", "rotate", "none"):
+        with torch.no_grad():
+            if change == "flip":
+                backend.basis.weight[:, 1:3] *= -1
+            elif change == "rotate":  # moves pivots: mix in a random direction
+                backend.basis.weight.add_(3.0 * torch.randn(400, 4, generator=generator, dtype=torch.float64))
+        pairs = backend(matrix)
+        assert torch.equal(pairs.eigenvectors, canonical_signs(pairs.eigenvectors)), change
+        assert pairs.eigenvectors.data_ptr() != backend.basis.orthonormal().data_ptr()
+        basis = backend.basis.orthonormal().detach()
+        order = torch.argsort((basis * (matrix @ basis)).sum(0), descending=True)
+        assert torch.allclose(pairs.eigenvectors.abs(), basis[:, order].abs(), atol=1e-12), change

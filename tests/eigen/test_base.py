@@ -91,3 +91,31 @@ def test_canonical_signs_of_tall_blocks_match_the_convention_column_by_column():
     assert torch.equal(signed, reference_signs(vectors))
     assert torch.equal(canonical_signs(vectors[0]), signed[0])                       # unbatched
     assert torch.equal(canonical_signs(vectors.mT.contiguous().mT), signed)          # column-major layout
+
+
+def test_pivot_sign_factors_reuse_valid_pivots_and_search_again_otherwise():
+    """Exact: the same factors and pivot rows as a full search, whatever pivots are passed in."""
+    from lowrank_gnn.eigen.base import _first_significant_rows, pivot_sign_factors, sign_factors
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        n = int(torch.randint(200, 1500, (1,), generator=generator))
+        k = int(torch.randint(1, 10, (1,), generator=generator))
+        vectors = torch.randn(n, k, generator=generator) * torch.rand(n, 1, generator=generator) ** 8  # localised
+        if trial % 5 == 0:
+            vectors[:, 0] = 0  # a zero column: pivot row 0, factor +1
+        factors, pivots = pivot_sign_factors(vectors)
+        assert torch.equal(factors, sign_factors(vectors))
+        assert torch.equal(pivots, _first_significant_rows(vectors).squeeze(-2))
+        moved = vectors + 0.5 * vectors.abs().amax(0) * torch.randn(n, k, generator=generator) * (
+            torch.rand(n, 1, generator=generator) < 0.01)
+        for guess in (pivots, torch.randint(0, n, (k,), generator=generator), torch.zeros(k, dtype=torch.long),
+                      torch.full((k,), n - 1)):
+            for block in (vectors, moved):
+                got, rows = pivot_sign_factors(block, guess)
+                assert torch.equal(got, sign_factors(block)), trial
+                assert torch.equal(rows, _first_significant_rows(block).squeeze(-2)), trial
+    small = torch.randn(20, 4, generator=generator)  # not tall, or batched: the plain convention, no pivots
+    assert pivot_sign_factors(small)[1] is None and torch.equal(pivot_sign_factors(small)[0], sign_factors(small))
+    batch = torch.randn(2, 300, 3, generator=generator)
+    assert pivot_sign_factors(batch)[1] is None and torch.equal(pivot_sign_factors(batch)[0], sign_factors(batch))

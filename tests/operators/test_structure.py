@@ -197,3 +197,51 @@ def test_the_mirror_of_every_slot_is_the_slot_of_its_transpose_without_a_sort():
     # the same permutation as the sort-based transpose of the same pattern
     reference = SparsityPattern(torch.stack([pattern.row, pattern.col]), 6)
     assert torch.equal(reference.transpose()[2], perm)
+
+
+def test_pair_weights_make_operators_symmetric_by_construction_until_edited():
+    """undirected_edge_weight: both directions get their pair's weight, and the operators built from the returned
+    tensor skip the value comparison (symmetric to rounding by construction); in-place edits, other tensors and
+    one-way edges are checked as before."""
+    edge_index = to_undirected(torch.tensor([[0, 0, 1, 2, 3], [1, 2, 2, 3, 4]]))
+    structure = GraphStructure(edge_index)
+    row, col = edge_index
+    assert structure.num_pairs == 5
+    assert torch.equal(structure.edge_pair[row < col], torch.arange(5))  # row-major order of (i, j), i < j
+    pair_weight = torch.tensor([0.5, 2.0, 1.5, 3.0, 0.25], dtype=torch.float64, requires_grad=True)
+    weight = structure.undirected_edge_weight(pair_weight)
+    key = {(int(i), int(j)): float(w) for i, j, w in zip(row, col, weight.detach(), strict=True)}
+    assert all(key[i, j] == key[j, i] for i, j in key)
+    for build in (lambda w: structure.normalized_adjacency(w), lambda w: structure.laplacian(w),
+                  lambda w: structure.laplacian(w, normalization=None),
+                  lambda w: structure.normalized_adjacency(w, normalize=False)):
+        op = build(weight)
+        assert op._symmetric is True  # proved, not compared
+        checked = build(weight.detach().clone())
+        assert checked._symmetric is None and checked.symmetric  # the same values from the user: compared
+        assert torch.allclose(op.to_dense(), checked.to_dense(), rtol=0, atol=0)
+    assert structure.laplacian(weight, normalization="rw")._symmetric is None  # never proved
+    op = structure.normalized_adjacency(weight)
+    op.to_dense().sum().backward()
+    assert pair_weight.grad is not None and bool((pair_weight.grad != 0).any())
+    upper = int(((op.row == 0) & (op.col == 1)).nonzero())
+    with torch.no_grad():
+        op.value[upper] += 0.25  # the operator edited in place: compared again
+    assert not op.symmetric
+    with torch.no_grad():
+        weight[0] = 7.0  # the weights edited in place: no longer a proof
+    assert structure.normalized_adjacency(weight)._symmetric is None
+    assert not structure.normalized_adjacency(weight).symmetric
+    with pytest.raises(ValueError, match="needs a symmetric operator"):
+        ExactBackend(2)(structure.normalized_adjacency(weight))
+    with pytest.raises(ValueError, match=r"pair_weight must have shape \(num_pairs,\) = \(5,\)"):
+        structure.undirected_edge_weight(torch.ones(4))
+
+
+def test_pair_weights_prove_nothing_on_a_pattern_not_given_equally_often_both_ways():
+    one_way = GraphStructure(torch.tensor([[0, 1, 1, 2, 0], [1, 0, 2, 1, 1]]), num_nodes=3)
+    weight = one_way.undirected_edge_weight(torch.ones(one_way.num_pairs))
+    op = one_way.normalized_adjacency(weight)
+    assert op._symmetric is None  # (0, 1) given twice, (1, 0) once: checked, and it is not symmetric
+    assert not op.symmetric
+    assert GraphStructure(torch.tensor([[0, 1], [1, 2]])).normalized_adjacency(symmetrize=True)._symmetric is True
