@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from lowrank_gnn.data import load_planetoid
 from lowrank_gnn.eigen import AmortizedBackend, EigenBackend, EigenPairs, ExactBackend
 from lowrank_gnn.nn import LowRankGCNConv, NuclearNormRegularizer, total_aux_loss
-from lowrank_gnn.operators import deflate_components, normalized_adjacency
+from lowrank_gnn.operators import CovarianceOperator, deflate_components, normalized_adjacency
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Adam learning rate of the amortized bases: entries of W are O(1), so 1e-3 is a 0.1% step,
@@ -305,11 +305,11 @@ def latent_pca_row(latent: int, steps: int, refine: int = 0) -> Dict:
         if kind == "amortized":
             with torch.no_grad():
                 z = model.encoder(data[:batch])
-            backend.initialize(torch.cov(z.T))  # warm start: one exact eigh, not timed
+            backend.initialize(CovarianceOperator(z))  # warm start: one exact eigh, not timed
         if kind == "backbone":
             with torch.no_grad():
                 z = model.encoder(data[:batch])
-            frozen = torch.linalg.eigh(torch.cov(z.T))[0][-2:]
+            frozen = torch.linalg.eigh(CovarianceOperator(z).matrix)[0][-2:]
         optimizer = torch.optim.Adam([{"params": list(model.parameters())},
                                       {"params": list(backend.parameters()), "lr": PCA_BASIS_LR}], lr=PCA_LR)
         position = [0]
@@ -320,12 +320,13 @@ def latent_pca_row(latent: int, steps: int, refine: int = 0) -> Dict:
             x = data[start:start + batch]
             optimizer.zero_grad(set_to_none=True)
             z = model.encoder(x)
-            covariance = torch.cov(z.T)
+            op = CovarianceOperator(z)  # built the same way in every kind; symmetric by construction
+            covariance = op.matrix
             loss = F.mse_loss(model.decoder(z), x)
             if kind == "exact":
                 top = torch.linalg.eigh(covariance)[0][-2:]
             elif kind == "amortized":
-                pairs = backend(covariance)
+                pairs = backend(op)
                 top, loss = pairs.eigenvalues, loss + pairs.aux_loss
             else:
                 top = frozen
@@ -345,9 +346,9 @@ def latent_pca_row(latent: int, steps: int, refine: int = 0) -> Dict:
             state[kind] = (model, backend)
     model, backend = state["amortized"]
     with torch.no_grad():
-        covariance = torch.cov(model.encoder(data[:batch]).T)
-        exact = torch.linalg.eigh(covariance)[0].flip(-1)[:2]
-        mine = backend(covariance).eigenvalues
+        op = CovarianceOperator(model.encoder(data[:batch]))
+        exact = torch.linalg.eigh(op.matrix)[0].flip(-1)[:2]
+        mine = backend(op).eigenvalues
         residual = float(backend.diagnostics.residual)
     name = f"Latent PCA {latent}" + (f" (refine={refine})" if refine else "")
     return dict(row=name, n=latent, t0=times["backbone"], t1=times["exact"],
