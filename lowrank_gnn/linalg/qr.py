@@ -101,6 +101,13 @@ def qr_backward(vectors: Tensor, inverse: Tensor, grad: Tensor, coefficients: Op
     first; a third forms :math:`M` unless ``projection`` :math:`= Q^T B` is given. A gradient known as
     ``B C`` (the columns of a fixed matrix, rescaled) is never formed: :math:`G R^{-T} = B (C R^{-T})`.
 
+    Args:
+        vectors (Tensor): ``Q``.
+        inverse (Tensor): ``R^{-1}`` (:attr:`QRFactors.inverse`).
+        grad (Tensor): ``B``, the gradient with respect to ``Q`` when ``coefficients`` is ``None``.
+        coefficients (Tensor, optional): ``C``. (default: ``None``, the identity)
+        projection (Tensor, optional): ``Q^T B``, if already known. (default: ``None``, computed)
+
     Shapes:
         vectors, grad ``(*batch, n, k)``; inverse (``R^{-1}``), coefficients, projection ``(*batch, k, k)``;
         returns ``(*batch, n, k)``.
@@ -175,8 +182,23 @@ def q_projection(weight: Tensor, factors: QRFactors, other: Tensor) -> Tensor:
     gradient in factored form), where ``(q_factor(W, factors) * B).sum(-2)`` takes three and two
     more. First-order only.
 
+    Args:
+        weight (Tensor): ``W``, which the result is differentiable in.
+        factors (QRFactors): :func:`cholesky_qr` of ``weight``.
+        other (Tensor): ``B``, held constant (detached).
+
     Shapes:
         weight, other ``(*batch, n, k)``; returns ``(*batch, k, k)``.
+
+    Example:
+        >>> import torch
+        >>> from lowrank_gnn.linalg import cholesky_qr, q_projection
+        >>> weight = torch.randn(50, 3, dtype=torch.float64, requires_grad=True)
+        >>> other = torch.randn(50, 3, dtype=torch.float64)
+        >>> projection = q_projection(weight, cholesky_qr(weight), other)
+        >>> torch.diagonal(projection).sum().backward()   # d/dW of sum_i q_i^T b_i
+        >>> weight.grad.shape
+        torch.Size([50, 3])
     """
     return _QProjection.apply(weight, factors, other.detach())
 
