@@ -17,14 +17,18 @@ __all__ = ["sparse_eigh_extremal", "band_pays", "BAND_METHODS", "BAND_MIN_SIZE",
 BAND_METHODS = ("auto", "band", "dense")
 
 #: Smallest matrix for which ``method="auto"`` takes the band path. Measured (one thread, float64
-#: graph Laplacians, ``k = 9``, bandwidth after reordering about 0.03-0.1 n): the band path takes
-#: 1.3x the time of the dense ``?syevr`` at ``n = 200``, 0.85x at 500, 0.4x at 1000, 0.2x at 2000.
-BAND_MIN_SIZE = 400
+#: normalized Laplacians of contact-like chains and of PROTEINS' largest graphs, ``k = 9``,
+#: ``benchmarks/banded_eigh.py``), band time over the dense ``?syevr`` time: 1.0-1.2 at ``n = 300-400``
+#: even for bandwidths ``b`` of 0.01-0.03 n, 0.67-0.92 at ``n = 500`` for ``b <= 0.02 n`` (1.2 at
+#: 0.03 n), 0.81 at 700 (``b = 0.02 n``), 0.18-0.59 at 1000 (``b = 0.004-0.026 n``), 0.23-0.40 at 1500
+#: (``b <= 0.024 n``). LAPACK's band reduction (``dsbtrd``, Givens rotations) runs at a fraction of the
+#: speed of the dense one (blocked ``dsytrd``), so its :math:`O(n^2 b)` wins only for large ``n``.
+BAND_MIN_SIZE = 500
 
-#: Largest bandwidth, as a fraction of ``n``, for which ``method="auto"`` takes the band path: its
-#: band reduction costs about :math:`6 n^2 b` against the dense reduction's :math:`4 n^3 / 3`, at a
-#: lower speed per operation.
-BAND_MAX_FRACTION = 0.1
+#: Largest bandwidth, as a fraction of ``n``, for which ``method="auto"`` takes the band path (see
+#: :data:`BAND_MIN_SIZE`; at ``n = 1000`` the break-even bandwidth measured about 0.06 n, at 500 about
+#: 0.02 n).
+BAND_MAX_FRACTION = 0.02
 
 _EPS = float(numpy.finfo(numpy.float64).eps)
 #: Eigenvalues closer than this (times the matrix's 1-norm) share one shift and one block of vectors.
