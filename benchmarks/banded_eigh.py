@@ -32,8 +32,9 @@ import csv
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import scipy.sparse
@@ -91,13 +92,10 @@ def bandwidth(matrix: scipy.sparse.csr_matrix) -> int:
     return int(np.abs(coo.row - coo.col).max())
 
 
-def best_cpu(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.thread_time()
-        fn()
-        best = min(best, time.thread_time() - start)
-    return best
+def cpu_seconds(fn: Callable[[], object]) -> float:
+    start = time.thread_time()
+    fn()
+    return time.thread_time() - start
 
 
 def main(argv: Optional[list] = None) -> None:
@@ -118,10 +116,11 @@ def main(argv: Optional[list] = None) -> None:
     rows = []
     for name, matrix in cases:
         dense = torch.from_numpy(matrix.toarray())
+        band = partial(sparse_eigh_extremal, matrix, args.k, method="band")
+        full = partial(eigh_extremal, dense, args.k)
         band_s, dense_s = float("inf"), float("inf")
         for _ in range(args.repeats):  # interleaved: a change of load hits both alike
-            band_s = min(band_s, best_cpu(lambda: sparse_eigh_extremal(matrix, args.k, method="band"), 1))
-            dense_s = min(dense_s, best_cpu(lambda: eigh_extremal(dense, args.k), 1))
+            band_s, dense_s = min(band_s, cpu_seconds(band)), min(dense_s, cpu_seconds(full))
         values, vectors = sparse_eigh_extremal(matrix, args.k, method="band")
         u, w = vectors.numpy(), values.numpy()
         residual = float(np.linalg.norm(matrix @ u - u * w, axis=0).max())
