@@ -56,18 +56,20 @@ def sparse_eigh_extremal(matrix: Any, k: int, which: str = "smallest", method: s
     For a sparse symmetric :math:`A` (the lower triangle is read), the rows and columns are
     reordered by reverse Cuthill-McKee, :math:`B = P A P^\top`, which gives many sparse matrices
     from meshes, chains or contact graphs a small bandwidth :math:`b` (:math:`B_{ij} = 0` for
-    :math:`|i - j| > b`). Then (``method="band"``):
+    :math:`|i - j| > b`). Then (``method="band"``), with :math:`B` scaled by a power of two to
+    :math:`\|B\|_1 \in [1/2, 1)` (exact, so that no step over- or underflows):
 
     1. the ``k`` wanted eigenvalues of :math:`B` in band storage, by LAPACK's ``dsbevx`` without
        eigenvectors (band reduction to tridiagonal form without forming its orthogonal factor,
        :math:`O(n^2 b)`, then bisection);
     2. their eigenvectors by inverse iteration with band LU factorisations (``dgbtrf`` /
-       ``dgbtrs``, :math:`O(n b^2)` each): eigenvalues within :math:`10^{-8} \|B\|_1` of each
-       other (repeated eigenvalues, e.g. the zero eigenvalue of a Laplacian once per connected
-       component) share one shift just outside them and a block of start vectors, orthonormalised
-       at each step against the block and the blocks before it; the shifts sit a little outside
-       the eigenvalues so that an exact eigenvalue never gives a singular factorisation; start
-       vectors come from a fixed-seed generator, so the result depends on the input only;
+       ``dgbtrs``, :math:`O(n b^2)` each), three steps: eigenvalues within :math:`10^{-8} \|B\|_1`
+       of each other (repeated eigenvalues, e.g. the zero eigenvalue of a Laplacian once per
+       connected component) share one factorisation and a block of start vectors, orthonormalised
+       at each step; each shift lies :math:`10^4 \epsilon \|B\|_1` below its cluster (on the side
+       away from the unwanted eigenvalues), so that an exact eigenvalue never gives a singular
+       factorisation; start vectors come from a fixed-seed generator, so the result depends on
+       the input only;
     3. a Rayleigh-Ritz step on all the vectors (an orthonormalisation, :math:`U^\top B U`, a
        small ``eigh``), which makes the pairs accurate to rounding and resolves clusters;
     4. the rows put back in the original order: :math:`U \leftarrow P^\top U`.
@@ -76,7 +78,8 @@ def sparse_eigh_extremal(matrix: Any, k: int, which: str = "smallest", method: s
     eigenvalue is taken whole, so the returned vectors of a repeated eigenvalue split by ``k``
     lie in its eigenspace. Each pair is checked: should a residual :math:`\|B u - \theta u\|`
     stay above :math:`16 \sqrt{n}\, \epsilon \|B\|_1` after three rounds of three steps (or LAPACK
-    report a failure), the matrix is solved densely instead. ``method="dense"`` builds the dense
+    report a failure, or the entries be so large that :math:`\|B\|_1` overflows), the matrix is
+    solved densely instead. ``method="dense"`` builds the dense
     matrix and calls :func:`eigh_extremal`; ``method="auto"`` takes the band path where it
     measured faster (:func:`band_pays`: from :data:`BAND_MIN_SIZE` rows and a bandwidth up to
     :data:`BAND_MAX_FRACTION` of ``n``), else the dense one.
@@ -165,15 +168,23 @@ def _band_smallest(rows: numpy.ndarray, cols: numpy.ndarray, entries: numpy.ndar
     where LAPACK fails or a residual does not pass (the caller then solves densely)."""
     from scipy.linalg import lapack
 
+    magnitude = numpy.abs(entries)
+    row_sums = numpy.bincount(rows, magnitude, n) + numpy.bincount(cols, numpy.where(rows != cols, magnitude, 0.0), n)
+    norm = float(row_sums.max()) if n else 0.0  # ||B||_1
+    if not numpy.isfinite(norm):  # entries near the overflow threshold: the dense solver scales them
+        return None
+    scale = 2.0 ** -numpy.frexp(norm)[1] if norm > 0 else 1.0  # exact: a power of 2
+    entries = entries * scale  # now ||B||_1 is in [1/2, 1): no overflow in the shifted solves
     band = numpy.zeros((b + 1, n), order="F")  # LAPACK's lower band storage: band[i - j, j] = B[i, j]
     band[rows - cols, cols] = entries
     general = numpy.zeros((3 * b + 1, n), order="F")  # ?gbtrf's storage (kl = ku = b): general[2b + i - j, j]
     general[2 * b + rows - cols, cols] = entries
     general[2 * b - rows + cols, rows] = entries
-    full = scipy.sparse.csr_matrix((numpy.concatenate([entries, entries[rows != cols]]),
-                                    (numpy.concatenate([rows, cols[rows != cols]]),
-                                     numpy.concatenate([cols, rows[rows != cols]]))), shape=(n, n))
-    norm = max(float(abs(full).sum(1).max()), numpy.finfo(numpy.float64).tiny)
+    off = rows != cols
+    full = scipy.sparse.csr_matrix((numpy.concatenate([entries, entries[off]]),
+                                    (numpy.concatenate([rows, cols[off]]), numpy.concatenate([cols, rows[off]]))),
+                                   shape=(n, n))
+    norm = 1.0  # the scaled matrix's (a bound for the zero matrix too)
     values = _wanted_values(band, n, k, _CLUSTER * norm)
     if values is None:
         return None
@@ -197,7 +208,7 @@ def _band_smallest(rows: numpy.ndarray, cols: numpy.ndarray, entries: numpy.ndar
         vectors = basis @ rotation[:, :k]
         residual = numpy.linalg.norm(image @ rotation[:, :k] - vectors * ritz_values[:k], axis=0)
         if residual.max() <= tolerance:
-            return ritz_values[:k].copy(), vectors
+            return ritz_values[:k] / scale, vectors
     return None
 
 

@@ -155,6 +155,20 @@ def test_only_the_lower_triangle_is_read():
         assert torch.equal(one, other)
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("scale", [0.0, 1e-300, 1e300, 1.7e308])
+def test_extreme_scales(scale):
+    """Scaled by a power of two inside, so neither tiny nor huge entries over- or underflow."""
+    diagonal = np.array([3.0, -1.0, 2.0, 0.5, -1.0]) * (scale / 3.0)
+    off = np.full(4, scale / 30.0)
+    matrix = scipy.sparse.diags([off, diagonal, off], [-1, 0, 1], format="csr")
+    for which in ("smallest", "largest"):
+        values, vectors = sparse_eigh_extremal(matrix, 2, which, method="band")
+        expected = reference(matrix, 2, which)[0][:2]
+        np.testing.assert_allclose(values.numpy(), expected, rtol=1e-13, atol=0)
+        assert np.isfinite(vectors.numpy()).all()
+
+
 def test_rejects_bad_input():
     matrix = sparse_laplacian(path_graph(10))
     with pytest.raises(TypeError, match="SciPy sparse matrix"):
