@@ -74,7 +74,11 @@ class AddEigenpairs(BaseTransform):
     transform to a dataset in one batched, cached pass; :meth:`forward` is the same routine
     (:meth:`compute`) on a batch of one, so both give the same bits. With the ``"exact"`` and
     ``"batched_dc"`` backends (by name, without deflation) graphs up to ``dense_max_nodes`` are
-    solved as dense float64 matrices by LAPACK's ``eigh`` (``batched_eigh`` for ``"batched_dc"``).
+    solved as dense float64 matrices by LAPACK's ``eigh`` (``batched_eigh`` for ``"batched_dc"``);
+    with ``"exact"`` on the CPU, graphs of :data:`~lowrank_gnn.linalg.BAND_MIN_SIZE` nodes or
+    more (and ``which`` other than ``"magnitude"``) by
+    :func:`~lowrank_gnn.linalg.sparse_eigh_extremal` from their sparse operator instead: the band
+    solver where their bandwidth after reordering pays, else the same dense solver.
 
     Args:
         k (int): eigenpairs per graph.
@@ -184,8 +188,9 @@ class AddEigenpairs(BaseTransform):
 
         Graphs with the same node count are solved together (one dense ``(B, n, n)`` batch, one
         :func:`~lowrank_gnn.linalg.eigh_extremal` or :func:`~lowrank_gnn.eigen.batched_eigh`
-        call); the others (large graphs on the sparse
-        path, deflation, backend instances) one at a time. A graph gets the same bits either way
+        call); the others (graphs of ``BAND_MIN_SIZE`` nodes or more on the CPU LAPACK path, by
+        :func:`~lowrank_gnn.linalg.sparse_eigh_extremal`; large graphs on the sparse path,
+        deflation, backend instances) one at a time. A graph gets the same bits either way
         it is reached: :meth:`forward` is this method on a batch of one.
         """
         dtype, device = torch.get_default_dtype(), packed.edge_index.device
