@@ -102,7 +102,7 @@ def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 300, 400, 500, 700, 1000, 1500])
-    parser.add_argument("--widths", type=int, nargs="+", default=[6, 12, 24], help="chain reach w")
+    parser.add_argument("--widths", type=int, nargs="+", default=[3, 6, 12, 24, 48], help="chain reach w")
     parser.add_argument("--real", type=int, default=6, help="largest PROTEINS graphs to add")
     parser.add_argument("--k", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=3)

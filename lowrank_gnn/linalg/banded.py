@@ -18,16 +18,17 @@ BAND_METHODS = ("auto", "band", "dense")
 
 #: Smallest matrix for which ``method="auto"`` takes the band path. Measured (one thread, float64
 #: normalized Laplacians of contact-like chains and of PROTEINS' largest graphs, ``k = 9``,
-#: ``benchmarks/banded_eigh.py``), band time over the dense ``?syevr`` time: 1.0-1.2 at ``n = 300-400``
-#: even for bandwidths ``b`` of 0.01-0.03 n, 0.67-0.92 at ``n = 500`` for ``b <= 0.02 n`` (1.2 at
-#: 0.03 n), 0.81 at 700 (``b = 0.02 n``), 0.18-0.59 at 1000 (``b = 0.004-0.026 n``), 0.23-0.40 at 1500
-#: (``b <= 0.024 n``). LAPACK's band reduction (``dsbtrd``, Givens rotations) runs at a fraction of the
+#: ``benchmarks/banded_eigh.py``), band time over the dense ``?syevr`` time: 1.2-4.4 at ``n = 200-300``
+#: whatever the bandwidth ``b`` (down to 0.02 n); at 400, 0.64 for ``b = 0.01 n`` but 1.16 for 0.03 n;
+#: at 500, 0.58-0.84 for ``b <= 0.018 n`` and 1.08 for 0.03 n; at 700, 0.32-0.91 for ``b <= 0.02 n``;
+#: at 1000, 0.17-0.59 for ``b <= 0.036 n`` and 0.96 for 0.075 n; at 1500, 0.12-0.33 for
+#: ``b <= 0.024 n``. LAPACK's band reduction (``dsbtrd``, Givens rotations) runs at a fraction of the
 #: speed of the dense one (blocked ``dsytrd``), so its :math:`O(n^2 b)` wins only for large ``n``.
 BAND_MIN_SIZE = 500
 
 #: Largest bandwidth, as a fraction of ``n``, for which ``method="auto"`` takes the band path (see
-#: :data:`BAND_MIN_SIZE`; at ``n = 1000`` the break-even bandwidth measured about 0.06 n, at 500 about
-#: 0.02 n).
+#: :data:`BAND_MIN_SIZE`: the break-even bandwidth measured about 0.025 n at ``n = 500`` and grows with
+#: ``n``, to about 0.08 n at 1000; the rule keeps the smallest).
 BAND_MAX_FRACTION = 0.02
 
 _EPS = float(numpy.finfo(numpy.float64).eps)
