@@ -38,6 +38,8 @@ _CLUSTER = 1e-8
 _SHIFT = 1e4 * _EPS
 #: Inverse iteration steps per round; rounds until every residual passes, else the dense solver.
 _STEPS, _ROUNDS = 3, 3
+#: A cluster reaching past the ``k``-th eigenvalue is followed up to about 4 k + 32 eigenvalues (then dense).
+_MAX_VALUES_PER_K, _MAX_VALUES_EXTRA = 4, 32
 #: A pair is accepted when ``||B u - theta u|| <= _RESIDUAL * sqrt(n) * eps * ||B||_1``.
 _RESIDUAL = 16.0
 
@@ -77,12 +79,13 @@ def sparse_eigh_extremal(matrix: Any, k: int, which: str = "smallest", method: s
 
     Nothing of size :math:`n \times n` is formed. A cluster that reaches past the ``k``-th
     eigenvalue is taken whole, so the returned vectors of a repeated eigenvalue split by ``k``
-    lie in its eigenspace. Each pair is checked: should a residual :math:`\|B u - \theta u\|`
-    stay above :math:`16 \sqrt{n}\, \epsilon \|B\|_1` after three rounds of three steps (or LAPACK
-    report a failure, or the entries be so large that :math:`\|B\|_1` overflows), the matrix is
-    solved densely instead. ``method="dense"`` builds the dense
-    matrix and calls :func:`eigh_extremal`; ``method="auto"`` takes the band path where it
-    measured faster (:func:`band_pays`: from :data:`BAND_MIN_SIZE` rows and a bandwidth up to
+    lie in its eigenspace (a cluster found to hold more than about :math:`4k + 32` eigenvalues,
+    such as the identity's, goes to the dense solver). Each pair is checked: should a residual
+    :math:`\|B u - \theta u\|` stay above :math:`16 \sqrt{n}\, \epsilon \|B\|_1` after three rounds
+    of three steps (or LAPACK report a failure, or the entries be so large that :math:`\|B\|_1`
+    overflows), the matrix is solved densely instead. ``method="dense"`` builds the dense matrix
+    and calls :func:`eigh_extremal`; ``method="auto"`` takes the band path where it measured
+    faster (:func:`band_pays`: from :data:`BAND_MIN_SIZE` rows and a bandwidth up to
     :data:`BAND_MAX_FRACTION` of ``n``), else the dense one.
 
     Eigenvalues are ascending for ``which="smallest"`` and descending for ``"largest"``, as in
@@ -232,6 +235,8 @@ def _wanted_values(band: numpy.ndarray, n: int, k: int, cluster: float) -> Any:
         if count == n:
             return w
         count = min(n, 4 * count)
+        if count < n and count > _MAX_VALUES_PER_K * k + _MAX_VALUES_EXTRA:  # a huge cluster: dense is cheaper
+            return None
 
 
 def _clusters(values: numpy.ndarray, cluster: float) -> List[Tuple[int, int]]:

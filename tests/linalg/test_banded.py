@@ -132,6 +132,14 @@ def test_deterministic_and_equal_to_the_dense_path_where_auto_declines():
         assert torch.equal(values, expected[0]) and torch.equal(vectors, expected[1])
 
 
+def test_a_huge_cluster_goes_to_the_dense_solver():
+    """The identity: one eigenvalue of multiplicity n, far more than k; the dense solver answers."""
+    matrix = scipy.sparse.identity(300, format="csr")
+    values, vectors = sparse_eigh_extremal(matrix, 5, method="band")
+    expected = eigh_extremal(torch.eye(300, dtype=torch.float64), 5)
+    assert torch.equal(values, expected[0]) and torch.equal(vectors, expected[1])
+
+
 def test_band_pays():
     n = BAND_MIN_SIZE
     assert band_pays(n, int(BAND_MAX_FRACTION * n)) and not band_pays(n, int(BAND_MAX_FRACTION * n) + 1)
