@@ -16,7 +16,7 @@ from .._validation import check_choice, check_finite, check_floating, check_posi
 from ..eigen.amortized import AmortizedBasis, brockett_weights
 from ..eigen.base import canonical_signs
 from ..linalg.norms import frobenius_norm
-from .polar_tracker import DEFAULT_DEFLATE, PolarTracker
+from .polar_tracker import DEFAULT_DEFLATE, DEFAULT_SIGN_BLOCK, PolarTracker
 
 
 class SingularTriplets(NamedTuple):
@@ -199,6 +199,8 @@ class NuclearNormRegularizer(nn.Module):
             :class:`PolarTracker`). (default: ``"qr"``)
         deflate (int): leading block of ``method="polar"`` (see :class:`PolarTracker`).
             (default: ``16``)
+        sign_block (int): sign block of ``method="polar"`` (see :class:`PolarTracker`), ``0`` for
+            none. (default: ``32``)
 
     Shapes:
         matrix ``(*batch, m, n)`` (a batch sums the penalties); returns a scalar.
@@ -217,7 +219,7 @@ class NuclearNormRegularizer(nn.Module):
 
     def __init__(self, strength: float = 1.0, eta: float = 1.0, rank: Optional[int] = None,
                  orthogonalization: str = "qr", seed: int = 0, method: str = "qr",
-                 deflate: int = DEFAULT_DEFLATE) -> None:
+                 deflate: int = DEFAULT_DEFLATE, sign_block: int = DEFAULT_SIGN_BLOCK) -> None:
         super().__init__()
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength >= 0:
             raise ValueError(f"strength must be a number >= 0 (got strength={strength!r})")
@@ -227,7 +229,7 @@ class NuclearNormRegularizer(nn.Module):
         self.svd: Optional[AmortizedSVD] = None
         self.tracker: Optional[PolarTracker] = None
         if self.method == "polar":
-            self.tracker = PolarTracker(rank, deflate)
+            self.tracker = PolarTracker(rank, deflate, sign_block=sign_block)
         else:
             self.svd = AmortizedSVD(rank, loss="trace", eta=eta, orthogonalization=orthogonalization, seed=seed)
         self.aux_loss: Optional[Tensor] = None
