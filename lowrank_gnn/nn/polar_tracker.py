@@ -32,7 +32,7 @@ class PolarTracker(nn.Module):
     :math:`X^T`) and returns the estimate :math:`\hat\nu \approx \|X\|_*` (or the Ky Fan
     ``rank``-norm) and the direction :math:`\hat P \approx \partial \|X\|_* / \partial X`, both
     without gradient, from state kept since the previous call. The first call initialises that
-    state from one SVD. Two parts:
+    state from one SVD. Three parts:
 
     * **Leading block** (``r`` triplets, ``r = deflate``, or ``rank`` for the Ky Fan norm): one
       step of subspace iteration, :math:`U = \operatorname{orth}(X V)`,
