@@ -11,9 +11,10 @@ from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_choice, check_positive_int
 from ..eigen import WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
-from ..linalg import eigh_extremal
+from ..linalg import BAND_MIN_SIZE, eigh_extremal, sparse_eigh_extremal
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
-from .packed import PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges, pack_graphs
+from .packed import (PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges, pack_graphs,
+                     sparse_operator)
 from .progress import progress_bar
 
 OPERATORS = ("normalized_adjacency", "laplacian")
@@ -73,7 +74,11 @@ class AddEigenpairs(BaseTransform):
     transform to a dataset in one batched, cached pass; :meth:`forward` is the same routine
     (:meth:`compute`) on a batch of one, so both give the same bits. With the ``"exact"`` and
     ``"batched_dc"`` backends (by name, without deflation) graphs up to ``dense_max_nodes`` are
-    solved as dense float64 matrices by LAPACK's ``eigh`` (``batched_eigh`` for ``"batched_dc"``).
+    solved as dense float64 matrices by LAPACK's ``eigh`` (``batched_eigh`` for ``"batched_dc"``);
+    with ``"exact"`` on the CPU, graphs of :data:`~lowrank_gnn.linalg.BAND_MIN_SIZE` nodes or
+    more (and ``which`` other than ``"magnitude"``) by
+    :func:`~lowrank_gnn.linalg.sparse_eigh_extremal` from their sparse operator instead: the band
+    solver where their bandwidth after reordering pays, else the same dense solver.
 
     Args:
         k (int): eigenpairs per graph.
@@ -183,8 +188,9 @@ class AddEigenpairs(BaseTransform):
 
         Graphs with the same node count are solved together (one dense ``(B, n, n)`` batch, one
         :func:`~lowrank_gnn.linalg.eigh_extremal` or :func:`~lowrank_gnn.eigen.batched_eigh`
-        call); the others (large graphs on the sparse
-        path, deflation, backend instances) one at a time. A graph gets the same bits either way
+        call); the others (graphs of ``BAND_MIN_SIZE`` nodes or more on the CPU LAPACK path, by
+        :func:`~lowrank_gnn.linalg.sparse_eigh_extremal`; large graphs on the sparse path,
+        deflation, backend instances) one at a time. A graph gets the same bits either way
         it is reached: :meth:`forward` is this method on a batch of one.
         """
         dtype, device = torch.get_default_dtype(), packed.edge_index.device
@@ -199,16 +205,26 @@ class AddEigenpairs(BaseTransform):
             out["eig_component_index"] = torch.zeros(total, dtype=torch.long, device=device)
         solver = self.batched_solver
         dense = (num_nodes >= 1) & (num_nodes <= (solver[1] if solver else 0))
+        # large graphs of LAPACK's path: sparse_eigh_extremal (band solver where the bandwidth pays, else dense)
+        sparse = dense & (num_nodes >= BAND_MIN_SIZE) if (solver is not None and solver[0] == "lapack" and
+                                                          self.which != "magnitude" and device.type == "cpu") \
+            else torch.zeros_like(dense)
         with progress_bar(packed.num_graphs, progress, desc=repr(self)) as bar, torch.no_grad():
             bar.update(int((num_nodes == 0).sum()))  # empty graphs: nothing to solve
             if solver is not None and bool(dense.any()):
                 entries = normalized_edges(packed, self.operator, self.add_self_loops)
-                for batch in dense_batches(packed, entries, dense.nonzero().squeeze(1)):
+                for batch in dense_batches(packed, entries, (dense & ~sparse).nonzero().squeeze(1)):
                     m = min(k, batch.n)
                     pair_values, pair_vectors = self._solve_dense(batch.operators, solver[0], m)
                     values[:, :m].index_copy_(0, batch.graphs, pair_values.to(dtype))
                     vectors[:, :m].index_copy_(0, batch.rows, pair_vectors.reshape(-1, m).to(dtype))
                     bar.update(batch.graphs.numel())
+                for g in sparse.nonzero().squeeze(1).tolist():
+                    m, start, end = min(k, int(num_nodes[g])), int(node_ptr[g]), int(node_ptr[g + 1])
+                    pair_values, pair_vectors = sparse_eigh_extremal(sparse_operator(packed, entries, g), m,
+                                                                     self.which, check_finite=False)
+                    values[g, :m], vectors[start:end, :m] = pair_values.to(dtype), pair_vectors.to(dtype)
+                    bar.update(1)
                 available[dense] = num_nodes[dense].clamp(max=k)
                 vectors = canonical_signs_per_graph(vectors, num_nodes)  # idempotent on the rows solved below
             for g in ((num_nodes >= 1) & ~dense).nonzero().squeeze(1).tolist():
