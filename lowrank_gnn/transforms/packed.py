@@ -255,20 +255,28 @@ def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
     Each graph's column is flipped so that its first entry with ``|u_i| >= 0.1 max|u|`` (over the
     graph's rows) is positive: the same pivot, hence the same bits, as ``canonical_signs`` on the
     graph alone. Idempotent: columns already in canonical form are left unchanged.
+
+    Only elementwise passes and two segment maxima over each graph's rows
+    (``torch.segment_reduce``, several times faster on the CPU than ``scatter_reduce``): the
+    largest ``|u|`` per graph and column, then the largest key ``[|u_r| >= 0.1 max|u|] (n - r)``
+    (``r`` the row within its graph), which is ``n`` minus the first significant row. The keys are
+    exact in ``vectors``' dtype up to ``N = 2 / eps`` rows (float32: 16.7 million); beyond, float64.
     """
     if not vectors.numel():
         return vectors
-    graphs, k = num_nodes.numel(), vectors.shape[1]
-    owner = torch.repeat_interleave(torch.arange(graphs, device=vectors.device), num_nodes,
-                                    output_size=vectors.shape[0])
+    rows = vectors.shape[0]
+    device = vectors.device
+    owner = torch.repeat_interleave(torch.arange(num_nodes.numel(), device=device), num_nodes, output_size=rows)
     magnitude = vectors.abs()
-    index = owner.unsqueeze(1).expand(-1, k)
-    largest = magnitude.new_zeros(graphs, k).scatter_reduce_(0, index, magnitude, "amax", include_self=False)
-    significant = magnitude >= SIGN_PIVOT_FRACTION * largest.index_select(0, owner)
-    rows = torch.arange(vectors.shape[0], device=vectors.device).unsqueeze(1).expand(-1, k)
-    first = torch.where(significant, rows, vectors.shape[0])
-    pivot = first.new_full((graphs, k), vectors.shape[0]).scatter_reduce_(0, index, first, "amin")
-    pivot = pivot.clamp_max(vectors.shape[0] - 1)  # graphs without rows: any row, never used
+    largest = torch.segment_reduce(magnitude, "max", lengths=num_nodes, axis=0, initial=0)  # 0 for no rows
+    key = magnitude.ge_((SIGN_PIVOT_FRACTION * largest).index_select(0, owner))  # 1.0 / 0.0 in place
+    if rows > 2 / torch.finfo(key.dtype).eps:
+        key = key.to(torch.float64)
+    end = num_nodes.cumsum(0)                                   # one past each graph's last row
+    rank = end.index_select(0, owner) - torch.arange(rows, device=device)  # n - r: n at the graph's first row
+    key.mul_(rank.to(key.dtype).unsqueeze(1))
+    first = torch.segment_reduce(key, "max", lengths=num_nodes, axis=0, initial=0)
+    pivot = (end.unsqueeze(1) - first.long()).clamp_(max=rows - 1)  # graphs without rows: any row, never used
     sign = torch.sign(vectors.gather(0, pivot))
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    sign.masked_fill_(sign == 0, 1.0)                           # a zero column is kept
     return vectors * sign.index_select(0, owner)
