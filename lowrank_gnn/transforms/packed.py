@@ -190,12 +190,11 @@ def dense_batches(packed: PackedGraphs, entries: NormalizedEdges, selected: Tens
     """
     order = selected[torch.argsort(packed.num_nodes[selected], stable=True)] if selected.numel() > 1 else selected
     sizes = packed.num_nodes[order]
-    areas = sizes * sizes
     starts = packed.edge_ptr[order]
     counts = packed.edge_ptr[order + 1] - starts
-    area_ptr = torch.cat([areas.new_zeros(1), areas.cumsum(0)]).tolist()
-    node_ptr = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)]).tolist()
-    edge_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).tolist()
+    pointers = torch.stack([sizes * sizes, sizes, counts]).cumsum(1)  # entries, nodes, edges of the graphs before
+    pointers = torch.cat([pointers.new_zeros(3, 1), pointers], 1)
+    area_ptr, node_ptr, edge_ptr = pointers.tolist()
     batches = []  # (first, end, n): positions in ``order``
     values, group_sizes = torch.unique_consecutive(sizes, return_counts=True)
     first = 0
@@ -203,45 +202,48 @@ def dense_batches(packed: PackedGraphs, entries: NormalizedEdges, selected: Tens
         per_batch = max(1, max_entries // max(1, n * n))
         batches += [(lo, min(lo + per_batch, first + count), n) for lo in range(first, first + count, per_batch)]
         first += count
+    graph_rows = packed.node_ptr.index_select(0, order)  # each graph's first row of node-level outputs
     chunk: list = []
     for index, batch in enumerate(batches):
         chunk.append(batch)
         following = batches[index + 1] if index + 1 < len(batches) else None
         if following is None or area_ptr[following[1]] - area_ptr[chunk[0][0]] > max_entries:
-            yield from _chunk_batches(packed, entries, order, sizes, starts, counts, chunk,
+            yield from _chunk_batches(packed, entries, order, sizes, starts, counts, graph_rows, chunk, pointers,
                                       area_ptr, node_ptr, edge_ptr)
             chunk = []
 
 
 def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor, sizes: Tensor, starts: Tensor,
-                   counts: Tensor, chunk: list, area_ptr: list, node_ptr: list, edge_ptr: list) -> Iterator[DenseBatch]:
+                   counts: Tensor, graph_rows: Tensor, chunk: list, pointers: Tensor, area_ptr: list, node_ptr: list,
+                   edge_ptr: list) -> Iterator[DenseBatch]:
     """The batches of one chunk (consecutive positions ``lo:hi`` of ``order``), from one flat buffer."""
     lo, hi = chunk[0][0], chunk[-1][1]
     device = sizes.device
     size, count = sizes[lo:hi], counts[lo:hi]
-    block = torch.tensor(area_ptr[lo:hi], dtype=torch.long, device=device) - area_ptr[lo]  # each graph's first entry
+    # each graph's first entry, node and edge within the chunk
+    block, node_offset, edge_offset = pointers[:, lo:hi] - pointers[:, lo:lo + 1]
     num_edges, num_nodes = edge_ptr[hi] - edge_ptr[lo], node_ptr[hi] - node_ptr[lo]
     position = torch.arange(hi - lo, device=device)
     edge_graph_position = torch.repeat_interleave(position, count, output_size=num_edges)
-    edge_offset = torch.tensor(edge_ptr[lo:hi], dtype=torch.long, device=device) - edge_ptr[lo]
     edges = (starts[lo:hi] - edge_offset).index_select(0, edge_graph_position) + torch.arange(num_edges, device=device)
     row, col = packed.edge_index.index_select(1, edges)  # index_select: the fastest gather on CPUs
     n, base = size.index_select(0, edge_graph_position), block.index_select(0, edge_graph_position)
     address = base + row * n + col
     flat = torch.zeros(area_ptr[hi] - area_ptr[lo], dtype=torch.float64, device=device)
     flat.index_add_(0, address, entries.value.index_select(0, edges))
-    entry, mirror = flat.index_select(0, address), flat.index_select(0, base + col * n + row)
-    bad = (entry - mirror).abs_() > symmetry_tolerance(flat.dtype) * torch.maximum(entry.abs(), mirror.abs())
+    entry, mirror = flat.index_select(0, address), flat.index_select(0, base.add_(col * n).add_(row))
+    difference = (entry - mirror).abs_()
+    bad = difference > torch.maximum(entry.abs_(), mirror.abs_()).mul_(symmetry_tolerance(flat.dtype))
     if bool(bad.any()):
         g = int(order[lo + int(edge_graph_position[bad.nonzero()[0]])])
         raise ValueError(f"graph {g} is not undirected (its operator is not symmetric), and the eigenpairs "
                          f"of a symmetric operator are computed; symmetrise its edge_index first, e.g. "
                          f"torch_geometric.utils.to_undirected(edge_index, edge_weight, reduce='mean')")
     node_graph_position = torch.repeat_interleave(position, size, output_size=num_nodes)
-    node_offset = torch.tensor(node_ptr[lo:hi], dtype=torch.long, device=device) - node_ptr[lo]
-    local = torch.arange(num_nodes, device=device) - node_offset.index_select(0, node_graph_position)
-    rows = packed.node_ptr.index_select(0, order[lo:hi]).index_select(0, node_graph_position) + local
-    diagonal = block.index_select(0, node_graph_position) + local * (size.index_select(0, node_graph_position) + 1)
+    nodes = torch.arange(num_nodes, device=device)
+    rows = (graph_rows[lo:hi] - node_offset).index_select(0, node_graph_position) + nodes
+    diagonal = (block - node_offset * (size + 1)).index_select(0, node_graph_position) + nodes * (
+        size + 1).index_select(0, node_graph_position)
     flat.index_add_(0, diagonal, entries.diagonal.index_select(0, rows))
     for first, end, n_batch in chunk:
         operators = flat[area_ptr[first] - area_ptr[lo]:area_ptr[end] - area_ptr[lo]]
