@@ -414,6 +414,15 @@ def test_rejects_bad_input():
         precompute_eigenpairs([as_data(path_graph(3), edge_weight=weight)], AddEigenpairs(k=2))
     with pytest.raises(ValueError, match="graph 0: edge weights must be non-negative"):
         precompute_eigenpairs([as_data(path_graph(3), edge_weight=-torch.ones(4))], AddEigenpairs(k=2))
+    for bad in (float("inf"), -float("inf")):
+        weight = torch.ones(4)
+        weight[2] = bad
+        with pytest.raises(ValueError, match="graph 1: edge_weight contains NaN or Inf"):
+            precompute_eigenpairs([as_data(path_graph(3)), as_data(path_graph(3), edge_weight=weight)],
+                                  AddEigenpairs(k=2))
+    with pytest.raises(ValueError, match="graph 2: edge_index entries must lie in"):
+        precompute_eigenpairs([as_data(path_graph(3)), as_data(path_graph(2)),
+                               Data(edge_index=torch.tensor([[0, -1], [-1, 0]]), num_nodes=2)], AddEigenpairs(k=2))
     with pytest.raises(ValueError, match="graph 1 has no edge_index"):
         precompute_eigenpairs([as_data(path_graph(3)), Data(num_nodes=2)], AddEigenpairs(k=2))
     with pytest.raises(TypeError, match="transform must be an AddEigenpairs"):
