@@ -105,7 +105,7 @@ def eigh_extremal(matrices: Tensor, k: int, which: str = "smallest", method: str
 
 
 def _full(matrices: Tensor, k: int, which: str) -> Tuple[Tensor, Tensor]:
-    """``torch.linalg.eigh`` of any batch shape, then the ``k`` wanted columns (no copy when ``k = n``)."""
+    """``torch.linalg.eigh`` of any batch shape, then the ``k`` wanted columns (the whole result when ``k = n``)."""
     values, vectors = torch.linalg.eigh(matrices)
     if which == "smallest":
         return (values, vectors) if k == values.shape[-1] else (values[..., :k], vectors[..., :k])
