@@ -15,7 +15,8 @@ Rows:
     model is trained.
   * Nuclear-norm regularised low-rank regression, d x d weight (128, 256, 512).
   * Latent-space PCA: an autoencoder whose latent covariance (256, 512, 1024) is
-    eigendecomposed every step for its top 2 components.
+    eigendecomposed every step for its top 2 components. The three models train step by step
+    in turn (interleaved), so that the load of the machine weighs on them alike.
 
 Usage:
     python benchmarks/amortized_vs_eigh.py            # default, ~15 min on 2 CPU cores
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 from lowrank_gnn.data import load_planetoid
 from lowrank_gnn.eigen import AmortizedBackend, EigenBackend, EigenPairs, ExactBackend
 from lowrank_gnn.nn import LowRankGCNConv, NuclearNormRegularizer, total_aux_loss
-from lowrank_gnn.operators import deflate_components, normalized_adjacency
+from lowrank_gnn.operators import CovarianceOperator, deflate_components, normalized_adjacency
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Adam learning rate of the amortized bases: entries of W are O(1), so 1e-3 is a 0.1% step,
@@ -78,6 +79,21 @@ def train_timed(step: Callable[[], None], steps: int) -> float:
         step()
         times.append(time.process_time() - start)
     return statistics.median(times[1:])
+
+
+def train_interleaved(steps: Dict[str, Callable[[], None]], count: int) -> Dict[str, float]:
+    """Run ``count`` training steps of every model in ``steps``, one of each in turn; return the
+    median time of one step of each (the first round, which includes one-off set-up, excluded).
+
+    As :func:`train_timed`, in CPU time; interleaving the models step by step gives each the same
+    share of whatever else the machine runs meanwhile, so their ratios do not drift with the load."""
+    times: Dict[str, List[float]] = {name: [] for name in steps}
+    for _ in range(count + 1):
+        for name, step in steps.items():
+            start = time.process_time()
+            step()
+            times[name].append(time.process_time() - start)
+    return {name: statistics.median(values[1:]) for name, values in times.items()}
 
 
 def optimizer_for(model: nn.Module, lr: float, basis_lr: float = BASIS_LR, **kwargs) -> torch.optim.Optimizer:
@@ -305,11 +321,11 @@ def latent_pca_row(latent: int, steps: int, refine: int = 0) -> Dict:
         if kind == "amortized":
             with torch.no_grad():
                 z = model.encoder(data[:batch])
-            backend.initialize(torch.cov(z.T))  # warm start: one exact eigh, not timed
+            backend.initialize(CovarianceOperator(z))  # warm start: one exact eigh, not timed
         if kind == "backbone":
             with torch.no_grad():
                 z = model.encoder(data[:batch])
-            frozen = torch.linalg.eigh(torch.cov(z.T))[0][-2:]
+            frozen = torch.linalg.eigh(CovarianceOperator(z).matrix)[0][-2:]
         optimizer = torch.optim.Adam([{"params": list(model.parameters())},
                                       {"params": list(backend.parameters()), "lr": PCA_BASIS_LR}], lr=PCA_LR)
         position = [0]
@@ -320,12 +336,13 @@ def latent_pca_row(latent: int, steps: int, refine: int = 0) -> Dict:
             x = data[start:start + batch]
             optimizer.zero_grad(set_to_none=True)
             z = model.encoder(x)
-            covariance = torch.cov(z.T)
+            op = CovarianceOperator(z)  # built the same way in every kind; symmetric by construction
+            covariance = op.matrix
             loss = F.mse_loss(model.decoder(z), x)
             if kind == "exact":
                 top = torch.linalg.eigh(covariance)[0][-2:]
             elif kind == "amortized":
-                pairs = backend(covariance)
+                pairs = backend(op)
                 top, loss = pairs.eigenvalues, loss + pairs.aux_loss
             else:
                 top = frozen
@@ -335,19 +352,17 @@ def latent_pca_row(latent: int, steps: int, refine: int = 0) -> Dict:
 
         return model, backend, step
 
-    times, quality, state = {}, {}, {}
-    for kind in ("backbone", "exact", "amortized"):
-        model, backend, step = make(kind)
-        times[kind] = train_timed(step, steps)
-        if kind != "backbone":
-            with torch.no_grad():
-                quality[kind] = float(F.mse_loss(model.decoder(model.encoder(test)), test))
-            state[kind] = (model, backend)
-    model, backend = state["amortized"]
+    state = {kind: make(kind) for kind in ("backbone", "exact", "amortized")}
+    times = train_interleaved({kind: step for kind, (_, _, step) in state.items()}, steps)
+    quality = {}
+    for kind in ("exact", "amortized"):
+        with torch.no_grad():
+            quality[kind] = float(F.mse_loss(state[kind][0].decoder(state[kind][0].encoder(test)), test))
+    model, backend, _ = state["amortized"]
     with torch.no_grad():
-        covariance = torch.cov(model.encoder(data[:batch]).T)
-        exact = torch.linalg.eigh(covariance)[0].flip(-1)[:2]
-        mine = backend(covariance).eigenvalues
+        op = CovarianceOperator(model.encoder(data[:batch]))
+        exact = torch.linalg.eigh(op.matrix)[0].flip(-1)[:2]
+        mine = backend(op).eigenvalues
         residual = float(backend.diagnostics.residual)
     name = f"Latent PCA {latent}" + (f" (refine={refine})" if refine else "")
     return dict(row=name, n=latent, t0=times["backbone"], t1=times["exact"],

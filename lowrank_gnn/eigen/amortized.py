@@ -422,6 +422,7 @@ class AmortizedBackend(EigenBackend):
         self._last: Optional[tuple] = None
         self._previous: Optional[Tensor] = None
         self._loss_on_square = False  # fit(which="magnitude"): Brockett's cost on A^2 first (see fit)
+        self._brockett_weights: Optional[Tensor] = None  # brockett_weights(k) in the last dtype and device
 
     # -- state ------------------------------------------------------------------------------
     def basis_shape(self, op) -> Tuple[int, ...]:
@@ -461,7 +462,9 @@ class AmortizedBackend(EigenBackend):
             sums = (vectors * product).sum(-2)                  # this rank's u_i^T A u_i
         values = rows.all_reduce(_RowSums.apply(vectors, product, sums))       # Rayleigh quotients, (*batch, k)
         shadow = _RowSums.apply(vectors, product.detach(), sums)              # the same, A U held constant
-        aux_loss = self.eta * self._eigen_loss(op, vectors, product.detach(), values.detach(), shadow)
+        aux_loss = self._eigen_loss(op, vectors, product.detach(), values.detach(), shadow)
+        if self.eta != 1.0:
+            aux_loss = self.eta * aux_loss
         if self.loss == "trace":                                # Rayleigh-Ritz inside the subspace
             small = rows.all_reduce(vectors.mT @ product)
             values, rotation = torch.linalg.eigh((small + small.mT) / 2)
@@ -519,12 +522,16 @@ class AmortizedBackend(EigenBackend):
                 live = 2 * rows.all_reduce((vectors * second).sum(-2)) - quadratic  # gradient 2 A^2 u_i / s^2
             else:
                 live = live.square()
-        return self._quotient_loss(live) / rows.world_size
+        loss = self._quotient_loss(live)
+        return loss / rows.world_size if rows.world_size > 1 else loss
 
     def _quotient_loss(self, live: Tensor) -> Tensor:
         """``g`` from the scaled (and, for ``"magnitude"``, squared) quotients ``(*batch, k)``."""
         if self.loss == "brockett":
-            return -(brockett_weights(self.k, live.dtype, live.device) * live).sum()
+            weights = self._brockett_weights
+            if weights is None or weights.dtype != live.dtype or weights.device != live.device:
+                weights = self._brockett_weights = brockett_weights(self.k, live.dtype, live.device)
+            return -(weights * live).sum()
         if self.loss == "convex":
             return -live.exp().sum()
         return -live.sum()

@@ -20,8 +20,12 @@ def frobenius_norm(x: Tensor, dim=(-2, -1)) -> Tensor:
     """
     x = x.detach()
     norm = torch.linalg.vector_norm(x, dim=dim)
+    if not x.numel():
+        return norm
     info = torch.finfo(x.dtype)
-    if not x.numel() or bool(((norm > info.tiny ** 0.5 / info.eps) & (norm < info.max ** 0.5)).all()):
+    # the range of the norms read back at once (one value, or their extremes): no comparison kernels
+    low, high = (float(norm),) * 2 if norm.dim() == 0 else (float(bound) for bound in torch.aminmax(norm))
+    if info.tiny ** 0.5 / info.eps < low and high < info.max ** 0.5:  # False for NaN
         return norm
     scale = torch.amax(x.abs(), dim=dim, keepdim=True)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))

@@ -1,5 +1,6 @@
 """Symmetric operators built from graphs (sparse) or tensors (dense)."""
 from .base import FROBENIUS_PROBES, DeflatedOperator, DeflatedOperatorBase, DenseOperator, Operator, as_operator
+from .covariance import CovarianceOperator
 from .graph import (ComponentDeflatedOperator, component_eigenvectors, connected_components, deflate_components,
                     laplacian, normalized_adjacency)
 from .sparse import CSROperator, GraphOperator, SparsityPattern
@@ -14,6 +15,7 @@ __all__ = [
     "GraphStructure",
     "SparsityPattern",
     "DenseOperator",
+    "CovarianceOperator",
     "DeflatedOperator",
     "ComponentDeflatedOperator",
     "as_operator",

@@ -618,3 +618,21 @@ def test_checkpoint_loads_into_a_fresh_module_with_the_modules_dtype(orthogonali
     fresh.load_state_dict(trained.state_dict())
     assert fresh.basis.weight.dtype == torch.float64 and fresh.basis.weight.device == matrix.device
     assert torch.allclose(fresh(matrix.double()).eigenvectors, trained(matrix).eigenvectors.double(), atol=1e-6)
+
+
+def test_eigen_loss_is_eta_times_the_brockett_cost_in_every_dtype():
+    """aux_loss has the value -eta sum_i nu_i u_i^T A u_i / ||A||_F, also after the backend moves to
+    another dtype (its Brockett weights follow)."""
+    a = random_symmetric(9, seed=3)
+    for eta in (1.0, 0.25):
+        backend = AmortizedBackend(k=3, eta=eta, init="exact").float()
+        for dtype in (torch.float32, torch.float64):
+            backend = backend.to(dtype)
+            matrix = a.to(dtype)
+            pairs = backend(matrix)
+            vectors = backend.basis.orthonormal().detach()
+            quotients = ((matrix @ vectors) * vectors).sum(0)
+            weights = torch.tensor([3.0, 2.0, 1.0], dtype=dtype) / 3
+            expected = -eta * (weights * quotients).sum() / torch.linalg.matrix_norm(matrix)
+            assert pairs.aux_loss.dtype == dtype
+            torch.testing.assert_close(pairs.aux_loss, expected)

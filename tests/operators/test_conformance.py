@@ -10,8 +10,8 @@ import torch
 from lowrank_gnn.distributed import (Communicator, RowPartition, RowPartitionedOperator, partitioned_deflate_components,
                                      partitioned_normalized_adjacency)
 
-from lowrank_gnn.operators import (DeflatedOperator, DenseOperator, GraphOperator, deflate_components,
-                                   normalized_adjacency)
+from lowrank_gnn.operators import (CovarianceOperator, DeflatedOperator, DenseOperator, GraphOperator,
+                                   deflate_components, normalized_adjacency)
 from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.testing.conformance import OperatorCase, OperatorConformance, random_symmetric
 
@@ -104,6 +104,38 @@ class TestBatchedDenseOperator(OperatorConformance):
 
     def make_case(self, dtype, device, variant):
         return matrix_case(random_symmetric(6, 3, seed=6), variant, dtype, device, DenseOperator)
+
+
+def covariance_reference(samples):
+    """``torch.cov`` of each batch entry's rows (samples), float64: independent of the operator."""
+    flat = samples.reshape(-1, *samples.shape[-2:])
+    return torch.stack([torch.cov(entry.mT) for entry in flat]).reshape(*samples.shape[:-2], *samples.shape[-1:] * 2)
+
+
+def samples_case(shape, variant, dtype, device, seed):
+    """A :class:`CovarianceOperator` of Gaussian samples (``variant="nan"``: one NaN sample), differentiable
+    in them. It is symmetric by construction, so there is no ``"asymmetric"`` variant."""
+    samples = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    if variant == "nan":
+        samples[(0,) * (len(shape) - 2) + (2, 3)] = float("nan")
+    leaf = samples.to(dtype=dtype, device=device).clone().requires_grad_()
+    return OperatorCase(CovarianceOperator(leaf), covariance_reference(samples.to(device)), leaf=leaf,
+                        dense_of=covariance_reference)
+
+
+class TestCovarianceOperator(OperatorConformance):
+    variants = ("symmetric", "nan")
+
+    def make_case(self, dtype, device, variant):
+        return samples_case((12, 7), variant, dtype, device, seed=7)
+
+
+class TestBatchedCovarianceOperator(OperatorConformance):
+    variants = ("symmetric", "nan")
+    has_scipy = False  # ARPACK takes one matrix
+
+    def make_case(self, dtype, device, variant):
+        return samples_case((3, 10, 6), variant, dtype, device, seed=8)
 
 
 class TestGraphOperator(OperatorConformance):
