@@ -1,10 +1,12 @@
 """Numerical kernels with no notion of graphs: overflow-free norms, orthonormalisation, Householder
-products, tridiagonal eigensolvers, extremal eigenpairs of dense symmetric batches, block Krylov bases.
+products, tridiagonal eigensolvers, extremal eigenpairs of dense symmetric batches and of sparse symmetric
+matrices of small bandwidth, block Krylov bases.
 
 The eigen backends (:mod:`lowrank_gnn.eigen`) and the orthonormal parametrisations of
 :mod:`lowrank_gnn.nn` build on these; this package imports nothing from the rest of
 ``lowrank_gnn`` except its argument checks.
 """
+from .banded import BAND_MAX_FRACTION, BAND_METHODS, BAND_MIN_SIZE, band_pays, sparse_eigh_extremal
 from .householder import (DEFAULT_BLOCK_SIZE, HouseholderOrthogonal, householder_orthonormal, householder_product,
                           householder_vectors)
 from .krylov import KRYLOV_BREAKDOWN_EPS, KrylovBasis, block_krylov
@@ -32,6 +34,11 @@ __all__ = [
     "EXTREMAL_METHODS",
     "SUBSET_MIN_SIZE",
     "SUBSET_MAX_FRACTION",
+    "sparse_eigh_extremal",
+    "band_pays",
+    "BAND_METHODS",
+    "BAND_MIN_SIZE",
+    "BAND_MAX_FRACTION",
     "block_krylov",
     "KrylovBasis",
     "KRYLOV_BREAKDOWN_EPS",

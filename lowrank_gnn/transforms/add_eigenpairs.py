@@ -11,9 +11,10 @@ from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_choice, check_positive_int
 from ..eigen import WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
-from ..linalg import eigh_extremal
+from ..linalg import BAND_MIN_SIZE, eigh_extremal, sparse_eigh_extremal
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
-from .packed import PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges, pack_graphs
+from .packed import (PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges, pack_graphs,
+                     sparse_operator)
 from .progress import progress_bar
 
 OPERATORS = ("normalized_adjacency", "laplacian")
@@ -73,7 +74,11 @@ class AddEigenpairs(BaseTransform):
     transform to a dataset in one batched, cached pass; :meth:`forward` is the same routine
     (:meth:`compute`) on a batch of one, so both give the same bits. With the ``"exact"`` and
     ``"batched_dc"`` backends (by name, without deflation) graphs up to ``dense_max_nodes`` are
-    solved as dense float64 matrices by LAPACK's ``eigh`` (``batched_eigh`` for ``"batched_dc"``).
+    solved as dense float64 matrices by LAPACK's ``eigh`` (``batched_eigh`` for ``"batched_dc"``);
+    with ``"exact"`` on the CPU, graphs of :data:`~lowrank_gnn.linalg.BAND_MIN_SIZE` nodes or
+    more (and ``which`` other than ``"magnitude"``) by
+    :func:`~lowrank_gnn.linalg.sparse_eigh_extremal` from their sparse operator instead: the band
+    solver where their bandwidth after reordering pays, else the same dense solver.
 
     Args:
         k (int): eigenpairs per graph.
@@ -183,8 +188,9 @@ class AddEigenpairs(BaseTransform):
 
         Graphs with the same node count are solved together (one dense ``(B, n, n)`` batch, one
         :func:`~lowrank_gnn.linalg.eigh_extremal` or :func:`~lowrank_gnn.eigen.batched_eigh`
-        call); the others (large graphs on the sparse
-        path, deflation, backend instances) one at a time. A graph gets the same bits either way
+        call); the others (graphs of ``BAND_MIN_SIZE`` nodes or more on the CPU LAPACK path, by
+        :func:`~lowrank_gnn.linalg.sparse_eigh_extremal`; large graphs on the sparse path,
+        deflation, backend instances) one at a time. A graph gets the same bits either way
         it is reached: :meth:`forward` is this method on a batch of one.
         """
         dtype, device = torch.get_default_dtype(), packed.edge_index.device
@@ -199,14 +205,19 @@ class AddEigenpairs(BaseTransform):
             out["eig_component_index"] = torch.zeros(total, dtype=torch.long, device=device)
         solver = self.batched_solver
         dense = (num_nodes >= 1) & (num_nodes <= (solver[1] if solver else 0))
+        # large graphs of LAPACK's path: sparse_eigh_extremal (band solver where the bandwidth pays, else dense)
+        sparse = dense & (num_nodes >= BAND_MIN_SIZE) if (solver is not None and solver[0] == "lapack" and
+                                                          self.which != "magnitude" and device.type == "cpu") \
+            else torch.zeros_like(dense)
         with progress_bar(packed.num_graphs, progress, desc=repr(self)) as bar, torch.no_grad():
             bar.update(int((num_nodes == 0).sum()))  # empty graphs: nothing to solve
             if solver is not None and bool(dense.any()):
                 entries = normalized_edges(packed, self.operator, self.add_self_loops)
-                selected = dense.nonzero().squeeze(1)
-                # filled batch after batch (graphs by size), then signed and written back at once
-                solved_values = values.new_zeros(selected.numel(), k)
-                solved_vectors = vectors.new_zeros(int(num_nodes.index_select(0, selected).sum()), k)
+                selected = (dense & ~sparse).nonzero().squeeze(1)
+                # filled graph after graph (dense batches by size, then the band solver's graphs),
+                # then signed and written back at once
+                solved_values = values.new_zeros(int(dense.sum()), k)
+                solved_vectors = vectors.new_zeros(int(num_nodes[dense].sum()), k)
                 graphs, rows, first, row = [], [], 0, 0
                 for batch in dense_batches(packed, entries, selected):
                     count, n = batch.graphs.numel(), batch.n
@@ -220,6 +231,16 @@ class AddEigenpairs(BaseTransform):
                     rows.append(batch.rows)
                     first, row = first + count, row + count * n
                     bar.update(count)
+                for g in sparse.nonzero().squeeze(1).tolist():
+                    n, start = int(num_nodes[g]), int(node_ptr[g])
+                    m = min(k, n)
+                    pair_values, pair_vectors = sparse_eigh_extremal(sparse_operator(packed, entries, g), m,
+                                                                     self.which, check_finite=False)
+                    solved_values[first, :m], solved_vectors[row:row + n, :m] = pair_values, pair_vectors
+                    graphs.append(torch.tensor([g], device=device))
+                    rows.append(torch.arange(start, start + n, device=device))
+                    first, row = first + 1, row + n
+                    bar.update(1)
                 order = torch.cat(graphs)
                 values.index_copy_(0, order, solved_values)
                 vectors.index_copy_(0, torch.cat(rows),

@@ -1,8 +1,9 @@
 """Many graphs in one set of flat tensors, and dense graph operators built from it per size bucket."""
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
+import numpy
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -242,10 +243,7 @@ def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor
     difference = (entry - mirror).abs_()
     bad = difference > torch.maximum(entry.abs_(), mirror.abs_()).mul_(symmetry_tolerance(flat.dtype))
     if bool(bad.any()):
-        g = int(order[lo + int(edge_graph_position[bad.nonzero()[0]])])
-        raise ValueError(f"graph {g} is not undirected (its operator is not symmetric), and the eigenpairs "
-                         f"of a symmetric operator are computed; symmetrise its edge_index first, e.g. "
-                         f"torch_geometric.utils.to_undirected(edge_index, edge_weight, reduce='mean')")
+        _raise_not_undirected(int(order[lo + int(edge_graph_position[bad.nonzero()[0]])]))
     node_graph_position = torch.repeat_interleave(position, size, output_size=num_nodes)
     nodes = torch.arange(num_nodes, device=device)
     rows = (graph_rows[lo:hi] - node_offset).index_select(0, node_graph_position) + nodes
@@ -256,6 +254,36 @@ def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor
         operators = flat[area_ptr[first] - area_ptr[lo]:area_ptr[end] - area_ptr[lo]]
         yield DenseBatch(n_batch, order[first:end], rows[node_ptr[first] - node_ptr[lo]:node_ptr[end] - node_ptr[lo]],
                          operators.view(end - first, n_batch, n_batch))
+
+
+def _raise_not_undirected(g: int) -> None:
+    raise ValueError(f"graph {g} is not undirected (its operator is not symmetric), and the eigenpairs "
+                     f"of a symmetric operator are computed; symmetrise its edge_index first, e.g. "
+                     f"torch_geometric.utils.to_undirected(edge_index, edge_weight, reduce='mean')")
+
+
+def sparse_operator(packed: PackedGraphs, entries: NormalizedEdges, g: int) -> Any:
+    """Graph ``g``'s operator from :func:`normalized_edges` as a SciPy CSR matrix (float64, CPU).
+
+    Duplicate entries add up, as in :func:`dense_batches`, and the same symmetry check raises,
+    naming the graph, for a directed graph (entries compared with their mirrors to
+    :func:`~lowrank_gnn.operators.base.symmetry_tolerance`).
+    """
+    import scipy.sparse
+
+    start, end = int(packed.edge_ptr[g]), int(packed.edge_ptr[g + 1])
+    first, n = int(packed.node_ptr[g]), int(packed.num_nodes[g])
+    row, col = packed.edge_index[:, start:end].cpu().numpy()
+    nodes = numpy.arange(n)
+    diagonal = entries.diagonal[first:first + n].cpu().numpy()
+    values = numpy.concatenate([entries.value[start:end].cpu().numpy(), diagonal])
+    matrix = scipy.sparse.csr_matrix((values, (numpy.concatenate([row, nodes]), numpy.concatenate([col, nodes]))),
+                                     shape=(n, n))
+    mirror = matrix.T.tocsr()
+    excess = abs(matrix - mirror) - symmetry_tolerance(torch.float64) * abs(matrix).maximum(abs(mirror))
+    if excess.nnz and excess.data.max() > 0:
+        _raise_not_undirected(g)
+    return matrix
 
 
 def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import AddLaplacianEigenvectorPE
 
 from lowrank_gnn.eigen import EigenPairs
+from lowrank_gnn.linalg import BAND_MIN_SIZE
 from lowrank_gnn.operators import laplacian, normalized_adjacency
 from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
@@ -40,7 +41,8 @@ def mixed_graphs():
     graphs.append(Data(edge_index=torch.cat([loops, torch.tensor([[0], [1]]), torch.tensor([[1], [0]])], 1),
                        num_nodes=5))
     big = disjoint_union(path_graph(150), cycle_graph(60))  # >= SUBSET_MIN_SIZE: LAPACK's subset solver
-    graphs += [as_data(big), as_data(path_graph(210))]
+    large = disjoint_union(path_graph(BAND_MIN_SIZE), cycle_graph(100))  # sparse_eigh_extremal's band path
+    graphs += [as_data(big), as_data(path_graph(210)), as_data(large)]
     return graphs
 
 
@@ -108,7 +110,8 @@ def test_results_match_a_float64_dense_reference(operator, which):
     torch.set_default_dtype(torch.float64)
     try:
         graphs = [as_data(g) for g in (path_graph(7), cycle_graph(8), complete_graph(6),
-                                       disjoint_union(path_graph(4), cycle_graph(4)), path_graph(230))]
+                                       disjoint_union(path_graph(4), cycle_graph(4)), path_graph(230),
+                                       disjoint_union(path_graph(BAND_MIN_SIZE), cycle_graph(100)))]  # band path
         for data in precompute_eigenpairs(graphs, AddEigenpairs(k=4, operator=operator, which=which)):
             build = laplacian if operator == "laplacian" else normalized_adjacency
             dense = build(data.edge_index, num_nodes=data.num_nodes).to_dense()
@@ -407,6 +410,10 @@ def test_rejects_bad_input():
                               AddEigenpairs(k=2))
     with pytest.raises(ValueError, match="graph 1 is not undirected"):
         precompute_eigenpairs([as_data(path_graph(3)), Data(edge_index=torch.tensor([[0], [1]]), num_nodes=3)],
+                              AddEigenpairs(k=2))
+    directed = path_graph(BAND_MIN_SIZE).edge_index[:, :-1]  # one reverse edge missing, on the band path
+    with pytest.raises(ValueError, match="graph 1 is not undirected"):
+        precompute_eigenpairs([as_data(path_graph(3)), Data(edge_index=directed, num_nodes=BAND_MIN_SIZE)],
                               AddEigenpairs(k=2))
     weight = torch.ones(4)
     weight[1] = float("nan")
