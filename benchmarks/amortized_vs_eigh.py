@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from lowrank_gnn.data import load_planetoid
 from lowrank_gnn.eigen import AmortizedBackend, EigenBackend, EigenPairs, ExactBackend
 from lowrank_gnn.nn import LowRankGCNConv, NuclearNormRegularizer, total_aux_loss
+from lowrank_gnn.nn.polar_tracker import DEFAULT_SIGN_BLOCK
 from lowrank_gnn.operators import CovarianceOperator, deflate_components, normalized_adjacency
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -237,9 +238,10 @@ def gcn_row(name: str, data, epochs: int, timing_steps: int, k: int, exact_metho
 
 
 # --------------------------------------------------------------------------- nuclear norm rows
-def nuclear_row(d: int, steps: int, method: str = "qr") -> Dict:
+def nuclear_row(d: int, steps: int, method: str = "qr", sign_block: int = DEFAULT_SIGN_BLOCK) -> Dict:
     """Low-rank linear regression y = x W* + noise (rank 8), loss mse + gamma ||W||_*; ``method`` is
-    NuclearNormRegularizer's (``"qr"``: the paper's learned bases; ``"polar"``: a PolarTracker)."""
+    NuclearNormRegularizer's (``"qr"``: the paper's learned bases; ``"polar"``: a PolarTracker with
+    ``sign_block``)."""
     g = torch.Generator().manual_seed(d)
     truth = torch.randn(d, 8, generator=g) @ torch.randn(8, d, generator=g) / d ** 0.5
     x_train, x_test = torch.randn(4 * d, d, generator=g), torch.randn(1024, d, generator=g)
@@ -250,7 +252,8 @@ def nuclear_row(d: int, steps: int, method: str = "qr") -> Dict:
     def make(kind: str):
         torch.manual_seed(0)
         weight = nn.Parameter(torch.randn(d, d) / d ** 0.5)
-        reg = NuclearNormRegularizer(strength=gamma, eta=1.0, method=method if kind == "amortized" else "qr")
+        reg = NuclearNormRegularizer(strength=gamma, eta=1.0, method=method if kind == "amortized" else "qr",
+                                     sign_block=sign_block)
         if kind == "amortized" and method == "qr":  # warm start, not timed: the bases alone on the initial weight
             reg(weight.detach())  # sizes the bases
             warm = torch.optim.Adam(reg.parameters(), lr=0.05)
@@ -293,7 +296,8 @@ def nuclear_row(d: int, steps: int, method: str = "qr") -> Dict:
     return dict(row=name, n=d, t0=times["backbone"], t1=times["exact"], t2=times["amortized"],
                 quality_metric="test MSE", quality_exact=quality["exact"], quality_amortized=quality["amortized"],
                 value_error=abs(estimate - exact_norm) / exact_norm, residual=None,
-                exact_timed="backbone + matrix_norm(ord='nuc') (SVD fwd+bwd)")
+                exact_timed="backbone + matrix_norm(ord='nuc') (SVD fwd+bwd)",
+                sign_block=sign_block if method == "polar" else None)
 
 
 # --------------------------------------------------------------------------- latent PCA rows
@@ -429,6 +433,8 @@ def main() -> None:
                         help="refine= of the latent-PCA rows' amortized backend (default: 0, the paper's step)")
     parser.add_argument("--nuclear-method", default="qr", choices=("qr", "polar"),
                         help="NuclearNormRegularizer's method in the nuclear-norm rows (default: qr, the paper's)")
+    parser.add_argument("--sign-block", type=int, default=DEFAULT_SIGN_BLOCK,
+                        help=f"sign_block of the polar nuclear-norm rows (default: {DEFAULT_SIGN_BLOCK}; 0: none)")
     args = parser.parse_args()
     quick = args.quick
     torch.set_num_threads(args.threads)
@@ -449,7 +455,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     if "nuclear" in wanted:
         for d in (128, 256, 512):
-            rows.append(nuclear_row(d, 10 if quick else 200, method=args.nuclear_method))
+            rows.append(nuclear_row(d, 10 if quick else 200, method=args.nuclear_method, sign_block=args.sign_block))
             print(rows[-1], flush=True)
     if "pca" in wanted:
         for latent in (256, 512, 1024):
@@ -458,6 +464,8 @@ def main() -> None:
     tag = None if wanted == {"gcn", "nuclear", "pca"} else "_".join(sorted(wanted))
     if args.nuclear_method != "qr" and "nuclear" in wanted:
         tag = f"{tag or 'all'}_{args.nuclear_method}"
+        if args.sign_block != DEFAULT_SIGN_BLOCK:
+            tag = f"{tag}_sign{args.sign_block}"
     report(rows, quick, tag)
 
 

@@ -18,6 +18,11 @@ from .._validation import check_positive_int
 
 #: Leading singular triplets that :class:`PolarTracker` deflates by default.
 DEFAULT_DEFLATE = 16
+#: Width of :class:`PolarTracker`'s sign block by default.
+DEFAULT_SIGN_BLOCK = 32
+#: The sign block's inverse-iteration shift sits this far below its lowest Ritz value: a quarter of
+#: that value, plus this share of sigma_max(R) (so the shifted matrix stays nonsingular near zero).
+_SHIFT_RELATIVE, _SHIFT_ABSOLUTE = 0.25, 0.01
 
 
 class PolarTracker(nn.Module):
@@ -27,7 +32,7 @@ class PolarTracker(nn.Module):
     :math:`X^T`) and returns the estimate :math:`\hat\nu \approx \|X\|_*` (or the Ky Fan
     ``rank``-norm) and the direction :math:`\hat P \approx \partial \|X\|_* / \partial X`, both
     without gradient, from state kept since the previous call. The first call initialises that
-    state from one SVD. Two parts:
+    state from one SVD. Three parts:
 
     * **Leading block** (``r`` triplets, ``r = deflate``, or ``rank`` for the Ky Fan norm): one
       step of subspace iteration, :math:`U = \operatorname{orth}(X V)`,
@@ -44,6 +49,17 @@ class PolarTracker(nn.Module):
       :math:`i, j` of :math:`R` contracts like :math:`1 - b (\sigma_i + \sigma_j) / (2
       \sigma_{\max}(R))`: deflating the leading block removes the few large singular values that
       would otherwise make the step tiny for all the others. Four ``n x n``-sized products.
+    * **Sign block** (``p = sign_block`` directions, before the ascent step): the ascent cannot
+      change the sign with which :math:`Q` pairs a singular vector, and a singular value that the
+      penalty drives through zero leaves :math:`Q` pairing it with the wrong sign: the symmetric
+      part :math:`S = \operatorname{sym}(Q^T R)` then has a negative eigenvalue :math:`-\sigma`,
+      the estimate is :math:`2\sigma` low, and the penalty's gradient :math:`Q` *grows* that
+      singular value. One step of shifted inverse iteration, :math:`Z \leftarrow \operatorname{orth}
+      ((S - \sigma_0 I)^{-1} Z)` (one LU of an ``n x n`` matrix), keeps ``Z`` on the lowest
+      eigenvectors of :math:`S`, and :math:`Q \leftarrow Q (I + Z (O - I) Z^T)` with
+      :math:`O = \operatorname{polar}(Z^T Q^T R Z)` (a ``p x p`` SVD) is the best orthogonal change
+      of :math:`Q` on :math:`\operatorname{span} Z`: it raises :math:`\operatorname{tr}(Q^T R)` by
+      :math:`\|C\|_* - \operatorname{tr} C \ge 0`, :math:`C = Z^T Q^T R Z`, flipping the signs there.
 
     The estimate is :math:`\sum \sigma(B) + \operatorname{tr}(Q^T R)` and the direction
     :math:`U \operatorname{polar}(B) V^T + Q`, orthogonal whatever the bases up to the
@@ -57,6 +73,8 @@ class PolarTracker(nn.Module):
             (the sum of the ``k`` largest singular values; only the leading block). (default: ``None``)
         deflate (int): size ``r`` of the leading block for the nuclear norm, ``>= 1``.
             (default: ``16``)
+        sign_block (int): width ``p`` of the sign block (at most ``n - r``), ``0`` for none.
+            (default: ``32``)
         step (float): :math:`b`, the ascent step in units of :math:`1/\sigma_{\max}(R)`, in
             ``(0, 2)``. (default: ``1.0``)
         momentum (float): :math:`\mu` in ``[0, 1)``. (default: ``0.8``)
@@ -80,19 +98,26 @@ class PolarTracker(nn.Module):
     remainder: Optional[Tensor]   # Q of R = X (I - V V^T), (B, m, n)
     rotation: Optional[Tensor]    # the heavy-ball rotation Theta, (B, n, n)
     probe: Optional[Tensor]       # the power iteration's vector, (B, n, 1)
+    lowest: Optional[Tensor]      # the sign block Z, (B, n, p)
+    floor: Optional[Tensor]       # the sign block's lowest Ritz value, (B, 1, 1)
+
+    STATE = ("right", "remainder", "rotation", "probe", "lowest", "floor")
 
     def __init__(self, rank: Optional[int] = None, deflate: int = DEFAULT_DEFLATE, step: float = 1.0,
-                 momentum: float = 0.8) -> None:
+                 momentum: float = 0.8, sign_block: int = DEFAULT_SIGN_BLOCK) -> None:
         super().__init__()
         self.rank = None if rank is None else check_positive_int("rank", rank)
         self.deflate = check_positive_int("deflate", deflate)
+        if isinstance(sign_block, bool) or not isinstance(sign_block, int) or sign_block < 0:
+            raise ValueError(f"sign_block must be an integer >= 0 (got sign_block={sign_block!r})")
+        self.sign_block = sign_block
         if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < 2:
             raise ValueError(f"step must be a number in (0, 2) (got step={step!r}): the ascent is unstable "
                              "from 2 on")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
             raise ValueError(f"momentum must be a number in [0, 1) (got momentum={momentum!r})")
         self.step, self.momentum = float(step), float(momentum)
-        for name in ("right", "remainder", "rotation", "probe"):
+        for name in self.STATE:
             self.register_buffer(name, None)
 
     def _block(self, m: int, n: int) -> int:
@@ -112,8 +137,12 @@ class PolarTracker(nn.Module):
             self.remainder = (left[:, :, block:] @ right_h[:, block:]).contiguous()
             self.rotation = matrix.new_zeros(matrix.shape[0], matrix.shape[-1], matrix.shape[-1])
             self.probe = right_h[:, block:block + 1].mT.contiguous()
+            width = min(self.sign_block, matrix.shape[-1] - block)
+            # the sign block starts on the smallest singular values' right vectors
+            self.lowest = right_h[:, matrix.shape[-1] - width:].mT.contiguous() if width else None
+            self.floor = matrix.new_zeros(matrix.shape[0], 1, 1) if width else None
         else:
-            self.remainder = self.rotation = self.probe = None
+            self.remainder = self.rotation = self.probe = self.lowest = self.floor = None
 
     def _check_state(self, matrix: Tensor, block: int) -> None:
         right = cast(Tensor, self.right)
@@ -127,7 +156,8 @@ class PolarTracker(nn.Module):
 
     def reset(self) -> None:
         """Forget the state: the next call starts again from an SVD."""
-        self.right = self.remainder = self.rotation = self.probe = None
+        for name in self.STATE:
+            setattr(self, name, None)
 
     @torch.no_grad()
     def forward(self, matrix: Tensor) -> Tuple[Tensor, Tensor]:
@@ -165,6 +195,8 @@ class PolarTracker(nn.Module):
         self.probe = probe
         beta = self.step / norm.sqrt().clamp_min(torch.finfo(x.dtype).tiny)   # b / sigma_max(R), (B, 1, 1)
         product = polar.mT @ rest                                          # M = Q^T R
+        if self.lowest is not None:
+            polar, product = self._flip_signs(polar, product, right, norm.sqrt())
         # heavy-ball Theta = beta skew(M) + mu Theta_old, in place (each pass over n x n numbers counts)
         rotation = torch.sub(product, product.mT).mul_(beta * 0.5).add_(momentum, alpha=self.momentum)
         self.rotation = rotation
@@ -176,13 +208,38 @@ class PolarTracker(nn.Module):
         value = value + (polar * rest).sum((-2, -1))
         return value, torch.baddbmm(polar, left_polar, right_polar)
 
+    def _flip_signs(self, polar: Tensor, product: Tensor, right: Tensor, top: Tensor) -> Tuple[Tensor, Tensor]:
+        """The sign block: ``Q G`` and ``G^T M`` with ``G = I + Z (O - I) Z^T`` the best orthogonal change of
+        ``Q`` on the span of ``Z``, the lowest eigenvectors of ``S = sym(M)`` (one shifted inverse iteration)."""
+        lowest, floor = cast(Tensor, self.lowest), cast(Tensor, self.floor)
+        shift = floor.clamp(max=0) * (1 + _SHIFT_RELATIVE) - _SHIFT_ABSOLUTE * top       # sigma_0, (B, 1, 1)
+        # 2 (S - sigma_0 I) (inverse iteration ignores the scale), with span V, where S is zero, moved up to
+        # sigma_max(R) - sigma_0
+        shifted = torch.baddbmm(product, right, right.mT * (2 * top)).add_(product.mT)
+        shifted.diagonal(dim1=-2, dim2=-1).sub_(2 * shift.squeeze(-1))
+        factor, pivots, _ = torch.linalg.lu_factor_ex(shifted)
+        solved = torch.linalg.lu_solve(factor, pivots, lowest)
+        solved = solved - right @ (right.mT @ solved)
+        # an exactly singular shifted matrix (e.g. a zero matrix) gives no new directions: keep the old ones
+        finite = torch.isfinite(solved).all(-2, keepdim=True).all(-1, keepdim=True)
+        lowest = torch.linalg.qr(torch.where(finite, solved, lowest))[0]
+        self.lowest = lowest
+        block = lowest.mT @ (product @ lowest)                                 # C = Z^T M Z, (B, p, p)
+        self.floor = torch.linalg.eigvalsh(torch.add(block, block.mT).mul_(0.5))[..., :1, None]
+        small_left, _, small_right_h = torch.linalg.svd(block)
+        turn = small_left @ small_right_h                                      # O = polar(C)
+        turn.diagonal(dim1=-2, dim2=-1).sub_(1.0)                               # O - I
+        polar = torch.baddbmm(polar, polar @ lowest, turn @ lowest.mT)          # Q G
+        product = torch.baddbmm(product, lowest, turn.mT @ (lowest.mT @ product))  # G^T M
+        return polar, product
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
         # a started tracker saves its state; a fresh one (all None) takes the checkpoint's shapes, and a
         # checkpoint of a fresh tracker resets this one
         if prefix + "right" not in state_dict:
             self.reset()
-        for name in ("right", "remainder", "rotation", "probe"):
+        for name in self.STATE:
             saved = state_dict.get(prefix + name)
             if saved is not None and (getattr(self, name) is None or getattr(self, name).shape != saved.shape):
                 setattr(self, name, torch.empty_like(saved))
@@ -190,7 +247,8 @@ class PolarTracker(nn.Module):
                                       unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, deflate={self.deflate}, step={self.step}, momentum={self.momentum}"
+        return (f"rank={self.rank}, deflate={self.deflate}, step={self.step}, momentum={self.momentum}, "
+                f"sign_block={self.sign_block}")
 
 
-__all__ = ["PolarTracker", "DEFAULT_DEFLATE"]
+__all__ = ["PolarTracker", "DEFAULT_DEFLATE", "DEFAULT_SIGN_BLOCK"]

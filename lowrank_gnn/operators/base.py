@@ -124,6 +124,8 @@ class DenseOperator(Operator):
         self._symmetric: bool | None = None
         self._exactly_symmetric = False
         self._largest_magnitude: Tensor | None = None
+        self._asymmetry: Tensor | None = None
+        self._exact_check: bool | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -151,7 +153,8 @@ class DenseOperator(Operator):
     def largest_magnitude(self) -> Tensor:
         """``max |a_ij|`` over the whole (batch of) matrices, a 0-dim tensor; NaN or Inf if an entry is.
 
-        One pass, computed once and shared by :meth:`check_finite` and :attr:`symmetric`.
+        One pass, computed once and shared by :meth:`check_finite` and :attr:`symmetric` where the
+        asymmetry pass alone does not already prove the matrix finite and exactly symmetric.
         """
         if self._largest_magnitude is None:
             a = self.matrix.detach()
@@ -162,8 +165,30 @@ class DenseOperator(Operator):
                 self._largest_magnitude = torch.maximum(high, -low)
         return self._largest_magnitude
 
+    def _asymmetry_extremes(self) -> Tensor:
+        """``(min, max)`` of the entries of :math:`A - A^T` as one ``(2,)`` tensor (one pass, no ``|.|`` copy)."""
+        if self._asymmetry is None:
+            a = self.matrix.detach()
+            self._asymmetry = torch.stack(torch.aminmax(a - a.mT)) if a.numel() else a.new_zeros(2)
+        return self._asymmetry
+
+    def _finite_and_exactly_symmetric(self) -> bool:
+        """Whether ``A == A^T`` entry by entry and every entry is finite (then cached).
+
+        Two passes that allocate nothing: ``torch.equal(A, A.mT)`` (false when an entry is NaN) and
+        the sum of the entries, finite only if every entry is (an infinite entry makes it infinite or
+        NaN). Either one failing (or a finite sum that overflows) leaves the decision to the exact
+        checks, :meth:`largest_magnitude` and :meth:`_asymmetry_extremes`.
+        """
+        if self._exact_check is None:
+            a = self.matrix.detach()
+            self._exact_check = not a.numel() or (torch.equal(a, a.mT) and bool(torch.isfinite(a.sum())))
+            if self._exact_check:
+                self._symmetric, self._exactly_symmetric = True, True
+        return self._exact_check
+
     def check_finite(self) -> None:
-        if bool(torch.isfinite(self.largest_magnitude())):
+        if self._finite_and_exactly_symmetric() or bool(torch.isfinite(self.largest_magnitude())):
             return
         bad = ~torch.isfinite(self.matrix.detach())
         if bool(bad.any()):
@@ -175,14 +200,12 @@ class DenseOperator(Operator):
     @property
     def symmetric(self) -> bool:
         if self._symmetric is None:
-            a = self.matrix.detach()
-            if a.numel() == 0:  # an empty batch is (vacuously) symmetric
-                self._symmetric, self._exactly_symmetric = True, True
+            if self._finite_and_exactly_symmetric():   # the usual (A + A.mT) / 2, and an empty batch
                 return True
-            scale = self.largest_magnitude().clamp_min(torch.finfo(a.dtype).tiny)
-            low, high = torch.aminmax(a - a.mT)   # max |a_ij - a_ji|: one pass over the difference, no |.| copy
+            low, high = self._asymmetry_extremes()
             asymmetry = torch.maximum(high, -low)
-            self._symmetric = bool(asymmetry <= symmetry_tolerance(a.dtype) * scale)
+            scale = self.largest_magnitude().clamp_min(torch.finfo(self.dtype).tiny)
+            self._symmetric = bool(asymmetry <= symmetry_tolerance(self.dtype) * scale)
             self._exactly_symmetric = bool(asymmetry == 0)
         return self._symmetric
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from lowrank_gnn.eigen.base import SIGN_PIVOT_PREFIX, canonical_signs, order_indices, select_eigenpairs
+from lowrank_gnn.eigen import base
+from lowrank_gnn.eigen.base import SIGN_PIVOT_PREFIX, canonical_signs, order_indices, select_eigenpairs, sign_factors
 
 
 @pytest.mark.parametrize("n, columns", [
@@ -91,3 +92,54 @@ def test_canonical_signs_of_tall_blocks_match_the_convention_column_by_column():
     assert torch.equal(signed, reference_signs(vectors))
     assert torch.equal(canonical_signs(vectors[0]), signed[0])                       # unbatched
     assert torch.equal(canonical_signs(vectors.mT.contiguous().mT), signed)          # column-major layout
+
+
+def lapack_layout(vectors):
+    """The same entries, stored column by column as ``torch.linalg.eigh`` returns them."""
+    return vectors.mT.contiguous().mT
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+@pytest.mark.parametrize("reverse_by_columns_bytes", [0, base.REVERSE_BY_COLUMNS_BYTES])
+def test_select_eigenpairs_on_lapack_layout_matches_the_general_path(batch, reverse_by_columns_bytes, monkeypatch):
+    """Columns stored contiguously (eigh's output) take one signed copy (reversed by whole columns, or
+    by a flip for small blocks); it gives the same bits as the general path."""
+    monkeypatch.setattr(base, "REVERSE_BY_COLUMNS_BYTES", reverse_by_columns_bytes)
+    n = SIGN_PIVOT_PREFIX + 6
+    generator = torch.Generator().manual_seed(4)
+    vectors = torch.randn(*batch, n, n, generator=generator, dtype=torch.float64)
+    vectors[..., :SIGN_PIVOT_PREFIX, 1] = 1e-3                 # no pivot in the head: searched whole
+    vectors[..., SIGN_PIVOT_PREFIX + 2, 1] = -1.0
+    vectors[..., :, 2] = 0.0                                   # zero column: kept
+    vectors[..., 0, 3] = -5.0                                  # negative pivot at row 0: flipped
+    values = torch.arange(n, dtype=torch.float64).expand(*batch, n) - 3.5   # strictly ascending
+    stored = lapack_layout(vectors)
+    assert stored.stride(-2) == 1 and torch.equal(stored, vectors)
+    for which in ("largest", "smallest"):
+        for k in (n, 5, 1):
+            index = order_indices(values, which)[..., :k]
+            expected = canonical_signs(vectors.gather(-1, index.unsqueeze(-2).expand(*batch, n, k)))
+            got_values, got_vectors = select_eigenpairs(values, stored, k, which)
+            assert torch.equal(got_values, values.gather(-1, index))
+            assert torch.equal(got_vectors, expected), (which, k)
+            assert got_vectors.mT.is_contiguous()                  # still one contiguous column per eigenvector
+    assert torch.equal(stored, vectors)                            # the input is not written to
+
+
+@pytest.mark.parametrize("reverse_by_columns_bytes", [0, base.REVERSE_BY_COLUMNS_BYTES])
+def test_select_eigenpairs_on_lapack_layout_passes_gradients_with_the_signs(reverse_by_columns_bytes, monkeypatch):
+    monkeypatch.setattr(base, "REVERSE_BY_COLUMNS_BYTES", reverse_by_columns_bytes)
+    generator = torch.Generator().manual_seed(5)
+    vectors = torch.randn(2, 7, 7, generator=generator, dtype=torch.float64)
+    values = torch.linspace(-1, 1, 7, dtype=torch.float64).expand(2, 7)
+    weights = torch.randn(2, 7, 3, generator=generator, dtype=torch.float64)
+    grads = []
+    for layout in (lapack_layout, torch.Tensor.contiguous):     # the signed copy, and the flip of the general path
+        leaf = layout(vectors.clone()).requires_grad_()
+        _, selected = select_eigenpairs(values, leaf, 3, "largest")
+        (selected * weights).sum().backward()
+        grads.append(leaf.grad)
+    assert torch.equal(grads[0], grads[1])
+    expected = torch.zeros_like(vectors)
+    expected[..., 4:] = (weights * sign_factors(vectors[..., 4:].flip(-1))).flip(-1)
+    assert torch.equal(grads[0], expected)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from lowrank_gnn.eigen import BatchedDCBackend, batched_eigh, resolve_eigen_backend
+from lowrank_gnn.eigen import BatchedDCBackend, batched_eigh, canonical_signs, resolve_eigen_backend
+from lowrank_gnn.eigen import base as eigen_base
 from lowrank_gnn.eigen.batched_dc import auto_method
 from lowrank_gnn.linalg.tridiagonal import householder_tridiagonalize, tridiagonal_eigh
 from lowrank_gnn.operators import DenseOperator, normalized_adjacency
@@ -233,3 +234,35 @@ def test_runs_on_device(device):
     values, vectors = batched_eigh(a, method="dc")
     assert values.device.type == device
     assert_accurate(a.cpu(), values.cpu(), vectors.cpu(), device)
+
+
+@pytest.mark.parametrize("reverse_by_columns_bytes", [0, eigen_base.REVERSE_BY_COLUMNS_BYTES])
+def test_auto_backend_is_lapack_plus_the_conventions_bit_for_bit(reverse_by_columns_bytes, monkeypatch):
+    """On the CPU, method="auto" returns torch.linalg.eigh's pairs in `which` order with canonical signs."""
+    monkeypatch.setattr(eigen_base, "REVERSE_BY_COLUMNS_BYTES", reverse_by_columns_bytes)
+    a = random_symmetric(9, 6, seed=16).float()
+    values, vectors = torch.linalg.eigh(a)
+    for which, order in (("largest", torch.arange(8, -1, -1)), ("smallest", torch.arange(9))):
+        for k in (9, 3):
+            index = order[:k]
+            pairs = BatchedDCBackend(k=k, which=which, method="auto")(a)
+            assert torch.equal(pairs.eigenvalues, values[..., index])
+            assert torch.equal(pairs.eigenvectors, canonical_signs(vectors[..., index].contiguous()))
+
+
+def test_auto_backend_gradient_with_repeated_eigenvalues_matches_finite_differences():
+    """The LAPACK path's backward (kept pairs only) is finite and right when discarded eigenvalues repeat."""
+    generator = torch.Generator().manual_seed(17)
+    q = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64, generator=generator))[0]
+    a = (q * torch.tensor([3.0, 2.0, 0.5, 0.5, 0.5, -1.0], dtype=torch.float64)) @ q.mT
+    a = ((a + a.mT) / 2).requires_grad_()
+    backend = BatchedDCBackend(k=2, which="largest", method="auto")
+    pairs = backend((a + a.mT) / 2)
+    assert torch.allclose(pairs.eigenvalues, torch.tensor([3.0, 2.0], dtype=torch.float64), atol=1e-12)
+
+    def projector(x):
+        vectors = backend((x + x.mT) / 2).eigenvectors
+        return vectors @ vectors.mT
+
+    assert torch.autograd.gradcheck(projector, (a,))
+    assert torch.autograd.gradcheck(lambda x: backend((x + x.mT) / 2).eigenvalues, (a,))

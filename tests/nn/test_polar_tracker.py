@@ -71,19 +71,58 @@ def test_ky_fan_norm_converges_from_an_unrelated_start(shape):
     torch.testing.assert_close(direction, polar, rtol=0, atol=1e-8)
 
 
-def test_repeated_and_zero_singular_values():
+@pytest.mark.parametrize("rows", [16, 12])
+def test_repeated_and_zero_singular_values(rows):
     g = torch.Generator().manual_seed(4)
-    left = torch.linalg.qr(torch.randn(16, 12, dtype=torch.float64, generator=g))[0]
+    left = torch.linalg.qr(torch.randn(rows, 12, dtype=torch.float64, generator=g))[0]
     right = torch.linalg.qr(torch.randn(12, 12, dtype=torch.float64, generator=g))[0]
     values = torch.tensor([3.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     matrix = left @ torch.diag(values) @ right.T
-    near = matrix + 0.05 * torch.randn(16, 12, dtype=torch.float64, generator=g)
+    near = matrix + 0.05 * torch.randn(rows, 12, dtype=torch.float64, generator=g)
     for tracker, exact in ((PolarTracker(deflate=4), values.sum()), (PolarTracker(rank=4), values[:4].sum())):
         value, direction = follow(tracker, near, matrix, steps=50)[-1]
         torch.testing.assert_close(value, exact, rtol=1e-9, atol=0)
         # a subgradient: spectral norm <= 1 and <D, X> = the norm (the direction is not unique here)
         assert float(torch.linalg.matrix_norm(direction, ord=2)) <= 1 + 1e-8
         torch.testing.assert_close((direction * matrix).sum(), exact, rtol=1e-9, atol=0)
+
+
+def crossing(shape, dtype, seed):
+    """A path on which the smallest singular value goes through zero: ``diag(1..4, s)`` with ``s`` from
+    ``0.5`` to ``-0.5`` in fixed bases; at the end the norm counts ``|s| = 0.5``, while a tracker that
+    follows the path continuously pairs that singular vector with the wrong sign (for a square matrix:
+    a tall one leaves room to turn the sign round continuously)."""
+    g = torch.Generator().manual_seed(seed)
+    m, n = shape
+    left = torch.linalg.qr(torch.randn(m, n, dtype=torch.float64, generator=g))[0]
+    right = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))[0]
+    values = torch.linspace(4, 1, n, dtype=torch.float64)
+
+    def at(signed):
+        return (left @ torch.diag(torch.cat([values[:-1], values.new_tensor([signed])])) @ right.T).to(dtype)
+
+    return at(0.5), at(-0.5)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_sign_block_recovers_a_singular_value_that_went_through_zero(dtype, tol):
+    start, end = crossing((12, 12), dtype, seed=7)
+    exact, polar = reference(end)
+    value, direction = follow(PolarTracker(deflate=3), start, end)[-1]
+    torch.testing.assert_close(value.double(), exact, rtol=tol, atol=0)
+    torch.testing.assert_close(direction.double(), polar, rtol=0, atol=50 * tol)
+    # without the block the ascent stays at the local maximum with that sign wrong: 2 * 0.5 low
+    value = follow(PolarTracker(deflate=3, sign_block=0), start, end)[-1][0]
+    torch.testing.assert_close(value.double(), exact - 1.0, rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("sign_block", [0, 1, 100])
+def test_converges_with_any_sign_block_width(sign_block):
+    start, end = path((18, 14), torch.float64, seed=8)
+    value, direction = follow(PolarTracker(deflate=3, sign_block=sign_block), start, end)[-1]
+    exact, polar = reference(end)
+    torch.testing.assert_close(value, exact, rtol=1e-9, atol=0)
+    torch.testing.assert_close(direction, polar, rtol=0, atol=1e-8)
 
 
 def test_zero_matrix_gives_zero_and_a_finite_direction():
@@ -129,6 +168,8 @@ def test_state_dict_round_trip_and_mismatch_error():
     (lambda: PolarTracker(step=2.0), r"step must be a number in \(0, 2\)"),
     (lambda: PolarTracker(momentum=1.0), r"momentum must be a number in \[0, 1\)"),
     (lambda: PolarTracker(deflate=0), "deflate must be a positive integer"),
+    (lambda: PolarTracker(sign_block=-1), r"sign_block must be an integer >= 0 \(got sign_block=-1\)"),
+    (lambda: NuclearNormRegularizer(method="polar", sign_block=2.5), "sign_block must be an integer >= 0"),
     (lambda: NuclearNormRegularizer(method="svd"), "method must be one of 'qr', 'polar'"),
 ])
 def test_rejects_bad_options(make, match):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
@@ -259,3 +261,48 @@ def test_dense_operator_checks_share_one_magnitude_pass_and_symmetrise_only_when
     bad[2, 1] = float("nan")
     with pytest.raises(ValueError, match=r"NaN or Inf \(first at entry \(2, 1\)\)"):
         DenseOperator(bad).check_finite()
+
+
+def test_dense_operator_asymmetry_pass_proves_finite_and_exactly_symmetric_or_takes_the_exact_checks():
+    """``max |A - A^T| = 0`` (one pass) proves both checks; every other outcome takes the exact path."""
+    from lowrank_gnn.operators import DenseOperator
+
+    exact = torch.randn(4, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    exact = (exact + exact.mT) / 2
+    exact[1, 2, 3], exact[1, 3, 2] = -0.0, 0.0                 # equal, though their bits differ
+    op = DenseOperator(exact)
+    op.check_finite()                                           # the asymmetry pass alone...
+    assert op._largest_magnitude is None                        # ...decides: no magnitude pass
+    assert op.symmetric and op.symmetrized() is exact
+    assert DenseOperator(exact).symmetrized() is not exact      # not yet checked: symmetrised
+    checked = DenseOperator(exact)
+    checked.check_finite()                                      # batched_eigh checks only finiteness, then symmetrises
+    assert checked.symmetrized() is exact
+    for value, where in ((math.inf, (2, 2)), (-math.inf, (0, 5)), (math.nan, (4, 4)), (math.nan, (1, 0))):
+        bad = exact[0].clone()
+        bad[where] = value
+        if where[0] != where[1]:
+            bad[where[::-1]] = value                            # symmetric non-finite pair: inf - inf is NaN
+        with pytest.raises(ValueError, match=rf"NaN or Inf \(first at entry \({min(where)}, {max(where)}\)\)"):
+            DenseOperator(bad).check_finite()
+        lower = exact[0].clone()
+        lower[where] = value                                    # one entry only
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            DenseOperator(lower).check_finite()
+    overflow = torch.zeros(3, 3)
+    overflow[0, 1], overflow[1, 0] = 3e38, -3e38                # finite, but a_01 - a_10 overflows to inf
+    op = DenseOperator(overflow)
+    op.check_finite()
+    assert not op.symmetric
+    rounding = exact.clone()
+    rounding[3, 0, 4] += 1e-15                                  # within the tolerance: symmetric, not exactly
+    op = DenseOperator(rounding)
+    op.check_finite()
+    assert op.symmetric and torch.equal(op.symmetrized(), (rounding + rounding.mT) / 2)
+    assert op._largest_magnitude is not None                    # the tolerance needed the magnitude
+    asymmetric = exact.clone()
+    asymmetric[0, 0, 1] += 1.0
+    assert not DenseOperator(asymmetric).symmetric
+    empty = DenseOperator(torch.zeros(0, 3, 3))
+    empty.check_finite()
+    assert empty.symmetric
