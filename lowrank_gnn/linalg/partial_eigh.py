@@ -97,19 +97,18 @@ def eigh_extremal(matrices: Tensor, k: int, which: str = "smallest", method: str
                          "differentiate, or pass matrices.detach()")
     if check_finite:
         check_finite_entries("matrices", matrices)
+    if method == "full" or (method == "auto" and not subset_pays(n, k, matrices.device)):
+        return _full(matrices, k, which)
     batch = matrices.shape[:-2]
-    flat = matrices.reshape(math.prod(batch), n, n)
-    if method == "subset" or (method == "auto" and subset_pays(n, k, matrices.device)):
-        values, vectors = _subset(flat, k, which)
-    else:
-        values, vectors = _full(flat, k, which)
+    values, vectors = _subset(matrices.reshape(math.prod(batch), n, n), k, which)
     return values.reshape(*batch, k), vectors.reshape(*batch, n, k)
 
 
 def _full(matrices: Tensor, k: int, which: str) -> Tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` of any batch shape, then the ``k`` wanted columns (the whole result when ``k = n``)."""
     values, vectors = torch.linalg.eigh(matrices)
     if which == "smallest":
-        return values[..., :k], vectors[..., :k]
+        return (values, vectors) if k == values.shape[-1] else (values[..., :k], vectors[..., :k])
     return values[..., -k:].flip(-1), vectors[..., -k:].flip(-1)
 
 

@@ -213,20 +213,39 @@ class AddEigenpairs(BaseTransform):
             bar.update(int((num_nodes == 0).sum()))  # empty graphs: nothing to solve
             if solver is not None and bool(dense.any()):
                 entries = normalized_edges(packed, self.operator, self.add_self_loops)
-                for batch in dense_batches(packed, entries, (dense & ~sparse).nonzero().squeeze(1)):
-                    m = min(k, batch.n)
+                selected = (dense & ~sparse).nonzero().squeeze(1)
+                # filled graph after graph (dense batches by size, then the band solver's graphs),
+                # then signed and written back at once
+                solved_values = values.new_zeros(int(dense.sum()), k)
+                solved_vectors = vectors.new_zeros(int(num_nodes[dense].sum()), k)
+                graphs, rows, first, row = [], [], 0, 0
+                for batch in dense_batches(packed, entries, selected):
+                    count, n = batch.graphs.numel(), batch.n
+                    m = min(k, n)
                     pair_values, pair_vectors = self._solve_dense(batch.operators, solver[0], m)
-                    values[:, :m].index_copy_(0, batch.graphs, pair_values.to(dtype))
-                    vectors[:, :m].index_copy_(0, batch.rows, pair_vectors.reshape(-1, m).to(dtype))
-                    bar.update(batch.graphs.numel())
+                    into_values = solved_values[first:first + count]
+                    into_vectors = solved_vectors[row:row + count * n].view(count, n, k)
+                    (into_values if m == k else into_values[:, :m]).copy_(pair_values)
+                    (into_vectors if m == k else into_vectors[..., :m]).copy_(pair_vectors)
+                    graphs.append(batch.graphs)
+                    rows.append(batch.rows)
+                    first, row = first + count, row + count * n
+                    bar.update(count)
                 for g in sparse.nonzero().squeeze(1).tolist():
-                    m, start, end = min(k, int(num_nodes[g])), int(node_ptr[g]), int(node_ptr[g + 1])
+                    n, start = int(num_nodes[g]), int(node_ptr[g])
+                    m = min(k, n)
                     pair_values, pair_vectors = sparse_eigh_extremal(sparse_operator(packed, entries, g), m,
                                                                      self.which, check_finite=False)
-                    values[g, :m], vectors[start:end, :m] = pair_values.to(dtype), pair_vectors.to(dtype)
+                    solved_values[first, :m], solved_vectors[row:row + n, :m] = pair_values, pair_vectors
+                    graphs.append(torch.tensor([g], device=device))
+                    rows.append(torch.arange(start, start + n, device=device))
+                    first, row = first + 1, row + n
                     bar.update(1)
+                order = torch.cat(graphs)
+                values.index_copy_(0, order, solved_values)
+                vectors.index_copy_(0, torch.cat(rows),
+                                    canonical_signs_per_graph(solved_vectors, num_nodes.index_select(0, order)))
                 available[dense] = num_nodes[dense].clamp(max=k)
-                vectors = canonical_signs_per_graph(vectors, num_nodes)  # idempotent on the rows solved below
             for g in ((num_nodes >= 1) & ~dense).nonzero().squeeze(1).tolist():
                 start, end = int(node_ptr[g]), int(node_ptr[g + 1])
                 m, graph_values, graph_vectors, component = self._solve_one(packed.graph(g))

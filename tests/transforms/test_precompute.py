@@ -171,6 +171,18 @@ def test_signs_per_graph_equal_canonical_signs_graph_by_graph():
     assert torch.equal(canonical_signs_per_graph(out, sizes), out)  # idempotent
 
 
+def test_signs_per_graph_keep_exact_row_ranks_beyond_the_dtype_precision():
+    """float16 holds integers exactly only up to 2048: a pivot in a longer graph is still found exactly."""
+    sizes = torch.tensor([3000, 4])
+    vectors = torch.zeros(3004, 2, dtype=torch.float16)
+    vectors[1, 0], vectors[2, 0] = -1.0, 1.0    # pivot row 1 (in float16 its rank 2999 would round to 3000)
+    vectors[3000:, 1] = torch.tensor([0.05, 0.5, -1.0, 0.2], dtype=torch.float16)
+    vectors[:3000, 1] = 0.01
+    out = canonical_signs_per_graph(vectors, sizes)
+    assert out[1, 0] == 1.0 and out[2, 0] == -1.0
+    assert torch.equal(out[:3000], canonical_signs(vectors[:3000])) and torch.equal(out[3000:], vectors[3000:])
+
+
 def test_empty_one_node_and_edgeless_graphs():
     graphs = [Data(edge_index=EMPTY, num_nodes=0), Data(edge_index=EMPTY, num_nodes=1),
               Data(edge_index=EMPTY, num_nodes=3)]
@@ -409,6 +421,15 @@ def test_rejects_bad_input():
         precompute_eigenpairs([as_data(path_graph(3), edge_weight=weight)], AddEigenpairs(k=2))
     with pytest.raises(ValueError, match="graph 0: edge weights must be non-negative"):
         precompute_eigenpairs([as_data(path_graph(3), edge_weight=-torch.ones(4))], AddEigenpairs(k=2))
+    for bad in (float("inf"), -float("inf")):
+        weight = torch.ones(4)
+        weight[2] = bad
+        with pytest.raises(ValueError, match="graph 1: edge_weight contains NaN or Inf"):
+            precompute_eigenpairs([as_data(path_graph(3)), as_data(path_graph(3), edge_weight=weight)],
+                                  AddEigenpairs(k=2))
+    with pytest.raises(ValueError, match="graph 2: edge_index entries must lie in"):
+        precompute_eigenpairs([as_data(path_graph(3)), as_data(path_graph(2)),
+                               Data(edge_index=torch.tensor([[0, -1], [-1, 0]]), num_nodes=2)], AddEigenpairs(k=2))
     with pytest.raises(ValueError, match="graph 1 has no edge_index"):
         precompute_eigenpairs([as_data(path_graph(3)), Data(num_nodes=2)], AddEigenpairs(k=2))
     with pytest.raises(TypeError, match="transform must be an AddEigenpairs"):
