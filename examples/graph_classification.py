@@ -14,7 +14,7 @@ every readout). Two numbers per row:
     python examples/graph_classification.py --quick         # MUTAG, 3 folds, 5 epochs (smoke test)
     python examples/graph_classification.py --datasets MUTAG --pool pca --k 1 2 4 --epochs 100
 
-The README's table comes from the first command with its defaults (see README_SECTION.md).
+The table of docs/benchmarks/graph_classification.md comes from the first command with its defaults.
 """
 import argparse
 import statistics

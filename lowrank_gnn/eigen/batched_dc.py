@@ -13,7 +13,7 @@ every ``n >= 1`` and with deflation. Every stage runs on the whole batch at once
 4. back-transformation :math:`U = Q V`.
 
 On a CPU LAPACK is already efficient per matrix, and the batched method did not beat it in
-any cell of the measured grid (``README_SECTION.md``), so ``method="auto"`` uses
+any cell of the measured grid (``docs/benchmarks/batched_eigh.md``), so ``method="auto"`` uses
 ``torch.linalg.eigh`` there and the divide and conquer on GPUs for ``n <= 64``, where the
 published advantage lies (unmeasured here).
 
@@ -130,7 +130,7 @@ def _symmetric_eigh(symmetric: Tensor, method: str) -> Tuple[Tensor, Tensor]:
 def auto_method(matrix: Tensor) -> str:
     """The path ``method="auto"`` takes for this batch: LAPACK on CPUs, D&C for small GPU matrices.
 
-    Measured on a 2-core CPU (``benchmarks/batched_eigh.py``, ``README_SECTION.md``):
+    Measured on a 2-core CPU (``benchmarks/batched_eigh.py``, ``docs/benchmarks/batched_eigh.md``):
     ``torch.linalg.eigh`` was faster than the divide and conquer in every cell of the grid
     (batch 64-4096, n 4-256), so there is no CPU crossover and the CPU always takes LAPACK.
     On other devices the divide and conquer is taken for ``n <= AUTO_DC_MAX_N`` -- the
