@@ -211,7 +211,8 @@ def _band_smallest(rows: numpy.ndarray, cols: numpy.ndarray, entries: numpy.ndar
         ritz_values, rotation = numpy.linalg.eigh(basis.T @ image)
         vectors = basis @ rotation[:, :k]
         residual = numpy.linalg.norm(image @ rotation[:, :k] - vectors * ritz_values[:k], axis=0)
-        if residual.max() <= tolerance:
+        # small residuals, and the Ritz values those of the band reduction: no wanted pair replaced by another
+        if residual.max() <= tolerance and numpy.abs(ritz_values[:k] - values[:k]).max() <= tolerance:
             return ritz_values[:k] / scale, vectors
     return None
 

@@ -121,11 +121,29 @@ class DenseOperator(Operator):
         if matrix.dim() < 2 or matrix.shape[-1] != matrix.shape[-2]:
             raise ValueError(f"matrix must have shape (*batch, n, n) (got shape {tuple(matrix.shape)})")
         self.matrix = matrix
+        self._checked_matrix: tuple[int, int] | None = None
+        self._clear_checks()
+
+    def _clear_checks(self) -> None:
         self._symmetric: bool | None = None
         self._exactly_symmetric = False
         self._largest_magnitude: Tensor | None = None
         self._asymmetry: Tensor | None = None
         self._exact_check: bool | None = None
+
+    def _matrix_unchanged(self) -> bool:
+        """Whether :attr:`matrix` is the tensor, at the version, that the cached checks were computed on.
+
+        The checks (finite, symmetric) are computed once and reused; an in-place edit of ``matrix``
+        (its version counter moves) or a new tensor assigned to it clears them. Writes that bypass
+        the version counter (through ``.data`` or a NumPy view) are not seen, as by autograd.
+        """
+        key = (id(self.matrix), self.matrix._version)
+        if self._checked_matrix != key:
+            self._clear_checks()
+            self._checked_matrix = key
+            return False
+        return True
 
     @property
     def shape(self) -> torch.Size:
@@ -156,7 +174,7 @@ class DenseOperator(Operator):
         One pass, computed once and shared by :meth:`check_finite` and :attr:`symmetric` where the
         asymmetry pass alone does not already prove the matrix finite and exactly symmetric.
         """
-        if self._largest_magnitude is None:
+        if not self._matrix_unchanged() or self._largest_magnitude is None:
             a = self.matrix.detach()
             if a.numel() == 0:
                 self._largest_magnitude = a.new_zeros(())
@@ -167,7 +185,7 @@ class DenseOperator(Operator):
 
     def _asymmetry_extremes(self) -> Tensor:
         """``(min, max)`` of the entries of :math:`A - A^T` as one ``(2,)`` tensor (one pass, no ``|.|`` copy)."""
-        if self._asymmetry is None:
+        if not self._matrix_unchanged() or self._asymmetry is None:
             a = self.matrix.detach()
             self._asymmetry = torch.stack(torch.aminmax(a - a.mT)) if a.numel() else a.new_zeros(2)
         return self._asymmetry
@@ -180,7 +198,7 @@ class DenseOperator(Operator):
         NaN). Either one failing (or a finite sum that overflows) leaves the decision to the exact
         checks, :meth:`largest_magnitude` and :meth:`_asymmetry_extremes`.
         """
-        if self._exact_check is None:
+        if not self._matrix_unchanged() or self._exact_check is None:
             a = self.matrix.detach()
             self._exact_check = not a.numel() or (torch.equal(a, a.mT) and bool(torch.isfinite(a.sum())))
             if self._exact_check:
@@ -199,7 +217,7 @@ class DenseOperator(Operator):
 
     @property
     def symmetric(self) -> bool:
-        if self._symmetric is None:
+        if not self._matrix_unchanged() or self._symmetric is None:
             if self._finite_and_exactly_symmetric():   # the usual (A + A.mT) / 2, and an empty batch
                 return True
             low, high = self._asymmetry_extremes()
@@ -216,7 +234,7 @@ class DenseOperator(Operator):
         symmetric (the two are then equal) and it needs no gradient (the gradient of the
         symmetric part is the symmetrised one).
         """
-        if self._exactly_symmetric and not self.matrix.requires_grad:
+        if self._matrix_unchanged() and self._exactly_symmetric and not self.matrix.requires_grad:
             return self.matrix
         return (self.matrix + self.matrix.mT) / 2
 

@@ -35,6 +35,10 @@ class CovarianceOperator(DenseOperator):
     product), so a finite diagonal well below the dtype's maximum means a finite matrix. Only a
     diagonal that fails the test (a non-finite sample, an overflow, or variances within a factor
     ``2 (m - c)`` of the largest float) is followed by the full checks, which say which it is.
+    Both shortcuts hold while :attr:`matrix` is the covariance computed here: after an in-place
+    edit (its version counter moves) or an assignment of another tensor, the operator is checked
+    like any :class:`DenseOperator`. Writes that bypass the version counter (through ``.data`` or
+    a NumPy view) are not seen, as by autograd.
 
     Args:
         x (Tensor): the samples, ``(*batch, m, n)`` (rows are samples, as ``np.cov(...,
@@ -79,15 +83,27 @@ class CovarianceOperator(DenseOperator):
         self.correction = correction
         # the diagonal bound below which the whole matrix is finite (see the class docstring)
         self._diagonal_limit = torch.finfo(x.dtype).max / (2 * (m - correction))
+        self._constructed = (id(self.matrix), self.matrix._version)
+
+    def _as_constructed(self) -> bool:
+        """Whether :attr:`matrix` is still the covariance this operator computed: not edited in place
+        (its version counter) nor replaced. Otherwise the checks of a plain
+        :class:`~lowrank_gnn.operators.DenseOperator` apply."""
+        return (id(self.matrix), self.matrix._version) == self._constructed
 
     @property
     def symmetric(self) -> bool:
-        """``True``: the matrix is symmetric by construction (no pass over it)."""
-        return True
+        """``True`` without a pass over the matrix while it is the computed covariance (symmetric by
+        construction); after an in-place edit or a replacement, the full check."""
+        return True if self._as_constructed() else super().symmetric
 
     def check_finite(self) -> None:
         """Raise a ``ValueError`` if a sample is NaN or Inf or the covariance overflows; one
-        reduction over the diagonal when neither is the case (see the class docstring)."""
+        reduction over the diagonal when neither is the case (see the class docstring). After an
+        in-place edit or a replacement of :attr:`matrix`, the full check."""
+        if not self._as_constructed():
+            super().check_finite()
+            return
         diagonal = self.matrix.detach().diagonal(dim1=-2, dim2=-1)
         if not diagonal.numel() or bool(diagonal.amax() <= self._diagonal_limit):  # NaN compares False
             return

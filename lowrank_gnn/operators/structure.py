@@ -188,7 +188,9 @@ class GraphStructure:
         each value with its transpose's is skipped. That needs every edge ``(i, j)`` to be given as
         often as ``(j, i)`` (an undirected ``edge_index``, e.g. from ``to_undirected``); otherwise the
         operator is checked as any other. Any other tensor, also one with equal values, is checked, and so
-        is a tensor this method returned before the last call.
+        is a tensor this method returned before the last call. In-place edits are seen through the
+        tensor's version counter, as autograd sees them; writes that bypass it (through ``.data`` or
+        a NumPy view of the tensor) are not, so edit the pair weights and call this method again.
 
         Args:
             pair_weight (Tensor): one weight per undirected pair, floating point.

@@ -75,7 +75,8 @@ class AddEigenpairs(BaseTransform):
     (:meth:`compute`) on a batch of one, so both give the same bits. With the ``"exact"`` and
     ``"batched_dc"`` backends (by name, without deflation) graphs up to ``dense_max_nodes`` are
     solved as dense float64 matrices by LAPACK's ``eigh`` (``batched_eigh`` for ``"batched_dc"``);
-    with ``"exact"`` on the CPU, graphs of :data:`~lowrank_gnn.linalg.BAND_MIN_SIZE` nodes or
+    with ``"exact"`` (or ``"batched_dc"`` with ``method="lapack"``) on the CPU, graphs of
+    :data:`~lowrank_gnn.linalg.BAND_MIN_SIZE` nodes or
     more (and ``which`` other than ``"magnitude"``) by
     :func:`~lowrank_gnn.linalg.sparse_eigh_extremal` from their sparse operator instead: the band
     solver where their bandwidth after reordering pays, else the same dense solver.

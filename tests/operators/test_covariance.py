@@ -123,3 +123,24 @@ def test_bad_arguments(x, correction, error, match):
         x = torch.tensor(x)
     with pytest.raises(error, match=match):
         CovarianceOperator(x, correction=correction)
+
+
+@pytest.mark.parametrize("edit", ["nan_entry", "asymmetric_entry", "replaced"])
+def test_edited_matrix_is_checked_in_full(edit):
+    """The shortcuts hold for the computed covariance only: an in-place edit or a new tensor is checked."""
+    op = CovarianceOperator(samples(30, 5))
+    if edit == "nan_entry":
+        op.matrix[0, 3] = float("nan")
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            ExactBackend(k=2)(op)
+    elif edit == "asymmetric_entry":
+        assert op.symmetric
+        op.matrix[2, 3] += 5.0
+        assert not op.symmetric
+        with pytest.raises(ValueError, match="needs a symmetric operator"):
+            ExactBackend(k=2)(op)
+    else:
+        matrix = op.matrix.clone()
+        matrix[1, 0] += 1.0
+        op.matrix = matrix
+        assert not op.symmetric

@@ -5,8 +5,8 @@ import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import get_laplacian, to_dense_adj
 
-from lowrank_gnn.operators import (DeflatedOperator, GraphOperator, component_eigenvectors, connected_components,
-                                   deflate_components, laplacian, normalized_adjacency)
+from lowrank_gnn.operators import (DeflatedOperator, DenseOperator, GraphOperator, component_eigenvectors,
+                                   connected_components, deflate_components, laplacian, normalized_adjacency)
 from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
 
 
@@ -306,3 +306,20 @@ def test_dense_operator_asymmetry_pass_proves_finite_and_exactly_symmetric_or_ta
     empty = DenseOperator(torch.zeros(0, 3, 3))
     empty.check_finite()
     assert empty.symmetric
+
+
+def test_dense_operator_checks_follow_in_place_edits_and_replacements():
+    """A cached 'finite and symmetric' belongs to the matrix it was computed on, at its version."""
+    op = DenseOperator(torch.eye(4, dtype=torch.float64))
+    assert op.symmetric
+    op.check_finite()
+    assert op.symmetrized() is op.matrix          # exactly symmetric: no copy
+    op.matrix[0, 1] = 3.0                          # in place: the version counter moves
+    assert not op.symmetric
+    assert op.symmetrized() is not op.matrix
+    op.matrix[0, 1] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        op.check_finite()
+    op.matrix = torch.eye(4, dtype=torch.float64)  # a new tensor
+    assert op.symmetric
+    op.check_finite()
