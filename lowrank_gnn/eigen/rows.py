@@ -52,7 +52,13 @@ class LocalRows:
     def qr_factors(self, weight: Tensor) -> Optional[QRFactors]:
         """CholeskyQR factors of a well-conditioned ``W`` (:func:`~lowrank_gnn.linalg.cholesky_qr`), else
         ``None`` (then :meth:`orthonormalize`); with them the amortized step's eigen loss takes its
-        gradient through :func:`~lowrank_gnn.linalg.q_projection`."""
+        gradient through :func:`~lowrank_gnn.linalg.q_projection`.
+
+        A subclass that overrides :meth:`orthonormalize` but not this method gets ``None`` here, so
+        its own :meth:`orthonormalize` is used: the local CholeskyQR applies only to
+        :class:`LocalRows`' own QR."""
+        if type(self).orthonormalize is not LocalRows.orthonormalize:
+            return None
         return cholesky_qr(weight) if weight.numel() and weight.shape[-2] >= weight.shape[-1] else None
 
     #: The sign convention of every backend (:func:`~lowrank_gnn.eigen.canonical_signs`) itself, so that

@@ -23,6 +23,8 @@ DEFAULT_SIGN_BLOCK = 32
 #: The sign block's inverse-iteration shift sits this far below its lowest Ritz value: a quarter of
 #: that value, plus this share of sigma_max(R) (so the shifted matrix stays nonsingular near zero).
 _SHIFT_RELATIVE, _SHIFT_ABSOLUTE = 0.25, 0.01
+#: Seed of the Gaussian block a loaded checkpoint without a matching sign block starts that block from.
+_SIGN_BLOCK_SEED = 0
 
 
 class PolarTracker(nn.Module):
@@ -60,6 +62,12 @@ class PolarTracker(nn.Module):
       :math:`O = \operatorname{polar}(Z^T Q^T R Z)` (a ``p x p`` SVD) is the best orthogonal change
       of :math:`Q` on :math:`\operatorname{span} Z`: it raises :math:`\operatorname{tr}(Q^T R)` by
       :math:`\|C\|_* - \operatorname{tr} C \ge 0`, :math:`C = Z^T Q^T R Z`, flipping the signs there.
+
+    The state is a checkpoint (``state_dict()``). Loading one makes the sign block match this
+    tracker's ``sign_block``: a checkpoint's block is dropped where ``sign_block=0``, and where the
+    checkpoint has none (``sign_block=0``) or one of another width, the block starts again from a
+    fixed-seed Gaussian block projected onto the complement of :math:`V` (no SVD, the same on every
+    load); its inverse iteration then moves it to the lowest eigenvectors of :math:`S`.
 
     The estimate is :math:`\sum \sigma(B) + \operatorname{tr}(Q^T R)` and the direction
     :math:`U \operatorname{polar}(B) V^T + Q`, orthogonal whatever the bases up to the
@@ -144,6 +152,10 @@ class PolarTracker(nn.Module):
         else:
             self.remainder = self.rotation = self.probe = self.lowest = self.floor = None
 
+    def _sign_width(self, right: Tensor) -> int:
+        """Width of the sign block for the leading block ``right`` (``V``, ``(B, n, r)``) with a remainder."""
+        return min(self.sign_block, right.shape[-2] - right.shape[-1])
+
     def _check_state(self, matrix: Tensor, block: int) -> None:
         right = cast(Tensor, self.right)
         state = right if self.remainder is None else self.remainder
@@ -153,6 +165,21 @@ class PolarTracker(nn.Module):
             raise ValueError(f"this PolarTracker tracks a matrix of another shape, dtype or device (state "
                              f"{tuple(state.shape)} {state.dtype} on {state.device}, the matrix needs {expected} "
                              f"{matrix.dtype} on {matrix.device}): use one tracker per matrix, or reset() it")
+        width = 0 if self.remainder is None else self._sign_width(right)
+        lowest, floor = self.lowest, self.floor
+        need = (matrix.shape[0], matrix.shape[-1], width)
+        if width == 0:
+            ok = lowest is None and floor is None
+        else:
+            ok = (lowest is not None and floor is not None and tuple(lowest.shape) == need
+                  and tuple(floor.shape) == (matrix.shape[0], 1, 1) and lowest.dtype == floor.dtype == matrix.dtype
+                  and lowest.device == floor.device == matrix.device)
+        if not ok:
+            got = "none" if lowest is None else f"{tuple(lowest.shape)} {lowest.dtype} on {lowest.device}"
+            want = "none" if width == 0 else f"{need} {matrix.dtype} on {matrix.device}"
+            raise ValueError(f"this PolarTracker's sign block state ({got}) does not match "
+                             f"sign_block={self.sign_block}, which needs {want}: reset() the tracker, or "
+                             f"load_state_dict() a checkpoint (loading rebuilds the sign block)")
 
     def reset(self) -> None:
         """Forget the state: the next call starts again from an SVD."""
@@ -195,7 +222,7 @@ class PolarTracker(nn.Module):
         self.probe = probe
         beta = self.step / norm.sqrt().clamp_min(torch.finfo(x.dtype).tiny)   # b / sigma_max(R), (B, 1, 1)
         product = polar.mT @ rest                                          # M = Q^T R
-        if self.lowest is not None:
+        if self.sign_block:
             polar, product = self._flip_signs(polar, product, right, norm.sqrt())
         # heavy-ball Theta = beta skew(M) + mu Theta_old, in place (each pass over n x n numbers counts)
         rotation = torch.sub(product, product.mT).mul_(beta * 0.5).add_(momentum, alpha=self.momentum)
@@ -243,8 +270,33 @@ class PolarTracker(nn.Module):
             saved = state_dict.get(prefix + name)
             if saved is not None and (getattr(self, name) is None or getattr(self, name).shape != saved.shape):
                 setattr(self, name, torch.empty_like(saved))
+            elif saved is None and name in ("lowest", "floor"):
+                setattr(self, name, None)  # the sign block is optional in a checkpoint: rebuilt below
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        self._match_sign_block()
+
+    @torch.no_grad()
+    def _match_sign_block(self) -> None:
+        """Make the loaded sign block state match ``sign_block``: drop it where there is none, and start it
+        from a fixed-seed Gaussian block projected onto the complement of ``V`` where it is missing or of
+        another width (the lowest singular vectors would need an SVD of the matrix, which a checkpoint lacks)."""
+        right = self.right
+        width = 0 if right is None or self.remainder is None else self._sign_width(right)
+        if right is None or width == 0:
+            self.lowest = self.floor = None
+            return
+        batch, n = right.shape[0], right.shape[-2]
+        if self.lowest is not None and tuple(self.lowest.shape) == (batch, n, width):
+            if self.floor is None or tuple(self.floor.shape) != (batch, 1, 1):
+                self.floor = right.new_zeros(batch, 1, 1)
+            return
+        generator = torch.Generator().manual_seed(_SIGN_BLOCK_SEED)
+        start = torch.randn(batch, n, width, dtype=torch.float64, generator=generator).to(right)
+        for _ in range(2):  # twice: orthogonal to V to working precision
+            start = start - right @ (right.mT @ start)
+        self.lowest = torch.linalg.qr(start)[0].contiguous()
+        self.floor = right.new_zeros(batch, 1, 1)
 
     def extra_repr(self) -> str:
         return (f"rank={self.rank}, deflate={self.deflate}, step={self.step}, momentum={self.momentum}, "

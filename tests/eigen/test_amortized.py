@@ -685,6 +685,34 @@ def test_eigen_loss_gradient_is_the_same_with_and_without_the_qr_factors(monkeyp
                 assert torch.allclose(fast, general, rtol=1e-10, atol=1e-12), (loss, which)
 
 
+def test_rows_subclass_overriding_orthonormalize_has_it_used_instead_of_the_local_cholesky_qr():
+    """A LocalRows subclass with its own orthonormalize (and the default qr_factors) has its QR called by the
+    amortized step; LocalRows itself and a subclass that keeps LocalRows' QR still get the CholeskyQR factors."""
+    from lowrank_gnn.eigen import LocalRows
+
+    class CountingRows(LocalRows):
+        calls = 0
+
+        def orthonormalize(self, weight):
+            type(self).calls += 1
+            return qr_orthonormalize(weight)
+
+    class PlainSubclass(LocalRows):
+        pass
+
+    weight = torch.randn(30, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert CountingRows().qr_factors(weight) is None
+    assert LocalRows().qr_factors(weight) is not None and PlainSubclass().qr_factors(weight) is not None
+    matrix = random_symmetric(30, dtype=torch.float64, seed=14)
+    backend = AmortizedBackend(k=3, seed=1).double()
+    backend.basis.rows = CountingRows()
+    pairs = backend(matrix)
+    assert CountingRows.calls >= 1
+    _, factors = backend.basis.orthonormalize()
+    assert factors is None
+    assert torch.allclose(pairs.eigenvectors.mT @ pairs.eigenvectors, torch.eye(3, dtype=torch.float64), atol=1e-12)
+
+
 def test_factors_path_still_rejects_a_non_finite_basis_and_repairs_a_deficient_one():
     matrix = random_symmetric(20, dtype=torch.float64, seed=12)
     backend = AmortizedBackend(k=3).double()

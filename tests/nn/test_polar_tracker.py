@@ -164,6 +164,77 @@ def test_state_dict_round_trip_and_mismatch_error():
     tracker(torch.randn(11, 8, dtype=torch.float64))  # a fresh start after reset()
 
 
+def without_sign_block(state):
+    """A checkpoint as a tracker without the sign block state saves it (no ``lowest`` / ``floor``)."""
+    return {name: value for name, value in state.items() if name not in ("lowest", "floor")}
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_checkpoint_without_sign_block_loaded_into_a_sign_block_tracker_runs_the_block(started):
+    """A checkpoint stuck with a wrong sign (sign_block=0, or one saved without the block's state) loaded into a
+    sign_block=8 tracker, fresh or started: the block is rebuilt, runs and recovers the sign."""
+    start, end = crossing((12, 12), torch.float64, seed=7)
+    exact = reference(end)[0]
+    stuck = PolarTracker(deflate=3, sign_block=0)
+    assert torch.isclose(follow(stuck, start, end)[-1][0], exact - 1.0, rtol=1e-9)
+    assert "lowest" not in stuck.state_dict() and "floor" not in stuck.state_dict()  # as older checkpoints
+    tracker = PolarTracker(deflate=3, sign_block=8)
+    if started:
+        tracker(start)
+    tracker.load_state_dict(stuck.state_dict())
+    lowest, right = tracker.lowest, tracker.right
+    assert lowest is not None and lowest.shape == (1, 12, 8) and tracker.floor is not None
+    torch.testing.assert_close(lowest.mT @ lowest, torch.eye(8, dtype=torch.float64).expand(1, 8, 8), rtol=0,
+                               atol=1e-12)
+    assert float((right.mT @ lowest).abs().max()) < 1e-12  # on the complement of V
+    value = follow(tracker, end, end, steps=1, settle=200)[-1][0]
+    torch.testing.assert_close(value, exact, rtol=1e-9, atol=0)
+
+
+def test_sign_block_checkpoint_follows_the_loading_trackers_sign_block():
+    """A sign_block=8 checkpoint: dropped by a sign_block=0 tracker (which then computes what a sign_block=0 tracker
+    with the same state does), rebuilt at width 4 by a sign_block=4 one, deterministically."""
+    matrix = torch.randn(14, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    source = PolarTracker(deflate=3, sign_block=8)
+    for _ in range(5):
+        source(matrix)
+    state = source.state_dict()
+    for started in (False, True):
+        zero = PolarTracker(deflate=3, sign_block=0)
+        if started:
+            zero(matrix)
+        zero.load_state_dict(state)
+        assert zero.lowest is None and zero.floor is None and "lowest" not in zero.state_dict()
+        expected = PolarTracker(deflate=3, sign_block=0)
+        expected.load_state_dict(without_sign_block(state))
+        for a, b in zip(zero(matrix), expected(matrix), strict=True):
+            assert torch.equal(a, b)
+    narrow, again = PolarTracker(deflate=3, sign_block=4), PolarTracker(deflate=3, sign_block=4)
+    narrow.load_state_dict(state)
+    again(matrix)
+    again.load_state_dict(state)
+    assert narrow.lowest is not None and narrow.lowest.shape == (1, 12, 4)
+    assert torch.equal(narrow.lowest, again.lowest)
+    assert narrow.floor is not None and torch.equal(narrow.floor, torch.zeros(1, 1, 1, dtype=torch.float64))
+    for a, b in zip(narrow(matrix), again(matrix), strict=True):
+        assert torch.equal(a, b)
+    same = PolarTracker(deflate=3, sign_block=8)
+    same.load_state_dict(state)  # a matching block is kept as saved
+    assert torch.equal(same.lowest, source.lowest) and torch.equal(same.floor, source.floor)
+
+
+def test_sign_block_state_of_the_wrong_width_is_rejected():
+    matrix = torch.randn(10, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    tracker = PolarTracker(deflate=2, sign_block=5)
+    tracker(matrix)
+    tracker.lowest = tracker.lowest[..., :3]
+    with pytest.raises(ValueError, match=r"sign block state \(\(1, 9, 3\).*sign_block=5, which needs \(1, 9, 5\)"
+                                         r".*reset\(\)"):
+        tracker(matrix)
+    tracker.reset()
+    tracker(matrix)
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda: PolarTracker(step=2.0), r"step must be a number in \(0, 2\)"),
     (lambda: PolarTracker(momentum=1.0), r"momentum must be a number in \[0, 1\)"),
