@@ -59,7 +59,7 @@ class LocalRows:
         :class:`LocalRows`' own QR."""
         if type(self).orthonormalize is not LocalRows.orthonormalize:
             return None
-        return cholesky_qr(weight) if weight.numel() and weight.shape[-2] >= weight.shape[-1] else None
+        return cholesky_qr(weight)
 
     #: The sign convention of every backend (:func:`~lowrank_gnn.eigen.canonical_signs`) itself, so that
     #: :func:`~lowrank_gnn.eigen.select_eigenpairs` recognises it and signs its fresh copy in place.

@@ -61,11 +61,14 @@ def cholesky_qr(weight: Tensor) -> Optional[QRFactors]:
     :math:`Q_1^T Q_1` is within :data:`CHOLESKY_QR_ACCEPT` of the identity. Beyond that (or if a
     Cholesky factorisation fails) ``None`` sends the caller to Householder QR. A ``W`` with a NaN or
     Inf entry always gets ``None`` (its Gram matrix is not finite, and LAPACK's Cholesky rejects a
-    NaN pivot), so factors are a proof that ``W`` is finite.
+    NaN pivot), so factors are a proof that ``W`` is finite. An empty or wide ``W`` (``n < k``, no
+    orthonormal columns) gets ``None`` as well.
 
     Shapes:
-        weight ``(*batch, n, k)`` with ``n >= k``.
+        weight ``(*batch, n, k)``.
     """
+    if not weight.numel() or weight.shape[-2] < weight.shape[-1]:
+        return None
     k = weight.shape[-1]
     eye = torch.eye(k, dtype=weight.dtype, device=weight.device)
     one_pass = CHOLESKY_QR_ONE_PASS * k ** 0.5 * torch.finfo(weight.dtype).eps
@@ -217,7 +220,7 @@ def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
         weight ``(*batch, n, k)``; returns ``U (*batch, n, k)`` and ``diag(R) (*batch, k)``
         (non-negative, detached).
     """
-    fast = cholesky_qr(weight) if weight.numel() and weight.shape[-2] >= weight.shape[-1] else None
+    fast = cholesky_qr(weight)
     if fast is not None:
         return q_factor(weight, fast), fast.diagonal
     q, r = torch.linalg.qr(weight)
