@@ -128,10 +128,10 @@ def pivot_sign_factors(vectors: Tensor, pivots: Optional[Tensor] = None) -> Tupl
         entry = detached[pivots, columns]
         if bool(((above < threshold[0]) & (entry.abs() >= threshold[0])).all()):
             sign = torch.sign(entry).unsqueeze(0)
-            return torch.where(sign == 0, torch.ones_like(sign), sign), pivots
+            return sign.masked_fill_(sign == 0, 1), pivots
     rows = _first_significant_rows(detached.abs())
     sign = torch.sign(detached.gather(-2, rows))
-    return torch.where(sign == 0, torch.ones_like(sign), sign), rows.squeeze(-2)
+    return sign.masked_fill_(sign == 0, 1), rows.squeeze(-2)
 
 
 def _head_pivot_signs(detached: Tensor, absolute: Tensor) -> Tensor:
