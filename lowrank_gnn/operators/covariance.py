@@ -83,25 +83,20 @@ class CovarianceOperator(DenseOperator):
         self.correction = correction
         # the diagonal bound below which the whole matrix is finite (see the class docstring)
         self._diagonal_limit = torch.finfo(x.dtype).max / (2 * (m - correction))
-        self._constructed = (id(self.matrix), self.matrix._version)
+        # the computed covariance is symmetric by construction and its diagonal proves it finite; both
+        # facts live in DenseOperator's cached checks, which an in-place edit or a replacement clears
+        self._matrix_unchanged()
+        self._symmetric, self._by_construction = True, True
 
-    def _as_constructed(self) -> bool:
-        """Whether :attr:`matrix` is still the covariance this operator computed: not edited in place
-        (its version counter) nor replaced. Otherwise the checks of a plain
-        :class:`~lowrank_gnn.operators.DenseOperator` apply."""
-        return (id(self.matrix), self.matrix._version) == self._constructed
-
-    @property
-    def symmetric(self) -> bool:
-        """``True`` without a pass over the matrix while it is the computed covariance (symmetric by
-        construction); after an in-place edit or a replacement, the full check."""
-        return True if self._as_constructed() else super().symmetric
+    def _clear_checks(self) -> None:
+        super()._clear_checks()
+        self._by_construction = False
 
     def check_finite(self) -> None:
         """Raise a ``ValueError`` if a sample is NaN or Inf or the covariance overflows; one
         reduction over the diagonal when neither is the case (see the class docstring). After an
         in-place edit or a replacement of :attr:`matrix`, the full check."""
-        if not self._as_constructed():
+        if not (self._matrix_unchanged() and self._by_construction):
             super().check_finite()
             return
         diagonal = self.matrix.detach().diagonal(dim1=-2, dim2=-1)
