@@ -145,7 +145,7 @@ class PolarTracker(nn.Module):
             self.remainder = (left[:, :, block:] @ right_h[:, block:]).contiguous()
             self.rotation = matrix.new_zeros(matrix.shape[0], matrix.shape[-1], matrix.shape[-1])
             self.probe = right_h[:, block:block + 1].mT.contiguous()
-            width = min(self.sign_block, matrix.shape[-1] - block)
+            width = self._sign_width(self.right)
             # the sign block starts on the smallest singular values' right vectors
             self.lowest = right_h[:, matrix.shape[-1] - width:].mT.contiguous() if width else None
             self.floor = matrix.new_zeros(matrix.shape[0], 1, 1) if width else None
