@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, List, Tuple
 
 import numpy
-import scipy.sparse
 import torch
 from torch import Tensor
 
@@ -114,6 +113,8 @@ def sparse_eigh_extremal(matrix: Any, k: int, which: str = "smallest", method: s
         >>> bool(torch.allclose(values, expected, atol=1e-13)), tuple(vectors.shape)
         (True, (500, 3))
     """
+    import scipy.sparse  # on first use: SciPy's sparse package is not needed at import time
+
     if not scipy.sparse.issparse(matrix):
         raise TypeError(f"matrix must be a SciPy sparse matrix or array (got {type(matrix).__name__}); "
                         f"for dense tensors use eigh_extremal")
@@ -170,6 +171,7 @@ def _band_smallest(rows: numpy.ndarray, cols: numpy.ndarray, entries: numpy.ndar
                    k: int) -> Any:
     """``(values (k,), vectors (n, k))`` of the ``k`` smallest pairs of the band matrix, or ``None``
     where LAPACK fails or a residual does not pass (the caller then solves densely)."""
+    import scipy.sparse
     from scipy.linalg import lapack
 
     magnitude = numpy.abs(entries)
