@@ -177,7 +177,8 @@ def apply_reflectors(reflectors: Tensor, taus: Tensor, x: Tensor) -> Tensor:
                          f"returned for these matrices")
     if reflectors.dim() != 3:
         batch = math.prod(leading)
-        out = _apply_reflectors(reflectors.reshape(batch, n, n), taus.reshape(batch, n), x.reshape(batch, n, x.shape[-1]))
+        out = _apply_reflectors(reflectors.reshape(batch, n, n), taus.reshape(batch, n),
+                                x.reshape(batch, n, x.shape[-1]))
         return out.reshape(x.shape)
     return _apply_reflectors(reflectors, taus, x)
 

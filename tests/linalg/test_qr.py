@@ -60,7 +60,7 @@ def test_qr_orthonormalize_refuses_a_vector_other_dtypes_non_finite_and_wide_wei
     with pytest.raises(TypeError, match="float32 or float64 only"):
         qr_orthonormalize(weight.half())
     with pytest.raises(ValueError, match=r"weight contains NaN or Inf \(first at index \(4, 1\)"):
-        qr_orthonormalize(weight.index_put((torch.tensor(4), torch.tensor(1)), torch.tensor(float("nan"), dtype=torch.float64)))
+        qr_orthonormalize(weight.index_put((torch.tensor(4), torch.tensor(1)), torch.tensor(float("nan")).double()))
     with pytest.raises(ValueError, match=r"k <= n .* transpose a wide matrix first"):
         qr_orthonormalize(weight.T)
     q, diagonal = qr_orthonormalize(torch.zeros(10, 0))   # no columns: still an (n, 0) basis
