@@ -34,28 +34,27 @@ CLAMPED_BACKENDS = (ExactBackend, BatchedDCBackend, StableBackend)
 Spectrum = Tuple[EigenPairs, Optional[DeflatedOperatorBase]]
 
 
-def _check_pairs(pairs: Any, x: Tensor, name: str = "pairs") -> EigenPairs:
+def _check_pairs(pairs: Any, x: Tensor) -> None:
     """``pairs`` is one graph's :class:`~lowrank_gnn.eigen.EigenPairs` for ``x`` ``(n, d)`` or ``(n,)``:
     eigenvectors ``(n, k)``, eigenvalues ``(k,)``, both of ``x``'s dtype and device (metadata only, ``O(1)``)."""
     if not isinstance(pairs, EigenPairs):
-        raise TypeError(f"{name} must be an EigenPairs (eigenvalues (k,), eigenvectors (n, k)), as an eigen backend "
+        raise TypeError(f"pairs must be an EigenPairs (eigenvalues (k,), eigenvectors (n, k)), as an eigen backend "
                         f"returns it (got {type(pairs).__name__}); e.g. ExactBackend(k)(operator)")
     vectors, values = pairs.eigenvectors, pairs.eigenvalues
     for part, tensor in (("eigenvectors", vectors), ("eigenvalues", values)):
         if not isinstance(tensor, Tensor):
-            raise TypeError(f"{name}.{part} must be a tensor (got {type(tensor).__name__})")
+            raise TypeError(f"pairs.{part} must be a tensor (got {type(tensor).__name__})")
     n = x.shape[0]
     if vectors.dim() != 2 or vectors.shape[0] != n:
-        raise ValueError(f"{name}.eigenvectors must have shape (num_nodes, k) = ({n}, k), one graph's eigenvectors "
+        raise ValueError(f"pairs.eigenvectors must have shape (num_nodes, k) = ({n}, k), one graph's eigenvectors "
                          f"for x of shape {tuple(x.shape)} (got shape {tuple(vectors.shape)})")
     k = vectors.shape[1]
     if values.shape != (k,):
-        raise ValueError(f"{name}.eigenvalues must have shape (k,) = ({k},), one per eigenvector "
+        raise ValueError(f"pairs.eigenvalues must have shape (k,) = ({k},), one per eigenvector "
                          f"(got shape {tuple(values.shape)})")
     for part, tensor in (("eigenvectors", vectors), ("eigenvalues", values)):
-        check_same_dtype(f"{name}.{part}", tensor, "x", x)
-        check_same_device(f"{name}.{part}", tensor, "x", x)
-    return pairs
+        check_same_dtype(f"pairs.{part}", tensor, "x", x)
+        check_same_device(f"pairs.{part}", tensor, "x", x)
 
 
 def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperatorBase] = None) -> Tensor:
