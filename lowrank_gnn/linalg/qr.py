@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .._validation import check_finite, check_floating
+
 __all__ = ["CHOLESKY_QR_ACCEPT", "CHOLESKY_QR_ONE_PASS", "QRFactors", "cholesky_qr", "q_factor", "q_projection",
            "qr_backward", "qr_orthonormalize"]
 
@@ -64,9 +66,13 @@ def cholesky_qr(weight: Tensor) -> Optional[QRFactors]:
     NaN pivot), so factors are a proof that ``W`` is finite. An empty or wide ``W`` (``n < k``, no
     orthonormal columns) gets ``None`` as well.
 
+    A ``weight`` that is not a float32 or float64 tensor of at least two dimensions is refused
+    (``TypeError`` / ``ValueError``): ``None`` is only ever about the values.
+
     Shapes:
         weight ``(*batch, n, k)``.
     """
+    _check_weight(weight)
     if not weight.numel() or weight.shape[-2] < weight.shape[-1]:
         return None
     k = weight.shape[-1]
@@ -90,6 +96,14 @@ def cholesky_qr(weight: Tensor) -> Optional[QRFactors]:
         inverse = step if inverse is None else inverse @ step              # R^{-1} = R_1^{-1} R_2^{-1}
     assert inverse is not None  # the first pass always runs
     return QRFactors(vectors, inverse, torch.diagonal(inverse, dim1=-2, dim2=-1).reciprocal())
+
+
+def _check_weight(weight: Tensor) -> None:
+    """``weight`` is a float32/float64 tensor ``(*batch, n, k)`` (dtype and shape only: O(1))."""
+    check_floating("weight", weight)
+    if weight.dim() < 2:
+        raise ValueError(f"weight must have shape (*batch, n, k), one vector per column (got weight.shape="
+                         f"{tuple(weight.shape)}); pass weight.unsqueeze(-1) for a single column")
 
 
 def qr_backward(vectors: Tensor, inverse: Tensor, grad: Tensor, coefficients: Optional[Tensor] = None,
@@ -165,6 +179,17 @@ class _QProjection(torch.autograd.Function):
         return qr_backward(vectors, inverse, other, coefficients, projection), None, None
 
 
+def _check_factors(weight: Tensor, factors: QRFactors) -> None:
+    """Raise a ``ValueError`` unless ``factors`` can be :func:`cholesky_qr` of ``weight`` (same shape)."""
+    if not isinstance(factors, QRFactors):
+        raise TypeError(f"factors must be the QRFactors that cholesky_qr(weight) returns (got "
+                        f"{type(factors).__name__}); cholesky_qr gives None where it breaks down, and then "
+                        f"there are no factors to pass")
+    if factors.vectors.shape != weight.shape:
+        raise ValueError(f"factors are those of a W of shape {tuple(factors.vectors.shape)}, but weight has shape "
+                         f"{tuple(weight.shape)}; pass factors=cholesky_qr(weight)")
+
+
 def q_factor(weight: Tensor, factors: QRFactors) -> Tensor:
     """``Q`` of ``W = QR`` from ``factors = cholesky_qr(W)``, differentiable in ``W`` (closed-form backward,
     :func:`qr_backward`; first-order only).
@@ -172,6 +197,7 @@ def q_factor(weight: Tensor, factors: QRFactors) -> Tensor:
     Shapes:
         weight ``(*batch, n, k)``; returns ``(*batch, n, k)``.
     """
+    _check_factors(weight, factors)
     return _QFactor.apply(weight, factors)
 
 
@@ -188,10 +214,11 @@ def q_projection(weight: Tensor, factors: QRFactors, other: Tensor) -> Tensor:
     Args:
         weight (Tensor): ``W``, which the result is differentiable in.
         factors (QRFactors): :func:`cholesky_qr` of ``weight``.
-        other (Tensor): ``B``, held constant (detached).
+        other (Tensor): ``B``, held constant: it gets no gradient, so one that requires grad is refused
+            (pass ``other.detach()``, or ``q_factor(weight, factors).mT @ other`` for a gradient in both).
 
     Shapes:
-        weight, other ``(*batch, n, k)``; returns ``(*batch, k, k)``.
+        weight ``(*batch, n, k)``, other ``(*batch, n, m)``; returns ``(*batch, k, m)``.
 
     Example:
         >>> import torch
@@ -203,7 +230,14 @@ def q_projection(weight: Tensor, factors: QRFactors, other: Tensor) -> Tensor:
         >>> weight.grad.shape
         torch.Size([50, 3])
     """
-    return _QProjection.apply(weight, factors, other.detach())
+    _check_factors(weight, factors)
+    if other.shape[:-1] != weight.shape[:-1]:
+        raise ValueError(f"other must have shape (*batch, n, m) with the (*batch, n) of weight "
+                         f"{tuple(weight.shape)} (got {tuple(other.shape)})")
+    if other.requires_grad and torch.is_grad_enabled():
+        raise ValueError("q_projection holds other constant and gives it no gradient, and other requires grad; "
+                         "pass other.detach(), or use q_factor(weight, factors).mT @ other for a gradient in both")
+    return _QProjection.apply(weight, factors, other)
 
 
 def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
@@ -216,13 +250,22 @@ def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
     flip a column between two steps and the amortized basis would not be a continuous
     function of ``W``.
 
+    ``weight`` must be float32 or float64, finite, with ``n >= k`` (else a ``TypeError`` or
+    ``ValueError`` that says how to fix it). The finiteness check costs nothing on the CholeskyQR
+    path (its factors prove ``W`` finite) and one pass before Householder QR.
+
     Shapes:
         weight ``(*batch, n, k)``; returns ``U (*batch, n, k)`` and ``diag(R) (*batch, k)``
         (non-negative, detached).
     """
+    _check_weight(weight)
+    if weight.shape[-2] < weight.shape[-1]:
+        raise ValueError(f"weight must have shape (*batch, n, k) with k <= n for k orthonormal columns (got "
+                         f"weight.shape={tuple(weight.shape)}); transpose a wide matrix first")
     fast = cholesky_qr(weight)
     if fast is not None:
         return q_factor(weight, fast), fast.diagonal
+    check_finite("weight", weight.detach())
     q, r = torch.linalg.qr(weight)
     diagonal = torch.diagonal(r, dim1=-2, dim2=-1).detach()
     sign = torch.where(diagonal < 0, -1.0, 1.0).to(q.dtype)
