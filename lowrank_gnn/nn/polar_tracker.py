@@ -69,7 +69,9 @@ class PolarTracker(nn.Module):
     tracker's ``sign_block``: a checkpoint's block is dropped where ``sign_block=0``, and where the
     checkpoint has none (``sign_block=0``) or one of another width, the block starts again from a
     fixed-seed Gaussian block projected onto the complement of :math:`V` (no SVD, the same on every
-    load); its inverse iteration then moves it to the lowest eigenvectors of :math:`S`.
+    load); its inverse iteration then moves it to the lowest eigenvectors of :math:`S`. Each call
+    updates the ``n x n`` buffers in place, as an optimiser updates a module's parameters:
+    ``state_dict()`` shares their storage, so keep a snapshot with ``copy.deepcopy``.
 
     The estimate is :math:`\sum \sigma(B) + \operatorname{tr}(Q^T R)` and the direction
     :math:`U \operatorname{polar}(B) V^T + Q`, orthogonal whatever the bases up to the

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -162,6 +164,20 @@ def test_state_dict_round_trip_and_mismatch_error():
         tracker(torch.randn(11, 8, dtype=torch.float64))
     tracker.reset()
     tracker(torch.randn(11, 8, dtype=torch.float64))  # a fresh start after reset()
+
+
+def test_deep_copied_state_dict_is_a_snapshot():
+    """The n x n state is updated in place (state_dict() shares it, as with parameters); a deep copy taken
+    mid-path restores the tracker to that point exactly."""
+    start, end = path((12, 12), torch.float64, seed=17)
+    tracker = PolarTracker(deflate=2, sign_block=4)
+    follow(tracker, start, end, steps=10, settle=0)
+    snapshot = copy.deepcopy(tracker.state_dict())
+    expected = tracker(end)
+    follow(tracker, end, start, steps=10, settle=0)
+    tracker.load_state_dict(snapshot)
+    for a, b in zip(tracker(end), expected, strict=True):
+        assert torch.equal(a, b)
 
 
 def without_sign_block(state):
