@@ -12,11 +12,11 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_finite, check_floating, check_positive_int
+from .._validation import check_choice, check_positive_int
 from ..eigen.amortized import AmortizedBasis, brockett_weights
 from ..eigen.base import canonical_signs
 from ..linalg.norms import frobenius_norm
-from .polar_tracker import DEFAULT_DEFLATE, DEFAULT_SIGN_BLOCK, PolarTracker
+from .polar_tracker import DEFAULT_DEFLATE, DEFAULT_SIGN_BLOCK, PolarTracker, check_matrix
 
 
 class SingularTriplets(NamedTuple):
@@ -33,19 +33,6 @@ class SingularTriplets(NamedTuple):
     singular_values: Tensor
     right: Tensor
     aux_loss: Tensor
-
-
-def _check_matrix(matrix: Tensor) -> Tensor:
-    if not isinstance(matrix, Tensor):
-        raise TypeError(f"matrix must be a torch.Tensor (got {type(matrix).__name__})")
-    check_floating("matrix", matrix)
-    if matrix.dim() < 2:
-        raise ValueError(f"matrix must have shape (*batch, m, n) (got shape {tuple(matrix.shape)})")
-    if matrix.shape[-2] == 0 or matrix.shape[-1] == 0:
-        raise ValueError(f"matrix must have at least one row and one column (got shape {tuple(matrix.shape)}): "
-                         "an empty matrix has no singular vectors")
-    check_finite("matrix", matrix.detach())
-    return matrix
 
 
 def _scale(matrix: Tensor) -> Tensor:
@@ -137,7 +124,7 @@ class AmortizedSVD(nn.Module):
         return -self.eta * values.sum()
 
     def forward(self, matrix: Tensor) -> SingularTriplets:
-        matrix = _check_matrix(matrix)
+        matrix = check_matrix(matrix)
         left, right = self.bases(matrix)
         aux_loss = self.svd_loss(matrix, left, right)
         values = (left * (matrix @ right)).sum(-2)
@@ -235,11 +222,11 @@ class NuclearNormRegularizer(nn.Module):
         self.aux_loss: Optional[Tensor] = None
 
     def forward(self, matrix: Tensor) -> Tensor:
-        matrix = _check_matrix(matrix)
         if self.tracker is not None:
-            value, direction = self.tracker(matrix)
+            value, direction = self.tracker(matrix)    # checks matrix
             return self.strength * _TrackedValue.apply(matrix, value.sum(), direction)
         assert self.svd is not None  # method="qr"
+        matrix = check_matrix(matrix)
         left, right = self.svd.bases(matrix)
         self.aux_loss = self.svd.svd_loss(matrix, left, right)
         direction = (left @ right.mT).detach()  # U V^T: the (sub)gradient of ||X||_*

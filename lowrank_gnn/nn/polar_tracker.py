@@ -14,7 +14,7 @@ from typing import Optional, Tuple, cast
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_positive_int
+from .._validation import check_finite, check_floating, check_positive_int
 
 #: Leading singular triplets that :class:`PolarTracker` deflates by default.
 DEFAULT_DEFLATE = 16
@@ -25,6 +25,20 @@ DEFAULT_SIGN_BLOCK = 32
 _SHIFT_RELATIVE, _SHIFT_ABSOLUTE = 0.25, 0.01
 #: Seed of the Gaussian block a loaded checkpoint without a matching sign block starts that block from.
 _SIGN_BLOCK_SEED = 0
+
+
+def check_matrix(matrix: Tensor) -> Tensor:
+    """``matrix`` for a singular-value tracker: a finite float32/float64 tensor ``(*batch, m, n)``, not empty."""
+    if not isinstance(matrix, Tensor):
+        raise TypeError(f"matrix must be a torch.Tensor (got {type(matrix).__name__})")
+    check_floating("matrix", matrix)
+    if matrix.dim() < 2:
+        raise ValueError(f"matrix must have shape (*batch, m, n) (got shape {tuple(matrix.shape)})")
+    if matrix.shape[-2] == 0 or matrix.shape[-1] == 0:
+        raise ValueError(f"matrix must have at least one row and one column (got shape {tuple(matrix.shape)}): "
+                         "an empty matrix has no singular vectors")
+    check_finite("matrix", matrix.detach())
+    return matrix
 
 
 class PolarTracker(nn.Module):
@@ -92,8 +106,8 @@ class PolarTracker(nn.Module):
         momentum (float): :math:`\mu` in ``[0, 1)``. (default: ``0.8``)
 
     Shapes:
-        matrix ``(*batch, m, n)``; returns the estimate ``(*batch,)`` and the direction
-        ``(*batch, m, n)``.
+        matrix ``(*batch, m, n)``, float32 or float64, finite, not empty (else a clear error);
+        returns the estimate ``(*batch,)`` and the direction ``(*batch, m, n)``.
 
     Example:
         >>> import torch
@@ -192,7 +206,7 @@ class PolarTracker(nn.Module):
 
     @torch.no_grad()
     def forward(self, matrix: Tensor) -> Tuple[Tensor, Tensor]:
-        *batch, m, n = matrix.shape
+        *batch, m, n = check_matrix(matrix).shape
         wide = m < n
         tall = (matrix.mT if wide else matrix).detach().reshape(-1, max(m, n), min(m, n))
         block = self._block(m, n)

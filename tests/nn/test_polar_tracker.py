@@ -323,3 +323,17 @@ def test_sign_block_recovers_repeated_singular_values_that_went_through_zero(cro
         stuck = follow(PolarTracker(deflate=3, sign_block=0), start, end)[-1][0]
         torch.testing.assert_close(stuck, exact - 1.0, rtol=1e-9, atol=0)
 
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (torch.ones(6, 4, dtype=torch.long), TypeError, "floating"),
+    (torch.ones(6, 4, dtype=torch.half), TypeError, "float16"),
+    (torch.full((6, 4), float("nan"), dtype=torch.float64), ValueError, "NaN or Inf"),
+    (torch.ones(6, dtype=torch.float64), ValueError, r"shape \(\*batch, m, n\)"),
+    (torch.ones(0, 5, dtype=torch.float64), ValueError, "at least one row"),
+    ([[1.0, 2.0]], TypeError, "torch.Tensor"),
+])
+def test_tracker_called_directly_checks_its_matrix(bad, error, match):
+    """PolarTracker on its own (not through NuclearNormRegularizer) names a bad matrix clearly."""
+    with pytest.raises(error, match=match):
+        PolarTracker()(bad)
