@@ -142,8 +142,8 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
     column, and comparisons that write booleans, run several times slower on the CPU than such
     passes: measured at batch 2048, n = 8 and 16). Marked 1.0 where ``|u_r| >= 0.1 max|u|`` and
     weighted by ``2^(h - 1 - r)``, the rows sum (one matrix-vector product, exact: distinct powers of
-    two below ``2^h``) to a number whose highest bit is the first significant row, and to 0 when
-    none of the rows has one. A threshold of 0 (a zero column) makes row 0 the pivot, and its zero
+    two below ``2^h``) to a number whose highest bit (read from its exponent) is the first
+    significant row, and to 0 when none of the rows has one. A threshold of 0 (a zero column) makes row 0 the pivot, and its zero
     keeps the column.
     """
     n, k = detached.shape[-2:]
@@ -156,9 +156,9 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
     else:                                               # max |u| = max(max u, -min u): no |u| copy
         largest = torch.maximum(detached.amax(-2), detached.amin(-2).neg_()).reshape(-1)
     threshold = SIGN_PIVOT_FRACTION * largest
-    weights = torch.pow(2.0, torch.arange(h - 1, -1, -1, dtype=absolute.dtype, device=absolute.device))
+    weights = torch.tensor([2.0 ** (h - 1 - r) for r in range(h)], dtype=absolute.dtype, device=absolute.device)
     code = weights @ absolute.ge_(threshold)            # bit h - 1 - r set where row r is significant
-    first = (h - torch.frexp(code).exponent).clamp_(max=n - 1).long()   # code in [2^(e-1), 2^e): row h - e
+    first = _highest_bit(code).neg_().add_(h - 1).clamp_(max=n - 1)   # 0 (no bit) gives row n - 1
     if h < n:
         missing = code == 0
         if bool(missing.any()):                         # the few columns without a significant entry in the head
@@ -166,8 +166,18 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
             columns = detached.movedim(-1, -2)[where]                     # (m, n), the missing columns only
             first[missing] = (columns.abs() >= threshold[missing].unsqueeze(-1)).max(dim=-1).indices
     pivot = detached.gather(-2, first.reshape(batch + (1, k)))
-    one = pivot.new_ones(())
-    return torch.where(pivot < 0, -one, one)            # -0.0 (a zero column) counts as positive
+    return pivot.sign_().add_(0.5).sign_()              # -1 where negative, else 1 (-0.0: a zero column)
+
+
+#: Per floating dtype: the integer of its width, its mantissa bits and its exponent bias.
+_FLOAT_LAYOUT = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
+
+
+def _highest_bit(code: Tensor) -> Tensor:
+    """``floor(log2(code))`` of positive integers stored as floats, exactly (read from the exponent
+    bits), as ``int64``; ``0.0`` gives minus the exponent bias."""
+    integer, mantissa, bias = _FLOAT_LAYOUT[code.dtype]
+    return code.view(integer).bitwise_right_shift(mantissa).sub_(bias).long()
 
 
 def _first_significant_rows(absolute: Tensor) -> Tensor:
