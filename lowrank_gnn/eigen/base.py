@@ -158,7 +158,7 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
     threshold = SIGN_PIVOT_FRACTION * largest
     weights = torch.tensor([2.0 ** (h - 1 - r) for r in range(h)], dtype=absolute.dtype, device=absolute.device)
     code = weights @ absolute.ge_(threshold)            # bit h - 1 - r set where row r is significant
-    first = _highest_bit(code).neg_().add_(h - 1).clamp_(max=n - 1)   # 0 (no bit) gives row n - 1
+    first = _first_set_row(code, h).clamp_(max=n - 1)  # code 0 (no significant row) gives row n - 1
     if h < n:
         missing = code == 0
         if bool(missing.any()):                         # the few columns without a significant entry in the head
@@ -173,11 +173,11 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
 _FLOAT_LAYOUT = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
 
 
-def _highest_bit(code: Tensor) -> Tensor:
-    """``floor(log2(code))`` of positive integers stored as floats, exactly (read from the exponent
-    bits), as ``int64``; ``0.0`` gives minus the exponent bias."""
+def _first_set_row(code: Tensor, h: int) -> Tensor:
+    """``h - 1 - floor(log2(code))`` of positive integers stored as floats, exactly (read from the
+    exponent bits), as ``int64``: the row of the highest bit set by the weights ``2^(h - 1 - r)``."""
     integer, mantissa, bias = _FLOAT_LAYOUT[code.dtype]
-    return code.view(integer).bitwise_right_shift(mantissa).sub_(bias).long()
+    return torch.rsub(code.view(integer).bitwise_right_shift(mantissa).long(), h - 1 + bias)
 
 
 def _first_significant_rows(absolute: Tensor) -> Tensor:
