@@ -483,7 +483,7 @@ class AmortizedBackend(EigenBackend):
         if factors is not None:
             # U^T (A U) with A U held constant, in one skinny product; its QR backward takes the gradient
             # (A U) diag(c) in factored form (q_projection)
-            shadow = torch.diagonal(q_projection(self.basis.weight, factors, product), dim1=-2, dim2=-1)
+            shadow = torch.diagonal(q_projection(self.basis.weight, factors, product.detach()), dim1=-2, dim2=-1)
             sums = shadow.detach()
         else:
             with torch.no_grad():

@@ -165,6 +165,17 @@ class _QProjection(torch.autograd.Function):
         return qr_backward(vectors, inverse, other, coefficients, projection), None, None
 
 
+def _check_factors(weight: Tensor, factors: QRFactors) -> None:
+    """Raise a ``ValueError`` unless ``factors`` can be :func:`cholesky_qr` of ``weight`` (same shape)."""
+    if not isinstance(factors, QRFactors):
+        raise TypeError(f"factors must be the QRFactors that cholesky_qr(weight) returns (got "
+                        f"{type(factors).__name__}); cholesky_qr gives None where it breaks down, and then "
+                        f"there are no factors to pass")
+    if factors.vectors.shape != weight.shape:
+        raise ValueError(f"factors are those of a W of shape {tuple(factors.vectors.shape)}, but weight has shape "
+                         f"{tuple(weight.shape)}; pass factors=cholesky_qr(weight)")
+
+
 def q_factor(weight: Tensor, factors: QRFactors) -> Tensor:
     """``Q`` of ``W = QR`` from ``factors = cholesky_qr(W)``, differentiable in ``W`` (closed-form backward,
     :func:`qr_backward`; first-order only).
@@ -172,6 +183,7 @@ def q_factor(weight: Tensor, factors: QRFactors) -> Tensor:
     Shapes:
         weight ``(*batch, n, k)``; returns ``(*batch, n, k)``.
     """
+    _check_factors(weight, factors)
     return _QFactor.apply(weight, factors)
 
 
@@ -188,10 +200,11 @@ def q_projection(weight: Tensor, factors: QRFactors, other: Tensor) -> Tensor:
     Args:
         weight (Tensor): ``W``, which the result is differentiable in.
         factors (QRFactors): :func:`cholesky_qr` of ``weight``.
-        other (Tensor): ``B``, held constant (detached).
+        other (Tensor): ``B``, held constant: it gets no gradient, so one that requires grad is refused
+            (pass ``other.detach()``, or ``q_factor(weight, factors).mT @ other`` for a gradient in both).
 
     Shapes:
-        weight, other ``(*batch, n, k)``; returns ``(*batch, k, k)``.
+        weight ``(*batch, n, k)``, other ``(*batch, n, m)``; returns ``(*batch, k, m)``.
 
     Example:
         >>> import torch
@@ -203,7 +216,14 @@ def q_projection(weight: Tensor, factors: QRFactors, other: Tensor) -> Tensor:
         >>> weight.grad.shape
         torch.Size([50, 3])
     """
-    return _QProjection.apply(weight, factors, other.detach())
+    _check_factors(weight, factors)
+    if other.shape[:-1] != weight.shape[:-1]:
+        raise ValueError(f"other must have shape (*batch, n, m) with the (*batch, n) of weight "
+                         f"{tuple(weight.shape)} (got {tuple(other.shape)})")
+    if other.requires_grad and torch.is_grad_enabled():
+        raise ValueError("q_projection holds other constant and gives it no gradient, and other requires grad; "
+                         "pass other.detach(), or use q_factor(weight, factors).mT @ other for a gradient in both")
+    return _QProjection.apply(weight, factors, other)
 
 
 def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:

@@ -1,0 +1,51 @@
+"""The CholeskyQR factor functions' input checks and their wide projections (linalg.qr)."""
+import pytest
+import torch
+
+from lowrank_gnn.linalg import cholesky_qr, q_factor, q_projection
+
+
+def _householder_q(weight):
+    q, r = torch.linalg.qr(weight)
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+
+
+def test_q_projection_of_a_block_with_other_column_count_matches_autograd_through_householder_qr():
+    """B with m != k columns: Q^T B is (k, m) and its W-gradient is that of LAPACK's QR under autograd."""
+    generator = torch.Generator().manual_seed(0)
+    for shape, m in (((40, 3), 5), ((2, 30, 4), 1)):
+        weight = torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
+        other = torch.randn(*shape[:-1], m, generator=generator, dtype=torch.float64)
+        probe = torch.randn(*shape[:-2], shape[-1], m, generator=generator, dtype=torch.float64)
+        got = q_projection(weight, cholesky_qr(weight), other)
+        expected = _householder_q(weight).mT @ other
+        assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-12)
+        (grad,) = torch.autograd.grad((got * probe).sum(), weight)
+        (reference,) = torch.autograd.grad((expected * probe).sum(), weight)
+        assert torch.allclose(grad, reference, atol=1e-11)
+
+
+def test_factors_of_another_matrix_are_refused_saying_how_to_fix():
+    weight = torch.randn(50, 3, dtype=torch.float64, requires_grad=True)
+    factors = cholesky_qr(weight)
+    other_weight = torch.randn(60, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=r"shape \(50, 3\).*pass factors=cholesky_qr\(weight\)"):
+        q_factor(other_weight, factors)
+    with pytest.raises(ValueError, match="pass factors=cholesky_qr"):
+        q_projection(other_weight, factors, torch.randn(60, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="QRFactors"):
+        q_factor(weight, None)
+
+
+def test_q_projection_refuses_a_block_of_other_rows_and_one_that_needs_a_gradient():
+    weight = torch.randn(50, 3, dtype=torch.float64, requires_grad=True)
+    factors = cholesky_qr(weight)
+    with pytest.raises(ValueError, match=r"other must have shape \(\*batch, n, m\)"):
+        q_projection(weight, factors, torch.randn(40, 3, dtype=torch.float64))
+    needs_grad = torch.randn(50, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=r"pass other.detach\(\)"):
+        q_projection(weight, factors, needs_grad)
+    # held constant on purpose: detached it is taken, and without grad mode it is taken as it is
+    assert q_projection(weight, factors, needs_grad.detach()).shape == (3, 3)
+    with torch.no_grad():
+        assert q_projection(weight, factors, needs_grad).shape == (3, 3)
