@@ -143,8 +143,9 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
     passes: measured at batch 2048, n = 8 and 16). Marked 1.0 where ``|u_r| >= 0.1 max|u|`` and
     weighted by ``2^(h - 1 - r)``, the rows sum (one matrix-vector product, exact: distinct powers of
     two below ``2^h``) to a number whose highest bit (read from its exponent) is the first
-    significant row, and to 0 when none of the rows has one. A threshold of 0 (a zero column) makes row 0 the pivot, and its zero
-    keeps the column.
+    significant row, and to 0 when none of the rows has one. A threshold of 0 (a zero column, or a
+    largest magnitude whose tenth underflows) makes every entry significant: row 0 is the pivot, and
+    a zero there keeps the column.
     """
     n, k = detached.shape[-2:]
     batch = detached.shape[:-2]
@@ -156,8 +157,11 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
     else:                                               # max |u| = max(max u, -min u): no |u| copy
         largest = torch.maximum(detached.amax(-2), detached.amin(-2).neg_()).reshape(-1)
     threshold = SIGN_PIVOT_FRACTION * largest
-    weights = torch.tensor([2.0 ** (h - 1 - r) for r in range(h)], dtype=absolute.dtype, device=absolute.device)
-    code = weights @ absolute.ge_(threshold)            # bit h - 1 - r set where row r is significant
+    marks = absolute.ge_(threshold)                     # 1.0 where row r is significant, else 0.0
+    if marks.dtype not in _FLOAT_LAYOUT:                # half precision: the marks are exact in float32
+        marks = marks.float()
+    weights = torch.tensor([2.0 ** (h - 1 - r) for r in range(h)], dtype=marks.dtype, device=marks.device)
+    code = weights @ marks                              # bit h - 1 - r set where row r is significant
     first = _first_set_row(code, h).clamp_(max=n - 1)  # code 0 (no significant row) gives row n - 1
     if h < n:
         missing = code == 0

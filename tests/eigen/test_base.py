@@ -120,6 +120,18 @@ def test_canonical_signs_of_short_and_long_blocks_match_the_convention_column_by
                     assert torch.equal(torch.signbit(signed), torch.signbit(expected)), (n, k, batch)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_canonical_signs_in_half_precision_match_the_convention(dtype):
+    """Not an eigensolver dtype, but the convention still applies (thresholds in the block's dtype)."""
+    generator = torch.Generator().manual_seed(7)
+    for n in (5, SIGN_WHOLE_COLUMN_ROWS, 40):
+        vectors = torch.randn(3, n, 6, generator=generator).to(dtype)
+        vectors[0, :, 0] = 0.0
+        vectors[1, :4, 1] = 1e-3
+        for layout in (vectors, lapack_layout(vectors)):
+            assert torch.equal(canonical_signs(layout), reference_signs(vectors)), n
+
+
 def test_canonical_signs_of_tall_blocks_match_the_convention_column_by_column():
     """Tall blocks (graph eigenvectors) take the folded column maximum and the whole-block pivot search."""
     generator = torch.Generator().manual_seed(2)
