@@ -150,8 +150,10 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
     n, k = detached.shape[-2:]
     batch = detached.shape[:-2]
     h = n if n <= SIGN_WHOLE_COLUMN_ROWS else SIGN_PIVOT_PREFIX
-    absolute = torch.abs(detached[..., :h, :].movedim(-2, 0),
-                         out=detached.new_empty((h,) + batch + (k,))).reshape(h, -1)
+    head = detached[..., :h, :]
+    if h < n:   # the head rows of a column-major block gathered first: one transposition of short rows is slower
+        head = head.contiguous()
+    absolute = torch.abs(head.movedim(-2, 0), out=detached.new_empty((h,) + batch + (k,))).reshape(h, -1)
     if h == n:                                          # the whole column
         largest = absolute.amax(0)
     else:                                               # max |u| = max(max u, -min u): no |u| copy
