@@ -15,6 +15,7 @@ Conventions, identical for every backend:
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
@@ -150,9 +151,9 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
     n, k = detached.shape[-2:]
     batch = detached.shape[:-2]
     h = n if n <= SIGN_WHOLE_COLUMN_ROWS else SIGN_PIVOT_PREFIX
-    head = detached[..., :h, :]
+    head = detached
     if h < n:   # the head rows of a column-major block gathered first: one transposition of short rows is slower
-        head = head.contiguous()
+        head = detached[..., :h, :].contiguous()
     absolute = torch.abs(head.movedim(-2, 0), out=detached.new_empty((h,) + batch + (k,))).reshape(h, -1)
     if h == n:                                          # the whole column
         largest = absolute.amax(0)
@@ -162,8 +163,7 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
     marks = absolute.ge_(threshold)                     # 1.0 where row r is significant, else 0.0
     if marks.dtype not in _FLOAT_LAYOUT:                # half precision: the marks are exact in float32
         marks = marks.float()
-    weights = torch.tensor([2.0 ** (h - 1 - r) for r in range(h)], dtype=marks.dtype, device=marks.device)
-    code = weights @ marks                              # bit h - 1 - r set where row r is significant
+    code = _rank_weights(h, marks.dtype, marks.device) @ marks   # bit h - 1 - r set where row r is significant
     first = _first_set_row(code, h).clamp_(max=n - 1)  # code 0 (no significant row) gives row n - 1
     if h < n:
         missing = code == 0
@@ -173,6 +173,12 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
             first[missing] = (columns.abs() >= threshold[missing].unsqueeze(-1)).max(dim=-1).indices
     pivot = detached.gather(-2, first.reshape(batch + (1, k)))
     return pivot.sign_().add_(0.5).sign_()              # -1 where negative, else 1 (-0.0: a zero column)
+
+
+@functools.lru_cache(maxsize=None)
+def _rank_weights(h: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``2^(h - 1 - r)`` for ``r < h`` (exact; made once per size, dtype and device, never written to)."""
+    return torch.tensor([2.0 ** (h - 1 - r) for r in range(h)], dtype=dtype, device=device)
 
 
 #: Per floating dtype: the integer of its width, its mantissa bits and its exponent bias.
