@@ -16,6 +16,7 @@ Conventions, identical for every backend:
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
@@ -154,16 +155,22 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
     head = detached
     if h < n:   # the head rows of a column-major block gathered first: one transposition of short rows is slower
         head = detached[..., :h, :].contiguous()
-    absolute = torch.abs(head.movedim(-2, 0), out=detached.new_empty((h,) + batch + (k,))).reshape(h, -1)
+    # (groups, h, g, k): the rows outermost within groups of g matrices, so that the transposition stays in
+    # the cache (twice as fast as one over the whole batch at batch 2048, n = 16)
+    count = math.prod(batch)                            # at least 1: sign_factors has returned on empty blocks
+    g = min(_TRANSPOSE_GROUP, count & -count)
+    groups = head.reshape(count // g, g, h, k).permute(0, 2, 1, 3)
+    absolute = torch.abs(groups, out=detached.new_empty(groups.shape)).reshape(count // g, h, g * k)
     if h == n:                                          # the whole column
-        largest = absolute.amax(0)
+        largest = absolute.amax(1)
     else:                                               # max |u| = max(max u, -min u): no |u| copy
-        largest = torch.maximum(detached.amax(-2), detached.amin(-2).neg_()).reshape(-1)
+        largest = torch.maximum(detached.amax(-2), detached.amin(-2).neg_()).reshape(count // g, g * k)
     threshold = SIGN_PIVOT_FRACTION * largest
-    marks = absolute.ge_(threshold)                     # 1.0 where row r is significant, else 0.0
+    marks = absolute.ge_(threshold.unsqueeze(1))        # 1.0 where row r is significant, else 0.0
     if marks.dtype not in _FLOAT_LAYOUT:                # half precision: the marks are exact in float32
         marks = marks.float()
-    code = _rank_weights(h, marks.dtype, marks.device) @ marks   # bit h - 1 - r set where row r is significant
+    code = (_rank_weights(h, marks.dtype, marks.device) @ marks).reshape(-1)   # bit h - 1 - r: row r significant
+    threshold = threshold.reshape(-1)
     first = _first_set_row(code, h).clamp_(max=n - 1)  # code 0 (no significant row) gives row n - 1
     if h < n:
         missing = code == 0
@@ -173,6 +180,10 @@ def _head_pivot_factors(detached: Tensor) -> Tensor:
             first[missing] = (columns.abs() >= threshold[missing].unsqueeze(-1)).max(dim=-1).indices
     pivot = detached.gather(-2, first.reshape(batch + (1, k)))
     return pivot.sign_().add_(0.5).sign_()              # -1 where negative, else 1 (-0.0: a zero column)
+
+
+#: Matrices whose sign search is transposed together (the largest power of two dividing the batch, at most this).
+_TRANSPOSE_GROUP = 64
 
 
 @functools.lru_cache(maxsize=None)

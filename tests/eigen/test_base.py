@@ -111,7 +111,7 @@ def test_canonical_signs_of_short_and_long_blocks_match_the_convention_column_by
     generator = torch.Generator().manual_seed(6)
     for n in (1, 2, 3, 8, SIGN_WHOLE_COLUMN_ROWS, SIGN_WHOLE_COLUMN_ROWS + 1, 40, 64):
         for k in sorted({1, min(n, 7), n}):
-            for batch in ((), (3,)):
+            for batch in ((), (3,), (2, 4)):                 # the sign search groups 1, 1 and 8 matrices
                 vectors = edge_case_block(batch, n, k, dtype, generator)
                 expected = reference_signs(vectors)
                 for layout in (vectors, lapack_layout(vectors)):
