@@ -62,6 +62,19 @@ def check_floating(name: str, tensor: Tensor) -> Tensor:
     return tensor
 
 
+def check_floating_dtype(name: str, dtype: object) -> torch.dtype:
+    """``torch.float32`` or ``torch.float64``: the dtypes :func:`check_floating` admits, for a ``dtype=`` argument."""
+    if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float64):
+        why = (" (half precision cannot resolve eigenvalue gaps or keep a basis orthonormal)"
+               if dtype in HALF_PRECISION else "")
+        hint = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+        fix = f"torch.{dtype}" if isinstance(hint, torch.dtype) and hint in (torch.float32, torch.float64) \
+            else "torch.float32"
+        raise TypeError(f"{name} must be torch.float32 or torch.float64 (got {name}={dtype!r}): lowrank_gnn computes "
+                        f"in float32 or float64 only{why}; pass {name}={fix}")
+    return dtype
+
+
 def check_finite(name: str, tensor: Tensor) -> Tensor:
     if tensor.numel() and bool(torch.isfinite(tensor.sum())):  # one pass; a NaN/Inf entry makes the sum non-finite
         return tensor

@@ -11,6 +11,7 @@ reads, so the source is never written to. A load that fails offline leaves no em
 from __future__ import annotations
 
 import argparse
+import numbers
 import os
 import shutil
 from pathlib import Path
@@ -224,6 +225,8 @@ def chung_lu_graph(num_nodes: int, num_edges: int, exponent: float = 2.5, seed: 
                          f"(got num_edges={num_edges!r})")
     if not exponent > 2:
         raise ValueError(f"exponent must be > 2 (got exponent={exponent!r}); the mean degree diverges below")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (got seed={seed!r})")
     rng = np.random.default_rng(seed)
     weight = (np.arange(num_nodes) + 1.0) ** (-1.0 / (exponent - 1.0))
     cumulative = np.cumsum(rng.permutation(weight))

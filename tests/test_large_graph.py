@@ -246,3 +246,9 @@ def test_examples_offline_exit_with_where_the_files_go(monkeypatch, tmp_path, ca
         run_example(monkeypatch, name, "--root", str(tmp_path), *argv)
     message = str(exit_info.value.code)
     assert message.startswith("error: could not load") and str(tmp_path) in message and files in message
+
+
+@pytest.mark.parametrize("seed", ["a", -1, 1.5, True])
+def test_chung_lu_graph_refuses_a_seed_that_is_not_a_non_negative_integer(seed):
+    with pytest.raises(ValueError, match=rf"seed must be a non-negative integer \(got seed={seed!r}\)"):
+        chung_lu_graph(10, 5, seed=seed)

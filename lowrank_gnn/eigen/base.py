@@ -72,6 +72,7 @@ def canonical_signs(vectors: Tensor) -> Tensor:
     Differentiable (the signs are constants).
     Shapes: ``(*batch, n, k)`` in and out.
     """
+    _check_vectors("vectors", vectors)
     return vectors * sign_factors(vectors)
 
 
@@ -278,6 +279,9 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
                       signs: Callable[[Tensor], Tensor] = canonical_signs) -> Tuple[Tensor, Tensor]:
     """The first ``k`` pairs in ``which`` order, with canonical signs.
 
+    ``which`` must be one of :data:`WHICH`, ``1 <= k <= m``, and each eigenvalue pairs with one
+    column (checked from the shapes, O(1)); otherwise a ``ValueError`` says which.
+
     Args:
         signs (callable): the sign convention applied to the selected columns; a row-distributed
             backend passes the one that searches the pivot across ranks. (default: :func:`canonical_signs`)
@@ -286,7 +290,16 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
         eigenvalues ``(*batch, m)``, eigenvectors ``(*batch, n, m)`` in;
         ``(*batch, k)``, ``(*batch, n, k)`` out.
     """
-    m = eigenvalues.shape[-1]
+    check_choice("which", which, WHICH)
+    _check_vectors("eigenvectors", eigenvectors)
+    if not isinstance(eigenvalues, Tensor):
+        raise TypeError(f"eigenvalues must be a torch.Tensor of shape (*batch, m) (got {type(eigenvalues).__name__})")
+    m = eigenvalues.shape[-1] if eigenvalues.dim() else -1
+    if eigenvectors.shape[-1] != m or eigenvectors.shape[:-2] != eigenvalues.shape[:-1]:
+        raise ValueError(f"eigenvalues (*batch, m) and eigenvectors (*batch, n, m) must pair one value with each "
+                         f"column (got eigenvalues.shape={tuple(eigenvalues.shape)}, "
+                         f"eigenvectors.shape={tuple(eigenvectors.shape)})")
+    check_k(k, m, what="the number of eigenpairs m")
     order = _monotone_order(eigenvalues, which)
     if signs is canonical_signs and eigenvectors.stride(-2) == 1 and order != "sort":   # LAPACK's layout
         # each eigenvector is a contiguous row of eigenvectors.mT: the kept ones are copied whole (reversed
@@ -329,6 +342,15 @@ def _monotone_order(eigenvalues: Tensor, which: str) -> str:
     if bool((eigenvalues[..., 1:] < eigenvalues[..., :-1]).all()):
         return "same" if which == "largest" else "reversed"
     return "sort"
+
+
+def _check_vectors(name: str, vectors: Tensor) -> None:
+    """A tensor of column vectors ``(*batch, n, k)`` (its shape only: O(1))."""
+    if not isinstance(vectors, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (*batch, n, k) (got {type(vectors).__name__})")
+    if vectors.dim() < 2:
+        raise ValueError(f"{name} must have shape (*batch, n, k), one vector per column (got {name}.shape="
+                         f"{tuple(vectors.shape)}); pass {name}.unsqueeze(-1) for a single vector")
 
 
 class EigenBackend(nn.Module):

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..linalg.norms import frobenius_norm
 from ..operators.base import as_operator
+from .base import _check_vectors
 from .rows import LocalRows
 
 class EigenDiagnostics(NamedTuple):
@@ -70,6 +71,13 @@ def relative_residual(op_times_vectors: Tensor, vectors: Tensor, values: Tensor,
     Shapes:
         ``(*batch, n, k)``, ``(*batch, n, k)``, ``(*batch, k)``, ``(*batch,)``; returns ``(*batch,)``.
     """
+    _check_vectors("vectors", vectors)
+    batch, k = vectors.shape[:-2], vectors.shape[-1]
+    if op_times_vectors.shape != vectors.shape or values.shape != (*batch, k) or op_norm.shape not in (batch, ()):
+        raise ValueError(f"op_times_vectors and vectors (*batch, n, k), values (*batch, k) and op_norm (*batch,) must "
+                         f"agree (got op_times_vectors.shape={tuple(op_times_vectors.shape)}, vectors.shape="
+                         f"{tuple(vectors.shape)}, values.shape={tuple(values.shape)}, "
+                         f"op_norm.shape={tuple(op_norm.shape)})")
     error = frobenius_norm(op_times_vectors - vectors * values.unsqueeze(-2))
     if rows is not None and rows.world_size > 1:
         error = rows.all_reduce_(error.square()).sqrt()
@@ -93,6 +101,11 @@ def subspace_angle(first: Tensor, second: Tensor, rows: Optional[LocalRows] = No
     Shapes:
         ``(*batch, n, k)`` twice; returns ``(*batch,)``.
     """
+    _check_vectors("first", first)
+    _check_vectors("second", second)
+    if first.shape[:-1] != second.shape[:-1]:
+        raise ValueError(f"first and second must be bases of the same rows, (*batch, n, k) with the same (*batch, n) "
+                         f"(got first.shape={tuple(first.shape)}, second.shape={tuple(second.shape)})")
     rows = rows if rows is not None else LocalRows()
     outside = second - first @ rows.all_reduce_(first.mT @ second)
     return torch.linalg.eigvalsh(rows.all_reduce_(outside.mT @ outside))[..., -1].clamp_min(0).sqrt()

@@ -93,6 +93,9 @@ def sparse_eigh_extremal(matrix: Any, k: int, which: str = "smallest", method: s
 
     Args:
         matrix (scipy.sparse matrix or array): square, symmetric, float64; any SciPy sparse format.
+            Only the lower triangle is read and the upper one is not compared with it (a matrix
+            that stores its lower triangle alone is valid input): a non-symmetric matrix is solved
+            as the symmetric matrix of its lower triangle.
         k (int): eigenpairs, ``1 <= k <= n``.
         which (str): ``"smallest"`` or ``"largest"``. (default: ``"smallest"``)
         method (str): ``"auto"``, ``"band"`` or ``"dense"``. (default: ``"auto"``)

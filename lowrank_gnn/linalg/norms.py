@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._validation import check_floating
+
 __all__ = ["frobenius_norm"]
 
 
@@ -15,9 +17,18 @@ def frobenius_norm(x: Tensor, dim=(-2, -1)) -> Tensor:
     not (``inf``, or below :math:`\sqrt{\text{tiny}}/\epsilon`: float32 entries above ~1e19 or
     below ~1e-19), recomputed as :math:`s \|x / s\|` with :math:`s = \max |x|`.
 
+    Args:
+        x (Tensor): float32 or float64 (half precision, integer and complex dtypes get a ``TypeError``).
+        dim (int or tuple of int): the dimensions reduced; each must exist in ``x``. (default: ``(-2, -1)``)
+
     Shapes:
-        ``x`` any; returns ``x`` reduced over ``dim``.
+        ``x`` any with the dimensions ``dim``; returns ``x`` reduced over ``dim``.
     """
+    check_floating("x", x)
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if not all(-x.dim() <= d < x.dim() for d in dims):
+        hint = "; pass dim=-1 for a vector" if x.dim() == 1 else ""
+        raise ValueError(f"dim={dim!r} is not a dimension of x, which has shape {tuple(x.shape)}{hint}")
     x = x.detach()
     norm = torch.linalg.vector_norm(x, dim=dim)
     if not x.numel():

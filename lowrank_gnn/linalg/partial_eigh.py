@@ -62,7 +62,9 @@ def eigh_extremal(matrices: Tensor, k: int, which: str = "smallest", method: str
     where they matter. The results carry no gradient (use ``torch.linalg.eigh`` to differentiate).
 
     Args:
-        matrices (Tensor): symmetric float32 or float64 matrices, finite.
+        matrices (Tensor): symmetric float32 or float64 matrices, finite. Only the lower triangle is
+            read and symmetry is not checked: a non-symmetric matrix is solved as the symmetric
+            matrix of its lower triangle, as by ``torch.linalg.eigh``.
         k (int): eigenpairs per matrix, ``1 <= k <= n``.
         which (str): ``"smallest"`` or ``"largest"``. (default: ``"smallest"``)
         method (str): ``"auto"``, ``"subset"`` or ``"full"``. (default: ``"auto"``)

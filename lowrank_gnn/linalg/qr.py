@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .._validation import check_finite, check_floating
+
 __all__ = ["CHOLESKY_QR_ACCEPT", "CHOLESKY_QR_ONE_PASS", "QRFactors", "cholesky_qr", "q_factor", "q_projection",
            "qr_backward", "qr_orthonormalize"]
 
@@ -64,9 +66,13 @@ def cholesky_qr(weight: Tensor) -> Optional[QRFactors]:
     NaN pivot), so factors are a proof that ``W`` is finite. An empty or wide ``W`` (``n < k``, no
     orthonormal columns) gets ``None`` as well.
 
+    A ``weight`` that is not a float32 or float64 tensor of at least two dimensions is refused
+    (``TypeError`` / ``ValueError``): ``None`` is only ever about the values.
+
     Shapes:
         weight ``(*batch, n, k)``.
     """
+    _check_weight(weight)
     if not weight.numel() or weight.shape[-2] < weight.shape[-1]:
         return None
     k = weight.shape[-1]
@@ -90,6 +96,14 @@ def cholesky_qr(weight: Tensor) -> Optional[QRFactors]:
         inverse = step if inverse is None else inverse @ step              # R^{-1} = R_1^{-1} R_2^{-1}
     assert inverse is not None  # the first pass always runs
     return QRFactors(vectors, inverse, torch.diagonal(inverse, dim1=-2, dim2=-1).reciprocal())
+
+
+def _check_weight(weight: Tensor) -> None:
+    """``weight`` is a float32/float64 tensor ``(*batch, n, k)`` (dtype and shape only: O(1))."""
+    check_floating("weight", weight)
+    if weight.dim() < 2:
+        raise ValueError(f"weight must have shape (*batch, n, k), one vector per column (got weight.shape="
+                         f"{tuple(weight.shape)}); pass weight.unsqueeze(-1) for a single column")
 
 
 def qr_backward(vectors: Tensor, inverse: Tensor, grad: Tensor, coefficients: Optional[Tensor] = None,
@@ -236,13 +250,22 @@ def qr_orthonormalize(weight: Tensor) -> Tuple[Tensor, Tensor]:
     flip a column between two steps and the amortized basis would not be a continuous
     function of ``W``.
 
+    ``weight`` must be float32 or float64, finite, with ``n >= k`` (else a ``TypeError`` or
+    ``ValueError`` that says how to fix it). The finiteness check costs nothing on the CholeskyQR
+    path (its factors prove ``W`` finite) and one pass before Householder QR.
+
     Shapes:
         weight ``(*batch, n, k)``; returns ``U (*batch, n, k)`` and ``diag(R) (*batch, k)``
         (non-negative, detached).
     """
+    _check_weight(weight)
+    if weight.shape[-2] < weight.shape[-1]:
+        raise ValueError(f"weight must have shape (*batch, n, k) with k <= n for k orthonormal columns (got "
+                         f"weight.shape={tuple(weight.shape)}); transpose a wide matrix first")
     fast = cholesky_qr(weight)
     if fast is not None:
         return q_factor(weight, fast), fast.diagonal
+    check_finite("weight", weight.detach())
     q, r = torch.linalg.qr(weight)
     diagonal = torch.diagonal(r, dim1=-2, dim2=-1).detach()
     sign = torch.where(diagonal < 0, -1.0, 1.0).to(q.dtype)

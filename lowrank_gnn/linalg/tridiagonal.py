@@ -37,6 +37,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .._validation import check_finite, check_floating, check_same_device, check_same_dtype
+
 #: Deflation threshold in units of ``eps * ||D + rho z z^T||`` (LAPACK dlaed2 uses 8).
 DEFLATION_TOL = 8.0
 
@@ -64,12 +66,27 @@ def householder_tridiagonalize(a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tenso
     the trailing block per panel. :math:`Q = H_0 H_1 \cdots H_{n-3}`,
     :math:`H_k = I - \tau_k v_k v_k^\top` with ``v_k[k+1] = 1`` and zeros above.
 
+    Only the lower triangle of each matrix is read (the strict upper one is taken as its
+    transpose), as by ``torch.linalg.eigh``: a non-symmetric matrix is reduced as that
+    symmetric one, not refused. A NaN or Inf entry (of the lower triangle) reaches the
+    tridiagonal entries, which are checked (``O(n)`` per matrix, no pass over ``a``): it is a
+    ``ValueError`` that names the first such entry of ``a``.
+
+    Args:
+        a (Tensor): float32 or float64 matrices, ``(n, n)`` or ``(*batch, n, n)``.
+
     Shapes:
-        a ``(B, n, n)`` -> diagonal ``(B, n)``, off-diagonal ``(B, n-1)``,
-        reflectors ``(B, n, n)`` (column ``k`` is ``v_k``), taus ``(B, n)``.
+        a ``(*batch, n, n)`` -> diagonal ``(*batch, n)``, off-diagonal ``(*batch, n-1)``,
+        reflectors ``(*batch, n, n)`` (column ``k`` is ``v_k``), taus ``(*batch, n)``;
+        an unbatched ``(n, n)`` gives unbatched results.
     """
+    check_floating("a", a)
+    if a.dim() < 2 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"a must have shape (n, n) or (*batch, n, n), square matrices (got a.shape={tuple(a.shape)})")
+    original, leading = a, a.shape[:-2]
+    a = torch.tril(a.reshape(math.prod(leading), *a.shape[-2:]))
     batch, n = a.shape[0], a.shape[-1]
-    a = a.clone()
+    a += torch.tril(a, -1).mT                                       # the lower triangle's symmetric matrix
     reflectors = a.new_zeros(batch, n, n)
     taus = a.new_zeros(batch, n)
     diagonal = a.new_empty(batch, n)
@@ -101,7 +118,12 @@ def householder_tridiagonalize(a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tenso
         off[:, n - 2] = a[:, n - 1, n - 2]
     if n >= 1:
         diagonal[:, n - 1] = a[:, n - 1, n - 1]
-    return diagonal, off, reflectors, taus
+    if not bool(torch.isfinite(diagonal).all() & torch.isfinite(off).all()):
+        check_finite("a", torch.tril(original))   # raises, naming the entry, if a has one that is not finite
+        raise ValueError("the tridiagonal reduction of a overflowed (its entries are finite, but too large for "
+                         f"{original.dtype}); scale a first, e.g. by 1 / a.abs().amax(), and the eigenvalues back")
+    return (diagonal.reshape(*leading, n), off.reshape(*leading, off.shape[-1]), reflectors.reshape(*leading, n, n),
+            taus.reshape(*leading, n))
 
 
 def _householder_vector(column: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -135,8 +157,34 @@ def apply_reflectors(reflectors: Tensor, taus: Tensor, x: Tensor) -> Tensor:
     so each block is applied with three batched matrix products instead of one
     matrix-vector product per reflector.
 
-    Shapes: reflectors ``(B, n, n)``, taus ``(B, n)``, x ``(B, n, r)`` -> ``(B, n, r)``.
+    Shapes: reflectors ``(*batch, n, n)``, taus ``(*batch, n)``, x ``(*batch, n, r)`` -> ``(*batch, n, r)``
+    (an unbatched ``(n, n)``, ``(n,)``, ``(n, r)``, as :func:`householder_tridiagonalize` returns
+    for one matrix, gives ``(n, r)``); ``x`` must have the reflectors' dtype and device.
     """
+    check_floating("reflectors", reflectors)
+    check_floating("x", x)
+    check_same_dtype("x", x, "reflectors", reflectors)
+    check_same_dtype("taus", taus, "reflectors", reflectors)
+    check_same_device("x", x, "reflectors", reflectors)
+    check_same_device("taus", taus, "reflectors", reflectors)
+    if reflectors.dim() < 2 or reflectors.shape[-1] != reflectors.shape[-2]:
+        raise ValueError(f"reflectors must have shape (*batch, n, n) (got reflectors.shape={tuple(reflectors.shape)})")
+    leading, n = reflectors.shape[:-2], reflectors.shape[-1]
+    if taus.shape != (*leading, n) or x.dim() != reflectors.dim() or x.shape[:-2] != leading or x.shape[-2] != n:
+        raise ValueError(f"reflectors (*batch, n, n), taus (*batch, n) and x (*batch, n, r) must agree (got "
+                         f"reflectors.shape={tuple(reflectors.shape)}, taus.shape={tuple(taus.shape)}, "
+                         f"x.shape={tuple(x.shape)}); pass the reflectors and taus householder_tridiagonalize "
+                         f"returned for these matrices")
+    if reflectors.dim() != 3:
+        batch = math.prod(leading)
+        out = _apply_reflectors(reflectors.reshape(batch, n, n), taus.reshape(batch, n),
+                                x.reshape(batch, n, x.shape[-1]))
+        return out.reshape(x.shape)
+    return _apply_reflectors(reflectors, taus, x)
+
+
+def _apply_reflectors(reflectors: Tensor, taus: Tensor, x: Tensor) -> Tensor:
+    """:func:`apply_reflectors` of checked ``(B, n, n)``, ``(B, n)``, ``(B, n, r)``."""
     x = x.clone()
     count = max(x.shape[-2] - 2, 0)                                 # reflectors k = 0 .. n-3
     for start in reversed(range(0, count, REFLECTOR_BLOCK)):
@@ -156,10 +204,36 @@ def apply_reflectors(reflectors: Tensor, taus: Tensor, x: Tensor) -> Tensor:
 def tridiagonal_eigh(diagonal: Tensor, off: Tensor) -> Tuple[Tensor, Tensor]:
     r"""All eigenpairs of symmetric tridiagonal matrices by batched divide and conquer.
 
+    Args:
+        diagonal (Tensor): the diagonals, float32 or float64, finite.
+        off (Tensor): the sub- (= super-) diagonals, of the same dtype, finite.
+
     Shapes:
-        diagonal ``(B, n)``, off ``(B, n-1)`` -> eigenvalues ``(B, n)`` ascending,
-        eigenvectors ``(B, n, n)``.
+        diagonal ``(*batch, n)``, off ``(*batch, n-1)`` -> eigenvalues ``(*batch, n)`` ascending,
+        eigenvectors ``(*batch, n, n)``; unbatched ``(n,)``, ``(n-1,)`` give ``(n,)``, ``(n, n)``.
+        A wrong dtype, shape or a NaN/Inf entry is a ``TypeError``/``ValueError`` naming it
+        (the finiteness check reads the ``O(n)`` input once).
     """
+    check_floating("diagonal", diagonal)
+    check_floating("off", off)
+    check_same_dtype("off", off, "diagonal", diagonal)
+    check_same_device("off", off, "diagonal", diagonal)
+    if diagonal.dim() < 1 or off.shape != (*diagonal.shape[:-1], max(diagonal.shape[-1] - 1, 0)):
+        expected = (*diagonal.shape[:-1], max(diagonal.shape[-1] - 1, 0)) if diagonal.dim() else "(*batch, n - 1)"
+        raise ValueError(f"diagonal (*batch, n) and off (*batch, n - 1) must agree: off must have shape {expected} "
+                         f"(got diagonal.shape={tuple(diagonal.shape)}, off.shape={tuple(off.shape)})")
+    check_finite("diagonal", diagonal)
+    check_finite("off", off)
+    if diagonal.dim() != 2:
+        leading, n = diagonal.shape[:-1], diagonal.shape[-1]
+        batch = math.prod(leading)
+        values, vectors = _tridiagonal_eigh(diagonal.reshape(batch, n), off.reshape(batch, off.shape[-1]))
+        return values.reshape(*leading, n), vectors.reshape(*leading, n, n)
+    return _tridiagonal_eigh(diagonal, off)
+
+
+def _tridiagonal_eigh(diagonal: Tensor, off: Tensor) -> Tuple[Tensor, Tensor]:
+    """:func:`tridiagonal_eigh` of checked ``(B, n)``, ``(B, n - 1)``."""
     batch, n = diagonal.shape
     size = 1 << max(n - 1, 0).bit_length()                        # next power of two >= n
     absolute_off = off.abs()

@@ -21,6 +21,9 @@ def total_aux_loss(model: nn.Module) -> Tensor | float:
         >>> out = model[0](torch.randn(12, 4), graph.edge_index)
         >>> loss = out.square().mean() + total_aux_loss(model)  # the eigen loss of every layer
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module whose layers set aux_loss (got {type(model).__name__}); "
+                        "pass the model itself, e.g. loss = task_loss + total_aux_loss(model)")
     losses: List[Tensor] = [cast(Tensor, m.aux_loss) for m in model.modules()
                             if getattr(m, "aux_loss", None) is not None]
     return sum(losses[1:], losses[0]) if losses else 0.0

@@ -21,6 +21,7 @@ is the test suite every implementation passes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -45,6 +46,22 @@ def symmetry_tolerance(dtype: torch.dtype) -> float:
     epsilons; 100 leaves room for that and still rejects genuinely directed input.
     """
     return 100.0 * torch.finfo(dtype).eps
+
+
+def check_operand(x: Tensor, n: int, batch: Optional[Tuple[int, ...]] = None) -> None:
+    """``x`` for ``A @ x``: a float32/float64 tensor of shape ``(n,)`` or ``(n, d)``, or, for a dense ``A`` of
+    shape ``(*batch, n, n)`` (``batch`` given), ``(*b, n, d)`` with ``b`` broadcasting against ``batch``. O(1)."""
+    check_floating("x", x)
+    rows = x.shape[0] if x.dim() == 1 else (x.shape[-2] if x.dim() else None)
+    if rows != n or (x.dim() > 2 and batch is None):
+        allowed = "(n,) or (n, d)" if batch is None else "(n,), (n, d) or (*batch, n, d)"
+        raise ValueError(f"x must have shape {allowed} with n={n} (got x.shape={tuple(x.shape)})")
+    if x.dim() > 2 and batch is not None:
+        try:
+            torch.broadcast_shapes(x.shape[:-2], batch)
+        except RuntimeError:
+            raise ValueError(f"x's batch {tuple(x.shape[:-2])} does not broadcast against the operator's batch "
+                             f"{tuple(batch)} (got x.shape={tuple(x.shape)})") from None
 
 
 class Operator(ABC):
@@ -163,7 +180,10 @@ class DenseOperator(Operator):
         return self.matrix.device
 
     def matmul(self, x: Tensor) -> Tensor:
-        return self.matrix @ x
+        """``A @ x`` for ``x`` of shape ``(n,)``, ``(n, d)`` or ``(*batch, n, d)``, cast to the operator's dtype
+        (as :meth:`GraphOperator.matmul <lowrank_gnn.operators.GraphOperator.matmul>` does)."""
+        check_operand(x, self.matrix.shape[-1], tuple(self.matrix.shape[:-2]))
+        return self.matrix @ x.to(self.matrix.dtype)
 
     def to_dense(self) -> Tensor:
         return self.matrix
@@ -306,7 +326,8 @@ class DeflatedOperatorBase(Operator):
         """``P x``: the removed part applied to ``x`` (same shape as ``x``)."""
 
     def matmul(self, x: Tensor) -> Tensor:
-        return self.base.matmul(x) - self.project(x)
+        out = self.base.matmul(x)   # checks x
+        return out - self.project(x.to(out.dtype))
 
 
 class DeflatedOperator(DeflatedOperatorBase):
@@ -319,15 +340,23 @@ class DeflatedOperator(DeflatedOperatorBase):
     highly repeated eigenvalue.
 
     Args:
-        base (Operator): the operator ``A``.
-        basis (Tensor): ``V``, orthonormal columns.
-        values (Tensor): ``mu``, the eigenvalues of ``A`` that belong to ``V``.
+        base (Operator or Tensor): the operator ``A`` (a dense tensor is wrapped by :func:`as_operator`).
+        basis (Tensor): ``V``, orthonormal columns, of ``A``'s dtype and device.
+        values (Tensor): ``mu``, the eigenvalues of ``A`` that belong to ``V``, of ``A``'s dtype and device.
 
     Shapes:
         basis ``(n, c)``, values ``(c,)``.
     """
 
     def __init__(self, base: Operator, basis: Tensor, values: Tensor) -> None:
+        base = as_operator(base)
+        check_floating("basis", basis)
+        check_floating("values", values)
+        for name, tensor in (("basis", basis), ("values", values)):
+            if tensor.dtype != base.dtype or tensor.device != base.device:
+                raise TypeError(f"{name} has dtype {tensor.dtype} on {tensor.device}, but the base operator has "
+                                f"dtype {base.dtype} on {base.device}; pass {name}.to({base.dtype}) (and "
+                                f".to({str(base.device)!r}))")
         if basis.dim() != 2 or basis.shape[0] != base.shape[-1]:
             raise ValueError(f"basis must have shape (n, c) with n={base.shape[-1]} "
                              f"(got shape {tuple(basis.shape)})")

@@ -1,13 +1,15 @@
 """Graph operators: normalized adjacency, Laplacians, and their closed-form eigenvectors."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import math
+import numbers
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .._validation import check_finite
-from .base import DeflatedOperator, DeflatedOperatorBase
+from .._validation import check_finite, check_floating, check_index_dtype, check_index_range
+from .base import DeflatedOperator, DeflatedOperatorBase, DenseOperator, as_operator
 from .sparse import GraphOperator
 from .structure import GraphStructure
 
@@ -63,7 +65,8 @@ def laplacian(edge_index: Tensor, edge_weight: Optional[Tensor] = None, num_node
 
     Args:
         edge_index (LongTensor): the graph.
-        edge_weight (Tensor, optional): non-negative weights. (default: all ones)
+        edge_weight (Tensor, optional): weights, non-negative for ``"sym"`` and ``"rw"``; with
+            ``normalization=None`` any sign (a signed Laplacian, as PyG). (default: all ones)
         num_nodes (int, optional): number of nodes. (default: ``edge_index.max() + 1``)
         normalization (str, optional): ``"sym"``, ``"rw"`` or ``None``. (default: ``"sym"``)
 
@@ -73,8 +76,13 @@ def laplacian(edge_index: Tensor, edge_weight: Optional[Tensor] = None, num_node
     return GraphStructure(edge_index, num_nodes).laplacian(edge_weight, normalization)
 
 
-def connected_components(op: GraphOperator) -> Tuple[int, Tensor]:
+def connected_components(op: Union[GraphOperator, DenseOperator, Tensor]) -> Tuple[int, Tensor]:
     """Connected components of the graph behind ``op`` (entries equal to 0 are ignored).
+
+    ``op`` is a :class:`~lowrank_gnn.operators.GraphOperator` (:func:`normalized_adjacency`,
+    :func:`laplacian`, :class:`~lowrank_gnn.operators.GraphStructure`) or an unbatched dense matrix
+    (a :class:`~lowrank_gnn.operators.DenseOperator` or a tensor ``(n, n)``), whose nonzero
+    off-diagonal entries are the edges; anything else is a ``TypeError``.
 
     Runs SciPy's ``connected_components`` on the CPU; the labels come back on the
     operator's device. When no stored off-diagonal value is 0 the components depend on the
@@ -86,8 +94,20 @@ def connected_components(op: GraphOperator) -> Tuple[int, Tensor]:
     Returns:
         ``(num_components, labels)`` with labels ``(n,)`` in ``[0, num_components)``.
     """
+    import scipy.sparse
     from scipy.sparse.csgraph import connected_components as scipy_components
 
+    if isinstance(op, (Tensor, DenseOperator)):
+        dense = as_operator(op)
+        if len(dense.shape) != 2:
+            raise ValueError(f"connected_components needs one graph: a dense operator of shape (n, n) (got shape "
+                             f"{tuple(dense.shape)}); pass each matrix of the batch on its own")
+        matrix = scipy.sparse.csr_matrix(dense.to_dense().detach().cpu().numpy())
+        count, labels = scipy_components(matrix, directed=True, connection="weak")
+        return int(count), torch.as_tensor(labels, dtype=torch.long, device=dense.device)
+    if not isinstance(op, GraphOperator):
+        raise TypeError(f"connected_components takes a GraphOperator (normalized_adjacency, laplacian, "
+                        f"GraphStructure) or a dense (n, n) matrix (got {type(op).__name__})")
     pattern = op._pattern
     no_zeros = not bool(((op.value.detach() == 0) & (op.row != op.col)).any())  # the diagonal never connects
     if no_zeros and pattern.components is not None:
@@ -130,12 +150,36 @@ def component_eigenvectors(labels: Tensor, degree: Tensor) -> Tensor:
     Differentiable in ``degree``. This is the dense ``(n, c)`` matrix, for inspection and
     small graphs; :func:`deflate_components` applies the same vectors in ``O(n)`` without it.
 
+    Args:
+        labels (LongTensor): each node's component, in ``[0, n)`` (e.g. from :func:`connected_components`).
+        degree (Tensor): each node's degree, non-negative and finite (float32 or float64).
+
     Shapes:
         labels ``(n,)``, degree ``(n,)``; returns ``(n, c)``.
     """
-    entries, kept_labels, count = _component_entries(labels, degree)
+    check_index_dtype("labels", labels)
+    check_floating("degree", degree)
+    if labels.dim() != 1 or degree.shape != labels.shape:
+        raise ValueError(f"labels and degree must have shape (n,), one entry per node (got labels.shape="
+                         f"{tuple(labels.shape)}, degree.shape={tuple(degree.shape)})")
     n = labels.numel()
-    return entries.new_zeros(n, count).index_put((torch.arange(n, device=labels.device), kept_labels), entries)
+    check_index_range("labels", labels, max(n, 1), "n")
+    check_finite("degree", degree.detach())
+    if n and float(degree.detach().min()) < 0:
+        raise ValueError(f"degree must be non-negative (got min degree={float(degree.detach().min()):.4g}); pass "
+                         f"the degrees of a graph with non-negative weights (GraphOperator.degree)")
+    if not n:
+        return degree.new_zeros(0, 0)
+    entries, kept_labels, count = _component_entries(labels, degree)
+    return _dense_basis(entries, kept_labels, count)
+
+
+def _dense_basis(entries: Tensor, labels: Tensor, count: int) -> Tensor:
+    """The ``(n, count)`` matrix with ``entries[i]`` in column ``labels[i]`` (nodes of dropped components: 0)."""
+    n = entries.numel()
+    if not count:
+        return entries.new_zeros(n, 0)
+    return entries.new_zeros(n, count).index_put((torch.arange(n, device=labels.device), labels), entries)
 
 
 class ComponentDeflatedOperator(DeflatedOperator):
@@ -177,9 +221,7 @@ class ComponentDeflatedOperator(DeflatedOperator):
     @property
     def basis(self) -> Tensor:
         """The dense ``(n, c)`` basis (``n * c`` numbers: small graphs only)."""
-        n = self.entries.numel()
-        return self.entries.new_zeros(n, self.num_components).index_put(
-            (torch.arange(n, device=self.labels.device), self.labels), self.entries)
+        return _dense_basis(self.entries, self.labels, self.num_components)
 
     @property
     def values(self) -> Tensor:
@@ -237,8 +279,14 @@ def deflate_components(op: GraphOperator, eigenvalue: float = 0.0) -> ComponentD
 
     Args:
         op (GraphOperator): a normalized adjacency.
-        eigenvalue (float): the eigenvalue the component vectors get. (default: ``0.0``)
+        eigenvalue (float): the eigenvalue the component vectors get, a finite real number. (default: ``0.0``)
     """
+    if not isinstance(op, GraphOperator):
+        raise TypeError(f"deflate_components takes the GraphOperator of normalized_adjacency (got "
+                        f"{type(op).__name__})")
+    real = isinstance(eigenvalue, numbers.Real) and not isinstance(eigenvalue, bool)
+    if not real or not math.isfinite(float(eigenvalue)):
+        raise ValueError(f"eigenvalue must be a finite real number, e.g. 0.0 or -2.0 (got eigenvalue={eigenvalue!r})")
     if op.degree is None:
         raise ValueError("deflate_components needs an operator built by normalized_adjacency "
                          "(it uses its degrees); got one built without them")

@@ -11,7 +11,7 @@ from torch import Tensor
 from .._validation import (check_edge_index, check_finite, check_floating, check_index_range, check_memory,
                            check_num_nodes, check_same_device)
 from ..linalg.norms import frobenius_norm
-from .base import Operator, symmetry_tolerance
+from .base import Operator, check_operand, symmetry_tolerance
 
 #: Largest ``n`` with ``n * n`` inside int64 (the (row, col) sort key): floor(sqrt(2**63 - 1)).
 MAX_NUM_NODES = 3_037_000_499
@@ -138,9 +138,27 @@ class SparsityPattern:
     only; computed once, on first use) the transpose permutation and whether the pattern is
     symmetric, so that an operator with new values on the same graph is built and
     checked in ``O(nnz)`` without sorting again.
+
+    Args:
+        edge_index (LongTensor): the ``(2, nnz)`` entries, ids in ``[0, num_nodes)`` (rows in ``[0, num_rows)``).
+        num_nodes (int): ``n >= 1``.
+        num_rows (int, optional): the rows of a block of rows. (default: ``None``: all ``n``)
+        check (bool): check the arguments (one pass over ``edge_index`` for the id range); ``False``
+            only for ids already checked, as :class:`~lowrank_gnn.operators.GraphStructure` and
+            :class:`~lowrank_gnn.operators.GraphOperator` do.
+            (default: ``True``)
     """
 
-    def __init__(self, edge_index: Tensor, num_nodes: int, num_rows: Optional[int] = None) -> None:
+    def __init__(self, edge_index: Tensor, num_nodes: int, num_rows: Optional[int] = None, *,
+                 check: bool = True) -> None:
+        if check:
+            check_edge_index(edge_index)
+            num_nodes = check_num_nodes(num_nodes)
+            if num_rows is not None:
+                num_rows = check_num_nodes(num_rows, "num_rows", minimum=0)
+            check_index_range("edge_index[0]", edge_index[0], num_nodes if num_rows is None else num_rows,
+                              "num_nodes" if num_rows is None else "num_rows")
+            check_index_range("edge_index[1]", edge_index[1], num_nodes)
         n = num_nodes
         rows = n if num_rows is None else num_rows  # fewer for a block of rows (distributed operators)
         edge_index = edge_index.long()  # int32 input: row * n would wrap around in int32
@@ -250,7 +268,7 @@ class GraphOperator(CSROperator):
         if degree is not None and (not isinstance(degree, Tensor) or degree.shape != (n,)):
             got = tuple(degree.shape) if isinstance(degree, Tensor) else type(degree).__name__
             raise ValueError(f"degree must have shape (num_nodes,) = ({n},) (got {got})")
-        self._set(SparsityPattern(edge_index, n), value, degree)
+        self._set(SparsityPattern(edge_index, n, check=False), value, degree)
 
     def _set(self, pattern: SparsityPattern, value: Tensor, degree: Optional[Tensor], stored: bool = False) -> None:
         self._pattern = pattern
@@ -310,10 +328,7 @@ class GraphOperator(CSROperator):
 
     def matmul(self, x: Tensor) -> Tensor:
         """``A @ x`` for ``x`` of shape ``(n,)`` or ``(n, d)``."""
-        check_floating("x", x)
-        if x.dim() not in (1, 2) or x.shape[0] != self.num_nodes:
-            raise ValueError(f"x must have shape (n,) or (n, d) with n={self.num_nodes} "
-                             f"(got shape {tuple(x.shape)})")
+        check_operand(x, self.num_nodes)
         columns = x.unsqueeze(-1) if x.dim() == 1 else x
         out = self.multiply_block(columns.to(self.dtype))
         return out.squeeze(-1) if x.dim() == 1 else out

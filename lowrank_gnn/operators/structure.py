@@ -16,8 +16,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import (check_choice, check_edge_index, check_finite, check_floating, check_index_range,
-                           check_num_nodes)
+from .._validation import (check_choice, check_edge_index, check_finite, check_floating, check_floating_dtype,
+                           check_index_range, check_num_nodes)
 from .sparse import GraphOperator, SparsityPattern, check_graph_size
 
 LAPLACIAN_NORMALIZATIONS = ("sym", "rw", None)
@@ -92,7 +92,7 @@ class GraphStructure:
         loops = torch.arange(n, device=index.device)
         entries = torch.cat([index, index.flip(0), torch.stack([loops, loops])], dim=1)  # (2, 2E + n)
         #: the symmetrised pattern with the whole diagonal
-        self.pattern = SparsityPattern(entries, n)
+        self.pattern = SparsityPattern(entries, n, check=False)
         slot = torch.empty(entries.shape[1], dtype=torch.long, device=index.device)
         stored = self.pattern.inverse if self.pattern.inverse is not None else torch.arange(
             self.pattern.nnz, device=index.device)
@@ -232,7 +232,10 @@ class GraphStructure:
 
     def edge_values(self, edge_weight: Optional[Tensor], dtype: Optional[torch.dtype] = None,
                     nonnegative: bool = True) -> Tensor:
-        """Validated input weights ``(E,)``: all ones (in ``dtype``) when ``edge_weight`` is ``None``."""
+        """Validated input weights ``(E,)``: all ones (in ``dtype``: float32 or float64) when ``edge_weight`` is
+        ``None``; ``nonnegative=False`` admits negative weights (for operators without a normalisation)."""
+        if dtype is not None:
+            check_floating_dtype("dtype", dtype)
         if edge_weight is None:
             return torch.ones(self.num_edges, dtype=dtype or torch.get_default_dtype(), device=self.device)
         if not isinstance(edge_weight, Tensor):
@@ -247,8 +250,10 @@ class GraphStructure:
         if not _is_compiling():
             check_finite("edge_weight", edge_weight.detach())
             if nonnegative and self.num_edges and bool((edge_weight.detach() < 0).any()):
-                raise ValueError("edge_weight must be non-negative (got min edge_weight="
-                                 f"{float(edge_weight.min()):.4g}): degrees D^{{-1/2}} are undefined otherwise")
+                raise ValueError("edge_weight must be non-negative for a normalised operator (got min edge_weight="
+                                 f"{float(edge_weight.min()):.4g}): the normalisations D^{{-1/2}} and D^{{-1}} "
+                                 "need non-negative degrees; signed weights are taken without a normalisation "
+                                 "(normalize=False, or laplacian's normalization=None)")
         return edge_weight
 
     def adjacency(self, edge_weight: Optional[Tensor] = None, symmetrize: bool = False,
@@ -301,7 +306,7 @@ class GraphStructure:
             improved (bool): self-loops of weight 2. (default: ``False``)
             normalize (bool): apply the symmetric normalisation. (default: ``True``)
             symmetrize (bool): use the symmetrised adjacency (see the class). (default: ``False``)
-            dtype (torch.dtype, optional): the dtype without ``edge_weight``.
+            dtype (torch.dtype, optional): the dtype without ``edge_weight``, float32 or float64.
                 (default: ``torch.get_default_dtype()``)
 
         Shapes:
@@ -353,13 +358,16 @@ class GraphStructure:
         with :math:`D` the out-degrees (row sums).
 
         Args:
-            edge_weight (Tensor, optional): non-negative weights. (default: all ones)
+            edge_weight (Tensor, optional): weights, non-negative for ``"sym"`` and ``"rw"``; ``None``
+                (:math:`D - A`, no normalisation) takes weights of any sign, a signed Laplacian, as
+                PyG's ``get_laplacian`` does. (default: all ones)
             normalization (str, optional): ``"sym"``, ``"rw"`` or ``None``. (default: ``"sym"``)
-            dtype (torch.dtype, optional): the dtype without ``edge_weight``.
+            dtype (torch.dtype, optional): the dtype without ``edge_weight``, float32 or float64.
+                (default: ``torch.get_default_dtype()``)
         """
         check_choice("normalization", normalization if normalization is not None else "None",
                      [str(c) for c in LAPLACIAN_NORMALIZATIONS])
-        value = self.adjacency(edge_weight, dtype=dtype) * self._off_diagonal
+        value = self.adjacency(edge_weight, dtype=dtype, nonnegative=normalization is not None) * self._off_diagonal
         row, col = self.pattern.row, self.pattern.col
         degree = value.new_zeros(self.num_nodes).index_add(0, row, value)
         if normalization is None:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from .._validation import check_index_dtype
+from .._validation import check_floating, check_index_dtype
 from ..eigen.base import SIGN_PIVOT_FRACTION
 from ..operators.base import symmetry_tolerance
 
@@ -56,8 +56,20 @@ def _edge_index_of(data: Data, g: int) -> Tensor:
     if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
         shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
         raise ValueError(f"graph {g}: data.edge_index must have shape (2, num_edges) (got {shape})")
-    check_index_dtype(f"graph {g}: data.edge_index", edge_index)
+    try:
+        check_index_dtype("data.edge_index", edge_index)
+    except TypeError as error:
+        raise TypeError(f"graph {g}: {error}") from None
     return edge_index
+
+
+def check_edge_weight_dtype(weight: Tensor, where: str = "") -> None:
+    """``data.edge_weight`` is float32 or float64: the library's precision policy refuses half precision
+    (and integer or complex weights) with a message that says how to cast; ``where`` prefixes it."""
+    try:
+        check_floating("data.edge_weight", weight)
+    except TypeError as error:
+        raise TypeError(f"{where}{error}") from None
 
 
 def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
@@ -75,8 +87,8 @@ def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
             shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
             raise ValueError(f"graph {g}: data.edge_weight must have shape (num_edges,) = "
                              f"({edge_index.shape[1]},) (got {shape})")
-        elif not torch.is_floating_point(weight):
-            raise TypeError(f"graph {g}: data.edge_weight must have a floating-point dtype (got {weight.dtype})")
+        else:
+            check_edge_weight_dtype(weight, f"graph {g}: ")
         indices.append(edge_index)
         weights.append(weight.detach())
         num_nodes.append(int(n))

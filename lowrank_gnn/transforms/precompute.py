@@ -15,7 +15,7 @@ from .._validation import check_index_dtype
 from .add_eigenpairs import AddEigenpairs
 from .cache import cache_file, cache_key, load_cached, save_cached
 from .laplacian_pe import LaplacianEigenvectorPE
-from .packed import PackedGraphs, check_packed, pack_graphs
+from .packed import PackedGraphs, check_edge_weight_dtype, check_packed, pack_graphs
 
 EigenpairTransform = Union[AddEigenpairs, LaplacianEigenvectorPE]
 
@@ -61,7 +61,8 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
         progress (bool, optional): show a tqdm progress bar; ``None`` shows it when stderr is a
             terminal. (default: ``None``)
         device (str or torch.device, optional): where to solve, e.g. ``"cuda"``; the results are
-            returned on the graphs' own device. (default: the graphs' device)
+            returned on the graphs' own device. A device that is not available here is a
+            ``ValueError`` before any work. (default: the graphs' device)
 
     Example:
         >>> from lowrank_gnn.testing import cycle_graph, path_graph
@@ -73,6 +74,7 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     if not isinstance(transform, (AddEigenpairs, LaplacianEigenvectorPE)):
         raise TypeError(f"transform must be an AddEigenpairs or a LaplacianEigenvectorPE "
                         f"(got {type(transform).__name__})")
+    device = _check_device(device)
     if isinstance(dataset, InMemoryDataset):
         if dataset._indices is not None:  # a view (dataset[...]): materialise the selected graphs
             dataset = dataset.copy()
@@ -88,6 +90,23 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     if graphs is None:
         return _attach_to_storage(dataset, packed, outputs, transform.node_level)
     return _attach_to_graphs(graphs, packed, outputs, transform.node_level)
+
+
+def _check_device(device: Union[str, torch.device, None]) -> Optional[torch.device]:
+    """``device`` parsed and known to be usable here (one empty allocation), before any work."""
+    if device is None:
+        return None
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be a torch.device or a device string such as 'cpu' or 'cuda:0' (got "
+                         f"device={device!r}: {error})") from None
+    try:
+        torch.empty(0, device=resolved)
+    except (RuntimeError, AssertionError) as error:  # AssertionError: a build without that backend
+        raise ValueError(f"device={device!r} is not available here ({error}); pass device=None to solve on the "
+                         "graphs' own device, or an available device such as 'cpu'") from None
+    return resolved
 
 
 def _cache_folder(dataset: Any, cache_dir: Union[str, os.PathLike, None, bool]) -> Optional[Path]:
@@ -149,8 +168,8 @@ def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
     weight = store.edge_weight if "edge_weight" in store else None
     if weight is None:
         weight = torch.ones(edge_index.shape[1], dtype=torch.float64, device=edge_index.device)
-    elif not torch.is_floating_point(weight):
-        raise TypeError(f"data.edge_weight must have a floating-point dtype (got {weight.dtype})")
+    else:
+        check_edge_weight_dtype(weight)
     packed = PackedGraphs(num_nodes.to(edge_index.device), edge_ptr, edge_index.long(),
                           weight.detach().to(torch.float64))
     check_packed(packed)

@@ -753,3 +753,20 @@ def test_tracked_pairs_have_canonical_signs_and_are_a_fresh_tensor_when_the_basi
         basis = backend.basis.orthonormal().detach()
         order = torch.argsort((basis * (matrix @ basis)).sum(0), descending=True)
         assert torch.allclose(pairs.eigenvectors.abs(), basis[:, order].abs(), atol=1e-12), change
+
+
+def test_diagnostics_refuse_blocks_whose_shapes_do_not_agree():
+    from lowrank_gnn.eigen import relative_residual
+    q = torch.linalg.qr(torch.randn(8, 3, dtype=torch.float64))[0]
+    with pytest.raises(ValueError, match=r"same \(\*batch, n\) \(got first.shape=\(8, 3\), second.shape=\(7, 3\)\)"):
+        subspace_angle(q, q[:7])
+    with pytest.raises(ValueError, match=r"second must have shape \(\*batch, n, k\)"):
+        subspace_angle(q, q[:, 0])
+    assert float(subspace_angle(q, q[:, :2])) < 1e-12        # a sub-basis: its span lies in the other's
+    norm = torch.tensor(1.0, dtype=torch.float64)
+    values = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"op_times_vectors.shape=\(8, 2\)"):
+        relative_residual(q[:, :2], q, values, norm)
+    with pytest.raises(ValueError, match=r"values.shape=\(2,\)"):
+        relative_residual(q, q, values[:2], norm)
+    assert float(relative_residual(q, q, values, norm)) < 1e-12

@@ -224,3 +224,30 @@ def test_pivot_sign_factors_reuse_valid_pivots_and_search_again_otherwise():
     assert pivot_sign_factors(small)[1] is None and torch.equal(pivot_sign_factors(small)[0], sign_factors(small))
     batch = torch.randn(2, 300, 3, generator=generator)
     assert pivot_sign_factors(batch)[1] is None and torch.equal(pivot_sign_factors(batch)[0], sign_factors(batch))
+
+
+@pytest.mark.parametrize("k, which, values, match", [
+    (2, "bogus", 3, "which must be one of"),
+    (5, "largest", 3, r"1 <= k <= the number of eigenpairs m=3 \(got k=5\)"),
+    (-1, "largest", 3, r"got k=-1"),
+    (0, "smallest", 3, r"got k=0"),
+    (2.0, "smallest", 3, r"got k=2.0"),
+    (2, "smallest", 2, r"eigenvalues.shape=\(2,\), eigenvectors.shape=\(3, 3\)"),  # 2 values, 3 columns
+])
+def test_select_eigenpairs_refuses_bad_k_which_and_unpaired_shapes(k, which, values, match):
+    w, vectors = torch.tensor([1.0, 2.0, 3.0]), torch.eye(3)   # ascending: the fast path
+    with pytest.raises(ValueError, match=match):
+        select_eigenpairs(w[:values], vectors, k, which)
+
+
+def test_select_eigenpairs_refuses_mismatched_batches_and_non_matrices():
+    with pytest.raises(ValueError, match="must pair one value with each column"):
+        select_eigenpairs(torch.ones(2, 3), torch.eye(3).expand(3, 3, 3), 1, "largest")
+    with pytest.raises(ValueError, match=r"eigenvectors must have shape \(\*batch, n, k\)"):
+        select_eigenpairs(torch.ones(3), torch.ones(3), 1, "largest")
+
+
+def test_canonical_signs_refuses_a_single_vector_and_says_how_to_pass_it():
+    with pytest.raises(ValueError, match=r"vectors.unsqueeze\(-1\)"):
+        canonical_signs(torch.tensor([-1.0, 2.0]))
+    assert torch.equal(canonical_signs(torch.tensor([-1.0, 2.0]).unsqueeze(-1)).squeeze(-1), torch.tensor([1.0, -2.0]))

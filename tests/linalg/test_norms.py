@@ -41,3 +41,11 @@ def test_non_finite_and_empty():
     assert not math.isfinite(float(frobenius_norm(x)))  # the callers check finiteness first
     assert frobenius_norm(torch.zeros(0, 3)).shape == ()
     assert float(frobenius_norm(torch.zeros(3, 3))) == 0.0
+
+
+def test_frobenius_norm_refuses_integer_input_and_a_missing_dimension():
+    with pytest.raises(TypeError, match=r"x must have a floating-point dtype.* x.float\(\)"):
+        frobenius_norm(torch.ones(3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"dim=\(-2, -1\) is not a dimension of x, which has shape \(10,\); pass dim="):
+        frobenius_norm(torch.ones(10))
+    assert float(frobenius_norm(torch.full((4,), 2.0), dim=-1)) == 4.0

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lowrank_gnn.linalg import cholesky_qr, q_factor, q_projection
+from lowrank_gnn.linalg import cholesky_qr, q_factor, q_projection, qr_orthonormalize
 
 
 def _householder_q(weight):
@@ -49,3 +49,30 @@ def test_q_projection_refuses_a_block_of_other_rows_and_one_that_needs_a_gradien
     assert q_projection(weight, factors, needs_grad.detach()).shape == (3, 3)
     with torch.no_grad():
         assert q_projection(weight, factors, needs_grad).shape == (3, 3)
+
+
+def test_qr_orthonormalize_refuses_a_vector_other_dtypes_non_finite_and_wide_weights():
+    weight = torch.randn(10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"weight.unsqueeze\(-1\)"):
+        qr_orthonormalize(weight[:, 0])
+    with pytest.raises(TypeError, match=r"weight must have a floating-point dtype.* weight.float\(\)"):
+        qr_orthonormalize(weight.long())
+    with pytest.raises(TypeError, match="float32 or float64 only"):
+        qr_orthonormalize(weight.half())
+    with pytest.raises(ValueError, match=r"weight contains NaN or Inf \(first at index \(4, 1\)"):
+        qr_orthonormalize(weight.index_put((torch.tensor(4), torch.tensor(1)), torch.tensor(float("nan")).double()))
+    with pytest.raises(ValueError, match=r"k <= n .* transpose a wide matrix first"):
+        qr_orthonormalize(weight.T)
+    q, diagonal = qr_orthonormalize(torch.zeros(10, 0))   # no columns: still an (n, 0) basis
+    assert q.shape == (10, 0) and diagonal.shape == (0,)
+
+
+def test_cholesky_qr_refuses_dtypes_and_vectors_but_keeps_none_for_non_finite_or_wide_weights():
+    weight = torch.randn(10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(TypeError, match="weight must have a floating-point dtype"):
+        cholesky_qr(weight.long())
+    with pytest.raises(TypeError, match="float32 or float64 only"):
+        cholesky_qr(weight.half())
+    with pytest.raises(ValueError, match=r"weight.unsqueeze\(-1\)"):
+        cholesky_qr(weight[:, 0])
+    assert cholesky_qr(torch.full_like(weight, float("nan"))) is None and cholesky_qr(weight.T) is None

@@ -354,3 +354,76 @@ def test_dense_operator_checks_follow_in_place_edits_and_replacements():
     op.matrix = torch.eye(4, dtype=torch.float64)  # a new tensor
     assert op.symmetric
     op.check_finite()
+
+
+def test_dense_operator_matmul_checks_x_as_the_graph_operator_does():
+    matrix = torch.eye(6, dtype=torch.float64) * 2
+    op, graph = DenseOperator(matrix), normalized_adjacency(cycle_graph(6).edge_index)
+    for operator in (op, graph):
+        with pytest.raises(ValueError, match=r"x must have shape \(n,\).* with n=6 \(got x.shape=\(5, 2\)\)"):
+            operator.matmul(torch.randn(5, 2))
+        with pytest.raises(TypeError, match=r"x must have a floating-point dtype.* x.float\(\)"):
+            operator.matmul(torch.ones(6, 2, dtype=torch.long))
+    out = op.matmul(torch.ones(6, 2))                          # cast to the operator's dtype, as GraphOperator
+    assert out.dtype == torch.float64 and torch.equal(out, torch.full((6, 2), 2.0, dtype=torch.float64))
+    assert op.matmul(torch.ones(3, 6, 1)).shape == (3, 6, 1)   # a batch of blocks broadcasts, as with @
+    batched = DenseOperator(matrix.expand(2, 6, 6))
+    with pytest.raises(ValueError, match=r"batch \(3,\) does not broadcast against the operator's batch \(2,\)"):
+        batched.matmul(torch.ones(3, 6, 1))
+
+
+def test_deflated_operator_refuses_a_basis_of_another_dtype_and_wraps_a_tensor_base():
+    matrix = torch.diag(torch.arange(1.0, 7.0, dtype=torch.float64))
+    basis = torch.eye(6, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"basis has dtype torch.float32 .* pass basis.to\(torch.float64\)"):
+        DeflatedOperator(DenseOperator(matrix), basis.float(), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"values has dtype torch.float32"):
+        DeflatedOperator(DenseOperator(matrix), basis, torch.ones(2))
+    deflated = DeflatedOperator(matrix, basis, torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert isinstance(deflated.base, DenseOperator)
+    assert torch.equal(deflated.matmul(torch.ones(6, 1)).squeeze(-1), torch.tensor([0.0, 0, 3, 4, 5, 6]).double())
+
+
+@pytest.mark.parametrize("labels, degree, error, match", [
+    (torch.zeros(4), torch.ones(4), TypeError, "labels must have an integer dtype"),
+    (torch.zeros(4, dtype=torch.long), torch.ones(3), ValueError, r"labels.shape=\(4,\), degree.shape=\(3,\)"),
+    (torch.tensor([0, -1, 0, 0]), torch.ones(4), ValueError, r"labels entries must lie in \[0, n\)"),
+    (torch.zeros(4, dtype=torch.long), -torch.ones(4), ValueError, "degree must be non-negative"),
+    (torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long), TypeError, "degree must have a floating"),
+    (torch.zeros(4, dtype=torch.long), torch.tensor([1.0, float("nan"), 1, 1]), ValueError, "degree contains NaN"),
+])
+def test_component_eigenvectors_checks_labels_and_degrees(labels, degree, error, match):
+    with pytest.raises(error, match=match):
+        component_eigenvectors(labels, degree)
+
+
+def test_component_eigenvectors_without_any_positive_degree_is_an_empty_basis():
+    assert component_eigenvectors(torch.tensor([0, 1, 2]), torch.zeros(3)).shape == (3, 0)   # isolated nodes
+    op = deflate_components(normalized_adjacency(torch.empty(2, 0, dtype=torch.long), num_nodes=3,
+                                                 add_self_loops=False))
+    assert op.num_components == 0 and op.basis.shape == (3, 0)
+
+
+def test_connected_components_of_a_dense_matrix_and_a_clear_error_otherwise():
+    graph = disjoint_union(path_graph(3), path_graph(2), path_graph(1))
+    sparse = normalized_adjacency(graph.edge_index, num_nodes=graph.num_nodes)
+    count, labels = connected_components(sparse)
+    for dense in (sparse.to_dense(), DenseOperator(sparse.to_dense())):
+        dense_count, dense_labels = connected_components(dense)
+        assert dense_count == count == 3 and torch.equal(dense_labels, labels)
+    with pytest.raises(ValueError, match=r"one graph: a dense operator of shape \(n, n\)"):
+        connected_components(sparse.to_dense().expand(2, 6, 6))
+    with pytest.raises(TypeError, match=r"connected_components takes a GraphOperator .* \(got list\)"):
+        connected_components([[1.0]])
+
+
+@pytest.mark.parametrize("eigenvalue", ["x", float("nan"), float("inf"), None, True])
+def test_deflate_components_refuses_an_eigenvalue_that_is_not_a_finite_number(eigenvalue):
+    op = normalized_adjacency(cycle_graph(6).edge_index)
+    with pytest.raises(ValueError, match=r"eigenvalue must be a finite real number"):
+        deflate_components(op, eigenvalue=eigenvalue)
+
+
+def test_deflate_components_takes_a_normalized_adjacency_only():
+    with pytest.raises(TypeError, match=r"GraphOperator of normalized_adjacency \(got DenseOperator\)"):
+        deflate_components(DenseOperator(torch.eye(3)))

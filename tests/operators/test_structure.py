@@ -247,3 +247,49 @@ def test_pair_weights_prove_nothing_on_a_pattern_not_given_equally_often_both_wa
     with pytest.warns(UserWarning, match="the graph is directed"):
         directed = GraphStructure(torch.tensor([[0, 1], [1, 2]])).normalized_adjacency(symmetrize=True)
     assert directed._symmetric is True and directed.symmetric  # symmetrised: by construction
+
+
+def test_the_combinatorial_laplacian_takes_signed_weights_as_get_laplacian():
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    weight = torch.tensor([-1.0, -1.0, 2.0, 2.0])
+    ref_index, ref_value = get_laplacian(edge_index, weight, normalization=None, num_nodes=3)
+    expected = to_dense_adj(ref_index, edge_attr=ref_value, max_num_nodes=3)[0]
+    assert torch.equal(laplacian(edge_index, weight, normalization=None).to_dense(), expected)
+    for normalization in ("sym", "rw"):   # D^{-1/2}, D^{-1}: the message says how signed weights can be used
+        with pytest.raises(ValueError, match=r"non-negative for a normalised operator .* normalization=None"):
+            laplacian(edge_index, weight, normalization=normalization)
+
+
+@pytest.mark.parametrize("dtype, match", [
+    (torch.float16, r"dtype=torch.float16\): .*half precision"),
+    (torch.bfloat16, r"dtype=torch.bfloat16\)"),
+    (torch.long, r"dtype=torch.int64\)"),
+    ("float64", r"dtype='float64'\): .*pass dtype=torch.float64"),
+])
+def test_operators_without_weights_refuse_a_dtype_they_do_not_compute_in(dtype, match):
+    structure = GraphStructure(cycle_graph(6).edge_index)
+    for build in (lambda: structure.normalized_adjacency(dtype=dtype), lambda: structure.laplacian(dtype=dtype),
+                  lambda: structure.adjacency(dtype=dtype)):
+        with pytest.raises(TypeError, match=match):
+            build()
+    assert structure.normalized_adjacency(dtype=torch.float64).dtype == torch.float64
+
+
+@pytest.mark.parametrize("edge_index, num_nodes, error, match", [
+    (torch.tensor([[0, 9], [9, 0]]), 3, ValueError, r"edge_index\[0\] entries must lie in \[0, num_nodes\) = \[0, 3\)"),
+    (torch.tensor([[0, -1], [1, 0]]), 3, ValueError, r"edge_index\[0\] entries .* \(got min -1, max 0\)"),
+    (torch.tensor([[0, 1], [1, 5]]), 3, ValueError, r"edge_index\[1\] entries must lie in \[0, num_nodes\)"),
+    (torch.tensor([[0, 1], [1, 0]]).float(), 3, TypeError, "floating-point ids would be truncated"),
+    (torch.tensor([[0, 1], [1, 0]]), 0, ValueError, r"num_nodes must be at least 1 \(got num_nodes=0\)"),
+    (torch.tensor([0, 1]), 3, ValueError, r"edge_index must have shape \(2, num_edges\)"),
+])
+def test_sparsity_pattern_checks_its_arguments(edge_index, num_nodes, error, match):
+    with pytest.raises(error, match=match):
+        SparsityPattern(edge_index, num_nodes)
+
+
+def test_sparsity_pattern_of_a_block_of_rows_checks_rows_against_num_rows():
+    block = torch.tensor([[0, 1], [4, 2]])                    # rows 0..1 of a 5-node graph
+    assert SparsityPattern(block, 5, num_rows=2).crow.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"edge_index\[0\] entries must lie in \[0, num_rows\) = \[0, 1\)"):
+        SparsityPattern(block, 5, num_rows=1)

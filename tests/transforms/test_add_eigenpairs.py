@@ -149,3 +149,17 @@ def test_rejects_bad_graphs():
     weight[0] = float("nan")
     with pytest.raises(ValueError, match="edge_weight contains NaN"):
         AddEigenpairs(k=2)(graph_data(path_graph(4), edge_weight=weight))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_edge_weights_are_refused(dtype):
+    weight = torch.ones(path_graph(4).edge_index.shape[1], dtype=dtype)
+    match = rf"graph 0: data.edge_weight has dtype {dtype}.*pass data.edge_weight.float\(\)"
+    with pytest.raises(TypeError, match=match):
+        AddEigenpairs(k=2)(graph_data(path_graph(4), edge_weight=weight))
+
+
+def test_an_edge_index_of_another_dtype_is_named_in_the_message():
+    with pytest.raises(TypeError, match=r"^graph 0: data.edge_index must have an integer dtype.*convert them with "
+                                        r"data.edge_index.long\(\) after"):
+        AddEigenpairs(k=2)(Data(edge_index=path_graph(4).edge_index.float(), num_nodes=4))

@@ -438,3 +438,24 @@ def test_rejects_bad_input():
         precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=True)
     with pytest.raises(TypeError, match="cache_dir must be a folder path"):
         precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=3)
+
+
+class Unreadable:
+    """A dataset that fails on any access: a check that reaches it did work before failing."""
+
+    def __iter__(self):
+        raise AssertionError("the dataset was read before the arguments were checked")
+
+
+@pytest.mark.parametrize("device, match", [("cuda:999", r"device='cuda:999' is not available here"),
+                                           ("gpu", "device must be a torch.device or a device string")])
+def test_an_unavailable_device_is_refused_before_any_work(device, match):
+    with pytest.raises(ValueError, match=match):
+        precompute_eigenpairs(Unreadable(), AddEigenpairs(k=2), cache_dir=False, device=device)
+
+
+def test_half_precision_weights_in_an_in_memory_dataset_are_refused(tmp_path):
+    graphs = [as_data(graph, edge_weight=torch.ones(graph.edge_index.shape[1], dtype=torch.float16),
+                      x=torch.ones(graph.num_nodes, 1)) for graph in (path_graph(4), cycle_graph(5))]
+    with pytest.raises(TypeError, match="data.edge_weight has dtype torch.float16"):
+        precompute_eigenpairs(GraphList(graphs, root=str(tmp_path)), AddEigenpairs(k=2), cache_dir=False)

@@ -4,12 +4,14 @@ Every filter maps eigenvalues ``(*batch, k)`` to filter values ``(*batch, k, cha
 one scalar response per eigenvalue, shared by all channels (``channels=1``) or one per
 output channel. Eigenvalues are first mapped affinely from ``interval`` (the operator's
 spectrum: ``(-1, 1)`` for the normalized adjacency, ``(0, 2)`` for the normalized
-Laplacian) onto the basis' natural domain and clamped there, because polynomial bases grow
-without bound outside it.
+Laplacian; finite, ``low < high``) onto the basis' natural domain and clamped there, because
+polynomial bases grow without bound outside it (:class:`SpectralFilterConv` warns when its
+eigenvalues exceed ``interval`` beyond rounding).
 """
 from __future__ import annotations
 
-from math import comb
+import math
+import numbers
 from typing import Dict, Tuple, Type, Union
 
 import torch
@@ -19,8 +21,13 @@ from ..._validation import check_positive_int
 
 
 def _check_interval(interval: Tuple[float, float]) -> Tuple[float, float]:
-    if not (isinstance(interval, (tuple, list)) and len(interval) == 2 and float(interval[0]) < float(interval[1])):
-        raise ValueError(f"interval must be a pair (low, high) with low < high (got interval={interval!r})")
+    """A pair of finite reals ``low < high`` (an infinite end would map every eigenvalue to one point)."""
+    if not (isinstance(interval, (tuple, list)) and len(interval) == 2
+            and all(isinstance(end, numbers.Real) and not isinstance(end, bool) for end in interval)
+            and math.isfinite(interval[0]) and math.isfinite(interval[1]) and interval[0] < interval[1]):
+        raise ValueError(f"interval must be a pair (low, high) of finite numbers with low < high, the operator's "
+                         f"spectrum, e.g. (-1.0, 1.0) for the normalized adjacency or (0.0, 2.0) for the normalized "
+                         f"Laplacian (got interval={interval!r})")
     return float(interval[0]), float(interval[1])
 
 
@@ -123,7 +130,7 @@ class BernsteinFilter(PolynomialFilter):
     def __init__(self, order: int = 3, interval: Tuple[float, float] = (-1.0, 1.0), channels: int = 1) -> None:
         super().__init__(order, interval, channels)
         self.binomial: Tensor
-        self.register_buffer("binomial", torch.tensor([float(comb(order, j)) for j in range(order + 1)]),
+        self.register_buffer("binomial", torch.tensor([float(math.comb(order, j)) for j in range(order + 1)]),
                              persistent=False)
         self.reset_parameters()
 

@@ -13,8 +13,10 @@ from torch_geometric.nn.inits import zeros
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
-from ..._validation import check_finite, check_floating, check_index_dtype, check_positive_int, check_same_device
-from ...eigen import BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, resolve_eigen_backend
+from ..._validation import (check_finite, check_floating, check_index_dtype, check_positive_int, check_same_device,
+                             check_same_dtype)
+from ...eigen import (BatchedDCBackend, EigenBackend, EigenPairs, ExactBackend, StableBackend,
+                      resolve_eigen_backend)
 from ...operators import (DeflatedOperatorBase, GraphOperator, GraphStructure,
                           deflate_components)
 from .._batch import check_graph_layout
@@ -26,15 +28,89 @@ DEFAULT_K = 16
 #: Backends that can solve a padded batch of per-graph operators in one call.
 BATCHED_BACKENDS = (ExactBackend, BatchedDCBackend)
 
+#: Backends without learned state: given by name, the layer builds one per clamped ``k = num_nodes``.
+CLAMPED_BACKENDS = (ExactBackend, BatchedDCBackend, StableBackend)
+
 Spectrum = Tuple[EigenPairs, Optional[DeflatedOperatorBase]]
 
 
+def _check_pairs(pairs: Any, x: Tensor) -> None:
+    """``pairs`` is one graph's :class:`~lowrank_gnn.eigen.EigenPairs` for ``x`` ``(n, d)`` or ``(n,)``:
+    eigenvectors ``(n, k)``, eigenvalues ``(k,)``, both of ``x``'s dtype and device (metadata only, ``O(1)``)."""
+    if not isinstance(pairs, EigenPairs):
+        raise TypeError(f"pairs must be an EigenPairs (eigenvalues (k,), eigenvectors (n, k)), as an eigen backend "
+                        f"returns it (got {type(pairs).__name__}); e.g. ExactBackend(k)(operator)")
+    vectors, values = pairs.eigenvectors, pairs.eigenvalues
+    for part, tensor in (("eigenvectors", vectors), ("eigenvalues", values)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"pairs.{part} must be a tensor (got {type(tensor).__name__})")
+    n = x.shape[0]
+    if vectors.dim() != 2 or vectors.shape[0] != n:
+        raise ValueError(f"pairs.eigenvectors must have shape (num_nodes, k) = ({n}, k), one graph's eigenvectors "
+                         f"for x of shape {tuple(x.shape)} (got shape {tuple(vectors.shape)})")
+    k = vectors.shape[1]
+    if values.shape != (k,):
+        raise ValueError(f"pairs.eigenvalues must have shape (k,) = ({k},), one per eigenvector "
+                         f"(got shape {tuple(values.shape)})")
+    for part, tensor in (("eigenvectors", vectors), ("eigenvalues", values)):
+        check_same_dtype(f"pairs.{part}", tensor, "x", x)
+        check_same_device(f"pairs.{part}", tensor, "x", x)
+
+
 def low_rank_propagate(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperatorBase] = None) -> Tensor:
-    r""":math:`U \operatorname{diag}(\lambda) U^T x` (plus the exact deflated block, if any).
+    r""":math:`U \operatorname{diag}(\lambda) U^T x`, plus the exact deflated block :math:`P x` if any.
+
+    The propagation of :class:`LowRankGCNConv` on one graph. Shapes, dtypes and devices are
+    checked (metadata only: no pass over the data), so a mismatched input is an error naming
+    it rather than a broadcast.
+
+    Args:
+        pairs (EigenPairs): ``k`` eigenpairs of one graph's operator, e.g. ``backend(op)``.
+        x (Tensor): node features ``(n, d)``, or one node signal ``(n,)``, of the pairs' dtype.
+        deflated (DeflatedOperatorBase, optional): the deflated operator the pairs were taken
+            from (e.g. :func:`~lowrank_gnn.operators.deflate_components`); its removed block
+            :math:`P` is added back exactly. (default: ``None``)
 
     Shapes:
-        eigenvectors ``(n, k)``, eigenvalues ``(k,)``, x ``(n, d)``; returns ``(n, d)``.
+        eigenvectors ``(n, k)``, eigenvalues ``(k,)``, x ``(n, d)`` or ``(n,)``; returns the
+        shape of ``x``.
+
+    Example:
+        >>> import torch
+        >>> from lowrank_gnn.eigen import ExactBackend
+        >>> from lowrank_gnn.nn import low_rank_propagate
+        >>> from lowrank_gnn.operators import normalized_adjacency
+        >>> from lowrank_gnn.testing import cycle_graph
+        >>> op = normalized_adjacency(cycle_graph(6).edge_index)
+        >>> x = torch.randn(6)
+        >>> out = low_rank_propagate(ExactBackend(6)(op), x)   # all pairs: the operator itself
+        >>> out.shape, torch.allclose(out, op.matmul(x), atol=1e-5)
+        (torch.Size([6]), True)
     """
+    check_floating("x", x)
+    if x.dim() not in (1, 2):
+        raise ValueError(f"x must have shape (num_nodes, d) or (num_nodes,) (got shape {tuple(x.shape)}); "
+                         "fold further feature dimensions into d first")
+    _check_pairs(pairs, x)
+    columns = x.unsqueeze(-1) if x.dim() == 1 else x
+    if deflated is not None:
+        if not isinstance(deflated, DeflatedOperatorBase):
+            raise TypeError(f"deflated must be the DeflatedOperatorBase the pairs were taken from, or None (got "
+                            f"{type(deflated).__name__})")
+        if tuple(deflated.shape) != (x.shape[0], x.shape[0]):
+            raise ValueError(f"deflated has shape {tuple(deflated.shape)} but x has {x.shape[0]} nodes; pass the "
+                             "deflated operator of this graph")
+        if deflated.dtype != x.dtype:
+            raise TypeError(f"deflated has dtype {deflated.dtype} but x has dtype {x.dtype}; build the operator "
+                            f"in {x.dtype} or cast x")
+        if deflated.device != x.device:
+            raise ValueError(f"deflated is on {deflated.device} but x is on {x.device}; move both to one device")
+    out = _spectral_product(pairs, columns, deflated)
+    return out.squeeze(-1) if x.dim() == 1 else out
+
+
+def _spectral_product(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedOperatorBase]) -> Tensor:
+    """:func:`low_rank_propagate` on ``x (n, d)`` without its checks (the layer checks its own input)."""
     vectors, values = pairs.eigenvectors, pairs.eigenvalues
     out = vectors @ (values.unsqueeze(-1) * (vectors.mT @ x))
     if deflated is not None:
@@ -62,7 +138,9 @@ class LowRankGCNConv(MessagePassing):
     ``GCNConv`` accepts: duplicate edges are summed, existing self-loops keep their weight,
     ``improved``, ``normalize=False``, ``torch.sparse`` / ``SparseTensor`` / ``EdgeIndex``
     adjacencies, a static graph with ``x`` of shape ``(B, n, F)``. A graph with fewer nodes
-    than ``k`` gets all its ``n`` eigenpairs (``k`` is clamped per graph).
+    than ``k`` gets all its ``n`` eigenpairs (``k`` is clamped per graph) with the backends
+    ``"exact"``, ``"stable"`` and ``"batched_dc"`` given by name; ``"amortized"`` (a learned
+    basis of ``k`` columns) and a backend instance (fixed to its ``k``) raise on such a graph.
 
     **Directed input.** Eigenpairs need a symmetric operator. A directed ``edge_index`` (or
     ``w(i, j) != w(j, i)``) is symmetrised, with a warning: each pair gets the mean of its
@@ -99,7 +177,8 @@ class LowRankGCNConv(MessagePassing):
             (symmetrised) adjacency itself. (default: ``True``)
         bias (bool): learn an additive bias. (default: ``True``)
         k (int): number of eigenpairs. (default: ``16``)
-        backend (str or EigenBackend): eigen backend name or instance. (default: ``"exact"``)
+        backend (str or EigenBackend): eigen backend name or instance; see above for graphs of
+            fewer than ``k`` nodes. (default: ``"exact"``)
         backend_kwargs (dict, optional): options for a backend given by name.
         deflate_components (bool, optional): handle the per-component eigenvalue-1 block
             exactly; needs ``normalize=True``. (default: ``normalize``)
@@ -132,9 +211,13 @@ class LowRankGCNConv(MessagePassing):
                  k: int = DEFAULT_K, backend: Union[str, EigenBackend] = "exact",
                  backend_kwargs: Optional[Dict[str, Any]] = None, deflate_components: Optional[bool] = None,
                  root_weight: bool = False, **kwargs: Any) -> None:
-        for name, flag in (("improved", improved), ("cached", cached), ("normalize", normalize), ("bias", bias)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool (got {name}={flag!r}); the arguments after out_channels "
+        for name, flag in (("improved", improved), ("cached", cached), ("add_self_loops", add_self_loops),
+                           ("normalize", normalize), ("bias", bias), ("deflate_components", deflate_components),
+                           ("root_weight", root_weight)):
+            optional = name in ("add_self_loops", "deflate_components")  # None: follows normalize
+            if not isinstance(flag, bool) and not (optional and flag is None):
+                allowed = "a bool or None (None follows normalize)" if optional else "a bool"
+                raise TypeError(f"{name} must be {allowed} (got {name}={flag!r}); the arguments after out_channels "
                                 "follow GCNConv (improved, cached, add_self_loops, normalize, bias) and k is "
                                 f"keyword-only: LowRankGCNConv({in_channels}, {out_channels}, k=...)")
         aggr = kwargs.setdefault("aggr", "add")
@@ -218,12 +301,19 @@ class LowRankGCNConv(MessagePassing):
 
     # --- input ------------------------------------------------------------------------------
 
-    def _edges(self, edge_index: Any, edge_weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], str]:
+    def _edges(self, edge_index: Any, edge_weight: Optional[Tensor],
+               num_nodes: int) -> Tuple[Tensor, Optional[Tensor], str]:
         """Any adjacency GCNConv accepts -> ``(edge_index (2, E) source -> target, edge_weight, format)``."""
         if isinstance(edge_index, SparseTensor) or is_torch_sparse_tensor(edge_index):
             if edge_weight is not None:
                 raise ValueError("edge_weight must be None when edge_index is a sparse adjacency: its values "
                                  "are the edge weights")
+            sizes = tuple(edge_index.sparse_sizes() if isinstance(edge_index, SparseTensor) else edge_index.shape)
+            if sizes != (num_nodes, num_nodes):
+                raise ValueError(f"the sparse adjacency has size {sizes} but x has {num_nodes} nodes; pass an "
+                                 f"adjacency of size ({num_nodes}, {num_nodes}), one row and column per node of x "
+                                 "(e.g. SparseTensor(..., sparse_sizes=(n, n)) or torch.sparse_coo_tensor(..., "
+                                 "size=(n, n)))")
             if self.flow == "target_to_source":
                 raise ValueError('flow="target_to_source" is invalid with a sparse adjacency (adj_t); pass the '
                                  "transposed matrix instead, as in MessagePassing")
@@ -292,10 +382,16 @@ class LowRankGCNConv(MessagePassing):
                              "or call the layer on one graph at a time")
         if k == backend.k and not (batched and isinstance(backend, ExactBackend) and backend.method == "sparse"):
             return backend
-        if self._backend_name is None or not isinstance(backend, BATCHED_BACKENDS):
-            raise ValueError(f"this graph has {k} nodes, fewer than k={self.k}, and backend={type(backend).__name__} "
-                             f"is fixed to k={backend.k}; use backend='exact' (given by name, the layer then takes "
-                             "min(k, num_nodes) eigenpairs per graph) or graphs with at least k nodes")
+        if self._backend_name is None:
+            raise ValueError(f"this graph has {k} nodes, fewer than k={self.k}, and the backend instance "
+                             f"{type(backend).__name__} is fixed to k={backend.k}; give the backend by name "
+                             "(backend='exact', 'stable' or 'batched_dc', options in backend_kwargs: the layer then "
+                             "takes min(k, num_nodes) eigenpairs per graph) or use graphs with at least k nodes")
+        if not isinstance(backend, CLAMPED_BACKENDS):
+            raise ValueError(f"this graph has {k} nodes, fewer than k={self.k}, and backend={self._backend_name!r} "
+                             f"learns a basis of k={backend.k} columns, which cannot shrink per graph; use "
+                             f"k <= {k} (this graph's size), or backend='exact', 'stable' or 'batched_dc', "
+                             "which take min(k, num_nodes) eigenpairs per graph")
         key = (k, batched)
         if key not in self._clamped:
             options = dict(self._backend_kwargs)
@@ -383,7 +479,7 @@ class LowRankGCNConv(MessagePassing):
             check_same_device("edge_index", edge_index, "x", x)
         if not x.is_sparse and not _is_compiling():
             check_finite("x", x.detach())
-        edge_index, edge_weight, source_format = self._edges(edge_index, edge_weight)
+        edge_index, edge_weight, source_format = self._edges(edge_index, edge_weight, num_nodes)
         if edge_weight is not None and torch.is_floating_point(edge_weight) and edge_weight.dtype != x.dtype:
             edge_weight = edge_weight.to(x.dtype)  # the operator follows x, as GCNConv's messages do
         if self.explain:
@@ -421,19 +517,45 @@ class LowRankGCNConv(MessagePassing):
                     if self.cached and source_format == "adj_t":
                         self._cached_adj_t = self._cached_edge_index
                 else:
-                    single = eigenpairs
+                    single = self._check_spectrum(eigenpairs, x, num_nodes)
                     self.aux_loss = None  # precomputed: whoever computed them owns their auxiliary loss
                 pairs, deflated = single
-                shape = tuple(pairs.eigenvectors.shape)
-                if len(shape) != 2 or shape[0] != num_nodes or not 1 <= shape[1] <= self.k:
-                    raise ValueError(f"eigenpairs has eigenvectors of shape {shape} but this layer needs "
-                                     f"({num_nodes}, m) with m <= k={self.k} (as eigenpairs() returns them)")
                 out = self._propagate(edge_index, h, lambda m: self.spectral_propagate(pairs, m, deflated))
         if self.lin_root is not None:
             out = out + self.lin_root(x)
         if self.bias is not None:
             out = out + self.bias
         return out
+
+    def _check_spectrum(self, eigenpairs: Any, x: Tensor, num_nodes: int) -> Spectrum:
+        """Precomputed ``eigenpairs`` for this forward: the pair :meth:`eigenpairs` returns, shaped for ``x``."""
+        how = ("the pair (EigenPairs, deflated operator or None) that conv.eigenpairs(edge_index, edge_weight, "
+               "num_nodes, x.dtype) returns")
+        if isinstance(eigenpairs, EigenPairs):
+            raise TypeError(f"eigenpairs must be {how}, not an EigenPairs alone; pass conv.eigenpairs(...) itself, or "
+                            "(pairs, None) for pairs of the operator without deflation (deflate_components=False)")
+        if not (isinstance(eigenpairs, tuple) and len(eigenpairs) == 2 and isinstance(eigenpairs[0], EigenPairs)
+                and (eigenpairs[1] is None or isinstance(eigenpairs[1], DeflatedOperatorBase))):
+            got = (f"a {type(eigenpairs).__name__} of "
+                   f"({', '.join(type(item).__name__ for item in eigenpairs)})"
+                   if isinstance(eigenpairs, (tuple, list)) else f"a {type(eigenpairs).__name__}")
+            raise TypeError(f"eigenpairs must be {how} (got {got})")
+        pairs, deflated = eigenpairs
+        vectors, values = pairs.eigenvectors, pairs.eigenvalues
+        shape = tuple(vectors.shape)
+        if len(shape) != 2 or shape[0] != num_nodes or not 1 <= shape[1] <= self.k or values.shape != shape[1:]:
+            raise ValueError(f"eigenpairs has eigenvectors of shape {shape} and eigenvalues of shape "
+                             f"{tuple(values.shape)} but this layer needs ({num_nodes}, m) and (m,) with m <= "
+                             f"k={self.k} (as eigenpairs() returns them)")
+        for tensor in (vectors, values) + (() if deflated is None else (deflated,)):
+            if tensor.dtype != x.dtype:
+                raise TypeError(f"eigenpairs has dtype {tensor.dtype} but x has dtype {x.dtype}; compute them in "
+                                f"x's dtype, conv.eigenpairs(edge_index, edge_weight, num_nodes, {x.dtype}) (with "
+                                f"edge_weight of that dtype), or cast x")
+            if tensor.device != x.device:
+                raise ValueError(f"eigenpairs is on {tensor.device} but x is on {x.device}; compute them on x's "
+                                 "device or move x")
+        return pairs, deflated
 
     def _masked(self, edge_index: Tensor, edge_weight: Optional[Tensor], dtype: torch.dtype) -> Tensor:
         """Explain mode: the explainer's edge mask as a scale on the edge weights."""
@@ -471,7 +593,7 @@ class LowRankGCNConv(MessagePassing):
 
     def spectral_propagate(self, pairs: EigenPairs, h: Tensor, deflated: Optional[DeflatedOperatorBase]) -> Tensor:
         """:func:`low_rank_propagate` on ``h (n, d)``; row-distributed subclasses reduce ``U^T h`` across ranks here."""
-        return low_rank_propagate(pairs, h, deflated)
+        return _spectral_product(pairs, h, deflated)
 
     # --- mini-batches -----------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """SpectralFilterConv: a learnable filter applied in a (truncated) eigenbasis, per graph."""
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
@@ -9,7 +11,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import scatter, to_dense_batch
 
-from ..._validation import check_finite, check_floating, check_same_device, check_same_dtype
+from ..._validation import check_finite, check_floating, check_index_dtype, check_same_device, check_same_dtype
 from .._batch import check_batch, check_graph_layout
 from .filters import SpectralFilter, resolve_filter
 
@@ -65,9 +67,11 @@ class SpectralFilterConv(nn.Module):
             instance. (default: ``"chebyshev"``)
         filter_kwargs (dict, optional): options of a filter given by name (``order``,
             ``hidden``).
-        interval (tuple): the operator's spectrum, mapped onto the basis' domain:
-            ``(-1, 1)`` for the normalized adjacency, ``(0, 2)`` for the normalized
-            Laplacian. (default: ``(-1.0, 1.0)``)
+        interval (tuple): the operator's spectrum, finite ``(low, high)`` with ``low < high``,
+            mapped onto the basis' domain: ``(-1, 1)`` for the normalized adjacency,
+            ``(0, 2)`` for the normalized Laplacian. Eigenvalues outside it are clamped to it,
+            with a warning (once per layer) when they exceed it beyond rounding
+            (:math:`\sqrt{\varepsilon}\,(high - low)`). (default: ``(-1.0, 1.0)``)
         per_channel (bool): one filter response per output channel instead of one shared.
             (default: ``False``)
         root_weight (bool): add the self term. (default: ``True``)
@@ -109,6 +113,7 @@ class SpectralFilterConv(nn.Module):
         self.lin = Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
         self.lin_root = Linear(in_channels, out_channels, bias=False) if root_weight else None
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self._warned_interval = False  # eigenvalues outside interval are reported once per layer
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -167,6 +172,8 @@ class SpectralFilterConv(nn.Module):
         elif eig_mask.shape != eigvals.shape or eig_mask.dtype != torch.bool:
             raise ValueError(f"eig_mask must be a bool tensor of shape {tuple(eigvals.shape)} like eigvals "
                              f"(got {eig_mask.dtype}, shape {tuple(eig_mask.shape)})")
+        if eager and eigvals.numel():
+            self._warn_outside_interval(eigvals, eig_mask)
         if (component_vector is None) != (component_index is None):
             raise ValueError("component_vector and component_index go together (both from "
                              "AddEigenpairs(deflate_components=True)); pass both or neither")
@@ -176,9 +183,28 @@ class SpectralFilterConv(nn.Module):
                     raise ValueError(f"{name} must have shape (num_nodes,) = ({n},) (got {tuple(tensor.shape)})")
                 check_same_device(name, tensor, "x", x)
             check_same_dtype("component_vector", component_vector, "x", x)
+            check_index_dtype("component_index", component_index)
+            if eager:
+                check_finite("component_vector", component_vector.detach())
             if eager and n and (int(component_index.min()) < 0 or int(component_index.max()) >= n):
                 raise ValueError(f"component_index entries must lie in [0, num_nodes) = [0, {n})")
         return eigvals, batch, eig_mask, num_graphs
+
+    def _warn_outside_interval(self, eigvals: Tensor, eig_mask: Tensor) -> None:
+        """Warn (once per layer) when real eigenvalues leave ``interval`` beyond rounding: one ``aminmax``."""
+        if self._warned_interval:
+            return
+        low, high = self.filter.interval
+        slack = math.sqrt(torch.finfo(eigvals.dtype).eps) * (high - low)
+        real = eigvals.detach().masked_fill(~eig_mask, (low + high) / 2)  # padded columns never warn
+        least_value, most_value = torch.stack(torch.aminmax(real)).tolist()  # one reduction, one host sync
+        if least_value >= low - slack and most_value <= high + slack:
+            return
+        self._warned_interval = True
+        warnings.warn(f"eigvals lie in [{least_value:.4g}, {most_value:.4g}], beyond the filter's interval="
+                      f"{self.filter.interval}; they are clamped to it, so every eigenvalue beyond an end gets the "
+                      "filter's value there. Pass the operator's spectrum as interval, e.g. interval=(0.0, 2.0) "
+                      "for the normalized Laplacian (shown once per layer)", stacklevel=3)
 
     def forward(self, x: Tensor, eigvecs: Tensor, eigvals: Tensor, batch: Optional[Tensor] = None,
                 eig_mask: Optional[Tensor] = None, component_vector: Optional[Tensor] = None,

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
-from lowrank_gnn.eigen import ExactBackend
-from lowrank_gnn.nn import LowRankGCNConv, total_aux_loss
+from lowrank_gnn.eigen import EigenPairs, ExactBackend
+from lowrank_gnn.nn import LowRankGCNConv, low_rank_propagate, total_aux_loss
 from lowrank_gnn.operators import deflate_components, normalized_adjacency
 from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
 
@@ -271,3 +271,74 @@ def test_an_unweighted_graph_builds_its_operator_once_per_dtype(monkeypatch):
     assert len(calls) == 3 and torch.allclose(out32.double(), out, atol=1e-5)
     pairs, _ = conv.eigenpairs(edge_index, None, 9)  # public call without weights: the default dtype
     assert pairs.eigenvalues.dtype == torch.get_default_dtype()
+
+
+def deflated_spectrum(k=4):
+    op = deflate_components(normalized_adjacency(GRAPH.edge_index, WEIGHT, N))
+    return ExactBackend(k)(op), op
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+def test_low_rank_propagate_takes_one_signal_or_columns_against_a_dense_reference(deflate):
+    pairs, op = deflated_spectrum()
+    deflated = op if deflate else None
+    dense = pairs.eigenvectors @ torch.diag(pairs.eigenvalues) @ pairs.eigenvectors.T
+    if deflate:
+        dense = dense + (op.base.to_dense() - op.to_dense())  # the removed block P_0
+    x = torch.randn(N, 3, dtype=torch.float64)
+    assert torch.allclose(low_rank_propagate(pairs, x, deflated), dense @ x, atol=1e-12)
+    out = low_rank_propagate(pairs, x[:, 0], deflated)
+    assert out.shape == (N,)
+    assert torch.allclose(out, dense @ x[:, 0], atol=1e-12)
+
+
+@pytest.mark.parametrize("make_call, error, match", [
+    (lambda p, op: (EigenPairs(p.eigenvalues[:1], p.eigenvectors), torch.randn(N, 2, dtype=torch.float64)),
+     ValueError, r"pairs.eigenvalues must have shape \(k,\) = \(4,\)"),
+    (lambda p, op: (p, torch.randn(N - 1, dtype=torch.float64)), ValueError,
+     r"pairs.eigenvectors must have shape \(num_nodes, k\) = \(11, k\)"),
+    (lambda p, op: (p, torch.randn(N, 2)), TypeError, "pairs.eigenvectors has dtype torch.float64 but x has"),
+    (lambda p, op: (p, torch.randn(N, 2, 2, dtype=torch.float64)), ValueError, r"x must have shape \(num_nodes, d\)"),
+    (lambda p, op: ((p.eigenvalues, p.eigenvectors), torch.randn(N, dtype=torch.float64)), TypeError,
+     "pairs must be an EigenPairs"),
+    (lambda p, op: (p, torch.randn(N, dtype=torch.float64), op.base), TypeError, "deflated must be the"),
+    (lambda p, op: (EigenPairs(p.eigenvalues.float(), p.eigenvectors.float()), torch.randn(N),
+                    op), TypeError, "deflated has dtype torch.float64 but x has dtype torch.float32"),
+])
+def test_low_rank_propagate_bad_input_names_the_argument(make_call, error, match):
+    pairs, op = deflated_spectrum()
+    with pytest.raises(error, match=match):
+        low_rank_propagate(*make_call(pairs, op))
+
+
+def test_precomputed_eigenpairs_are_checked_and_named():
+    conv = LowRankGCNConv(4, 3, k=4).double()
+    x = torch.randn(N, 4, dtype=torch.float64)
+    spectrum = conv.eigenpairs(GRAPH.edge_index, WEIGHT, N)
+    assert torch.equal(conv(x, GRAPH.edge_index, WEIGHT, eigenpairs=spectrum), conv(x, GRAPH.edge_index, WEIGHT))
+    with pytest.raises(TypeError, match="not an EigenPairs alone"):
+        conv(x, GRAPH.edge_index, WEIGHT, eigenpairs=spectrum[0])
+    with pytest.raises(TypeError, match=r"got a tuple of \(Tensor, Tensor\)"):
+        conv(x, GRAPH.edge_index, WEIGHT, eigenpairs=(spectrum[0].eigenvalues, spectrum[0].eigenvectors))
+    single = conv.eigenpairs(GRAPH.edge_index, WEIGHT.float(), N)
+    with pytest.raises(TypeError, match="eigenpairs has dtype torch.float32 but x has dtype torch.float64"):
+        conv(x, GRAPH.edge_index, WEIGHT, eigenpairs=single)
+    pairs = spectrum[0]
+    with pytest.raises(ValueError, match=r"eigenvalues of shape \(1,\)"):
+        conv(x, GRAPH.edge_index, WEIGHT, eigenpairs=(EigenPairs(pairs.eigenvalues[:1], pairs.eigenvectors), None))
+
+
+@pytest.mark.parametrize("name", ["add_self_loops", "deflate_components", "root_weight"])
+def test_boolean_flags_refuse_other_values(name):
+    with pytest.raises(TypeError, match=f"{name} must be a bool"):
+        LowRankGCNConv(4, 3, k=3, **{name: "no"})
+    assert getattr(LowRankGCNConv(4, 3, k=3, **{name: False}), name if name != "root_weight" else "lin_root") in (
+        False, None)
+
+
+@pytest.mark.parametrize("to_sparse", [to_torch_coo_tensor, to_torch_csr_tensor])
+@pytest.mark.parametrize("size", [N - 2, N + 2])
+def test_a_sparse_adjacency_of_another_size_than_x_is_refused(to_sparse, size):
+    adjacency = to_sparse(GRAPH.edge_index.flip(0), WEIGHT, size=(N, N))
+    with pytest.raises(ValueError, match=rf"sparse adjacency has size \({N}, {N}\) but x has {size} nodes"):
+        LowRankGCNConv(4, 3, k=3).double()(torch.randn(size, 4, dtype=torch.float64), adjacency)

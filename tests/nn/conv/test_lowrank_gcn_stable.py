@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lowrank_gnn.eigen import StableBackend
 from lowrank_gnn.nn import LowRankGCNConv
 from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
 
@@ -123,3 +124,23 @@ def test_cora_without_deflation_exact_fails_stable_trains():
         optimizer.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
+
+
+def test_k_larger_than_the_graph_is_clamped_for_the_stable_backend_by_name():
+    edge_index = path_graph(6).edge_index
+    x = torch.randn(6, 5, dtype=torch.float64)
+    torch.manual_seed(0)
+    stable = LowRankGCNConv(5, 3, k=8, backend="stable", backend_kwargs={"degree": 5}).double()
+    torch.manual_seed(0)
+    exact = LowRankGCNConv(5, 3, k=8).double()
+    assert torch.allclose(stable(x, edge_index), exact(x, edge_index), atol=1e-12)
+    pairs, _ = stable.eigenpairs(edge_index, None, 6, torch.float64)
+    assert pairs.eigenvalues.shape == (6,)   # min(k, num_nodes)
+
+
+def test_backends_that_cannot_be_clamped_say_so():
+    edge_index, x = path_graph(6).edge_index, torch.randn(6, 5)
+    with pytest.raises(ValueError, match="backend='amortized' learns a basis of k=8 columns.*use k <= 6"):
+        LowRankGCNConv(5, 3, k=8, backend="amortized")(x, edge_index)
+    with pytest.raises(ValueError, match="backend instance StableBackend is fixed to k=8; give the backend by name"):
+        LowRankGCNConv(5, 3, k=8, backend=StableBackend(8))(x, edge_index)

@@ -1,3 +1,4 @@
+import warnings
 from math import comb
 
 import pytest
@@ -255,6 +256,12 @@ VECTORS, VALUES = full_eigenpairs(dense_adjacency().float())
     (lambda: dict(component_vector=torch.ones(N)), ValueError, "component_vector and component_index go together"),
     (lambda: dict(component_vector=torch.ones(N), component_index=torch.full((N,), N)), ValueError,
      r"component_index entries must lie in \[0, num_nodes\)"),
+    (lambda: dict(component_vector=torch.full((N,), float("nan")), component_index=torch.zeros(N, dtype=torch.long)),
+     ValueError, "component_vector contains NaN"),
+    (lambda: dict(component_vector=torch.ones(N), component_index=torch.zeros(N)), TypeError,
+     "component_index must have an integer dtype"),
+    (lambda: dict(component_vector=torch.ones(N), component_index=torch.zeros(N, dtype=torch.bool)), TypeError,
+     "component_index must have an integer dtype"),
 ])
 def test_bad_input(make_input, error, match):
     kwargs = dict(x=torch.randn(N, 3), eigvecs=VECTORS, eigvals=VALUES)
@@ -266,8 +273,9 @@ def test_bad_input(make_input, error, match):
 def test_bad_construction():
     with pytest.raises(ValueError, match="filter must be a SpectralFilter or one of 'chebyshev', 'bernstein', 'mlp'"):
         SpectralFilterConv(3, 2, filter="fourier")
-    with pytest.raises(ValueError, match="interval must be a pair"):
-        SpectralFilterConv(3, 2, interval=(1.0, -1.0))
+    for interval in ((1.0, -1.0), (0.0, float("inf")), (float("nan"), 1.0), (0.0, True), (0.0,)):
+        with pytest.raises(ValueError, match=r"interval must be a pair \(low, high\) of finite numbers"):
+            SpectralFilterConv(3, 2, interval=interval)
     with pytest.raises(ValueError, match="order must be a positive integer"):
         SpectralFilterConv(3, 2, filter_kwargs={"order": 0})
     with pytest.raises(ValueError, match="channels=3; a layer with out_channels=2 needs 1 or 2"):
@@ -296,9 +304,10 @@ def test_a_user_polynomial_basis_plugs_into_the_layer():
     assert torch.allclose(monomial.double()(values)[:, 0], 1 + 2 * t + 3 * t ** 2)
     assert "order=2, interval=(0.0, 2.0)" in repr(monomial)
     vectors, eigenvalues = full_eigenpairs(dense_adjacency())
-    conv = SpectralFilterConv(3, 2, filter=monomial, root_weight=False, bias=False).double()
+    adjacency_monomial = MonomialFilter(order=2)  # the adjacency's spectrum: the default interval (-1, 1)
+    conv = SpectralFilterConv(3, 2, filter=adjacency_monomial, root_weight=False, bias=False).double()
     x = torch.randn(N, 3, dtype=torch.float64)
-    expected = vectors @ torch.diag(monomial(eigenvalues)[:, 0]) @ vectors.T @ conv.lin(x)
+    expected = vectors @ torch.diag(adjacency_monomial(eigenvalues)[:, 0]) @ vectors.T @ conv.lin(x)
     assert torch.allclose(conv(x, vectors, eigenvalues), expected, atol=1e-10)
 
 
@@ -318,3 +327,19 @@ def test_compiles_with_fullgraph_on_a_batch_and_equals_eager():
     assert torch.allclose(compiled(*args), conv(*args), atol=1e-6)
     with_ptr = dict(x=batch.x, eigvecs=batch.eigvecs, eigvals=batch.eigvals, eig_mask=batch.eig_mask, ptr=batch.ptr)
     assert torch.allclose(compiled(**with_ptr), conv(*args), atol=1e-6)
+
+
+def test_eigenvalues_beyond_the_interval_are_clamped_with_one_warning_per_layer():
+    laplacian_values = 1.0 - VALUES  # the normalized Laplacian's spectrum, in [0, 2]
+    conv = SpectralFilterConv(3, 2)
+    x = torch.randn(N, 3)
+    with pytest.warns(UserWarning, match=r"eigvals lie in \[.*1.229\], beyond the filter's interval=\(-1.0, 1.0\)"):
+        conv(x, VECTORS, laplacian_values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conv(x, VECTORS, laplacian_values)                      # once per layer
+        SpectralFilterConv(3, 2, interval=(0.0, 2.0))(x, VECTORS, laplacian_values)
+        SpectralFilterConv(3, 2)(x, VECTORS, VALUES * (1 + 1e-6))  # rounding beyond an end is no warning
+        padded = torch.cat([VALUES, torch.full((1,), 5.0)])          # padding beyond the interval is masked out
+        mask = torch.cat([torch.ones(N, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)])
+        SpectralFilterConv(3, 2)(x, torch.cat([VECTORS, torch.zeros(N, 1)], 1), padded, eig_mask=mask.view(1, -1))
