@@ -82,19 +82,22 @@ def train_timed(step: Callable[[], None], steps: int) -> float:
     return statistics.median(times[1:])
 
 
-def train_interleaved(steps: Dict[str, Callable[[], None]], count: int) -> Dict[str, float]:
+def train_interleaved(steps: Dict[str, Callable[[], None]], count: int,
+                      average: Callable[[List[float]], float] = statistics.median) -> Dict[str, float]:
     """Run ``count`` training steps of every model in ``steps``, one of each in turn; return the
-    median time of one step of each (the first round, which includes one-off set-up, excluded).
+    ``average`` (the median by default) time of one step of each (the first round, which includes
+    one-off set-up, excluded).
 
     As :func:`train_timed`, in CPU time; interleaving the models step by step gives each the same
-    share of whatever else the machine runs meanwhile, so their ratios do not drift with the load."""
+    share of whatever else the machine runs meanwhile, so their ratios do not drift with the load.
+    Pass ``statistics.mean`` where a model does extra work on some steps only, which a median hides."""
     times: Dict[str, List[float]] = {name: [] for name in steps}
     for _ in range(count + 1):
         for name, step in steps.items():
             start = time.process_time()
             step()
             times[name].append(time.process_time() - start)
-    return {name: statistics.median(values[1:]) for name, values in times.items()}
+    return {name: average(values[1:]) for name, values in times.items()}
 
 
 def optimizer_for(model: nn.Module, lr: float, basis_lr: float = BASIS_LR, **kwargs) -> torch.optim.Optimizer:
@@ -280,15 +283,15 @@ def nuclear_row(d: int, steps: int, method: str = "qr", sign_block: int = DEFAUL
 
         return weight, reg, step
 
-    times, quality, state = {}, {}, {}
-    for kind in ("backbone", "exact", "amortized"):
-        weight, reg, step = make(kind)
-        times[kind] = train_timed(step, steps)
-        if kind != "backbone":
-            with torch.no_grad():
-                quality[kind] = float(F.mse_loss(x_test @ weight, y_test))
-            state[kind] = (weight, reg)
-    weight, reg = state["amortized"]
+    # the three models train step by step in turn (so that the load weighs on them alike), timed by the mean
+    # step: the polar tracker's sign block reflects only on the steps that find a wrong sign
+    made = {kind: make(kind) for kind in ("backbone", "exact", "amortized")}
+    times = train_interleaved({kind: step for kind, (_, _, step) in made.items()}, steps, average=statistics.mean)
+    quality = {}
+    for kind in ("exact", "amortized"):
+        with torch.no_grad():
+            quality[kind] = float(F.mse_loss(x_test @ made[kind][0], y_test))
+    weight, reg, _ = made["amortized"]
     with torch.no_grad():
         exact_norm = float(torch.linalg.matrix_norm(weight, ord="nuc"))
         estimate = float(reg(weight)) / gamma
@@ -440,7 +443,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"cpu count {os.cpu_count()}, torch threads {torch.get_num_threads()}, torch {torch.__version__}, "
           f"python {platform.python_version()}, {platform.processor() or platform.machine()}; "
-          f"times are process CPU time per training step (median)")
+          "times are process CPU time per training step (median; nuclear-norm rows: mean, the three models "
+          "interleaved)")
     wanted = set(args.rows.split(","))
     rows: List[Dict] = []
     if "gcn" in wanted:

@@ -50,7 +50,8 @@ class PolarTracker(nn.Module):
       :math:`Y \leftarrow Y (3 I - Y^T Y)/2`. The rotation between singular pairs
       :math:`i, j` of :math:`R` contracts like :math:`1 - b (\sigma_i + \sigma_j) / (2
       \sigma_{\max}(R))`: deflating the leading block removes the few large singular values that
-      would otherwise make the step tiny for all the others. Four ``n x n``-sized products.
+      would otherwise make the step tiny for all the others. Four ``n x n``-sized products; the
+      ``n x n`` state is updated in place (a fresh ``n x n`` tensor costs about a pass over it).
     * **Sign block** (``p = sign_block`` directions, before the ascent step): the ascent cannot
       change the sign with which :math:`Q` pairs a singular vector, and a singular value that the
       penalty drives through zero leaves :math:`Q` pairing it with the wrong sign: the symmetric
@@ -58,16 +59,19 @@ class PolarTracker(nn.Module):
       the estimate is :math:`2\sigma` low, and the penalty's gradient :math:`Q` *grows* that
       singular value. One step of shifted inverse iteration, :math:`Z \leftarrow \operatorname{orth}
       ((S - \sigma_0 I)^{-1} Z)` (one LU of an ``n x n`` matrix), keeps ``Z`` on the lowest
-      eigenvectors of :math:`S`, and :math:`Q \leftarrow Q (I + Z (O - I) Z^T)` with
-      :math:`O = \operatorname{polar}(Z^T Q^T R Z)` (a ``p x p`` SVD) is the best orthogonal change
-      of :math:`Q` on :math:`\operatorname{span} Z`: it raises :math:`\operatorname{tr}(Q^T R)` by
-      :math:`\|C\|_* - \operatorname{tr} C \ge 0`, :math:`C = Z^T Q^T R Z`, flipping the signs there.
+      eigenvectors of :math:`S`; the Ritz pairs :math:`(\theta_i, w_i)` of :math:`S` on
+      :math:`\operatorname{span} Z` (a ``p x p`` ``eigh``) with :math:`\theta_i < 0` are the wrong
+      signs, and the reflection :math:`Q \leftarrow Q (I - 2 W W^T)`, :math:`W = [w_i]_{\theta_i < 0}`,
+      turns them round: it keeps :math:`Q` orthogonal and raises :math:`\operatorname{tr}(Q^T R)` by
+      :math:`2 \sum_{\theta_i < 0} |\theta_i|`. Where no Ritz value is negative it does nothing.
 
     The state is a checkpoint (``state_dict()``). Loading one makes the sign block match this
     tracker's ``sign_block``: a checkpoint's block is dropped where ``sign_block=0``, and where the
     checkpoint has none (``sign_block=0``) or one of another width, the block starts again from a
     fixed-seed Gaussian block projected onto the complement of :math:`V` (no SVD, the same on every
-    load); its inverse iteration then moves it to the lowest eigenvectors of :math:`S`.
+    load); its inverse iteration then moves it to the lowest eigenvectors of :math:`S`. Each call
+    updates the ``n x n`` buffers in place, as an optimiser updates a module's parameters:
+    ``state_dict()`` shares their storage, so keep a snapshot with ``copy.deepcopy``.
 
     The estimate is :math:`\sum \sigma(B) + \operatorname{tr}(Q^T R)` and the direction
     :math:`U \operatorname{polar}(B) V^T + Q`, orthogonal whatever the bases up to the
@@ -210,9 +214,14 @@ class PolarTracker(nn.Module):
         if self.remainder is None:
             return value, left_polar @ right_polar
         rest = torch.baddbmm(x, x @ right, right.mT, alpha=-1.0)               # R = X (I - V V^T)
-        previous, momentum = self.remainder, cast(Tensor, self.rotation)
-        polar = torch.baddbmm(previous, previous @ right, right.mT, alpha=-1.0)
-        polar = torch.baddbmm(polar, left, left.mT @ polar, alpha=-1.0)        # Q on the complements of U and V
+        # the state's n x n buffers are updated in place below: a fresh 1 MiB tensor costs about as much as a pass
+        # over it (its pages are new), and the step makes few passes
+        polar = self.remainder
+        # Q on the complements of U and V in one pass:
+        # (I - U U^T) Q (I - V V^T) = Q - [Q V, U] [V^T; U^T Q (I - V V^T)]
+        across = left.mT @ polar
+        across = torch.baddbmm(across, across @ right, right.mT, alpha=-1.0)
+        polar.baddbmm_(torch.cat([polar @ right, left], -1), torch.cat([right.mT, across], -2), alpha=-1.0)
         probe = cast(Tensor, self.probe)
         for _ in range(2):                                                # power iteration on R^T R
             probe = rest.mT @ (rest @ probe)
@@ -223,42 +232,45 @@ class PolarTracker(nn.Module):
         beta = self.step / norm.sqrt().clamp_min(torch.finfo(x.dtype).tiny)   # b / sigma_max(R), (B, 1, 1)
         product = polar.mT @ rest                                          # M = Q^T R
         if self.sign_block:
-            polar, product = self._flip_signs(polar, product, right, norm.sqrt())
-        # heavy-ball Theta = beta skew(M) + mu Theta_old, in place (each pass over n x n numbers counts)
-        rotation = torch.sub(product, product.mT).mul_(beta * 0.5).add_(momentum, alpha=self.momentum)
-        self.rotation = rotation
+            self._flip_signs(polar, product, right, norm.sqrt())
+        # heavy-ball Theta = beta skew(M) + mu Theta_old
+        rotation = cast(Tensor, self.rotation).mul_(self.momentum)
+        rotation.addcmul_(product, beta * 0.5).addcmul_(product.mT, beta * 0.5, value=-1.0)
         # Y = Q + beta (R - Q sym(M)) + mu Q Theta_old = (Q + beta R) + Q (Theta - beta M)
-        ascent = torch.baddbmm(torch.addcmul(polar, rest, beta), polar,
-                               torch.addcmul(rotation, product, beta, value=-1.0))
-        polar = torch.baddbmm(ascent, ascent, ascent.mT @ ascent, beta=1.5, alpha=-0.5)   # Newton-Schulz
-        self.remainder = polar
-        value = value + (polar * rest).sum((-2, -1))
+        ascent = torch.addcmul(polar, rest, beta).baddbmm_(polar, product.mul_(-beta).add_(rotation))
+        gram = (ascent.mT @ ascent).mul_(-0.5)                              # Newton-Schulz: Y (3 I - Y^T Y) / 2
+        gram.diagonal(dim1=-2, dim2=-1).add_(1.5)
+        polar = torch.bmm(ascent, gram, out=polar)
+        value = value + (polar.flatten(-2).unsqueeze(-2) @ rest.flatten(-2).unsqueeze(-1)).squeeze((-2, -1))
         return value, torch.baddbmm(polar, left_polar, right_polar)
 
-    def _flip_signs(self, polar: Tensor, product: Tensor, right: Tensor, top: Tensor) -> Tuple[Tensor, Tensor]:
-        """The sign block: ``Q G`` and ``G^T M`` with ``G = I + Z (O - I) Z^T`` the best orthogonal change of
-        ``Q`` on the span of ``Z``, the lowest eigenvectors of ``S = sym(M)`` (one shifted inverse iteration)."""
+    def _flip_signs(self, polar: Tensor, product: Tensor, right: Tensor, top: Tensor) -> None:
+        r"""The sign block, in place: ``Q <- Q G`` and ``M <- G M`` with :math:`G = I - 2 W W^T` the reflection
+        on the Ritz vectors ``W`` of :math:`S = \operatorname{sym}(M)` in the span of ``Z`` (its lowest
+        eigenvectors, one shifted inverse iteration) whose Ritz values are negative; nothing where none is."""
         lowest, floor = cast(Tensor, self.lowest), cast(Tensor, self.floor)
         shift = floor.clamp(max=0) * (1 + _SHIFT_RELATIVE) - _SHIFT_ABSOLUTE * top       # sigma_0, (B, 1, 1)
         # 2 (S - sigma_0 I) (inverse iteration ignores the scale), with span V, where S is zero, moved up to
         # sigma_max(R) - sigma_0
         shifted = torch.baddbmm(product, right, right.mT * (2 * top)).add_(product.mT)
         shifted.diagonal(dim1=-2, dim2=-1).sub_(2 * shift.squeeze(-1))
-        factor, pivots, _ = torch.linalg.lu_factor_ex(shifted)
+        # symmetric: factor its column-major view, which LAPACK takes without a transposed copy
+        factor, pivots, _ = torch.linalg.lu_factor_ex(shifted.mT)
         solved = torch.linalg.lu_solve(factor, pivots, lowest)
-        solved = solved - right @ (right.mT @ solved)
+        solved = torch.baddbmm(solved, right, right.mT @ solved, alpha=-1.0)
         # an exactly singular shifted matrix (e.g. a zero matrix) gives no new directions: keep the old ones
         finite = torch.isfinite(solved).all(-2, keepdim=True).all(-1, keepdim=True)
         lowest = torch.linalg.qr(torch.where(finite, solved, lowest))[0]
         self.lowest = lowest
         block = lowest.mT @ (product @ lowest)                                 # C = Z^T M Z, (B, p, p)
-        self.floor = torch.linalg.eigvalsh(torch.add(block, block.mT).mul_(0.5))[..., :1, None]
-        small_left, _, small_right_h = torch.linalg.svd(block)
-        turn = small_left @ small_right_h                                      # O = polar(C)
-        turn.diagonal(dim1=-2, dim2=-1).sub_(1.0)                               # O - I
-        polar = torch.baddbmm(polar, polar @ lowest, turn @ lowest.mT)          # Q G
-        product = torch.baddbmm(product, lowest, turn.mT @ (lowest.mT @ product))  # G^T M
-        return polar, product
+        ritz, vectors = torch.linalg.eigh(torch.add(block, block.mT).mul_(0.5))   # of sym(C), ascending
+        self.floor = ritz[..., :1, None]
+        count = int((ritz < 0).sum(-1).max())                                  # negative Ritz values, at most
+        if count == 0:
+            return
+        mirror = lowest @ (vectors[..., :count] * (ritz[..., :count] < 0).unsqueeze(-2))   # W, (B, n, q)
+        polar.baddbmm_(polar @ mirror, mirror.mT, alpha=-2.0)                       # Q G
+        product.baddbmm_(mirror, mirror.mT @ product, alpha=-2.0)                   # G M
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -164,6 +166,20 @@ def test_state_dict_round_trip_and_mismatch_error():
     tracker(torch.randn(11, 8, dtype=torch.float64))  # a fresh start after reset()
 
 
+def test_deep_copied_state_dict_is_a_snapshot():
+    """The n x n state is updated in place (state_dict() shares it, as with parameters); a deep copy taken
+    mid-path restores the tracker to that point exactly."""
+    start, end = path((12, 12), torch.float64, seed=17)
+    tracker = PolarTracker(deflate=2, sign_block=4)
+    follow(tracker, start, end, steps=10, settle=0)
+    snapshot = copy.deepcopy(tracker.state_dict())
+    expected = tracker(end)
+    follow(tracker, end, start, steps=10, settle=0)
+    tracker.load_state_dict(snapshot)
+    for a, b in zip(tracker(end), expected, strict=True):
+        assert torch.equal(a, b)
+
+
 def without_sign_block(state):
     """A checkpoint as a tracker without the sign block state saves it (no ``lowest`` / ``floor``)."""
     return {name: value for name, value in state.items() if name not in ("lowest", "floor")}
@@ -251,3 +267,59 @@ def test_rejects_bad_options(make, match):
 def test_rejects_rank_above_the_matrix():
     with pytest.raises(ValueError, match=r"rank must satisfy 1 <= rank <= min\(m, n\)=3 \(got rank=4\)"):
         PolarTracker(rank=4)(torch.randn(5, 3))
+
+
+
+def test_returned_values_do_not_alias_the_state():
+    """The step updates its state in place: what a call returned stays as it was after the next calls."""
+    start, end = path((16, 16), torch.float64, seed=11)
+    tracker = PolarTracker(deflate=3)
+    value, direction = tracker(start)
+    kept = value.clone(), direction.clone()
+    for _ in range(3):
+        tracker(end)
+    assert torch.equal(value, kept[0]) and torch.equal(direction, kept[1])
+    assert all(direction.data_ptr() != buffer.data_ptr() for buffer in tracker.buffers())
+
+def test_square_and_tall_steps_agree_on_the_norm():
+    """A square matrix and the same matrix with zero rows appended (tall, the general step) have the same norm and
+    polar factor (up to the zero rows): both trackers reach it."""
+    start, end = path((16, 16), torch.float64, seed=13)
+    pad = torch.zeros(5, 16, dtype=torch.float64)
+    square = follow(PolarTracker(deflate=3), start, end)[-1]
+    tall = follow(PolarTracker(deflate=3), torch.cat([start, pad]), torch.cat([end, pad]))[-1]
+    exact, polar = reference(end)
+    for value, direction in (square, (tall[0], tall[1][:16])):
+        torch.testing.assert_close(value, exact, rtol=1e-9, atol=0)
+        torch.testing.assert_close(direction, polar, rtol=0, atol=1e-8)
+    torch.testing.assert_close(tall[1][16:], torch.zeros_like(pad), rtol=0, atol=1e-8)
+
+
+def repeated_crossing(n, crossing, seed):
+    """``diag(4 .. 1, s, ..., s)`` in fixed random bases with the last ``crossing`` singular values equal (repeated)
+    and ``s`` going from ``0.5`` to ``-0.5``: they all cross zero together."""
+    g = torch.Generator().manual_seed(seed)
+    left = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))[0]
+    right = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))[0]
+    values = torch.linspace(4, 1, n - crossing, dtype=torch.float64)
+
+    def at(signed):
+        return left @ torch.diag(torch.cat([values, values.new_full((crossing,), signed)])) @ right.T
+
+    return at(0.5), at(-0.5)
+
+
+@pytest.mark.parametrize("crossing", [2, 3])
+def test_sign_block_recovers_repeated_singular_values_that_went_through_zero(crossing):
+    """Two or three equal singular values crossing zero at once (a repeated value, so the singular vectors are not
+    unique; the polar factor is): the reflection on the block's negative Ritz vectors turns all of them back."""
+    start, end = repeated_crossing(14, crossing, seed=14)
+    exact, polar = reference(end)
+    value, direction = follow(PolarTracker(deflate=3, sign_block=6), start, end)[-1]
+    torch.testing.assert_close(value, exact, rtol=1e-9, atol=0)
+    torch.testing.assert_close(direction, polar, rtol=0, atol=1e-8)
+    if crossing % 2:  # an odd number of sign changes is the other component of the orthogonal group: without
+        # the block one of them stays wrong (an even number is a saddle, which the ascent may leave)
+        stuck = follow(PolarTracker(deflate=3, sign_block=0), start, end)[-1][0]
+        torch.testing.assert_close(stuck, exact - 1.0, rtol=1e-9, atol=0)
+
