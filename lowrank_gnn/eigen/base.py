@@ -15,6 +15,8 @@ Conventions, identical for every backend:
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
@@ -48,20 +50,25 @@ class EigenPairs(NamedTuple):
     aux_loss: Optional[Tensor] = None
 
 
-#: Rows searched first for each column's pivot (the first significant entry is almost always
-#: among them); columns that have none there are searched further (each on its own, or, in a tall
-#: block of graph eigenvectors, whose localised columns often miss the head, the whole block at once).
-SIGN_PIVOT_PREFIX = 8
+#: Rows searched first for each column's pivot in a column longer than :data:`SIGN_WHOLE_COLUMN_ROWS`
+#: (the first significant entry is almost always among them); columns that have none there are
+#: searched further (each on its own, or, in a tall block of graph eigenvectors, whose localised
+#: columns often miss the head, the whole block at once).
+SIGN_PIVOT_PREFIX = 4
+
+#: Columns of at most this many rows are searched whole at once (no head, no second search).
+SIGN_WHOLE_COLUMN_ROWS = 16
 
 
 def canonical_signs(vectors: Tensor) -> Tensor:
     """Flip each column so that its first entry with ``|u_i| >= 0.1 max|u|`` is positive.
 
-    Costs one reduction over each column (its largest magnitude), a search of the first
-    :data:`SIGN_PIVOT_PREFIX` rows and one multiplication; a column with no significant
-    entry there is searched whole on its own. A tall block (``n > 16 k``, graph eigenvectors,
-    whose localised columns mostly miss the head) is searched whole at once instead, with
-    two maxima over its rows (:func:`_first_significant_rows`). A zero column is kept.
+    Costs one reduction over each column (its largest magnitude), a search of its first rows
+    (all of a column of at most :data:`SIGN_WHOLE_COLUMN_ROWS`, else the first
+    :data:`SIGN_PIVOT_PREFIX`) and one multiplication; a column with no significant entry there
+    is searched whole on its own. A tall block (``n > 16 k``, graph eigenvectors, whose localised
+    columns mostly miss the head) is searched whole at once instead, with two maxima over its
+    rows (:func:`_first_significant_rows`). A zero column is kept.
     Differentiable (the signs are constants).
     Shapes: ``(*batch, n, k)`` in and out.
     """
@@ -69,25 +76,18 @@ def canonical_signs(vectors: Tensor) -> Tensor:
     return vectors * sign_factors(vectors)
 
 
-def sign_factors(vectors: Tensor, absolute: Optional[Tensor] = None) -> Tensor:
+def sign_factors(vectors: Tensor) -> Tensor:
     """The ``+-1`` factors :func:`canonical_signs` multiplies the columns by, shape ``(*batch, 1, k)``.
 
     Detached; a caller that already owns a fresh copy of ``vectors`` can apply them in place.
-
-    Args:
-        absolute (Tensor, optional): ``|vectors|`` already computed, in a buffer that may be overwritten
-            (saves the ``|u|`` copy). (default: ``None``: computed here)
     """
     detached = vectors.detach()
     if detached.numel() == 0:
         return detached.new_ones(*detached.shape[:-2], 1, detached.shape[-1])
-    if absolute is None:
-        absolute = detached.abs()
     if detached.shape[-2] > 16 * detached.shape[-1]:    # tall (graph eigenvectors): the whole block at once
-        sign = torch.sign(detached.gather(-2, _first_significant_rows(absolute)))
-    else:
-        sign = _head_pivot_signs(detached, absolute)
-    return sign.masked_fill_(sign == 0, 1)              # a zero column is kept (sign is a fresh tensor)
+        sign = torch.sign(detached.gather(-2, _first_significant_rows(detached.abs())))
+        return sign.masked_fill_(sign == 0, 1)          # a zero column is kept (sign is a fresh tensor)
+    return _head_pivot_factors(detached)
 
 
 def pivot_sign_factors(vectors: Tensor, pivots: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
@@ -135,26 +135,73 @@ def pivot_sign_factors(vectors: Tensor, pivots: Optional[Tensor] = None) -> Tupl
     return sign.masked_fill_(sign == 0, 1), rows.squeeze(-2)
 
 
-def _head_pivot_signs(detached: Tensor, absolute: Tensor) -> Tensor:
-    """``sign`` of each column's first significant entry (0 for a zero column), searched in the first
-    :data:`SIGN_PIVOT_PREFIX` rows and, for the columns without one there, in the whole column.
+def _head_pivot_factors(detached: Tensor) -> Tensor:
+    """:func:`sign_factors` of a block that is not tall: each column's first significant entry is
+    searched in its first ``h`` rows (all of them up to :data:`SIGN_WHOLE_COLUMN_ROWS` rows, else
+    :data:`SIGN_PIVOT_PREFIX`) and, for the columns without one there, in the whole column.
 
-    ``absolute`` (``|detached|``) is overwritten: its head rows become ``1.0`` / ``0.0`` (significant or
-    not). A column searched further has no significant head entry, so ``0.0`` there still compares as
-    not significant (its threshold is positive: with a zero threshold every entry is significant).
+    ``|u|`` of those rows is copied with the row as the outer dimension, ``(h, columns)``, so that
+    every pass over it is long and contiguous (maxima over the rows of a block stored column by
+    column, and comparisons that write booleans, run several times slower on the CPU than such
+    passes: measured at batch 2048, n = 8 and 16). Marked 1.0 where ``|u_r| >= 0.1 max|u|`` and
+    weighted by ``2^(h - 1 - r)``, the rows sum (one matrix-vector product, exact: distinct powers of
+    two below ``2^h``) to a number whose highest bit (read from its exponent) is the first
+    significant row, and to 0 when none of the rows has one. A threshold of 0 (a zero column, or a
+    largest magnitude whose tenth underflows) makes every entry significant: row 0 is the pivot, and
+    a zero there keeps the column.
     """
-    threshold = SIGN_PIVOT_FRACTION * absolute.amax(dim=-2, keepdim=True)   # one reduction over the rows
-    significant = absolute[..., :SIGN_PIVOT_PREFIX, :].ge_(threshold)       # in place: no boolean copy
-    found, pivot = significant.max(dim=-2, keepdim=True)  # first 1.0 per column (max returns the first maximum)
-    sign = torch.sign(detached.gather(-2, pivot))
-    if SIGN_PIVOT_PREFIX < detached.shape[-2] and not bool(found.all()):
-        # the few columns without a significant entry in the head: search each of them whole
-        where = (found == 0).nonzero(as_tuple=True)                     # (*batch, 0, column) coordinates
-        index = where[:-2] + (where[-1],)
-        columns = absolute.movedim(-1, -2)[index] >= threshold[where].unsqueeze(-1)  # (m, n), missing columns only
-        sign[where] = torch.sign(detached.movedim(-1, -2)[index].gather(
-            -1, columns.max(dim=-1, keepdim=True).indices)).squeeze(-1)
-    return sign
+    n, k = detached.shape[-2:]
+    batch = detached.shape[:-2]
+    h = n if n <= SIGN_WHOLE_COLUMN_ROWS else SIGN_PIVOT_PREFIX
+    head = detached
+    if h < n:   # the head rows of a column-major block gathered first: one transposition of short rows is slower
+        head = detached[..., :h, :].contiguous()
+    # (groups, h, g, k): the rows outermost within groups of g matrices, so that the transposition stays in
+    # the cache (twice as fast as one over the whole batch at batch 2048, n = 16)
+    count = math.prod(batch)                            # at least 1: sign_factors has returned on empty blocks
+    g = min(_TRANSPOSE_GROUP, count & -count)
+    groups = head.reshape(count // g, g, h, k).permute(0, 2, 1, 3)
+    absolute = torch.abs(groups, out=detached.new_empty(groups.shape)).reshape(count // g, h, g * k)
+    if h == n:                                          # the whole column
+        largest = absolute.amax(1)
+    else:                                               # max |u| = max(max u, -min u): no |u| copy
+        largest = torch.maximum(detached.amax(-2), detached.amin(-2).neg_()).reshape(count // g, g * k)
+    threshold = SIGN_PIVOT_FRACTION * largest
+    marks = absolute.ge_(threshold.unsqueeze(1))        # 1.0 where row r is significant, else 0.0
+    if marks.dtype not in _FLOAT_LAYOUT:                # half precision: the marks are exact in float32
+        marks = marks.float()
+    code = (_rank_weights(h, marks.dtype, marks.device) @ marks).reshape(-1)   # bit h - 1 - r: row r significant
+    threshold = threshold.reshape(-1)
+    first = _first_set_row(code, h).clamp_(max=n - 1)  # code 0 (no significant row) gives row n - 1
+    if h < n:
+        missing = code == 0
+        if bool(missing.any()):                         # the few columns without a significant entry in the head
+            where = missing.reshape(batch + (k,)).nonzero(as_tuple=True)  # (*batch, column) coordinates
+            columns = detached.movedim(-1, -2)[where]                     # (m, n), the missing columns only
+            first[missing] = (columns.abs() >= threshold[missing].unsqueeze(-1)).max(dim=-1).indices
+    pivot = detached.gather(-2, first.reshape(batch + (1, k)))
+    return pivot.sign_().add_(0.5).sign_()              # -1 where negative, else 1 (-0.0: a zero column)
+
+
+#: Matrices whose sign search is transposed together (the largest power of two dividing the batch, at most this).
+_TRANSPOSE_GROUP = 64
+
+
+@functools.lru_cache(maxsize=None)
+def _rank_weights(h: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``2^(h - 1 - r)`` for ``r < h`` (exact; made once per size, dtype and device, never written to)."""
+    return torch.tensor([2.0 ** (h - 1 - r) for r in range(h)], dtype=dtype, device=device)
+
+
+#: Per floating dtype: the integer of its width, its mantissa bits and its exponent bias.
+_FLOAT_LAYOUT = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
+
+
+def _first_set_row(code: Tensor, h: int) -> Tensor:
+    """``h - 1 - floor(log2(code))`` of positive integers stored as floats, exactly (read from the
+    exponent bits), as ``int64``: the row of the highest bit set by the weights ``2^(h - 1 - r)``."""
+    integer, mantissa, bias = _FLOAT_LAYOUT[code.dtype]
+    return torch.rsub(code.view(integer).bitwise_right_shift(mantissa).long(), h - 1 + bias)
 
 
 def _first_significant_rows(absolute: Tensor) -> Tensor:
@@ -254,15 +301,20 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
                          f"eigenvectors.shape={tuple(eigenvectors.shape)})")
     check_k(k, m, what="the number of eigenpairs m")
     order = _monotone_order(eigenvalues, which)
-    columns_contiguous = signs is canonical_signs and eigenvectors.stride(-2) == 1   # LAPACK's layout
-    if order == "same":       # already in order (a tracked basis, an ascending solver for "smallest")
-        selected = eigenvectors[..., :k]
-        return eigenvalues[..., :k], (_signed_copy(selected, reverse=False) if columns_contiguous else signs(selected))
-    if order == "reversed":   # an ascending solver's output for "largest"
-        values, selected = eigenvalues[..., m - k:].flip(-1), eigenvectors[..., m - k:]
-        if columns_contiguous and selected.numel() * selected.element_size() >= REVERSE_BY_COLUMNS_BYTES:
-            return values, _signed_copy(selected, reverse=True)
-        vectors = selected.flip(-1)
+    if signs is canonical_signs and eigenvectors.stride(-2) == 1 and order != "sort":   # LAPACK's layout
+        # each eigenvector is a contiguous row of eigenvectors.mT: the kept ones are copied whole (reversed
+        # by index_select, which reads every row forwards), signed in place, and stay stored column by column
+        if order == "same":   # already in order (a tracked basis, an ascending solver for "smallest")
+            values = eigenvalues[..., :k]
+            rows = eigenvectors.mT[..., :k, :].clone(memory_format=torch.contiguous_format)
+        else:                 # an ascending solver's output for "largest"
+            index = torch.arange(m - 1, m - k - 1, -1, device=eigenvalues.device)
+            values, rows = eigenvalues.index_select(-1, index), eigenvectors.mT.index_select(-2, index)
+        return values, rows.mul_(sign_factors(rows.mT).mT).mT
+    if order == "same":
+        return eigenvalues[..., :k], signs(eigenvectors[..., :k])
+    if order == "reversed":
+        values, vectors = eigenvalues[..., m - k:].flip(-1), eigenvectors[..., m - k:].flip(-1)
     else:
         index = order_indices(eigenvalues, which)[..., :k]
         values = eigenvalues.gather(-1, index)
@@ -272,35 +324,6 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
         factors = sign_factors(vectors)
         return values, vectors.mul_(factors) if bool((factors < 0).any()) else vectors
     return values, signs(vectors)
-
-
-#: Blocks of eigenvectors stored column by column and at least this large (bytes) are reversed by
-#: copying each column whole into its reversed place (``index_copy_``), smaller ones by a flip.
-REVERSE_BY_COLUMNS_BYTES = 2 ** 20
-
-
-def _signed_copy(columns: Tensor, reverse: bool) -> Tensor:
-    """:func:`canonical_signs` of ``columns`` (or of ``columns.flip(-1)``) stored column by column, in one buffer.
-
-    The result's buffer first holds ``|u|`` for :func:`sign_factors` (no separate ``|u|`` copy), then
-    the columns themselves, then the signs are applied in place. Reversed, each column is copied whole
-    into its reversed place, so the input is still read forwards: a flip reads each matrix backwards,
-    measured 2-8x slower on the CPU once the block outgrows the cache (batch 2048, n = k = 16, 2 MB:
-    6.4 ms against 0.8 ms; batch 512, n = k = 64, 8 MB: 7.4 against 3.5 ms), while on small blocks
-    the flip is faster (batch 2048, n = k = 8, 0.5 MB: 0.15 ms against 0.33 ms), hence
-    :data:`REVERSE_BY_COLUMNS_BYTES`.
-    Shapes: ``(*batch, n, k)`` in and out; the result is stored column by column, like the input.
-    """
-    rows = columns.mT                                   # (*batch, k, n): each column a contiguous row
-    buffer = torch.empty(rows.shape, dtype=rows.dtype, device=rows.device)
-    factors = sign_factors(columns, absolute=torch.abs(rows.detach(), out=buffer).mT)
-    if reverse:
-        order = torch.arange(rows.shape[-2] - 1, -1, -1, device=rows.device)
-        buffer.index_copy_(-2, order, rows)
-        factors = factors.flip(-1)
-    else:
-        buffer.copy_(rows)
-    return buffer.mT.mul_(factors)
 
 
 def _monotone_order(eigenvalues: Tensor, which: str) -> str:

@@ -175,14 +175,16 @@ class BatchedDCBackend(EigenBackend):
 
     def solve(self, op) -> EigenPairs:
         # forward() has checked the operator (finite, symmetric): only symmetrise, and only if needed
-        dense = op.symmetrized() if isinstance(op, DenseOperator) else DenseOperator(op.to_dense()).symmetrized()
-        if dense.requires_grad:
+        op = op if isinstance(op, DenseOperator) else DenseOperator(op.to_dense())
+        if op.matrix.requires_grad:
             # the backward of the k kept pairs only (as the exact backend's): gaps between two discarded
             # eigenvalues never enter, so a repeated eigenvalue that is not returned gives no NaN
-            values, vectors = _PartialEigh.apply(dense, self.k, self.which,
+            values, vectors = _PartialEigh.apply(op.symmetrized(), self.k, self.which,
                                                  functools.partial(_symmetric_eigh, method=self.method))
             return EigenPairs(values, canonical_signs(vectors))
-        values, vectors = _symmetric_eigh(dense, self.method)
+        method = auto_method(op.matrix) if self.method == "auto" else self.method
+        # LAPACK reads the matrix column by column: handed over so stored, eigh copies it without transposing
+        values, vectors = _symmetric_eigh(op.symmetrized(column_major=method == "lapack"), method)
         return EigenPairs(*select_eigenpairs(values, vectors, self.k, self.which))
 
     def extra_repr(self) -> str:

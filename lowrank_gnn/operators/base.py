@@ -35,6 +35,10 @@ from ..linalg.norms import frobenius_norm
 FROBENIUS_PROBES = 16
 
 
+#: The integer dtype of each floating dtype's width: its bits, compared as integers.
+_SAME_WIDTH_INTEGER = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
 def symmetry_tolerance(dtype: torch.dtype) -> float:
     """Relative tolerance for ``A == A^T``: 100 machine epsilons of ``dtype``.
 
@@ -144,6 +148,7 @@ class DenseOperator(Operator):
     def _clear_checks(self) -> None:
         self._symmetric: bool | None = None
         self._exactly_symmetric = False
+        self._bitwise_symmetric = False
         self._largest_magnitude: Tensor | None = None
         self._asymmetry: Tensor | None = None
         self._exact_check: bool | None = None
@@ -213,14 +218,18 @@ class DenseOperator(Operator):
     def _finite_and_exactly_symmetric(self) -> bool:
         """Whether ``A == A^T`` entry by entry and every entry is finite (then cached).
 
-        Two passes that allocate nothing: ``torch.equal(A, A.mT)`` (false when an entry is NaN) and
-        the sum of the entries, finite only if every entry is (an infinite entry makes it infinite or
-        NaN). Either one failing (or a finite sum that overflows) leaves the decision to the exact
-        checks, :meth:`largest_magnitude` and :meth:`_asymmetry_extremes`.
+        Passes that allocate nothing: ``A`` against ``A^T`` bit for bit (their bits compared as integers,
+        a little faster than as floats), only where that fails as floats (``-0.0 == 0.0``; false when an
+        entry is NaN), and the sum of the entries, finite only if every entry is (an infinite entry makes
+        it infinite or NaN). Either one failing (or a finite sum that overflows) leaves the decision to the
+        exact checks, :meth:`largest_magnitude` and :meth:`_asymmetry_extremes`.
         """
         if not self._matrix_unchanged() or self._exact_check is None:
             a = self.matrix.detach()
-            self._exact_check = not a.numel() or (torch.equal(a, a.mT) and bool(torch.isfinite(a.sum())))
+            bits = a.view(_SAME_WIDTH_INTEGER[a.dtype])
+            self._bitwise_symmetric = not a.numel() or torch.equal(bits, bits.mT)
+            self._exact_check = not a.numel() or (
+                (self._bitwise_symmetric or torch.equal(a, a.mT)) and bool(torch.isfinite(a.sum())))
             if self._exact_check:
                 self._symmetric, self._exactly_symmetric = True, True
         return self._exact_check
@@ -247,21 +256,35 @@ class DenseOperator(Operator):
             self._exactly_symmetric = bool(asymmetry == 0)
         return self._symmetric
 
-    def symmetrized(self) -> Tensor:
+    def symmetrized(self, column_major: bool = False) -> Tensor:
         r"""The symmetric part :math:`(A + A^\top)/2`.
 
         The matrix itself, without a copy, when the symmetry check has already found it exactly
         symmetric (the two are then equal) and it needs no gradient (the gradient of the
         symmetric part is the symmetrised one).
+
+        Args:
+            column_major (bool): return the symmetric part stored column by column where a transpose
+                view gives it: :math:`A^\top` of a row-major :math:`A` found equal to it bit for bit,
+                or the transpose of the computed :math:`(A + A^\top)/2`, which equals it bit for bit.
+                The entries are the same; ``torch.linalg.eigh`` reads its input column by column and
+                then copies it without transposing. (default: ``False``)
         """
         if self._matrix_unchanged() and self._exactly_symmetric and not self.matrix.requires_grad:
-            return self.matrix
-        return (self.matrix + self.matrix.mT) / 2
+            return _column_major(self.matrix) if column_major and self._bitwise_symmetric else self.matrix
+        symmetric = (self.matrix + self.matrix.mT) / 2
+        return _column_major(symmetric) if column_major else symmetric
 
     def to_scipy(self) -> np.ndarray:
         if self.matrix.dim() != 2:
             raise ValueError("to_scipy() needs an unbatched operator of shape (n, n)")
         return self.matrix.detach().cpu().double().numpy()
+
+
+def _column_major(symmetric: Tensor) -> Tensor:
+    """``symmetric``, or its transpose (a view), whichever is stored column by column; for a matrix equal
+    to its transpose bit for bit."""
+    return symmetric if symmetric.stride(-2) == 1 else symmetric.mT
 
 
 class DeflatedOperatorBase(Operator):

@@ -2,12 +2,19 @@
 import pytest
 import torch
 
-from lowrank_gnn.eigen import base
-from lowrank_gnn.eigen.base import SIGN_PIVOT_PREFIX, canonical_signs, order_indices, select_eigenpairs, sign_factors
+from lowrank_gnn.eigen.base import (
+    SIGN_PIVOT_PREFIX,
+    SIGN_WHOLE_COLUMN_ROWS,
+    canonical_signs,
+    order_indices,
+    select_eigenpairs,
+    sign_factors,
+)
 
 
 @pytest.mark.parametrize("n, columns", [
-    (SIGN_PIVOT_PREFIX * 4, 4),       # not tall: the head, then each column without a pivot there
+    (SIGN_WHOLE_COLUMN_ROWS, 4),      # short columns: searched whole at once
+    (SIGN_WHOLE_COLUMN_ROWS + 8, 4),  # not tall: the head, then each column without a pivot there
     (1056, 4),                        # tall (n > 16 k): the whole block at once
     (1056, 80),                       # long, not tall: the head, then each missing column
 ])
@@ -57,7 +64,7 @@ def test_select_eigenpairs_shortcuts_match_the_general_sort():
 
 def test_canonical_signs_of_an_empty_batch_and_of_columns_without_a_head_pivot():
     assert canonical_signs(torch.zeros(0, 4, 3)).shape == (0, 4, 3)
-    vectors = torch.zeros(2, SIGN_PIVOT_PREFIX + 3, 2)
+    vectors = torch.zeros(2, SIGN_WHOLE_COLUMN_ROWS + 3, 2)
     vectors[0, -1, 0], vectors[1, -2, 1], vectors[1, 0, 0] = -1.0, -2.0, 3.0   # pivots past the head in two columns
     signed = canonical_signs(vectors)
     assert signed[0, -1, 0] == 1.0 and signed[1, -2, 1] == 2.0 and signed[1, 0, 0] == 3.0
@@ -73,6 +80,56 @@ def reference_signs(vectors):
             if column.abs().max() > 0 and column[large[0, 0]] < 0:
                 column.neg_()
     return out
+
+
+def edge_case_block(batch, n, k, dtype, generator):
+    """Random columns, and columns built to hit every branch of the pivot search (when k allows)."""
+    vectors = torch.randn(*batch, n, k, generator=generator, dtype=dtype)
+    tiny = torch.finfo(dtype).tiny * torch.finfo(dtype).eps               # the smallest subnormal
+    threshold = torch.tensor(0.1, dtype=dtype) * 1.0                      # 0.1 max|u| for max|u| = 1
+    cases = [torch.zeros(n, dtype=dtype)]                                 # zero column: kept
+    if n >= 2:
+        cases.append(torch.zeros(n, dtype=dtype).index_fill_(0, torch.tensor([1]), -tiny))  # 0.1 max|u| is 0
+        cases.append(cases[-1].clone().index_fill_(0, torch.tensor([0]), -0.0))             # ...and -0.0 in row 0
+    if n >= 3:
+        column = torch.zeros(n, dtype=dtype)
+        column[0], column[1], column[2] = -torch.nextafter(threshold, torch.zeros(())), threshold, 1.0
+        cases += [column, column * torch.tensor([1.0] + [-1.0] * (n - 1), dtype=dtype)]    # |u_1| = 0.1 max|u|
+    if n > SIGN_PIVOT_PREFIX + 1:
+        column = torch.full((n,), 1e-3, dtype=dtype)
+        column[-1], column[-2] = 1.0, -0.5                                 # pivot past the head, negative
+        cases.append(column)
+    for j, column in enumerate(cases[:k]):
+        vectors[..., :, j] = column
+    return vectors
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_canonical_signs_of_short_and_long_blocks_match_the_convention_column_by_column(dtype):
+    """Columns searched whole (n <= SIGN_WHOLE_COLUMN_ROWS), by a head and a second search, in both
+    storage orders, batched or not: the same bits as the convention spelled out."""
+    generator = torch.Generator().manual_seed(6)
+    for n in (1, 2, 3, 8, SIGN_WHOLE_COLUMN_ROWS, SIGN_WHOLE_COLUMN_ROWS + 1, 40, 64):
+        for k in sorted({1, min(n, 7), n}):
+            for batch in ((), (3,), (2, 4)):                 # the sign search groups 1, 1 and 8 matrices
+                vectors = edge_case_block(batch, n, k, dtype, generator)
+                expected = reference_signs(vectors)
+                for layout in (vectors, lapack_layout(vectors)):
+                    signed = canonical_signs(layout)
+                    assert torch.equal(signed, expected), (n, k, batch)
+                    assert torch.equal(torch.signbit(signed), torch.signbit(expected)), (n, k, batch)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_canonical_signs_in_half_precision_match_the_convention(dtype):
+    """Not an eigensolver dtype, but the convention still applies (thresholds in the block's dtype)."""
+    generator = torch.Generator().manual_seed(7)
+    for n in (5, SIGN_WHOLE_COLUMN_ROWS, 40):
+        vectors = torch.randn(3, n, 6, generator=generator).to(dtype)
+        vectors[0, :, 0] = 0.0
+        vectors[1, :4, 1] = 1e-3
+        for layout in (vectors, lapack_layout(vectors)):
+            assert torch.equal(canonical_signs(layout), reference_signs(vectors)), n
 
 
 def test_canonical_signs_of_tall_blocks_match_the_convention_column_by_column():
@@ -100,12 +157,10 @@ def lapack_layout(vectors):
 
 
 @pytest.mark.parametrize("batch", [(), (3,)])
-@pytest.mark.parametrize("reverse_by_columns_bytes", [0, base.REVERSE_BY_COLUMNS_BYTES])
-def test_select_eigenpairs_on_lapack_layout_matches_the_general_path(batch, reverse_by_columns_bytes, monkeypatch):
-    """Columns stored contiguously (eigh's output) take one signed copy (reversed by whole columns, or
-    by a flip for small blocks); it gives the same bits as the general path."""
-    monkeypatch.setattr(base, "REVERSE_BY_COLUMNS_BYTES", reverse_by_columns_bytes)
-    n = SIGN_PIVOT_PREFIX + 6
+def test_select_eigenpairs_on_lapack_layout_matches_the_general_path(batch):
+    """Columns stored contiguously (eigh's output) take one signed copy of the kept columns, reversed
+    by index_select where needed; it gives the same bits as the general path."""
+    n = SIGN_WHOLE_COLUMN_ROWS + 6
     generator = torch.Generator().manual_seed(4)
     vectors = torch.randn(*batch, n, n, generator=generator, dtype=torch.float64)
     vectors[..., :SIGN_PIVOT_PREFIX, 1] = 1e-3                 # no pivot in the head: searched whole
@@ -126,9 +181,7 @@ def test_select_eigenpairs_on_lapack_layout_matches_the_general_path(batch, reve
     assert torch.equal(stored, vectors)                            # the input is not written to
 
 
-@pytest.mark.parametrize("reverse_by_columns_bytes", [0, base.REVERSE_BY_COLUMNS_BYTES])
-def test_select_eigenpairs_on_lapack_layout_passes_gradients_with_the_signs(reverse_by_columns_bytes, monkeypatch):
-    monkeypatch.setattr(base, "REVERSE_BY_COLUMNS_BYTES", reverse_by_columns_bytes)
+def test_select_eigenpairs_on_lapack_layout_passes_gradients_with_the_signs():
     generator = torch.Generator().manual_seed(5)
     vectors = torch.randn(2, 7, 7, generator=generator, dtype=torch.float64)
     values = torch.linspace(-1, 1, 7, dtype=torch.float64).expand(2, 7)

@@ -308,6 +308,37 @@ def test_dense_operator_asymmetry_pass_proves_finite_and_exactly_symmetric_or_ta
     assert empty.symmetric
 
 
+def test_dense_operator_symmetrized_column_major_is_a_transpose_view_only_when_bits_agree():
+    """``column_major=True`` gives the same entries stored column by column: A^T (a view) of a matrix
+    equal to its transpose bit for bit, else the transpose of the computed symmetric part."""
+    from lowrank_gnn.operators import DenseOperator
+
+    exact = torch.randn(3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    exact = (exact + exact.mT) / 2
+    op = DenseOperator(exact)
+    op.check_finite()
+    view = op.symmetrized(column_major=True)
+    assert view.stride(-2) == 1 and view.data_ptr() == exact.data_ptr() and torch.equal(view, exact)
+    assert op.symmetrized() is exact                                       # the default layout is untouched
+    assert DenseOperator(exact.mT).symmetrized(column_major=True).stride(-2) == 1   # already column-major
+    zeros = exact.clone()
+    zeros[1, 2, 3], zeros[1, 3, 2] = -0.0, 0.0                             # equal values, different bits
+    op = DenseOperator(zeros)
+    op.check_finite()
+    assert op.symmetric and op.symmetrized(column_major=True) is zeros    # its transpose would read -0.0 as 0.0
+    nearly = exact.clone()
+    nearly[0, 0, 1] += 1e-15                                               # symmetric within the tolerance
+    op = DenseOperator(nearly)
+    assert op.symmetric
+    part = op.symmetrized(column_major=True)
+    assert part.stride(-2) == 1 and torch.equal(part, (nearly + nearly.mT) / 2)
+    assert torch.equal(part.view(torch.int64), part.mT.view(torch.int64))  # the computed part: bit for bit
+    graded = DenseOperator(exact.clone().requires_grad_())
+    part = graded.symmetrized(column_major=True)
+    part.sum().backward()
+    assert part.stride(-2) == 1 and torch.equal(graded.matrix.grad, torch.ones_like(exact))
+
+
 def test_dense_operator_checks_follow_in_place_edits_and_replacements():
     """A cached 'finite and symmetric' belongs to the matrix it was computed on, at its version."""
     op = DenseOperator(torch.eye(4, dtype=torch.float64))
