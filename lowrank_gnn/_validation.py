@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -28,12 +28,20 @@ def check_positive_int(name: str, value: object) -> int:
 
 
 def check_k(k: int, n: int, *, max_k: Optional[int] = None, what: str = "num_nodes") -> int:
-    """``1 <= k <= max_k`` where ``max_k`` defaults to ``n``."""
+    """``1 <= k <= max_k`` where ``max_k`` defaults to ``n``; any integer type (NumPy's too), returned as ``int``."""
     upper = n if max_k is None else max_k
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= upper:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= upper:
         bound = f"{what}={n}" if max_k is None else f"{upper}"
         raise ValueError(f"k must satisfy 1 <= k <= {bound} (got k={k!r})")
-    return k
+    return int(k)
+
+
+def broadcasts_to(shape: Tuple[int, ...], target: Tuple[int, ...]) -> bool:
+    """Whether a tensor of batch shape ``shape`` broadcasts to ``target`` without enlarging it."""
+    try:
+        return tuple(torch.broadcast_shapes(shape, target)) == tuple(target)
+    except RuntimeError:
+        return False
 
 
 #: Dtypes no entry point computes in (see :func:`check_floating` and ``docs/guides/reliability.md``).

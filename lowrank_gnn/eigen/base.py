@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_k, check_positive_int
+from .._validation import broadcasts_to, check_choice, check_k, check_positive_int
 from ..operators.base import Operator, as_operator
 
 WHICH = ("largest", "smallest", "magnitude")
@@ -54,7 +54,7 @@ class EigenPairs(NamedTuple):
 #: (the first significant entry is almost always among them); columns that have none there are
 #: searched further (each on its own, or, in a tall block of graph eigenvectors, whose localised
 #: columns often miss the head, the whole block at once).
-SIGN_PIVOT_PREFIX = 4
+SIGN_PIVOT_PREFIX = 8
 
 #: Columns of at most this many rows are searched whole at once (no head, no second search).
 SIGN_WHOLE_COLUMN_ROWS = 16
@@ -136,51 +136,66 @@ def pivot_sign_factors(vectors: Tensor, pivots: Optional[Tensor] = None) -> Tupl
 
 
 def _head_pivot_factors(detached: Tensor) -> Tensor:
-    """:func:`sign_factors` of a block that is not tall: each column's first significant entry is
-    searched in its first ``h`` rows (all of them up to :data:`SIGN_WHOLE_COLUMN_ROWS` rows, else
-    :data:`SIGN_PIVOT_PREFIX`) and, for the columns without one there, in the whole column.
+    """:func:`sign_factors` of a block that is not tall: :func:`_short_column_factors` for columns of at
+    most :data:`SIGN_WHOLE_COLUMN_ROWS` rows, :func:`_long_column_factors` for longer ones (measured:
+    each is the faster one in its range)."""
+    if detached.shape[-2] <= SIGN_WHOLE_COLUMN_ROWS:
+        return _short_column_factors(detached)
+    return _long_column_factors(detached)
 
-    ``|u|`` of those rows is copied with the row as the outer dimension, ``(h, columns)``, so that
-    every pass over it is long and contiguous (maxima over the rows of a block stored column by
-    column, and comparisons that write booleans, run several times slower on the CPU than such
-    passes: measured at batch 2048, n = 8 and 16). Marked 1.0 where ``|u_r| >= 0.1 max|u|`` and
-    weighted by ``2^(h - 1 - r)``, the rows sum (one matrix-vector product, exact: distinct powers of
-    two below ``2^h``) to a number whose highest bit (read from its exponent) is the first
-    significant row, and to 0 when none of the rows has one. A threshold of 0 (a zero column, or a
+
+def _short_column_factors(detached: Tensor) -> Tensor:
+    """Each column's first significant entry, searched in the whole (short) column at once.
+
+    ``|u|`` is copied with the row as the outer dimension, ``(n, columns)``, so that every pass over
+    it is long and contiguous (maxima over the rows of a block stored column by column, and
+    comparisons that write booleans, run several times slower on the CPU than such passes: measured
+    at batch 2048, n = 8 and 16). Marked 1.0 where ``|u_r| >= 0.1 max|u|`` and weighted by
+    ``2^(n - 1 - r)``, the rows sum (one matrix-vector product, exact: distinct powers of two below
+    ``2^n``, also with TF32 or bf16 inputs and float32 accumulation) to a number whose highest bit
+    (read from its exponent) is the first significant row. A threshold of 0 (a zero column, or a
     largest magnitude whose tenth underflows) makes every entry significant: row 0 is the pivot, and
     a zero there keeps the column.
     """
     n, k = detached.shape[-2:]
     batch = detached.shape[:-2]
-    h = n if n <= SIGN_WHOLE_COLUMN_ROWS else SIGN_PIVOT_PREFIX
-    head = detached
-    if h < n:   # the head rows of a column-major block gathered first: one transposition of short rows is slower
-        head = detached[..., :h, :].contiguous()
-    # (groups, h, g, k): the rows outermost within groups of g matrices, so that the transposition stays in
+    # (groups, n, g, k): the rows outermost within groups of g matrices, so that the transposition stays in
     # the cache (twice as fast as one over the whole batch at batch 2048, n = 16)
     count = math.prod(batch)                            # at least 1: sign_factors has returned on empty blocks
     g = min(_TRANSPOSE_GROUP, count & -count)
-    groups = head.reshape(count // g, g, h, k).permute(0, 2, 1, 3)
-    absolute = torch.abs(groups, out=detached.new_empty(groups.shape)).reshape(count // g, h, g * k)
-    if h == n:                                          # the whole column
-        largest = absolute.amax(1)
-    else:                                               # max |u| = max(max u, -min u): no |u| copy
-        largest = torch.maximum(detached.amax(-2), detached.amin(-2).neg_()).reshape(count // g, g * k)
-    threshold = SIGN_PIVOT_FRACTION * largest
+    groups = detached.reshape(count // g, g, n, k).permute(0, 2, 1, 3)
+    absolute = torch.abs(groups, out=detached.new_empty(groups.shape)).reshape(count // g, n, g * k)
+    threshold = SIGN_PIVOT_FRACTION * absolute.amax(1)
     marks = absolute.ge_(threshold.unsqueeze(1))        # 1.0 where row r is significant, else 0.0
     if marks.dtype not in _FLOAT_LAYOUT:                # half precision: the marks are exact in float32
         marks = marks.float()
-    code = (_rank_weights(h, marks.dtype, marks.device) @ marks).reshape(-1)   # bit h - 1 - r: row r significant
-    threshold = threshold.reshape(-1)
-    first = _first_set_row(code, h).clamp_(max=n - 1)  # code 0 (no significant row) gives row n - 1
-    if h < n:
-        missing = code == 0
-        if bool(missing.any()):                         # the few columns without a significant entry in the head
-            where = missing.reshape(batch + (k,)).nonzero(as_tuple=True)  # (*batch, column) coordinates
-            columns = detached.movedim(-1, -2)[where]                     # (m, n), the missing columns only
-            first[missing] = (columns.abs() >= threshold[missing].unsqueeze(-1)).max(dim=-1).indices
+    code = (_rank_weights(n, marks.dtype, marks.device) @ marks).reshape(-1)   # bit n - 1 - r: row r significant
+    first = _first_set_row(code, n).clamp_(max=n - 1)  # code 0 (NaN entries only) gives row n - 1
     pivot = detached.gather(-2, first.reshape(batch + (1, k)))
     return pivot.sign_().add_(0.5).sign_()              # -1 where negative, else 1 (-0.0: a zero column)
+
+
+def _long_column_factors(detached: Tensor) -> Tensor:
+    """Each column's first significant entry, searched in its first :data:`SIGN_PIVOT_PREFIX` rows and,
+    for the columns without one there, in the whole column.
+
+    ``|u|`` is overwritten in its head rows by ``1.0`` / ``0.0`` (significant or not). A column searched
+    further has no significant head entry, so ``0.0`` there still compares as not significant (its
+    threshold is positive: with a zero threshold every entry is significant).
+    """
+    absolute = detached.abs()
+    threshold = SIGN_PIVOT_FRACTION * absolute.amax(dim=-2, keepdim=True)   # one reduction over the rows
+    significant = absolute[..., :SIGN_PIVOT_PREFIX, :].ge_(threshold)       # in place: no boolean copy
+    found, pivot = significant.max(dim=-2, keepdim=True)  # first 1.0 per column (max returns the first maximum)
+    sign = torch.sign(detached.gather(-2, pivot))
+    if not bool(found.all()):
+        # the few columns without a significant entry in the head: search each of them whole
+        where = (found == 0).nonzero(as_tuple=True)                     # (*batch, 0, column) coordinates
+        index = where[:-2] + (where[-1],)
+        columns = absolute.movedim(-1, -2)[index] >= threshold[where].unsqueeze(-1)  # (m, n), missing columns only
+        sign[where] = torch.sign(detached.movedim(-1, -2)[index].gather(
+            -1, columns.max(dim=-1, keepdim=True).indices)).squeeze(-1)
+    return sign.masked_fill_(sign == 0, 1)              # a zero column is kept
 
 
 #: Matrices whose sign search is transposed together (the largest power of two dividing the batch, at most this).
@@ -287,15 +302,15 @@ def select_eigenpairs(eigenvalues: Tensor, eigenvectors: Tensor, k: int, which: 
             backend passes the one that searches the pivot across ranks. (default: :func:`canonical_signs`)
 
     Shapes:
-        eigenvalues ``(*batch, m)``, eigenvectors ``(*batch, n, m)`` in;
-        ``(*batch, k)``, ``(*batch, n, k)`` out.
+        eigenvalues ``(*batch, m)`` (or a batch shape that broadcasts to the eigenvectors', e.g. one
+        shared ``(m,)``), eigenvectors ``(*batch, n, m)`` in; ``(*batch, k)``, ``(*batch, n, k)`` out.
     """
     check_choice("which", which, WHICH)
     _check_vectors("eigenvectors", eigenvectors)
     if not isinstance(eigenvalues, Tensor):
         raise TypeError(f"eigenvalues must be a torch.Tensor of shape (*batch, m) (got {type(eigenvalues).__name__})")
     m = eigenvalues.shape[-1] if eigenvalues.dim() else -1
-    if eigenvectors.shape[-1] != m or eigenvectors.shape[:-2] != eigenvalues.shape[:-1]:
+    if eigenvectors.shape[-1] != m or not broadcasts_to(eigenvalues.shape[:-1], eigenvectors.shape[:-2]):
         raise ValueError(f"eigenvalues (*batch, m) and eigenvectors (*batch, n, m) must pair one value with each "
                          f"column (got eigenvalues.shape={tuple(eigenvalues.shape)}, "
                          f"eigenvectors.shape={tuple(eigenvectors.shape)})")

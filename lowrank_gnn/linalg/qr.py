@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .._validation import check_finite, check_floating
+from .._validation import broadcasts_to, check_finite, check_floating
 
 __all__ = ["CHOLESKY_QR_ACCEPT", "CHOLESKY_QR_ONE_PASS", "QRFactors", "cholesky_qr", "q_factor", "q_projection",
            "qr_backward", "qr_orthonormalize"]
@@ -218,7 +218,8 @@ def q_projection(weight: Tensor, factors: QRFactors, other: Tensor) -> Tensor:
             (pass ``other.detach()``, or ``q_factor(weight, factors).mT @ other`` for a gradient in both).
 
     Shapes:
-        weight ``(*batch, n, k)``, other ``(*batch, n, m)``; returns ``(*batch, k, m)``.
+        weight ``(*batch, n, k)``, other ``(*batch, n, m)`` (its batch may broadcast, e.g. one shared
+        ``(n, m)``); returns ``(*batch, k, m)``.
 
     Example:
         >>> import torch
@@ -231,9 +232,10 @@ def q_projection(weight: Tensor, factors: QRFactors, other: Tensor) -> Tensor:
         torch.Size([50, 3])
     """
     _check_factors(weight, factors)
-    if other.shape[:-1] != weight.shape[:-1]:
-        raise ValueError(f"other must have shape (*batch, n, m) with the (*batch, n) of weight "
-                         f"{tuple(weight.shape)} (got {tuple(other.shape)})")
+    if other.dim() < 2 or other.shape[-2] != weight.shape[-2] or not broadcasts_to(other.shape[:-2],
+                                                                                   weight.shape[:-2]):
+        raise ValueError(f"other must have shape (*batch, n, m), with the n of weight {tuple(weight.shape)} and a "
+                         f"batch that broadcasts to its batch (got {tuple(other.shape)})")
     if other.requires_grad and torch.is_grad_enabled():
         raise ValueError("q_projection holds other constant and gives it no gradient, and other requires grad; "
                          "pass other.detach(), or use q_factor(weight, factors).mT @ other for a gradient in both")

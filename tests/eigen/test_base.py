@@ -251,3 +251,16 @@ def test_canonical_signs_refuses_a_single_vector_and_says_how_to_pass_it():
     with pytest.raises(ValueError, match=r"vectors.unsqueeze\(-1\)"):
         canonical_signs(torch.tensor([-1.0, 2.0]))
     assert torch.equal(canonical_signs(torch.tensor([-1.0, 2.0]).unsqueeze(-1)).squeeze(-1), torch.tensor([1.0, -2.0]))
+
+
+def test_select_eigenpairs_broadcasts_one_row_of_eigenvalues_and_takes_numpy_integers():
+    """Eigenvalues (m,) shared by eigenvectors (B, n, m) give the same pairs as the expanded eigenvalues."""
+    import numpy
+
+    generator = torch.Generator().manual_seed(5)
+    vectors = torch.linalg.qr(torch.randn(3, 5, 5, generator=generator, dtype=torch.float64))[0]
+    shared = torch.tensor([-1.0, 0.5, 2.0, 3.0, 4.0], dtype=torch.float64)
+    for which in ("largest", "smallest", "magnitude"):
+        got = select_eigenpairs(shared, vectors, numpy.int64(2), which)
+        expected = select_eigenpairs(shared.expand(3, 5), vectors, 2, which)
+        assert torch.equal(got[1], expected[1]) and torch.equal(got[0].expand(3, 2), expected[0])

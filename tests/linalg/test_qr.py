@@ -76,3 +76,20 @@ def test_cholesky_qr_refuses_dtypes_and_vectors_but_keeps_none_for_non_finite_or
     with pytest.raises(ValueError, match=r"weight.unsqueeze\(-1\)"):
         cholesky_qr(weight[:, 0])
     assert cholesky_qr(torch.full_like(weight, float("nan"))) is None and cholesky_qr(weight.T) is None
+
+
+def test_q_projection_of_one_block_shared_by_a_batch_of_weights_matches_the_expanded_block():
+    """other (n, m) with weight (B, n, k): the same value and W-gradient as other expanded to (B, n, m)."""
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(4, 10, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    other = torch.randn(10, 2, generator=generator, dtype=torch.float64)
+    probe = torch.randn(4, 3, 2, generator=generator, dtype=torch.float64)
+    factors = cholesky_qr(weight)
+    shared = q_projection(weight, factors, other)
+    expanded = q_projection(weight, factors, other.expand(4, 10, 2))
+    assert torch.allclose(shared, expanded, atol=1e-14)
+    (grad_shared,) = torch.autograd.grad((shared * probe).sum(), weight)
+    (grad_expanded,) = torch.autograd.grad((expanded * probe).sum(), weight)
+    assert torch.allclose(grad_shared, grad_expanded, atol=1e-13)
+    with pytest.raises(ValueError, match="broadcasts to its batch"):
+        q_projection(weight, factors, torch.randn(3, 10, 2, dtype=torch.float64))   # would enlarge nothing: 3 != 4
