@@ -36,12 +36,17 @@ def check_k(k: int, n: int, *, max_k: Optional[int] = None, what: str = "num_nod
     return int(k)
 
 
+def broadcast_shape(first: Tuple[int, ...], second: Tuple[int, ...]) -> Optional[Tuple[int, ...]]:
+    """The shape two batch shapes broadcast to, or ``None`` where they do not broadcast."""
+    try:
+        return tuple(torch.broadcast_shapes(first, second))
+    except RuntimeError:
+        return None
+
+
 def broadcasts_to(shape: Tuple[int, ...], target: Tuple[int, ...]) -> bool:
     """Whether a tensor of batch shape ``shape`` broadcasts to ``target`` without enlarging it."""
-    try:
-        return tuple(torch.broadcast_shapes(shape, target)) == tuple(target)
-    except RuntimeError:
-        return False
+    return broadcast_shape(shape, target) == tuple(target)
 
 
 #: Dtypes no entry point computes in (see :func:`check_floating` and ``docs/guides/reliability.md``).

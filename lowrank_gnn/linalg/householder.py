@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._validation import check_finite, check_floating, check_positive_int, check_same_device, check_same_dtype
+from .._validation import (broadcast_shape, check_finite, check_floating, check_positive_int, check_same_device,
+                           check_same_dtype)
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -283,11 +284,9 @@ def _check_product_args(V: Tensor, X: Tensor) -> None:
     if X.shape[-2] != d:
         raise ValueError(f"X must have d={d} rows to match V (got X.shape={tuple(X.shape)}, "
                          f"V.shape={tuple(V.shape)})")
-    try:
-        torch.broadcast_shapes(V.shape[:-2], X.shape[:-2])
-    except RuntimeError:
+    if broadcast_shape(V.shape[:-2], X.shape[:-2]) is None:
         raise ValueError(f"the batch dimensions of V and X must broadcast (got V.shape={tuple(V.shape)}, "
-                         f"X.shape={tuple(X.shape)})") from None
+                         f"X.shape={tuple(X.shape)})")
 
 
 def householder_orthonormal(V: Tensor, signs: Optional[Tensor] = None,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import check_finite, check_floating
+from .._validation import broadcast_shape, check_finite, check_floating
 from ..linalg.norms import frobenius_norm
 
 #: Random probes for the Hutchinson estimate of ||A||_F^2 on operators without a closed form
@@ -56,12 +56,9 @@ def check_operand(x: Tensor, n: int, batch: Optional[Tuple[int, ...]] = None) ->
     if rows != n or (x.dim() > 2 and batch is None):
         allowed = "(n,) or (n, d)" if batch is None else "(n,), (n, d) or (*batch, n, d)"
         raise ValueError(f"x must have shape {allowed} with n={n} (got x.shape={tuple(x.shape)})")
-    if x.dim() > 2 and batch is not None:
-        try:
-            torch.broadcast_shapes(x.shape[:-2], batch)
-        except RuntimeError:
-            raise ValueError(f"x's batch {tuple(x.shape[:-2])} does not broadcast against the operator's batch "
-                             f"{tuple(batch)} (got x.shape={tuple(x.shape)})") from None
+    if x.dim() > 2 and batch is not None and broadcast_shape(x.shape[:-2], batch) is None:
+        raise ValueError(f"x's batch {tuple(x.shape[:-2])} does not broadcast against the operator's batch "
+                         f"{tuple(batch)} (got x.shape={tuple(x.shape)})")
 
 
 class Operator(ABC):
