@@ -37,7 +37,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_finite, check_floating, check_same_device, check_same_dtype
+from .._validation import check_finite as check_finite_entries  # the name check_finite is the keyword
+from .._validation import check_floating, check_same_device, check_same_dtype
 
 #: Deflation threshold in units of ``eps * ||D + rho z z^T||`` (LAPACK dlaed2 uses 8).
 DEFLATION_TOL = 8.0
@@ -119,7 +120,7 @@ def householder_tridiagonalize(a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tenso
     if n >= 1:
         diagonal[:, n - 1] = a[:, n - 1, n - 1]
     if not bool(torch.isfinite(diagonal).all() & torch.isfinite(off).all()):
-        check_finite("a", torch.tril(original))   # raises, naming the entry, if a has one that is not finite
+        check_finite_entries("a", torch.tril(original))   # raises, naming the entry, if a has one that is not finite
         raise ValueError("the tridiagonal reduction of a overflowed (its entries are finite, but too large for "
                          f"{original.dtype}); scale a first, e.g. by 1 / a.abs().amax(), and the eigenvalues back")
     return (diagonal.reshape(*leading, n), off.reshape(*leading, off.shape[-1]), reflectors.reshape(*leading, n, n),
@@ -175,12 +176,9 @@ def apply_reflectors(reflectors: Tensor, taus: Tensor, x: Tensor) -> Tensor:
                          f"reflectors.shape={tuple(reflectors.shape)}, taus.shape={tuple(taus.shape)}, "
                          f"x.shape={tuple(x.shape)}); pass the reflectors and taus householder_tridiagonalize "
                          f"returned for these matrices")
-    if reflectors.dim() != 3:
-        batch = math.prod(leading)
-        out = _apply_reflectors(reflectors.reshape(batch, n, n), taus.reshape(batch, n),
-                                x.reshape(batch, n, x.shape[-1]))
-        return out.reshape(x.shape)
-    return _apply_reflectors(reflectors, taus, x)
+    batch = math.prod(leading)
+    out = _apply_reflectors(reflectors.reshape(batch, n, n), taus.reshape(batch, n), x.reshape(batch, n, x.shape[-1]))
+    return out.reshape(x.shape)
 
 
 def _apply_reflectors(reflectors: Tensor, taus: Tensor, x: Tensor) -> Tensor:
@@ -201,12 +199,15 @@ def _apply_reflectors(reflectors: Tensor, taus: Tensor, x: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- divide and conquer
-def tridiagonal_eigh(diagonal: Tensor, off: Tensor) -> Tuple[Tensor, Tensor]:
+def tridiagonal_eigh(diagonal: Tensor, off: Tensor, check_finite: bool = True) -> Tuple[Tensor, Tensor]:
     r"""All eigenpairs of symmetric tridiagonal matrices by batched divide and conquer.
 
     Args:
         diagonal (Tensor): the diagonals, float32 or float64, finite.
         off (Tensor): the sub- (= super-) diagonals, of the same dtype, finite.
+        check_finite (bool): check that the entries are finite (one pass over the ``O(n)`` input and a
+            host synchronisation). Pass ``False`` only for entries known to be finite, such as those
+            :func:`householder_tridiagonalize` returns (it checks them). (default: ``True``)
 
     Shapes:
         diagonal ``(*batch, n)``, off ``(*batch, n-1)`` -> eigenvalues ``(*batch, n)`` ascending,
@@ -222,14 +223,13 @@ def tridiagonal_eigh(diagonal: Tensor, off: Tensor) -> Tuple[Tensor, Tensor]:
         expected = (*diagonal.shape[:-1], max(diagonal.shape[-1] - 1, 0)) if diagonal.dim() else "(*batch, n - 1)"
         raise ValueError(f"diagonal (*batch, n) and off (*batch, n - 1) must agree: off must have shape {expected} "
                          f"(got diagonal.shape={tuple(diagonal.shape)}, off.shape={tuple(off.shape)})")
-    check_finite("diagonal", diagonal)
-    check_finite("off", off)
-    if diagonal.dim() != 2:
-        leading, n = diagonal.shape[:-1], diagonal.shape[-1]
-        batch = math.prod(leading)
-        values, vectors = _tridiagonal_eigh(diagonal.reshape(batch, n), off.reshape(batch, off.shape[-1]))
-        return values.reshape(*leading, n), vectors.reshape(*leading, n, n)
-    return _tridiagonal_eigh(diagonal, off)
+    if check_finite:
+        check_finite_entries("diagonal", diagonal)
+        check_finite_entries("off", off)
+    leading, n = diagonal.shape[:-1], diagonal.shape[-1]
+    batch = math.prod(leading)
+    values, vectors = _tridiagonal_eigh(diagonal.reshape(batch, n), off.reshape(batch, off.shape[-1]))
+    return values.reshape(*leading, n), vectors.reshape(*leading, n, n)
 
 
 def _tridiagonal_eigh(diagonal: Tensor, off: Tensor) -> Tuple[Tensor, Tensor]:

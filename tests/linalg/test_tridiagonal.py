@@ -75,3 +75,14 @@ def test_apply_reflectors_refuses_rows_dtype_and_batch_that_do_not_match():
         apply_reflectors(reflectors, taus, torch.randn(1, 7, 2))
     x = torch.randn(7, 2, dtype=torch.float64)
     assert torch.equal(apply_reflectors(reflectors[0], taus[0], x), apply_reflectors(reflectors, taus, x[None])[0])
+
+
+def test_tridiagonal_eigh_without_the_finiteness_check_gives_the_same_pairs_and_skips_only_that_check():
+    """check_finite=False (the reduction's own outputs, already checked) skips the pass over the entries only."""
+    generator = torch.Generator().manual_seed(7)
+    d = torch.randn(3, 6, generator=generator, dtype=torch.float64)
+    e = torch.randn(3, 5, generator=generator, dtype=torch.float64)
+    checked, unchecked = tridiagonal_eigh(d, e), tridiagonal_eigh(d, e, check_finite=False)
+    assert torch.equal(checked[0], unchecked[0]) and torch.equal(checked[1], unchecked[1])
+    with pytest.raises(ValueError, match=r"off must have shape"):
+        tridiagonal_eigh(d, e[:, :4], check_finite=False)      # the shape checks still run
