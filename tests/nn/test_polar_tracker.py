@@ -180,6 +180,34 @@ def test_deep_copied_state_dict_is_a_snapshot():
         assert torch.equal(a, b)
 
 
+def test_sign_block_runs_every_second_call_and_checkpoints_keep_the_schedule():
+    """The sign block updates its directions on calls 0, 2, 4, ... only; a checkpoint saves where in that schedule
+    the tracker is, so a tracker loaded from it continues exactly, and one without it (as saved before the schedule
+    existed) loads strictly and starts the schedule again."""
+    start, end = path((12, 12), torch.float64, seed=19)
+    source = PolarTracker(deflate=2, sign_block=4)
+    steps = torch.linspace(0, 1, 6).tolist()
+    for i, t in enumerate(steps[:3]):
+        before = None if source.lowest is None else source.lowest.clone()
+        source((1 - t) * start + t * end)
+        assert (i % 2 == 1) == (before is not None and torch.equal(source.lowest, before))
+    state = copy.deepcopy(source.state_dict())
+    assert state["_extra_state"] == 1
+    loaded = PolarTracker(deflate=2, sign_block=4)
+    loaded.load_state_dict(state)
+    for t in steps[3:]:
+        matrix = (1 - t) * start + t * end
+        for a, b in zip(loaded(matrix), source(matrix), strict=True):
+            assert torch.equal(a, b)
+        assert torch.equal(loaded.lowest, source.lowest) and torch.equal(loaded.floor, source.floor)
+    restarted = PolarTracker(deflate=2, sign_block=4)
+    restarted.load_state_dict({name: value for name, value in state.items() if name != "_extra_state"})
+    assert restarted.get_extra_state() == 0
+    before = restarted.lowest.clone()
+    restarted(end)
+    assert not torch.equal(restarted.lowest, before)
+
+
 def without_sign_block(state):
     """A checkpoint as a tracker without the sign block state saves it (no ``lowest`` / ``floor``)."""
     return {name: value for name, value in state.items() if name not in ("lowest", "floor")}
