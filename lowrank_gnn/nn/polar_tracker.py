@@ -27,8 +27,8 @@ _SHIFT_RELATIVE, _SHIFT_ABSOLUTE = 0.25, 0.01
 _SIGN_BLOCK_SEED = 0
 #: The sign block runs on every this-many-th call, with this many inverse-iteration solves of its one LU.
 #: Measured on ``benchmarks/amortized_vs_eigh.py --rows nuclear --nuclear-method polar`` (200 steps, one
-#: thread, runs alternating with the previous schedule): every call with one solve left the norm 0.03%, 0.16%
-#: and 0.75% low at d = 128, 256 and 512 at 0.9x, 1.3-1.4x and 2.2x the speed of the SVD step; every second
+#: thread, the two schedules in alternating runs): every call with one solve left the norm 0.03%, 0.16% and
+#: 0.75% low at d = 128, 256 and 512 at 0.9x, 1.3-1.4x and 2.2-2.3x the speed of the SVD step; every second
 #: call with two solves 0.03%, 0.11% and 0.79% low at 1.0-1.1x, 1.6x and 2.5x. Every second call with one
 #: solve left it 1.2% low at 512, every third with three 1.0%; and the rest of the step bounds the gain (every
 #: fourth call, three solves, 64 directions: 1.1x, 1.6x, 2.7x, the norm 0.82% low at 512).
