@@ -12,8 +12,15 @@ from .._validation import check_floating, check_index_dtype
 from ..eigen.base import SIGN_PIVOT_FRACTION
 from ..operators.base import symmetry_tolerance
 
-#: Largest number of float64 entries of one batch of dense operators (``B * n * n``): 256 MB.
-MAX_BATCH_ENTRIES = 32 * 1024 * 1024
+#: Largest number of float64 entries of one buffer of dense operators, hence of one batch
+#: (``B * n * n``): 2 Mi entries, 16 MB. Below glibc's largest mmap threshold (32 MB), so a freed
+#: buffer can be reused by the allocator instead of mapped and page-faulted afresh, and each batch's
+#: LAPACK copies and outputs are as small. Measured (one thread, ``precompute_eigenpairs`` of
+#: ``LaplacianEigenvectorPE(8)``, budgets interleaved in one process, best of 7, load 1.4-1.6):
+#: 20,000 synthetic molecules (``benchmarks/precompute.py``) 893 ms per pass against 915 ms with
+#: 32 Mi entries (256 MB), PROTEINS 198 ms against 201 ms, ENZYMES and MUTAG within 1%; 1 Mi
+#: entries was no faster anywhere (more chunks).
+MAX_BATCH_ENTRIES = 2 * 1024 * 1024
 
 
 class PackedGraphs(NamedTuple):
@@ -115,9 +122,9 @@ def check_packed(packed: PackedGraphs) -> None:
         raise ValueError(f"graph {g} has num_nodes={int(num_nodes[g])}; it must be >= 0")
     if not edge_index.numel():
         return
-    owner = edge_graph(packed) if packed.num_graphs > 1 else torch.zeros_like(edge_index[0])
-    bound = num_nodes[owner]
+    bound = torch.repeat_interleave(num_nodes, packed.edge_ptr.diff(), output_size=edge_index.shape[1])
     if bool(edge_index.min() < 0) or bool((edge_index.amax(0) >= bound).any()):
+        owner = edge_graph(packed)
         bad = (edge_index < 0).any(0) | (edge_index >= bound).any(0)
         g = int(owner[bad.nonzero()[0]])
         local = edge_index[:, owner == g]
@@ -126,6 +133,7 @@ def check_packed(packed: PackedGraphs) -> None:
     low, high = torch.aminmax(weight)
     if bool(low >= 0) and bool(high < float("inf")):  # both False for NaN
         return
+    owner = edge_graph(packed)
     finite = torch.isfinite(weight)
     if not bool(finite.all()):
         g = int(owner[(~finite).nonzero()[0]])
@@ -161,9 +169,12 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     its own edges in their order, so a graph gets the same bits alone or within a dataset.
     """
     total = int(packed.num_nodes.sum())
-    owner = edge_graph(packed) if packed.num_graphs > 1 else torch.zeros_like(packed.edge_index[0])
-    offset = packed.node_ptr[:-1].index_select(0, owner)
-    row, col = packed.edge_index[0] + offset, packed.edge_index[1] + offset  # global node ids
+    if packed.num_graphs > 1:  # global node ids: each edge's graph's first node added
+        offset = torch.repeat_interleave(packed.node_ptr[:-1], packed.edge_ptr.diff(),
+                                         output_size=packed.edge_index.shape[1])
+        row, col = packed.edge_index[0] + offset, offset.add_(packed.edge_index[1])
+    else:
+        row, col = packed.edge_index
     weight, device = packed.edge_weight, packed.edge_weight.device
     loop = row == col
     if operator == "laplacian" or add_self_loops:
@@ -176,7 +187,7 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     degree = loops.index_add(0, row if operator == "laplacian" else col, weight)
     inverse_root = degree.pow(-0.5)
     inverse_root.masked_fill_(torch.isinf(inverse_root), 0.0)
-    value = inverse_root.index_select(0, row) * weight * inverse_root.index_select(0, col)
+    value = inverse_root.index_select(0, row).mul_(weight).mul_(inverse_root.index_select(0, col))
     if operator == "laplacian":
         return NormalizedEdges(value.neg_(), torch.ones(total, dtype=torch.float64, device=device))
     return NormalizedEdges(value, loops * inverse_root ** 2)
@@ -198,15 +209,17 @@ def dense_batches(packed: PackedGraphs, entries: NormalizedEdges, selected: Tens
     Graphs keep their dataset order within a size and sizes come in increasing order; a batch
     holds at most ``max_entries`` dense entries (one larger graph alone). Consecutive batches
     are built together, up to ``max_entries`` entries at a time, by one scatter of their edges
-    into one flat buffer, of which each batch is a view: the per-batch cost is a slice, so many
-    small size groups cost little more than one. Each operator's entries are summed in the same
+    into one flat buffer, of which each batch is a view (one ``split`` per chunk), so many small
+    size groups cost little more than one. Each operator's entries are summed in the same
     order (its graph's edges in their order, then the diagonal) whatever the other graphs, so a
     graph gets the same bits alone or within a dataset.
 
     Raises, naming the first graph, when an operator is not symmetric (a directed graph): each
     edge's entry is compared with its mirror, ``O(E)``, ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)``
     with :func:`~lowrank_gnn.operators.base.symmetry_tolerance` (rounding in the normalisation
-    leaves a few ulps; a missing reverse edge leaves ``A_ji = 0``).
+    leaves a few ulps; a missing reverse edge leaves ``A_ji = 0``); a chunk whose entries all equal
+    their mirrors exactly (unweighted graphs: both are ``d_i^{-1/2} d_j^{-1/2}``) skips that
+    comparison after one ``torch.equal``.
     """
     order = selected[torch.argsort(packed.num_nodes[selected], stable=True)] if selected.numel() > 1 else selected
     sizes = packed.num_nodes[order]
@@ -239,33 +252,41 @@ def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor
     """The batches of one chunk (consecutive positions ``lo:hi`` of ``order``), from one flat buffer."""
     lo, hi = chunk[0][0], chunk[-1][1]
     device = sizes.device
-    size, count = sizes[lo:hi], counts[lo:hi]
+    size = sizes[lo:hi]
     # each graph's first entry, node and edge within the chunk
     block, node_offset, edge_offset = pointers[:, lo:hi] - pointers[:, lo:lo + 1]
     num_edges, num_nodes = edge_ptr[hi] - edge_ptr[lo], node_ptr[hi] - node_ptr[lo]
     position = torch.arange(hi - lo, device=device)
-    edge_graph_position = torch.repeat_interleave(position, count, output_size=num_edges)
-    edges = (starts[lo:hi] - edge_offset).index_select(0, edge_graph_position) + torch.arange(num_edges, device=device)
-    row, col = packed.edge_index.index_select(1, edges)  # index_select: the fastest gather on CPUs
+    edge_graph_position = torch.repeat_interleave(position, counts[lo:hi], output_size=num_edges)
+    edges = (starts[lo:hi] - edge_offset).index_select(0, edge_graph_position).add_(
+        torch.arange(num_edges, device=device))
+    # one gather per row: faster than index_select(1, ...) of the (2, E) tensor
+    row, col = packed.edge_index[0].index_select(0, edges), packed.edge_index[1].index_select(0, edges)
     n, base = size.index_select(0, edge_graph_position), block.index_select(0, edge_graph_position)
-    address = base + row * n + col
+    address = torch.addcmul(base, row, n).add_(col)
+    mirror = base.addcmul_(col, n).add_(row)
     flat = torch.zeros(area_ptr[hi] - area_ptr[lo], dtype=torch.float64, device=device)
     flat.index_add_(0, address, entries.value.index_select(0, edges))
-    entry, mirror = flat.index_select(0, address), flat.index_select(0, base.add_(col * n).add_(row))
-    difference = (entry - mirror).abs_()
-    bad = difference > torch.maximum(entry.abs_(), mirror.abs_()).mul_(symmetry_tolerance(flat.dtype))
-    if bool(bad.any()):
-        _raise_not_undirected(int(order[lo + int(edge_graph_position[bad.nonzero()[0]])]))
+    entry, reflected = flat.index_select(0, address), flat.index_select(0, mirror)
+    if not torch.equal(entry, reflected):  # exactly symmetric (e.g. unweighted graphs): no tolerance pass
+        difference = (entry - reflected).abs_()
+        bad = difference > torch.maximum(entry.abs_(), reflected.abs_()).mul_(symmetry_tolerance(flat.dtype))
+        if bool(bad.any()):
+            _raise_not_undirected(int(order[lo + int(edge_graph_position[bad.nonzero()[0]])]))
     node_graph_position = torch.repeat_interleave(position, size, output_size=num_nodes)
     nodes = torch.arange(num_nodes, device=device)
-    rows = (graph_rows[lo:hi] - node_offset).index_select(0, node_graph_position) + nodes
-    diagonal = (block - node_offset * (size + 1)).index_select(0, node_graph_position) + nodes * (
-        size + 1).index_select(0, node_graph_position)
+    rows = (graph_rows[lo:hi] - node_offset).index_select(0, node_graph_position).add_(nodes)
+    stride = size + 1  # from one diagonal entry to the next
+    diagonal = torch.addcmul((block - node_offset * stride).index_select(0, node_graph_position), nodes,
+                             stride.index_select(0, node_graph_position))
     flat.index_add_(0, diagonal, entries.diagonal.index_select(0, rows))
-    for first, end, n_batch in chunk:
-        operators = flat[area_ptr[first] - area_ptr[lo]:area_ptr[end] - area_ptr[lo]]
-        yield DenseBatch(n_batch, order[first:end], rows[node_ptr[first] - node_ptr[lo]:node_ptr[end] - node_ptr[lo]],
-                         operators.view(end - first, n_batch, n_batch))
+    # every batch's views at once (one split per tensor instead of a slice per batch and tensor)
+    graphs = order[lo:hi].split([end - first for first, end, _ in chunk])
+    batch_rows = rows.split([node_ptr[end] - node_ptr[first] for first, end, _ in chunk])
+    operators = flat.split([area_ptr[end] - area_ptr[first] for first, end, _ in chunk])
+    for (first, end, n_batch), batch_graphs, row_block, operator_block in zip(chunk, graphs, batch_rows, operators,
+                                                                             strict=True):
+        yield DenseBatch(n_batch, batch_graphs, row_block, operator_block.view(end - first, n_batch, n_batch))
 
 
 def _raise_not_undirected(g: int) -> None:
@@ -318,14 +339,17 @@ def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
     owner = torch.repeat_interleave(torch.arange(num_nodes.numel(), device=device), num_nodes, output_size=rows)
     magnitude = vectors.abs()
     largest = torch.segment_reduce(magnitude, "max", lengths=num_nodes, axis=0, initial=0)  # 0 for no rows
-    key = magnitude.ge_((SIGN_PIVOT_FRACTION * largest).index_select(0, owner))  # 1.0 / 0.0 in place
+    threshold = largest.mul_(SIGN_PIVOT_FRACTION).index_select(0, owner)
+    key = magnitude.ge_(threshold)                              # 1.0 / 0.0 in place
     if rows > 2 / torch.finfo(key.dtype).eps:
         key = key.to(torch.float64)
     end = num_nodes.cumsum(0)                                   # one past each graph's last row
-    rank = end.index_select(0, owner) - torch.arange(rows, device=device)  # n - r: n at the graph's first row
+    rank = end.index_select(0, owner).sub_(torch.arange(rows, device=device))  # n - r: n at the graph's first row
     key.mul_(rank.to(key.dtype).unsqueeze(1))
     first = torch.segment_reduce(key, "max", lengths=num_nodes, axis=0, initial=0)
     pivot = (end.unsqueeze(1) - first.long()).clamp_(max=rows - 1)  # graphs without rows: any row, never used
     sign = torch.sign(vectors.gather(0, pivot))
     sign.masked_fill_(sign == 0, 1.0)                           # a zero column is kept
-    return vectors * sign.index_select(0, owner)
+    # the result reuses the threshold's memory: two (N, k) allocations in all (fresh pages cost as much as
+    # the arithmetic on arrays beyond the allocator's reuse threshold)
+    return torch.index_select(sign, 0, owner, out=threshold).mul_(vectors)
