@@ -13,14 +13,16 @@ from ..eigen.base import SIGN_PIVOT_FRACTION
 from ..operators.base import symmetry_tolerance
 
 #: Largest number of float64 entries of one buffer of dense operators, hence of one batch
-#: (``B * n * n``): 2 Mi entries, 16 MB. Below glibc's largest mmap threshold (32 MB), so a freed
-#: buffer can be reused by the allocator instead of mapped and page-faulted afresh, and each batch's
-#: LAPACK copies and outputs are as small. Measured (one thread, ``precompute_eigenpairs`` of
-#: ``LaplacianEigenvectorPE(8)``, budgets interleaved in one process, best of 7, load 1.4-1.6):
-#: 20,000 synthetic molecules (``benchmarks/precompute.py``) 893 ms per pass against 915 ms with
-#: 32 Mi entries (256 MB), PROTEINS 198 ms against 201 ms, ENZYMES and MUTAG within 1%; 1 Mi
-#: entries was no faster anywhere (more chunks).
-MAX_BATCH_ENTRIES = 2 * 1024 * 1024
+#: (``B * n * n``): 3.75 Mi entries, 30 MB, just below glibc's largest mmap threshold (32 MB), so
+#: that a freed buffer (and each batch's LAPACK copy and outputs) can stay on the heap for reuse
+#: instead of being mapped and page-faulted afresh, and a dataset whose operators fit in one buffer
+#: (PROTEINS: 27 MB) is built in one. Measured (one thread, ``precompute_eigenpairs`` of
+#: ``LaplacianEigenvectorPE(8)``, best of 5 per process, three alternating rounds, load 2.0-2.7):
+#: 20,000 synthetic molecules (``benchmarks/precompute.py``) 907-966 ms per pass against 940-973 ms
+#: with 32 Mi entries (256 MB) and 942-975 ms with 2 Mi; PROTEINS 198-211 ms against 199-203 ms
+#: (the same single buffer) and 197-209 ms with 2 Mi, whose two buffers page-faulted again in most
+#: passes (non-solver time 28-33 ms against 29-30 and 31-33 ms).
+MAX_BATCH_ENTRIES = 3840 * 1024
 
 
 class PackedGraphs(NamedTuple):
