@@ -15,6 +15,7 @@ from lowrank_gnn.operators import laplacian, normalized_adjacency
 from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
 from lowrank_gnn.transforms import cache as cache_module
+from lowrank_gnn.transforms import packed as packed_module
 from lowrank_gnn.eigen import canonical_signs
 from lowrank_gnn.transforms.packed import canonical_signs_per_graph, dense_batches, normalized_edges, pack_graphs
 
@@ -185,6 +186,20 @@ def test_signs_per_graph_equal_canonical_signs_graph_by_graph():
             assert torch.equal(out[start:start + n], canonical_signs(vectors[start:start + n]))
         start += n
     assert torch.equal(canonical_signs_per_graph(out, sizes), out)  # idempotent
+
+
+def test_signs_per_graph_in_blocks_equal_one_block(monkeypatch):
+    generator = torch.Generator().manual_seed(1)
+    sizes = torch.tensor([3, 0, 1, 7, 30, 5, 0, 2, 11, 4])
+    vectors = torch.randn(int(sizes.sum()), 3, generator=generator, dtype=torch.float64)
+    whole = canonical_signs_per_graph(vectors, sizes)
+    for entries in (3, 20, 45):  # one row per block; blocks cut inside the 30-row graph; a few graphs each
+        monkeypatch.setattr(packed_module, "SIGN_BLOCK_ENTRIES", entries)
+        assert torch.equal(canonical_signs_per_graph(vectors, sizes), whole), entries
+    start = 0
+    for n in sizes.tolist():  # and each block's graphs get canonical_signs' signs
+        assert torch.equal(whole[start:start + n], canonical_signs(vectors[start:start + n]))
+        start += n
 
 
 def test_signs_per_graph_keep_exact_row_ranks_beyond_the_dtype_precision():
