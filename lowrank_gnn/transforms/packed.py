@@ -1,7 +1,7 @@
 """Many graphs in one set of flat tensors, and dense graph operators built from it per size bucket."""
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 import numpy
 import torch
@@ -12,8 +12,24 @@ from .._validation import check_floating, check_index_dtype
 from ..eigen.base import SIGN_PIVOT_FRACTION
 from ..operators.base import symmetry_tolerance
 
-#: Largest number of float64 entries of one batch of dense operators (``B * n * n``): 256 MB.
-MAX_BATCH_ENTRIES = 32 * 1024 * 1024
+#: Largest number of float64 entries of one buffer of dense operators, hence of one batch
+#: (``B * n * n``): 3.75 Mi entries, 30 MB, just below glibc's largest mmap threshold (32 MB), so
+#: that a freed buffer (and each batch's LAPACK copy and outputs) can stay on the heap for reuse
+#: instead of being mapped and page-faulted afresh, and a dataset whose operators fit in one buffer
+#: (PROTEINS: 27 MB) is built in one. Measured (one thread, ``precompute_eigenpairs`` of
+#: ``LaplacianEigenvectorPE(8)``, best of 5 per process, three alternating rounds, load 2.0-2.7):
+#: 20,000 synthetic molecules (``benchmarks/precompute.py``) 907-966 ms per pass against 940-973 ms
+#: with 32 Mi entries (256 MB) and 942-975 ms with 2 Mi; PROTEINS 198-211 ms against 199-203 ms
+#: (the same single buffer) and 197-209 ms with 2 Mi, whose two buffers page-faulted again in most
+#: passes (non-solver time 28-33 ms against 29-30 and 31-33 ms).
+MAX_BATCH_ENTRIES = 3840 * 1024
+
+#: Entries of ``vectors`` that :func:`canonical_signs_per_graph` handles at a time: 512 Ki (2 MB of
+#: float32, about a core's L2 cache). Measured (one thread, float32 ``(N, 9)`` vectors of graphs of
+#: 9-38 nodes, best of 3, load 1.5-1.9): 250,000 graphs 407-416 ms against 632 ms in one block
+#: (744 ms for the single-block code with two more ``(N, k)`` temporaries), 1 Mi entries 430-445 ms,
+#: 2 Mi 448-619 ms; 20,000 graphs 29-34 ms against 45 ms in one block.
+SIGN_BLOCK_ENTRIES = 512 * 1024
 
 
 class PackedGraphs(NamedTuple):
@@ -115,9 +131,9 @@ def check_packed(packed: PackedGraphs) -> None:
         raise ValueError(f"graph {g} has num_nodes={int(num_nodes[g])}; it must be >= 0")
     if not edge_index.numel():
         return
-    owner = edge_graph(packed) if packed.num_graphs > 1 else torch.zeros_like(edge_index[0])
-    bound = num_nodes[owner]
+    bound = torch.repeat_interleave(num_nodes, packed.edge_ptr.diff(), output_size=edge_index.shape[1])
     if bool(edge_index.min() < 0) or bool((edge_index.amax(0) >= bound).any()):
+        owner = edge_graph(packed)
         bad = (edge_index < 0).any(0) | (edge_index >= bound).any(0)
         g = int(owner[bad.nonzero()[0]])
         local = edge_index[:, owner == g]
@@ -126,6 +142,7 @@ def check_packed(packed: PackedGraphs) -> None:
     low, high = torch.aminmax(weight)
     if bool(low >= 0) and bool(high < float("inf")):  # both False for NaN
         return
+    owner = edge_graph(packed)
     finite = torch.isfinite(weight)
     if not bool(finite.all()):
         g = int(owner[(~finite).nonzero()[0]])
@@ -161,9 +178,12 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     its own edges in their order, so a graph gets the same bits alone or within a dataset.
     """
     total = int(packed.num_nodes.sum())
-    owner = edge_graph(packed) if packed.num_graphs > 1 else torch.zeros_like(packed.edge_index[0])
-    offset = packed.node_ptr[:-1].index_select(0, owner)
-    row, col = packed.edge_index[0] + offset, packed.edge_index[1] + offset  # global node ids
+    if packed.num_graphs > 1:  # global node ids: each edge's graph's first node added
+        offset = torch.repeat_interleave(packed.node_ptr[:-1], packed.edge_ptr.diff(),
+                                         output_size=packed.edge_index.shape[1])
+        row, col = packed.edge_index[0] + offset, offset.add_(packed.edge_index[1])
+    else:
+        row, col = packed.edge_index
     weight, device = packed.edge_weight, packed.edge_weight.device
     loop = row == col
     if operator == "laplacian" or add_self_loops:
@@ -176,7 +196,7 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     degree = loops.index_add(0, row if operator == "laplacian" else col, weight)
     inverse_root = degree.pow(-0.5)
     inverse_root.masked_fill_(torch.isinf(inverse_root), 0.0)
-    value = inverse_root.index_select(0, row) * weight * inverse_root.index_select(0, col)
+    value = inverse_root.index_select(0, row).mul_(weight).mul_(inverse_root.index_select(0, col))
     if operator == "laplacian":
         return NormalizedEdges(value.neg_(), torch.ones(total, dtype=torch.float64, device=device))
     return NormalizedEdges(value, loops * inverse_root ** 2)
@@ -198,15 +218,17 @@ def dense_batches(packed: PackedGraphs, entries: NormalizedEdges, selected: Tens
     Graphs keep their dataset order within a size and sizes come in increasing order; a batch
     holds at most ``max_entries`` dense entries (one larger graph alone). Consecutive batches
     are built together, up to ``max_entries`` entries at a time, by one scatter of their edges
-    into one flat buffer, of which each batch is a view: the per-batch cost is a slice, so many
-    small size groups cost little more than one. Each operator's entries are summed in the same
+    into one flat buffer, of which each batch is a view (one ``split`` per chunk), so many small
+    size groups cost little more than one. Each operator's entries are summed in the same
     order (its graph's edges in their order, then the diagonal) whatever the other graphs, so a
     graph gets the same bits alone or within a dataset.
 
     Raises, naming the first graph, when an operator is not symmetric (a directed graph): each
     edge's entry is compared with its mirror, ``O(E)``, ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)``
     with :func:`~lowrank_gnn.operators.base.symmetry_tolerance` (rounding in the normalisation
-    leaves a few ulps; a missing reverse edge leaves ``A_ji = 0``).
+    leaves a few ulps; a missing reverse edge leaves ``A_ji = 0``); a chunk whose entries all equal
+    their mirrors exactly (unweighted graphs: both are ``d_i^{-1/2} d_j^{-1/2}``) skips that
+    comparison after one ``torch.equal``.
     """
     order = selected[torch.argsort(packed.num_nodes[selected], stable=True)] if selected.numel() > 1 else selected
     sizes = packed.num_nodes[order]
@@ -239,33 +261,41 @@ def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor
     """The batches of one chunk (consecutive positions ``lo:hi`` of ``order``), from one flat buffer."""
     lo, hi = chunk[0][0], chunk[-1][1]
     device = sizes.device
-    size, count = sizes[lo:hi], counts[lo:hi]
+    size = sizes[lo:hi]
     # each graph's first entry, node and edge within the chunk
     block, node_offset, edge_offset = pointers[:, lo:hi] - pointers[:, lo:lo + 1]
     num_edges, num_nodes = edge_ptr[hi] - edge_ptr[lo], node_ptr[hi] - node_ptr[lo]
     position = torch.arange(hi - lo, device=device)
-    edge_graph_position = torch.repeat_interleave(position, count, output_size=num_edges)
-    edges = (starts[lo:hi] - edge_offset).index_select(0, edge_graph_position) + torch.arange(num_edges, device=device)
-    row, col = packed.edge_index.index_select(1, edges)  # index_select: the fastest gather on CPUs
+    edge_graph_position = torch.repeat_interleave(position, counts[lo:hi], output_size=num_edges)
+    edges = (starts[lo:hi] - edge_offset).index_select(0, edge_graph_position).add_(
+        torch.arange(num_edges, device=device))
+    # one gather per row: faster than index_select(1, ...) of the (2, E) tensor
+    row, col = packed.edge_index[0].index_select(0, edges), packed.edge_index[1].index_select(0, edges)
     n, base = size.index_select(0, edge_graph_position), block.index_select(0, edge_graph_position)
-    address = base + row * n + col
+    address = torch.addcmul(base, row, n).add_(col)
+    mirror = base.addcmul_(col, n).add_(row)
     flat = torch.zeros(area_ptr[hi] - area_ptr[lo], dtype=torch.float64, device=device)
     flat.index_add_(0, address, entries.value.index_select(0, edges))
-    entry, mirror = flat.index_select(0, address), flat.index_select(0, base.add_(col * n).add_(row))
-    difference = (entry - mirror).abs_()
-    bad = difference > torch.maximum(entry.abs_(), mirror.abs_()).mul_(symmetry_tolerance(flat.dtype))
-    if bool(bad.any()):
-        _raise_not_undirected(int(order[lo + int(edge_graph_position[bad.nonzero()[0]])]))
+    entry, reflected = flat.index_select(0, address), flat.index_select(0, mirror)
+    if not torch.equal(entry, reflected):  # exactly symmetric (e.g. unweighted graphs): no tolerance pass
+        difference = (entry - reflected).abs_()
+        bad = difference > torch.maximum(entry.abs_(), reflected.abs_()).mul_(symmetry_tolerance(flat.dtype))
+        if bool(bad.any()):
+            _raise_not_undirected(int(order[lo + int(edge_graph_position[bad.nonzero()[0]])]))
     node_graph_position = torch.repeat_interleave(position, size, output_size=num_nodes)
     nodes = torch.arange(num_nodes, device=device)
-    rows = (graph_rows[lo:hi] - node_offset).index_select(0, node_graph_position) + nodes
-    diagonal = (block - node_offset * (size + 1)).index_select(0, node_graph_position) + nodes * (
-        size + 1).index_select(0, node_graph_position)
+    rows = (graph_rows[lo:hi] - node_offset).index_select(0, node_graph_position).add_(nodes)
+    stride = size + 1  # from one diagonal entry to the next
+    diagonal = torch.addcmul((block - node_offset * stride).index_select(0, node_graph_position), nodes,
+                             stride.index_select(0, node_graph_position))
     flat.index_add_(0, diagonal, entries.diagonal.index_select(0, rows))
-    for first, end, n_batch in chunk:
-        operators = flat[area_ptr[first] - area_ptr[lo]:area_ptr[end] - area_ptr[lo]]
-        yield DenseBatch(n_batch, order[first:end], rows[node_ptr[first] - node_ptr[lo]:node_ptr[end] - node_ptr[lo]],
-                         operators.view(end - first, n_batch, n_batch))
+    # every batch's views at once (one split per tensor instead of a slice per batch and tensor)
+    graphs = order[lo:hi].split([end - first for first, end, _ in chunk])
+    batch_rows = rows.split([node_ptr[end] - node_ptr[first] for first, end, _ in chunk])
+    operators = flat.split([area_ptr[end] - area_ptr[first] for first, end, _ in chunk])
+    for (first, end, n_batch), batch_graphs, row_block, operator_block in zip(chunk, graphs, batch_rows, operators,
+                                                                             strict=True):
+        yield DenseBatch(n_batch, batch_graphs, row_block, operator_block.view(end - first, n_batch, n_batch))
 
 
 def _raise_not_undirected(g: int) -> None:
@@ -310,22 +340,45 @@ def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
     largest ``|u|`` per graph and column, then the largest key ``[|u_r| >= 0.1 max|u|] (n - r)``
     (``r`` the row within its graph), which is ``n`` minus the first significant row. The keys are
     exact in ``vectors``' dtype up to ``N = 2 / eps`` rows (float32: 16.7 million); beyond, float64.
+
+    Graphs are taken in blocks of about :data:`SIGN_BLOCK_ENTRIES` entries (whole graphs, a larger
+    graph alone), so that each block's temporaries stay small enough for the allocator to reuse
+    instead of mapping (and page-faulting) fresh memory for every pass.
     """
     if not vectors.numel():
         return vectors
+    rows = vectors.shape[0]
+    block_rows = max(1, SIGN_BLOCK_ENTRIES // vectors.shape[1])
+    if rows <= block_rows:
+        return _block_signs(vectors, num_nodes)
+    end = num_nodes.cumsum(0)
+    cuts = torch.searchsorted(end, torch.arange(block_rows, rows, block_rows, device=vectors.device), right=True)
+    cuts = torch.cat([cuts.new_zeros(1), cuts, cuts.new_full((1,), num_nodes.numel())]).unique_consecutive()
+    graph_cuts, row_cuts = cuts.tolist(), torch.cat([end.new_zeros(1), end]).index_select(0, cuts).tolist()
+    out = torch.empty_like(vectors)
+    for g0, g1, r0, r1 in zip(graph_cuts[:-1], graph_cuts[1:], row_cuts[:-1], row_cuts[1:], strict=True):
+        if r1 > r0:
+            _block_signs(vectors[r0:r1], num_nodes[g0:g1], out[r0:r1])
+    return out
+
+
+def _block_signs(vectors: Tensor, num_nodes: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """:func:`canonical_signs_per_graph` of graphs whose rows are all of ``vectors``, written to ``out``
+    (by default the memory of the pivot threshold's ``(N, k)`` temporary)."""
     rows = vectors.shape[0]
     device = vectors.device
     owner = torch.repeat_interleave(torch.arange(num_nodes.numel(), device=device), num_nodes, output_size=rows)
     magnitude = vectors.abs()
     largest = torch.segment_reduce(magnitude, "max", lengths=num_nodes, axis=0, initial=0)  # 0 for no rows
-    key = magnitude.ge_((SIGN_PIVOT_FRACTION * largest).index_select(0, owner))  # 1.0 / 0.0 in place
+    threshold = largest.mul_(SIGN_PIVOT_FRACTION).index_select(0, owner)
+    key = magnitude.ge_(threshold)                              # 1.0 / 0.0 in place
     if rows > 2 / torch.finfo(key.dtype).eps:
         key = key.to(torch.float64)
     end = num_nodes.cumsum(0)                                   # one past each graph's last row
-    rank = end.index_select(0, owner) - torch.arange(rows, device=device)  # n - r: n at the graph's first row
+    rank = end.index_select(0, owner).sub_(torch.arange(rows, device=device))  # n - r: n at the graph's first row
     key.mul_(rank.to(key.dtype).unsqueeze(1))
     first = torch.segment_reduce(key, "max", lengths=num_nodes, axis=0, initial=0)
     pivot = (end.unsqueeze(1) - first.long()).clamp_(max=rows - 1)  # graphs without rows: any row, never used
     sign = torch.sign(vectors.gather(0, pivot))
     sign.masked_fill_(sign == 0, 1.0)                           # a zero column is kept
-    return vectors * sign.index_select(0, owner)
+    return torch.index_select(sign, 0, owner, out=threshold if out is None else out).mul_(vectors)

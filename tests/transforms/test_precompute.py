@@ -15,6 +15,7 @@ from lowrank_gnn.operators import laplacian, normalized_adjacency
 from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE, precompute_eigenpairs
 from lowrank_gnn.transforms import cache as cache_module
+from lowrank_gnn.transforms import packed as packed_module
 from lowrank_gnn.eigen import canonical_signs
 from lowrank_gnn.transforms.packed import canonical_signs_per_graph, dense_batches, normalized_edges, pack_graphs
 
@@ -154,6 +155,22 @@ def test_dense_batches_cut_at_max_entries_hold_the_same_operators():
             assert torch.equal(b.operators[i], whole[g][0]) and torch.equal(b.rows.view(-1, b.n)[i], whole[g][1])
 
 
+def test_symmetry_check_accepts_rounding_and_refuses_directed_weights():
+    graph = path_graph(6)
+    half = graph.edge_index.shape[1] // 2
+    weight = torch.linspace(0.5, 2.0, half, dtype=torch.float64)
+    rounded = torch.cat([weight, weight * (1 + 4 * torch.finfo(torch.float64).eps)])  # a few ulps apart
+    graphs = [as_data(path_graph(4)), as_data(graph, edge_weight=rounded)]
+    transform = AddEigenpairs(k=2, operator="laplacian")
+    packed = pack_graphs(graphs)
+    (batch,) = [b for b in dense_batches(packed, normalized_edges(packed, "laplacian"), torch.arange(2)) if b.n == 6]
+    assert not torch.equal(batch.operators[0], batch.operators[0].mT)  # the tolerance comparison is reached
+    assert_same(per_graph(transform, graphs), precompute_eigenpairs(graphs, transform), ["eigvecs", "eigvals"])
+    directed = torch.cat([weight, 2 * weight])
+    with pytest.raises(ValueError, match="graph 1 is not undirected"):
+        precompute_eigenpairs([as_data(path_graph(4)), as_data(graph, edge_weight=directed)], transform)
+
+
 def test_signs_per_graph_equal_canonical_signs_graph_by_graph():
     generator = torch.Generator().manual_seed(0)
     sizes = torch.tensor([3, 0, 1, 7, 300, 5])  # 300 rows: beyond canonical_signs' first search window
@@ -169,6 +186,20 @@ def test_signs_per_graph_equal_canonical_signs_graph_by_graph():
             assert torch.equal(out[start:start + n], canonical_signs(vectors[start:start + n]))
         start += n
     assert torch.equal(canonical_signs_per_graph(out, sizes), out)  # idempotent
+
+
+def test_signs_per_graph_in_blocks_equal_one_block(monkeypatch):
+    generator = torch.Generator().manual_seed(1)
+    sizes = torch.tensor([3, 0, 1, 7, 30, 5, 0, 2, 11, 4])
+    vectors = torch.randn(int(sizes.sum()), 3, generator=generator, dtype=torch.float64)
+    whole = canonical_signs_per_graph(vectors, sizes)
+    for entries in (3, 20, 45):  # one row per block; blocks cut inside the 30-row graph; a few graphs each
+        monkeypatch.setattr(packed_module, "SIGN_BLOCK_ENTRIES", entries)
+        assert torch.equal(canonical_signs_per_graph(vectors, sizes), whole), entries
+    start = 0
+    for n in sizes.tolist():  # and each block's graphs get canonical_signs' signs
+        assert torch.equal(whole[start:start + n], canonical_signs(vectors[start:start + n]))
+        start += n
 
 
 def test_signs_per_graph_keep_exact_row_ranks_beyond_the_dtype_precision():
