@@ -1,7 +1,8 @@
 """Many graphs in one set of flat tensors, and dense graph operators built from it per size bucket."""
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple, Optional, Sequence
+from itertools import accumulate
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy
 import torch
@@ -109,14 +110,19 @@ def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
         weights.append(weight.detach())
         num_nodes.append(int(n))
     device = indices[0].device if indices else torch.device("cpu")
-    counts = torch.tensor([index.shape[1] for index in indices], dtype=torch.long)
-    edge_index = (torch.cat(indices, 1).long() if indices else torch.empty(2, 0, dtype=torch.long)).to(device)
-    edge_weight = (torch.cat([w.to(device, torch.float64) for w in weights]) if weights
+    edge_ptr = [0, *accumulate(index.shape[1] for index in indices)]
+    edge_index = (_concatenate(indices, 1).long() if indices else torch.empty(2, 0, dtype=torch.long)).to(device)
+    edge_weight = (_concatenate([w.to(device, torch.float64) for w in weights], 0) if weights
                    else torch.empty(0, dtype=torch.float64))
     packed = PackedGraphs(torch.tensor(num_nodes, dtype=torch.long, device=device),
-                          torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(device), edge_index, edge_weight)
+                          torch.tensor(edge_ptr, dtype=torch.long, device=device), edge_index, edge_weight)
     check_packed(packed)
     return packed
+
+
+def _concatenate(tensors: Sequence[Tensor], dim: int) -> Tensor:
+    """``torch.cat`` of ``tensors`` along ``dim``; one tensor is returned as it is (no copy)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim)
 
 
 def check_packed(packed: PackedGraphs) -> None:
@@ -131,7 +137,7 @@ def check_packed(packed: PackedGraphs) -> None:
         raise ValueError(f"graph {g} has num_nodes={int(num_nodes[g])}; it must be >= 0")
     if not edge_index.numel():
         return
-    bound = torch.repeat_interleave(num_nodes, packed.edge_ptr.diff(), output_size=edge_index.shape[1])
+    bound = _per_edge(packed, num_nodes)
     if bool(edge_index.min() < 0) or bool((edge_index.amax(0) >= bound).any()):
         owner = edge_graph(packed)
         bad = (edge_index < 0).any(0) | (edge_index >= bound).any(0)
@@ -150,6 +156,14 @@ def check_packed(packed: PackedGraphs) -> None:
     g = int(owner[(weight < 0).nonzero()[0]])
     raise ValueError(f"graph {g}: edge weights must be non-negative (got min edge_weight="
                      f"{float(weight[owner == g].min()):.4g}); degrees D^(-1/2) are undefined otherwise")
+
+
+def _per_edge(packed: PackedGraphs, values: Tensor) -> Tensor:
+    """``values (G,)`` repeated for each of its graph's edges, ``(E,)``; for one graph the ``(1,)`` tensor
+    itself, which broadcasts to the same values in elementwise operations."""
+    if packed.num_graphs == 1:
+        return values
+    return torch.repeat_interleave(values, packed.edge_ptr.diff(), output_size=packed.edge_index.shape[1])
 
 
 def edge_graph(packed: PackedGraphs) -> Tensor:
@@ -179,8 +193,7 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     """
     total = int(packed.num_nodes.sum())
     if packed.num_graphs > 1:  # global node ids: each edge's graph's first node added
-        offset = torch.repeat_interleave(packed.node_ptr[:-1], packed.edge_ptr.diff(),
-                                         output_size=packed.edge_index.shape[1])
+        offset = _per_edge(packed, packed.node_ptr[:-1])
         row, col = packed.edge_index[0] + offset, offset.add_(packed.edge_index[1])
     else:
         row, col = packed.edge_index
@@ -265,15 +278,14 @@ def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor
     # each graph's first entry, node and edge within the chunk
     block, node_offset, edge_offset = pointers[:, lo:hi] - pointers[:, lo:lo + 1]
     num_edges, num_nodes = edge_ptr[hi] - edge_ptr[lo], node_ptr[hi] - node_ptr[lo]
-    position = torch.arange(hi - lo, device=device)
-    edge_graph_position = torch.repeat_interleave(position, counts[lo:hi], output_size=num_edges)
-    edges = (starts[lo:hi] - edge_offset).index_select(0, edge_graph_position).add_(
-        torch.arange(num_edges, device=device))
+    # per-graph values repeated for each of its edges (nodes); one graph's (1,) tensors broadcast instead
+    spread_edges, spread_nodes = _spreader(counts[lo:hi], num_edges), _spreader(size, num_nodes)
+    edges = torch.arange(num_edges, device=device).add_(spread_edges(starts[lo:hi] - edge_offset))
     # one gather per row: faster than index_select(1, ...) of the (2, E) tensor
     row, col = packed.edge_index[0].index_select(0, edges), packed.edge_index[1].index_select(0, edges)
-    n, base = size.index_select(0, edge_graph_position), block.index_select(0, edge_graph_position)
+    n, base = spread_edges(size), spread_edges(block)
     address = torch.addcmul(base, row, n).add_(col)
-    mirror = base.addcmul_(col, n).add_(row)
+    mirror = torch.addcmul(base, col, n).add_(row)
     flat = torch.zeros(area_ptr[hi] - area_ptr[lo], dtype=torch.float64, device=device)
     flat.index_add_(0, address, entries.value.index_select(0, edges))
     entry, reflected = flat.index_select(0, address), flat.index_select(0, mirror)
@@ -281,13 +293,12 @@ def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor
         difference = (entry - reflected).abs_()
         bad = difference > torch.maximum(entry.abs_(), reflected.abs_()).mul_(symmetry_tolerance(flat.dtype))
         if bool(bad.any()):
-            _raise_not_undirected(int(order[lo + int(edge_graph_position[bad.nonzero()[0]])]))
-    node_graph_position = torch.repeat_interleave(position, size, output_size=num_nodes)
+            owner = spread_edges(torch.arange(hi - lo, device=device)).expand(num_edges)
+            _raise_not_undirected(int(order[lo + int(owner[bad.nonzero()[0]])]))
     nodes = torch.arange(num_nodes, device=device)
-    rows = (graph_rows[lo:hi] - node_offset).index_select(0, node_graph_position).add_(nodes)
+    rows = spread_nodes(graph_rows[lo:hi] - node_offset).add(nodes)
     stride = size + 1  # from one diagonal entry to the next
-    diagonal = torch.addcmul((block - node_offset * stride).index_select(0, node_graph_position), nodes,
-                             stride.index_select(0, node_graph_position))
+    diagonal = torch.addcmul(spread_nodes(block - node_offset * stride), nodes, spread_nodes(stride))
     flat.index_add_(0, diagonal, entries.diagonal.index_select(0, rows))
     # every batch's views at once (one split per tensor instead of a slice per batch and tensor)
     graphs = order[lo:hi].split([end - first for first, end, _ in chunk])
@@ -296,6 +307,31 @@ def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor
     for (first, end, n_batch), batch_graphs, row_block, operator_block in zip(chunk, graphs, batch_rows, operators,
                                                                              strict=True):
         yield DenseBatch(n_batch, batch_graphs, row_block, operator_block.view(end - first, n_batch, n_batch))
+
+
+Spread = Callable[..., Tensor]
+
+
+def _spreader(counts: Tensor, total: int) -> Spread:
+    """``spread(values, out=None)``: a ``(G, ...)`` tensor's row ``g`` repeated ``counts[g]`` times
+    (``total`` rows; ``index_select``, into ``out`` when given).
+
+    For one graph it returns the ``(1, ...)`` tensor itself: elementwise operations broadcast it
+    to the same values, without the ``repeat_interleave`` and ``index_select`` of the general case.
+    """
+    if counts.numel() == 1:
+        return _same
+    position = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts,
+                                       output_size=total)
+
+    def spread(values: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        return torch.index_select(values, 0, position, out=out)
+
+    return spread
+
+
+def _same(values: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    return values
 
 
 def _raise_not_undirected(g: int) -> None:
@@ -367,18 +403,20 @@ def _block_signs(vectors: Tensor, num_nodes: Tensor, out: Optional[Tensor] = Non
     (by default the memory of the pivot threshold's ``(N, k)`` temporary)."""
     rows = vectors.shape[0]
     device = vectors.device
-    owner = torch.repeat_interleave(torch.arange(num_nodes.numel(), device=device), num_nodes, output_size=rows)
+    spread = _spreader(num_nodes, rows)  # per graph -> per row
     magnitude = vectors.abs()
     largest = torch.segment_reduce(magnitude, "max", lengths=num_nodes, axis=0, initial=0)  # 0 for no rows
-    threshold = largest.mul_(SIGN_PIVOT_FRACTION).index_select(0, owner)
+    threshold = spread(largest.mul_(SIGN_PIVOT_FRACTION))
     key = magnitude.ge_(threshold)                              # 1.0 / 0.0 in place
     if rows > 2 / torch.finfo(key.dtype).eps:
         key = key.to(torch.float64)
     end = num_nodes.cumsum(0)                                   # one past each graph's last row
-    rank = end.index_select(0, owner).sub_(torch.arange(rows, device=device))  # n - r: n at the graph's first row
+    rank = torch.sub(spread(end), torch.arange(rows, device=device))  # n - r: n at the graph's first row
     key.mul_(rank.to(key.dtype).unsqueeze(1))
     first = torch.segment_reduce(key, "max", lengths=num_nodes, axis=0, initial=0)
     pivot = (end.unsqueeze(1) - first.long()).clamp_(max=rows - 1)  # graphs without rows: any row, never used
     sign = torch.sign(vectors.gather(0, pivot))
     sign.masked_fill_(sign == 0, 1.0)                           # a zero column is kept
-    return torch.index_select(sign, 0, owner, out=threshold if out is None else out).mul_(vectors)
+    if out is None:
+        out = threshold if threshold.shape == vectors.shape else torch.empty_like(vectors)
+    return torch.mul(spread(sign, out), vectors, out=out)
