@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -195,59 +195,39 @@ class AddEigenpairs(BaseTransform):
         it is reached: :meth:`forward` is this method on a batch of one.
         """
         dtype, device = torch.get_default_dtype(), packed.edge_index.device
-        num_nodes, node_ptr, k = packed.num_nodes, packed.node_ptr, self.k
-        total = int(node_ptr[-1])
-        values = torch.zeros(packed.num_graphs, k, dtype=dtype, device=device)
-        vectors = torch.zeros(total, k, dtype=dtype, device=device)
-        available = torch.zeros(packed.num_graphs, dtype=torch.long, device=device)
+        num_nodes, node_ptr, k, num_graphs = packed.num_nodes, packed.node_ptr, self.k, packed.num_graphs
+        dense, sparse, single = self._routes(num_nodes, device)
+        # nodes in all and in dense graphs, graphs per route: one host synchronisation
+        total, dense_rows, dense_count, sparse_count, single_count = torch.stack(
+            [node_ptr[-1], (num_nodes * dense).sum(), dense.sum(), sparse.sum(), single.sum()]).tolist()
         out: Dict[str, Tensor] = {}
-        if self.deflate_components:
-            out["eig_component_vector"] = torch.zeros(total, dtype=dtype, device=device)
-            out["eig_component_index"] = torch.zeros(total, dtype=torch.long, device=device)
-        solver = self.batched_solver
-        dense = (num_nodes >= 1) & (num_nodes <= (solver[1] if solver else 0))
-        # large graphs of LAPACK's path: sparse_eigh_extremal (band solver where the bandwidth pays, else dense)
-        sparse = dense & (num_nodes >= BAND_MIN_SIZE) if (solver is not None and solver[0] == "lapack" and
-                                                          self.which != "magnitude" and device.type == "cpu") \
-            else torch.zeros_like(dense)
-        with progress_bar(packed.num_graphs, progress, desc=repr(self)) as bar, torch.no_grad():
-            bar.update(int((num_nodes == 0).sum()))  # empty graphs: nothing to solve
-            if solver is not None and bool(dense.any()):
-                entries = normalized_edges(packed, self.operator, self.add_self_loops)
-                selected = (dense & ~sparse).nonzero().squeeze(1)
-                # filled graph after graph (dense batches by size, then the band solver's graphs),
-                # then signed and written back at once
-                solved_values = values.new_zeros(int(dense.sum()), k)
-                solved_vectors = vectors.new_zeros(int(num_nodes[dense].sum()), k)
-                graphs, rows, first, row = [], [], 0, 0
-                for batch in dense_batches(packed, entries, selected):
-                    count, n = batch.graphs.numel(), batch.n
-                    m = min(k, n)
-                    pair_values, pair_vectors = self._solve_dense(batch.operators, solver[0], m)
-                    into_values = solved_values[first:first + count]
-                    into_vectors = solved_vectors[row:row + count * n].view(count, n, k)
-                    (into_values if m == k else into_values[:, :m]).copy_(pair_values)
-                    (into_vectors if m == k else into_vectors[..., :m]).copy_(pair_vectors)
-                    graphs.append(batch.graphs)
-                    rows.append(batch.rows)
-                    first, row = first + count, row + count * n
-                    bar.update(count)
-                for g in sparse.nonzero().squeeze(1).tolist():
-                    n, start = int(num_nodes[g]), int(node_ptr[g])
-                    m = min(k, n)
-                    pair_values, pair_vectors = sparse_eigh_extremal(sparse_operator(packed, entries, g), m,
-                                                                     self.which, check_finite=False)
-                    solved_values[first, :m], solved_vectors[row:row + n, :m] = pair_values, pair_vectors
-                    graphs.append(torch.tensor([g], device=device))
-                    rows.append(torch.arange(start, start + n, device=device))
-                    first, row = first + 1, row + n
-                    bar.update(1)
-                order = torch.cat(graphs)
-                values.index_copy_(0, order, solved_values)
-                vectors.index_copy_(0, torch.cat(rows),
-                                    canonical_signs_per_graph(solved_vectors, num_nodes.index_select(0, order)))
-                available[dense] = num_nodes[dense].clamp(max=k)
-            for g in ((num_nodes >= 1) & ~dense).nonzero().squeeze(1).tolist():
+        with progress_bar(num_graphs, progress, desc=repr(self)) as bar, torch.no_grad():
+            bar.update(num_graphs - dense_count - single_count)  # empty graphs: nothing to solve
+            in_order = False
+            if dense_count:
+                solved_values, solved_vectors, graphs, rows = self._solve_dense_graphs(
+                    packed, dense, sparse, (dense_count, dense_rows, dense_count - sparse_count), bar)
+                # every graph solved densely in dataset order (one graph, or sizes non-decreasing): the
+                # solved buffers are the outputs; otherwise they are copied to their graphs' places
+                in_order = dense_count == num_graphs and (num_graphs == 1 or torch.equal(
+                    torch.cat(graphs), torch.arange(num_graphs, device=device)))
+            if in_order:
+                values, available = solved_values, num_nodes.clamp(max=k)
+                vectors = canonical_signs_per_graph(solved_vectors, num_nodes)
+            else:
+                values = torch.zeros(num_graphs, k, dtype=dtype, device=device)
+                vectors = torch.zeros(total, k, dtype=dtype, device=device)
+                available = torch.zeros(num_graphs, dtype=torch.long, device=device)
+                if dense_count:
+                    order = torch.cat(graphs)
+                    values.index_copy_(0, order, solved_values)
+                    vectors.index_copy_(0, torch.cat(rows), canonical_signs_per_graph(
+                        solved_vectors, num_nodes.index_select(0, order)))
+                    available[dense] = num_nodes[dense].clamp(max=k)
+            if self.deflate_components:
+                out["eig_component_vector"] = torch.zeros(total, dtype=dtype, device=device)
+                out["eig_component_index"] = torch.zeros(total, dtype=torch.long, device=device)
+            for g in (single.nonzero().squeeze(1).tolist() if single_count else ()):
                 start, end = int(node_ptr[g]), int(node_ptr[g + 1])
                 m, graph_values, graph_vectors, component = self._solve_one(packed.graph(g))
                 values[g, :m], vectors[start:end, :m], available[g] = graph_values, graph_vectors, m
@@ -257,6 +237,61 @@ class AddEigenpairs(BaseTransform):
         out["eigvals"], out["eigvecs"] = values, vectors
         out["eig_mask"] = torch.arange(k, device=device).unsqueeze(0) < available.unsqueeze(1)
         return out
+
+    def _routes(self, num_nodes: Tensor, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+        """Masks ``(G,)`` of the graphs solved densely (``dense``; of them, ``sparse``: large graphs of
+        LAPACK's path, by :func:`~lowrank_gnn.linalg.sparse_eigh_extremal`, the band solver where the
+        bandwidth pays, else dense) and of those solved one at a time through the backend (``single``)."""
+        solver = self.batched_solver
+        solvable = num_nodes >= 1
+        if solver is None:
+            return torch.zeros_like(solvable), torch.zeros_like(solvable), solvable
+        dense = solvable & (num_nodes <= solver[1])
+        sparse = dense & (num_nodes >= BAND_MIN_SIZE) if (solver[0] == "lapack" and self.which != "magnitude"
+                                                          and device.type == "cpu") else torch.zeros_like(dense)
+        return dense, sparse, solvable & ~dense
+
+    def _solve_dense_graphs(self, packed: PackedGraphs, dense: Tensor, sparse: Tensor, counts: Tuple[int, int, int],
+                            bar: Any) -> Tuple[Tensor, Tensor, List[Tensor], List[Tensor]]:
+        """The eigenpairs (signs not yet fixed) of the ``dense`` graphs: dense batches by size of those
+        not ``sparse``, then the ``sparse`` ones one at a time. ``counts``: the ``dense`` graphs, their
+        nodes, and the graphs not ``sparse`` among them.
+
+        Returns the solved values ``(dense_count, k)`` and vectors ``(dense_rows, k)``, filled graph
+        after graph, with the graph indices and node rows of each filled block, in filling order.
+        """
+        num_nodes, k, device = packed.num_nodes, self.k, packed.edge_index.device
+        dense_count, dense_rows, batched_count = counts
+        method = self.batched_solver[0]  # type: ignore[index]
+        entries = normalized_edges(packed, self.operator, self.add_self_loops)
+        solved_values = torch.zeros(dense_count, k, dtype=torch.get_default_dtype(), device=device)
+        solved_vectors = solved_values.new_zeros(dense_rows, k)
+        graphs, rows, first, row = [], [], 0, 0
+        selected = (torch.arange(batched_count, device=device) if batched_count == packed.num_graphs
+                    else (dense & ~sparse).nonzero().squeeze(1))
+        for batch in dense_batches(packed, entries, selected):
+            count, n = batch.graphs.numel(), batch.n
+            m = min(k, n)
+            pair_values, pair_vectors = self._solve_dense(batch.operators, method, m)
+            into_values = solved_values[first:first + count]
+            into_vectors = solved_vectors[row:row + count * n].view(count, n, k)
+            (into_values if m == k else into_values[:, :m]).copy_(pair_values)
+            (into_vectors if m == k else into_vectors[..., :m]).copy_(pair_vectors)
+            graphs.append(batch.graphs)
+            rows.append(batch.rows)
+            first, row = first + count, row + count * n
+            bar.update(count)
+        for g in (sparse.nonzero().squeeze(1).tolist() if first < dense_count else ()):
+            n, start = int(num_nodes[g]), int(packed.node_ptr[g])
+            m = min(k, n)
+            pair_values, pair_vectors = sparse_eigh_extremal(sparse_operator(packed, entries, g), m,
+                                                             self.which, check_finite=False)
+            solved_values[first, :m], solved_vectors[row:row + n, :m] = pair_values, pair_vectors
+            graphs.append(torch.tensor([g], device=device))
+            rows.append(torch.arange(start, start + n, device=device))
+            first, row = first + 1, row + n
+            bar.update(1)
+        return solved_values, solved_vectors, graphs, rows
 
     def _solve_dense(self, operators: Tensor, method: str, m: int) -> Tuple[Tensor, Tensor]:
         """``m`` pairs of each dense operator ``(B, n, n)`` in ``which`` order (signs not yet fixed).
