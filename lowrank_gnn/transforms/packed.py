@@ -274,39 +274,83 @@ def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor
     """The batches of one chunk (consecutive positions ``lo:hi`` of ``order``), from one flat buffer."""
     lo, hi = chunk[0][0], chunk[-1][1]
     device = sizes.device
-    size = sizes[lo:hi]
-    # each graph's first entry, node and edge within the chunk
-    block, node_offset, edge_offset = pointers[:, lo:hi] - pointers[:, lo:lo + 1]
     num_edges, num_nodes = edge_ptr[hi] - edge_ptr[lo], node_ptr[hi] - node_ptr[lo]
-    # per-graph values repeated for each of its edges (nodes); one graph's (1,) tensors broadcast instead
-    spread_edges, spread_nodes = _spreader(counts[lo:hi], num_edges), _spreader(size, num_nodes)
-    edges = torch.arange(num_edges, device=device).add_(spread_edges(starts[lo:hi] - edge_offset))
-    # one gather per row: faster than index_select(1, ...) of the (2, E) tensor
-    row, col = packed.edge_index[0].index_select(0, edges), packed.edge_index[1].index_select(0, edges)
-    n, base = spread_edges(size), spread_edges(block)
-    address = torch.addcmul(base, row, n).add_(col)
-    mirror = torch.addcmul(base, col, n).add_(row)
+    if hi - lo == 1:
+        layout = _graph_layout(packed, entries, chunk[0][2], int(starts[lo]), int(graph_rows[lo]), num_edges)
+    else:
+        # each graph's first entry, node and edge within the chunk
+        block, node_offset, edge_offset = pointers[:, lo:hi] - pointers[:, lo:lo + 1]
+        layout = _chunk_layout(packed, entries, sizes[lo:hi], starts[lo:hi] - edge_offset, counts[lo:hi],
+                               graph_rows[lo:hi] - node_offset, block - node_offset * (sizes[lo:hi] + 1),
+                               block, num_edges, num_nodes)
     flat = torch.zeros(area_ptr[hi] - area_ptr[lo], dtype=torch.float64, device=device)
-    flat.index_add_(0, address, entries.value.index_select(0, edges))
-    entry, reflected = flat.index_select(0, address), flat.index_select(0, mirror)
+    flat.index_add_(0, layout.address, layout.value)
+    entry, reflected = flat.index_select(0, layout.address), flat.index_select(0, layout.mirror)
     if not torch.equal(entry, reflected):  # exactly symmetric (e.g. unweighted graphs): no tolerance pass
         difference = (entry - reflected).abs_()
         bad = difference > torch.maximum(entry.abs_(), reflected.abs_()).mul_(symmetry_tolerance(flat.dtype))
         if bool(bad.any()):
-            owner = spread_edges(torch.arange(hi - lo, device=device)).expand(num_edges)
-            _raise_not_undirected(int(order[lo + int(owner[bad.nonzero()[0]])]))
-    nodes = torch.arange(num_nodes, device=device)
-    rows = spread_nodes(graph_rows[lo:hi] - node_offset).add(nodes)
-    stride = size + 1  # from one diagonal entry to the next
-    diagonal = torch.addcmul(spread_nodes(block - node_offset * stride), nodes, spread_nodes(stride))
-    flat.index_add_(0, diagonal, entries.diagonal.index_select(0, rows))
+            owner = 0 if layout.edge_graph is None else int(layout.edge_graph[bad.nonzero()[0]])
+            _raise_not_undirected(int(order[lo + owner]))
+    flat.index_add_(0, layout.diagonal, layout.diagonal_value)
+    if len(chunk) == 1:
+        yield DenseBatch(chunk[0][2], order[lo:hi], layout.rows, flat.view(hi - lo, chunk[0][2], chunk[0][2]))
+        return
     # every batch's views at once (one split per tensor instead of a slice per batch and tensor)
     graphs = order[lo:hi].split([end - first for first, end, _ in chunk])
-    batch_rows = rows.split([node_ptr[end] - node_ptr[first] for first, end, _ in chunk])
+    batch_rows = layout.rows.split([node_ptr[end] - node_ptr[first] for first, end, _ in chunk])
     operators = flat.split([area_ptr[end] - area_ptr[first] for first, end, _ in chunk])
     for (first, end, n_batch), batch_graphs, row_block, operator_block in zip(chunk, graphs, batch_rows, operators,
                                                                              strict=True):
         yield DenseBatch(n_batch, batch_graphs, row_block, operator_block.view(end - first, n_batch, n_batch))
+
+
+class _Layout(NamedTuple):
+    """Where a chunk's operator entries go in its flat buffer of dense operators."""
+
+    address: Tensor         # (E,) each edge's entry A_rc
+    mirror: Tensor          # (E,) its mirror A_cr
+    value: Tensor           # (E,) the value added at ``address``
+    diagonal: Tensor        # (N,) each node's diagonal entry
+    diagonal_value: Tensor  # (N,) the value added there
+    rows: Tensor            # (N,) the rows of node-level outputs of the chunk's nodes, graph by graph
+    edge_graph: Optional[Tensor]  # (E,) each edge's graph, a position within the chunk (None: one graph)
+
+
+def _chunk_layout(packed: PackedGraphs, entries: NormalizedEdges, size: Tensor, edge_start: Tensor, counts: Tensor,
+                  row_start: Tensor, diagonal_start: Tensor, block: Tensor, num_edges: int, num_nodes: int) -> _Layout:
+    """The layout of a chunk's graphs (sizes ``size``, edges ``counts``): each graph's first edge, first
+    output row and first diagonal entry less its first edge, node and node's entry within the chunk
+    (``edge_start``, ``row_start``, ``diagonal_start``), and its first entry in the buffer (``block``)."""
+    device = size.device
+    position = torch.arange(size.numel(), device=device)
+    edge_graph_position = torch.repeat_interleave(position, counts, output_size=num_edges)
+    edges = edge_start.index_select(0, edge_graph_position).add_(torch.arange(num_edges, device=device))
+    # one gather per row: faster than index_select(1, ...) of the (2, E) tensor
+    row, col = packed.edge_index[0].index_select(0, edges), packed.edge_index[1].index_select(0, edges)
+    n, base = size.index_select(0, edge_graph_position), block.index_select(0, edge_graph_position)
+    address = torch.addcmul(base, row, n).add_(col)
+    mirror = base.addcmul_(col, n).add_(row)
+    node_graph_position = torch.repeat_interleave(position, size, output_size=num_nodes)
+    nodes = torch.arange(num_nodes, device=device)
+    rows = row_start.index_select(0, node_graph_position).add_(nodes)
+    stride = size + 1  # from one diagonal entry to the next
+    diagonal = torch.addcmul(diagonal_start.index_select(0, node_graph_position), nodes,
+                             stride.index_select(0, node_graph_position))
+    return _Layout(address, mirror, entries.value.index_select(0, edges), diagonal,
+                   entries.diagonal.index_select(0, rows), rows, edge_graph_position)
+
+
+def _graph_layout(packed: PackedGraphs, entries: NormalizedEdges, n: int, first_edge: int, first_row: int,
+                  num_edges: int) -> _Layout:
+    """:func:`_chunk_layout` of one graph of ``n`` nodes: its edges and rows are contiguous ranges
+    (``first_edge``, ``first_row`` on), taken as views, and its block starts at entry 0."""
+    device = packed.edge_index.device
+    edges = slice(first_edge, first_edge + num_edges)
+    row, col = packed.edge_index[0, edges], packed.edge_index[1, edges]
+    rows = torch.arange(first_row, first_row + n, device=device)
+    return _Layout(row.mul(n).add_(col), col.mul(n).add_(row), entries.value[edges],
+                   torch.arange(0, n * n, n + 1, device=device), entries.diagonal[first_row:first_row + n], rows, None)
 
 
 Spread = Callable[..., Tensor]
