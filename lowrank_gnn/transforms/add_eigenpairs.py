@@ -195,11 +195,17 @@ class AddEigenpairs(BaseTransform):
         it is reached: :meth:`forward` is this method on a batch of one.
         """
         dtype, device = torch.get_default_dtype(), packed.edge_index.device
-        num_nodes, node_ptr, k, num_graphs = packed.num_nodes, packed.node_ptr, self.k, packed.num_graphs
-        dense, sparse, single = self._routes(num_nodes, device)
-        # nodes in all and in dense graphs, graphs per route: one host synchronisation
-        total, dense_rows, dense_count, sparse_count, single_count = torch.stack(
-            [node_ptr[-1], (num_nodes * dense).sum(), dense.sum(), sparse.sum(), single.sum()]).tolist()
+        num_nodes, k, num_graphs = packed.num_nodes, self.k, packed.num_graphs
+        if num_graphs == 1:  # one graph: its route from its size as a Python int, by the same rule
+            n = int(num_nodes[0])
+            routes = self._routes(n, device)
+            total, dense_rows, (dense_count, sparse_count, single_count) = n, n * routes[0], map(int, routes)
+            dense, sparse, single = (torch.tensor([route], device=device) for route in routes)
+        else:
+            dense, sparse, single = self._routes(num_nodes, device)
+            # nodes in all and in dense graphs, graphs per route: one host synchronisation
+            total, dense_rows, dense_count, sparse_count, single_count = torch.stack(
+                [num_nodes.sum(), (num_nodes * dense).sum(), dense.sum(), sparse.sum(), single.sum()]).tolist()
         out: Dict[str, Tensor] = {}
         with progress_bar(num_graphs, progress, desc=repr(self)) as bar, torch.no_grad():
             bar.update(num_graphs - dense_count - single_count)  # empty graphs: nothing to solve
@@ -227,29 +233,36 @@ class AddEigenpairs(BaseTransform):
             if self.deflate_components:
                 out["eig_component_vector"] = torch.zeros(total, dtype=dtype, device=device)
                 out["eig_component_index"] = torch.zeros(total, dtype=torch.long, device=device)
-            for g in (single.nonzero().squeeze(1).tolist() if single_count else ()):
-                start, end = int(node_ptr[g]), int(node_ptr[g + 1])
-                m, graph_values, graph_vectors, component = self._solve_one(packed.graph(g))
-                values[g, :m], vectors[start:end, :m], available[g] = graph_values, graph_vectors, m
-                if component is not None:
-                    out["eig_component_vector"][start:end], out["eig_component_index"][start:end] = component
-                bar.update(1)
+            if single_count:
+                self._solve_singles(packed, single, values, vectors, available, out, bar)
         out["eigvals"], out["eigvecs"] = values, vectors
         out["eig_mask"] = torch.arange(k, device=device).unsqueeze(0) < available.unsqueeze(1)
         return out
 
-    def _routes(self, num_nodes: Tensor, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
-        """Masks ``(G,)`` of the graphs solved densely (``dense``; of them, ``sparse``: large graphs of
-        LAPACK's path, by :func:`~lowrank_gnn.linalg.sparse_eigh_extremal`, the band solver where the
-        bandwidth pays, else dense) and of those solved one at a time through the backend (``single``)."""
+    def _solve_singles(self, packed: PackedGraphs, single: Tensor, values: Tensor, vectors: Tensor, available: Tensor,
+                       out: Dict[str, Tensor], bar: Any) -> None:
+        """The ``single`` graphs through the backend, one at a time, written into the outputs."""
+        node_ptr = packed.node_ptr
+        for g in single.nonzero().squeeze(1).tolist():
+            start, end = int(node_ptr[g]), int(node_ptr[g + 1])
+            m, graph_values, graph_vectors, component = self._solve_one(packed.graph(g))
+            values[g, :m], vectors[start:end, :m], available[g] = graph_values, graph_vectors, m
+            if component is not None:
+                out["eig_component_vector"][start:end], out["eig_component_index"][start:end] = component
+            bar.update(1)
+
+    def _routes(self, num_nodes: Any, device: torch.device) -> Tuple[Any, Any, Any]:
+        """Which graphs are solved densely (``dense``; of them, ``sparse``: large graphs of LAPACK's
+        path, by :func:`~lowrank_gnn.linalg.sparse_eigh_extremal`, the band solver where the bandwidth
+        pays, else dense) and which one at a time through the backend (``single``): bool masks ``(G,)``
+        for a tensor of sizes, bools for one size as an ``int`` (the same comparisons)."""
         solver = self.batched_solver
         solvable = num_nodes >= 1
-        if solver is None:
-            return torch.zeros_like(solvable), torch.zeros_like(solvable), solvable
-        dense = solvable & (num_nodes <= solver[1])
-        sparse = dense & (num_nodes >= BAND_MIN_SIZE) if (solver[0] == "lapack" and self.which != "magnitude"
-                                                          and device.type == "cpu") else torch.zeros_like(dense)
-        return dense, sparse, solvable & ~dense
+        dense = solvable & (num_nodes <= (solver[1] if solver is not None else 0))
+        on_band_path = solver is not None and solver[0] == "lapack" and self.which != "magnitude" and \
+            device.type == "cpu"
+        sparse = dense & (num_nodes >= BAND_MIN_SIZE) & on_band_path
+        return dense, sparse, solvable ^ dense  # single: solvable and not dense (dense graphs are solvable)
 
     def _solve_dense_graphs(self, packed: PackedGraphs, dense: Tensor, sparse: Tensor, counts: Tuple[int, int, int],
                             bar: Any) -> Tuple[Tensor, Tensor, List[Tensor], List[Tensor]]:

@@ -91,7 +91,7 @@ def check_edge_weight_dtype(weight: Tensor, where: str = "") -> None:
 
 def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
     """Flatten a sequence of ``Data`` objects (with or without ``edge_weight``, mixed) into :class:`PackedGraphs`."""
-    indices, weights, num_nodes = [], [], []
+    indices, weights, num_nodes, weighted = [], [], [], False
     for g, data in enumerate(graphs):
         edge_index = _edge_index_of(data, g)
         n = data.num_nodes
@@ -106,6 +106,7 @@ def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
                              f"({edge_index.shape[1]},) (got {shape})")
         else:
             check_edge_weight_dtype(weight, f"graph {g}: ")
+            weighted = True
         indices.append(edge_index)
         weights.append(weight.detach())
         num_nodes.append(int(n))
@@ -116,7 +117,7 @@ def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
                    else torch.empty(0, dtype=torch.float64))
     packed = PackedGraphs(torch.tensor(num_nodes, dtype=torch.long, device=device),
                           torch.tensor(edge_ptr, dtype=torch.long, device=device), edge_index, edge_weight)
-    check_packed(packed)
+    check_packed(packed, weighted)
     return packed
 
 
@@ -125,11 +126,13 @@ def _concatenate(tensors: Sequence[Tensor], dim: int) -> Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim)
 
 
-def check_packed(packed: PackedGraphs) -> None:
+def check_packed(packed: PackedGraphs, weighted: bool = True) -> None:
     """Vectorised input checks; each error names the first offending graph.
 
     Valid input costs one reduction per check (edge index range, weights finite and
     non-negative); the offending graph is searched only once a check has failed.
+    ``weighted=False`` (every weight is a 1 filled in for a graph without ``edge_weight``)
+    skips the weight check.
     """
     num_nodes, edge_index, weight = packed.num_nodes, packed.edge_index, packed.edge_weight
     if bool((num_nodes < 0).any()):
@@ -145,6 +148,8 @@ def check_packed(packed: PackedGraphs) -> None:
         local = edge_index[:, owner == g]
         raise ValueError(f"graph {g}: edge_index entries must lie in [0, num_nodes) = [0, {int(num_nodes[g])}) "
                          f"(got min {int(local.min())}, max {int(local.max())})")
+    if not weighted:
+        return
     low, high = torch.aminmax(weight)
     if bool(low >= 0) and bool(high < float("inf")):  # both False for NaN
         return
