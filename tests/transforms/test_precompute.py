@@ -73,6 +73,35 @@ def test_dataset_pass_equals_the_per_graph_transform_bit_for_bit(options):
     assert_same(per_graph(transform, graphs), precompute_eigenpairs(graphs, transform), names)
 
 
+@pytest.mark.parametrize("transform", [AddEigenpairs(k=4, operator="laplacian"), AddEigenpairs(k=4),
+                                       LaplacianEigenvectorPE(k=3)], ids=repr)
+def test_graphs_in_size_order_equal_the_per_graph_transform_bit_for_bit(transform):
+    # every graph dense and the sizes non-decreasing: the solved buffers are the outputs, in place
+    graphs = sorted([graph for graph in mixed_graphs() if 1 <= graph.num_nodes < BAND_MIN_SIZE],
+                    key=lambda graph: graph.num_nodes)
+    names = list(transform.node_level) + ([] if isinstance(transform, LaplacianEigenvectorPE)
+                                          else ["eigvals", "eig_mask"])
+    assert_same(per_graph(transform, graphs), precompute_eigenpairs(graphs, transform), names)
+    shuffled = [graphs[i] for i in torch.randperm(len(graphs), generator=torch.Generator().manual_seed(0))]
+    assert_same(per_graph(transform, shuffled), precompute_eigenpairs(shuffled, transform), names)
+
+
+def test_the_transform_on_one_graph_refuses_directed_graphs_and_bad_weights():
+    with pytest.raises(ValueError, match="graph 0 is not undirected"):
+        AddEigenpairs(k=2)(Data(edge_index=torch.tensor([[0], [1]]), num_nodes=3))
+    graph = cycle_graph(6)
+    weight = torch.linspace(0.5, 2.0, graph.edge_index.shape[1] // 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="graph 0 is not undirected"):
+        LaplacianEigenvectorPE(k=2)(as_data(graph, edge_weight=torch.cat([weight, 2 * weight])))
+    directed = path_graph(BAND_MIN_SIZE).edge_index[:, :-1]  # on the band path
+    with pytest.raises(ValueError, match="graph 0 is not undirected"):
+        AddEigenpairs(k=2)(Data(edge_index=directed, num_nodes=BAND_MIN_SIZE))
+    with pytest.raises(ValueError, match="graph 0: edge weights must be non-negative"):
+        LaplacianEigenvectorPE(k=2)(as_data(path_graph(3), edge_weight=-torch.ones(4)))
+    with pytest.raises(ValueError, match="graph 0: edge_index entries must lie in"):
+        AddEigenpairs(k=2)(Data(edge_index=torch.tensor([[0], [5]]), num_nodes=2))
+
+
 def test_divide_and_conquer_agrees_with_the_per_graph_transform_to_rounding():
     """The batched divide and conquer is not batch-invariant in the last bits (documented): the
     dataset pass agrees with the per-graph transform to rounding and is accurate."""
