@@ -207,7 +207,7 @@ class AddEigenpairs(BaseTransform):
             n = int(num_nodes[0])
             routes = self._routes(n, device)
             total, dense_rows, (dense_count, sparse_count, single_count) = n, n * routes[0], map(int, routes)
-            dense, sparse, single = (torch.tensor([route], device=device) for route in routes)
+            dense, sparse, single = torch.tensor([routes], device=device).unbind(1)
         else:
             dense, sparse, single = self._routes(num_nodes, device)
             # nodes in all and in dense graphs, graphs per route: one host synchronisation
@@ -243,7 +243,7 @@ class AddEigenpairs(BaseTransform):
             if single_count:
                 self._solve_singles(packed, single, values, vectors, available, out, bar)
         out["eigvals"], out["eigvecs"] = values, vectors
-        out["eig_mask"] = torch.arange(k, device=device).unsqueeze(0) < available.unsqueeze(1)
+        out["eig_mask"] = torch.arange(k, device=device) < available.unsqueeze(1)
         return out
 
     def _solve_singles(self, packed: PackedGraphs, single: Tensor, values: Tensor, vectors: Tensor, available: Tensor,
