@@ -86,9 +86,8 @@ class PolarTracker(nn.Module):
       signs, and the reflection :math:`Q \leftarrow Q (I - 2 W W^T)`, :math:`W = [w_i]_{\theta_i < 0}`,
       turns them round: it keeps :math:`Q` orthogonal and raises :math:`\operatorname{tr}(Q^T R)` by
       :math:`2 \sum_{\theta_i < 0} |\theta_i|`. Where no Ritz value is negative it does nothing.
-      Every second call with two solves tracks the norm as closely as every call with one (the
-      benchmark's estimate 0.03%, 0.11% and 0.79% low at 128, 256 and 512 against 0.03%, 0.16%
-      and 0.75%) at about 15% less cost over the backbone.
+      Every second call with two solves tracks the norm as closely as every call with one, at
+      less cost (measured: ``_SIGN_EVERY``; the SVD and PCA guide).
 
     The state is a checkpoint (``state_dict()``, with the position in the sign block's schedule as
     the module's extra state; a checkpoint without it starts the schedule again). Loading one makes
