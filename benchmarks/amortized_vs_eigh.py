@@ -284,7 +284,8 @@ def nuclear_row(d: int, steps: int, method: str = "qr", sign_block: int = DEFAUL
         return weight, reg, step
 
     # the three models train step by step in turn (so that the load weighs on them alike), timed by the mean
-    # step: the polar tracker's sign block reflects only on the steps that find a wrong sign
+    # step: the polar tracker's sign block runs on every second step and reflects only on the steps that find a
+    # wrong sign
     made = {kind: make(kind) for kind in ("backbone", "exact", "amortized")}
     times = train_interleaved({kind: step for kind, (_, _, step) in made.items()}, steps, average=statistics.mean)
     quality = {}

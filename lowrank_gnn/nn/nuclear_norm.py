@@ -171,8 +171,8 @@ class NuclearNormRegularizer(nn.Module):
     Newton-Schulz retraction on the rest; one SVD at the first call), the penalty is
     :math:`\gamma\,\hat\nu` with gradient :math:`\gamma \hat P`, and :attr:`aux_loss` is
     ``None``. Measured against the exact SVD (``benchmarks/amortized_vs_eigh.py``, one CPU
-    thread, square weights of 128-512) it tracks the norm within 1% and is 1.1-2.5x as fast as
-    the SVD step; with ``sign_block=0`` it is 1.4-3.2x as fast but the estimate is 0.7-2.8% low
+    thread, square weights of 128-512) it tracks the norm within 1% and is 1.1-2.6x as fast as
+    the SVD step; with ``sign_block=0`` it is 1.5-3.0x as fast but the estimate is 0.7-2.8% low
     (see the SVD and PCA guide), so it is not the default. With ``rank=k`` it is subspace
     iteration alone (products with ``k`` columns only).
 

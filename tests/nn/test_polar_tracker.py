@@ -201,11 +201,38 @@ def test_sign_block_runs_every_second_call_and_checkpoints_keep_the_schedule():
             assert torch.equal(a, b)
         assert torch.equal(loaded.lowest, source.lowest) and torch.equal(loaded.floor, source.floor)
     restarted = PolarTracker(deflate=2, sign_block=4)
+    restarted(start)  # at position 1 of the schedule: the checkpoint without it must move it back to 0
+    assert restarted.get_extra_state() == 1
     restarted.load_state_dict({name: value for name, value in state.items() if name != "_extra_state"})
     assert restarted.get_extra_state() == 0
     before = restarted.lowest.clone()
     restarted(end)
     assert not torch.equal(restarted.lowest, before)
+    restarted.reset()
+    assert restarted.get_extra_state() == 0
+
+
+def test_a_tracker_pickled_without_the_schedule_position_starts_it():
+    """A whole module saved before it had a schedule position (no ``_calls`` attribute) still runs."""
+    start, end = path((10, 10), torch.float64, seed=5)
+    tracker = PolarTracker(deflate=2, sign_block=3)
+    tracker(start)
+    del tracker.__dict__["_calls"]
+    assert tracker.get_extra_state() == 0
+    tracker(end)
+    assert tracker.get_extra_state() == 1
+
+
+def test_float32_matrices_of_huge_scale_stay_finite():
+    """The power iteration normalises after each product: sigma_max(R)^2 of entries near 1e10 would overflow
+    float32 inside one norm of R^T R p."""
+    start, end = path((24, 16), torch.float32, seed=3)
+    tracker = PolarTracker(deflate=2, sign_block=4)
+    for t in torch.linspace(0, 1, 4).tolist():
+        value, direction = tracker(((1 - t) * start + t * end) * 1e10)
+        assert torch.isfinite(value).all() and torch.isfinite(direction).all()
+    exact = torch.linalg.matrix_norm(end.double() * 1e10, ord="nuc")
+    assert abs(float(value) - float(exact)) <= 0.05 * float(exact)
 
 
 def without_sign_block(state):
