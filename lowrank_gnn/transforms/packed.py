@@ -25,6 +25,10 @@ from ..operators.base import symmetry_tolerance
 #: passes (non-solver time 28-33 ms against 29-30 and 31-33 ms).
 MAX_BATCH_ENTRIES = 3840 * 1024
 
+#: The same bound on other devices (GPUs): 32 Mi entries (256 MB), larger batches for the batched
+#: solvers; the CPU bound's reason (glibc's mmap threshold) does not apply there. Not measured on a GPU.
+MAX_DEVICE_BATCH_ENTRIES = 32 * 1024 * 1024
+
 #: Entries of ``vectors`` that :func:`canonical_signs_per_graph` handles at a time: 512 Ki (2 MB of
 #: float32, about a core's L2 cache). Measured (one thread, float32 ``(N, 9)`` vectors of graphs of
 #: 9-38 nodes, best of 3, load 1.5-1.9): 250,000 graphs 407-416 ms against 632 ms in one block
@@ -234,19 +238,20 @@ class DenseBatch(NamedTuple):
 
 
 def dense_batches(packed: PackedGraphs, entries: NormalizedEdges, selected: Tensor,
-                  max_entries: int = MAX_BATCH_ENTRIES) -> Iterator[DenseBatch]:
+                  max_entries: Optional[int] = None) -> Iterator[DenseBatch]:
     """The dense operators of the ``selected`` graphs from :func:`normalized_edges`, grouped by node count.
 
     Graphs keep their dataset order within a size and sizes come in increasing order; a batch
-    holds at most ``max_entries`` dense entries (one larger graph alone). Consecutive batches
+    holds at most ``max_entries`` dense entries (one larger graph alone; by default
+    :data:`MAX_BATCH_ENTRIES` on the CPU, :data:`MAX_DEVICE_BATCH_ENTRIES` elsewhere). Consecutive batches
     are built together, up to ``max_entries`` entries at a time, by one scatter of their edges
     into one flat buffer, of which each batch is a view (one ``split`` per chunk), so many small
     size groups cost little more than one. Each operator's entries are summed in the same
     order (its graph's edges in their order, then the diagonal) whatever the other graphs, so a
     graph gets the same bits alone or within a dataset.
 
-    Raises, naming the first graph, when an operator is not symmetric (a directed graph): each
-    edge's entry is compared with its mirror, ``O(E)``, ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)``
+    Raises, naming a graph (the first in size order), when an operator is not symmetric (a directed
+    graph): each edge's entry is compared with its mirror, ``O(E)``, ``|A_ij - A_ji| <= tol * max(|A_ij|, |A_ji|)``
     with :func:`~lowrank_gnn.operators.base.symmetry_tolerance` (rounding in the normalisation
     leaves a few ulps; a missing reverse edge leaves ``A_ji = 0``); a chunk whose entries all equal
     their mirrors exactly (unweighted graphs: both are ``d_i^{-1/2} d_j^{-1/2}``) skips that
@@ -258,7 +263,9 @@ def dense_batches(packed: PackedGraphs, entries: NormalizedEdges, selected: Tens
     if selected.numel() == 1:
         yield _graph_batch(packed, entries, selected)
         return
-    order = selected[torch.argsort(packed.num_nodes[selected], stable=True)] if selected.numel() > 1 else selected
+    if max_entries is None:
+        max_entries = MAX_BATCH_ENTRIES if packed.edge_index.device.type == "cpu" else MAX_DEVICE_BATCH_ENTRIES
+    order = selected[torch.argsort(packed.num_nodes[selected], stable=True)]
     sizes = packed.num_nodes[order]
     starts = packed.edge_ptr[order]
     counts = packed.edge_ptr[order + 1] - starts
@@ -455,7 +462,9 @@ def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
     of per-graph values: its ``(1, k)`` values broadcast, the same products on the same numbers.
     Graphs are taken in blocks of about :data:`SIGN_BLOCK_ENTRIES` entries (whole graphs, a larger
     graph alone), so that each block's temporaries stay small enough for the allocator to reuse
-    instead of mapping (and page-faulting) fresh memory for every pass.
+    instead of mapping (and page-faulting) fresh memory for every pass. The result carries no
+    gradient (it is written into preallocated outputs): the transforms call it on solver output
+    under ``torch.no_grad()``.
     """
     if not vectors.numel():
         return vectors
@@ -465,12 +474,12 @@ def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
         return _block_signs(vectors, num_nodes)
     end = num_nodes.cumsum(0)
     cuts = torch.searchsorted(end, torch.arange(block_rows, rows, block_rows, device=vectors.device), right=True)
+    # each block starts at the graph that holds its first row: distinct cuts give blocks with rows
     cuts = torch.cat([cuts.new_zeros(1), cuts, cuts.new_full((1,), num_nodes.numel())]).unique_consecutive()
     graph_cuts, row_cuts = cuts.tolist(), torch.cat([end.new_zeros(1), end]).index_select(0, cuts).tolist()
     out = torch.empty_like(vectors)
     for g0, g1, r0, r1 in zip(graph_cuts[:-1], graph_cuts[1:], row_cuts[:-1], row_cuts[1:], strict=True):
-        if r1 > r0:
-            _block_signs(vectors[r0:r1], num_nodes[g0:g1], out[r0:r1])
+        _block_signs(vectors[r0:r1], num_nodes[g0:g1], out[r0:r1])
     return out
 
 
