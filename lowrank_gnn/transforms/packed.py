@@ -81,7 +81,14 @@ def _edge_index_of(data: Data, g: int) -> Tensor:
         check_index_dtype("data.edge_index", edge_index)
     except TypeError as error:
         raise TypeError(f"graph {g}: {error}") from None
-    return edge_index
+    return plain_index(edge_index)
+
+
+def plain_index(edge_index: Tensor) -> Tensor:
+    """``edge_index`` as a plain tensor: PyG's ``EdgeIndex`` gives its index tensor (no copy), whose
+    operations then follow PyTorch's rules instead of ``EdgeIndex``'s (which needs sparse sizes)."""
+    as_tensor = getattr(edge_index, "as_tensor", None)
+    return as_tensor() if type(edge_index) is not Tensor and callable(as_tensor) else edge_index
 
 
 def check_edge_weight_dtype(weight: Tensor, where: str = "") -> None:
@@ -222,10 +229,22 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     degree = loops.index_add(0, row if operator == "laplacian" else col, weight)
     inverse_root = degree.pow(-0.5)
     inverse_root.masked_fill_(torch.isinf(inverse_root), 0.0)
-    value = inverse_root.index_select(0, row).mul_(weight).mul_(inverse_root.index_select(0, col))
+    at_row, at_col = inverse_root.index_select(0, row), inverse_root.index_select(0, col)
+    value = at_row * weight * at_col
+    if bool((value == 0).any()):  # rare (zero weights, dropped self-loops): then the exact test
+        _check_no_edge_at_isolated_node(packed, weight, torch.minimum(at_row, at_col))
     if operator == "laplacian":
         return NormalizedEdges(value.neg_(), torch.ones(total, dtype=torch.float64, device=device))
     return NormalizedEdges(value, loops * inverse_root ** 2)
+
+
+def _check_no_edge_at_isolated_node(packed: PackedGraphs, weight: Tensor, smaller_root: Tensor) -> None:
+    """Raises, naming the graph, for an edge of positive weight at a node of degree zero: only a directed
+    graph has one (its reverse edge would give that node a degree), and its entry is 0 on both sides of
+    the operator, which the symmetry check of the dense and sparse builds cannot see."""
+    orphan = (weight > 0) & (smaller_root == 0)
+    if bool(orphan.any()):
+        _raise_not_undirected(int(edge_graph(packed)[orphan.nonzero()[0]]))
 
 
 class DenseBatch(NamedTuple):

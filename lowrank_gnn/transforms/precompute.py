@@ -15,7 +15,7 @@ from .._validation import check_index_dtype
 from .add_eigenpairs import AddEigenpairs
 from .cache import cache_file, cache_key, load_cached, save_cached
 from .laplacian_pe import LaplacianEigenvectorPE
-from .packed import PackedGraphs, check_edge_weight_dtype, check_packed, pack_graphs
+from .packed import PackedGraphs, check_edge_weight_dtype, check_packed, pack_graphs, plain_index
 
 EigenpairTransform = Union[AddEigenpairs, LaplacianEigenvectorPE]
 
@@ -152,7 +152,7 @@ def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
     store, slices = dataset._data, dataset.slices
     if "edge_index" not in store or slices is None or "edge_index" not in slices:
         raise ValueError("every graph needs data.edge_index, and this dataset's storage has none")
-    edge_index = store.edge_index
+    edge_index = plain_index(store.edge_index)
     check_index_dtype("data.edge_index", edge_index)
     edge_ptr = slices["edge_index"].to(edge_index.device)
     num_graphs = edge_ptr.numel() - 1

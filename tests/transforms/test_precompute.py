@@ -519,3 +519,32 @@ def test_half_precision_weights_in_an_in_memory_dataset_are_refused(tmp_path):
                       x=torch.ones(graph.num_nodes, 1)) for graph in (path_graph(4), cycle_graph(5))]
     with pytest.raises(TypeError, match="data.edge_weight has dtype torch.float16"):
         precompute_eigenpairs(GraphList(graphs, root=str(tmp_path)), AddEigenpairs(k=2), cache_dir=False)
+
+
+@pytest.mark.parametrize("operator, add_self_loops", [("laplacian", True), ("normalized_adjacency", False)])
+def test_an_edge_into_a_node_without_edges_of_its_own_is_refused(operator, add_self_loops):
+    """Its entry is 0 on both sides (the node's D^-1/2 is 0), so only the degree test sees the missing reverse."""
+    directed = Data(edge_index=path_graph(12).edge_index[:, 1:], num_nodes=12)  # 1 -> 0, no edge out of 0
+    if operator == "normalized_adjacency":  # degree by target: an edge out of a node that nothing enters
+        directed = Data(edge_index=path_graph(12).edge_index[:, torch.arange(22) != 11], num_nodes=12)
+    transform = AddEigenpairs(k=2, operator=operator, add_self_loops=add_self_loops)
+    with pytest.raises(ValueError, match="graph 0 is not undirected"):
+        transform(directed.clone())
+    with pytest.raises(ValueError, match="graph 1 is not undirected"):
+        precompute_eigenpairs([Data(edge_index=path_graph(3).edge_index, num_nodes=3), directed], transform)
+    zero = Data(edge_index=torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]), edge_weight=torch.tensor([1.0, 1.0, 0.0, 0.0]),
+                num_nodes=4)  # a symmetric edge of weight 0 between two otherwise isolated nodes is accepted
+    assert transform(zero.clone()).eig_mask.all()
+
+
+def test_pyg_edge_index_input_gives_the_plain_tensors_result():
+    from torch_geometric import EdgeIndex
+
+    edge_index = path_graph(6).edge_index
+    wrapped = Data(edge_index=EdgeIndex(edge_index, sparse_size=(6, 6)), num_nodes=6)
+    plain = Data(edge_index=edge_index, num_nodes=6)
+    for transform in (AddEigenpairs(k=3), LaplacianEigenvectorPE(k=2)):
+        name = "eigvecs" if isinstance(transform, AddEigenpairs) else "laplacian_eigenvector_pe"
+        expected = transform(plain.clone())[name]
+        assert torch.equal(transform(wrapped.clone())[name], expected)
+        assert torch.equal(precompute_eigenpairs([wrapped, wrapped], transform)[1][name], expected)
