@@ -198,8 +198,7 @@ class AddEigenpairs(BaseTransform):
         sizes non-decreasing), the solved buffers are the outputs themselves, without zero-filled
         outputs and ``index_copy_``; one graph's route is decided from its size as a Python ``int``
         by the same comparisons as the masks of a batch. Both skip per-call tensor work that
-        dominates the per-graph transform on small graphs (MUTAG: about 30 us of LAPACK in a
-        call of about 310 us, one thread).
+        dominates the per-graph transform on small graphs.
         """
         dtype, device = torch.get_default_dtype(), packed.edge_index.device
         num_nodes, k, num_graphs = packed.num_nodes, self.k, packed.num_graphs

@@ -46,6 +46,9 @@ class PackedGraphs(NamedTuple):
             ``edge_ptr[g]:edge_ptr[g + 1]`` of ``edge_index``.
         edge_index (LongTensor): ``(2, E)`` edges, local node indices.
         edge_weight (Tensor): ``(E,)`` float64 weights (1 for graphs without ``edge_weight``).
+
+    For one graph, ``edge_index`` and ``edge_weight`` may be the graph's own tensors (no copy):
+    code that takes a ``PackedGraphs`` reads them and never writes into them.
     """
 
     num_nodes: Tensor
@@ -229,10 +232,9 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     degree = loops.index_add(0, row if operator == "laplacian" else col, weight)
     inverse_root = degree.pow(-0.5)
     inverse_root.masked_fill_(torch.isinf(inverse_root), 0.0)
-    at_row, at_col = inverse_root.index_select(0, row), inverse_root.index_select(0, col)
-    value = at_row * weight * at_col
+    value = inverse_root.index_select(0, row).mul_(weight).mul_(inverse_root.index_select(0, col))
     if bool((value == 0).any()):  # rare (zero weights, dropped self-loops): then the exact test
-        _check_no_edge_at_isolated_node(packed, weight, torch.minimum(at_row, at_col))
+        _check_no_edge_at_isolated_node(packed, weight, torch.minimum(inverse_root[row], inverse_root[col]))
     if operator == "laplacian":
         return NormalizedEdges(value.neg_(), torch.ones(total, dtype=torch.float64, device=device))
     return NormalizedEdges(value, loops * inverse_root ** 2)
@@ -477,8 +479,9 @@ def canonical_signs_per_graph(vectors: Tensor, num_nodes: Tensor) -> Tensor:
     (``r`` the row within its graph), which is ``n`` minus the first significant row. The keys are
     exact in ``vectors``' dtype up to ``N = 2 / eps`` rows (float32: 16.7 million); beyond, float64.
 
-    One graph (the per-graph transform) skips the per-row ``repeat_interleave`` and ``index_select``
-    of per-graph values: its ``(1, k)`` values broadcast, the same products on the same numbers.
+    One graph (the per-graph transform, or a block of one large graph) skips the per-row
+    ``repeat_interleave`` and ``index_select`` of per-graph values: its ``(1, k)`` values
+    broadcast, the same products on the same numbers.
     Graphs are taken in blocks of about :data:`SIGN_BLOCK_ENTRIES` entries (whole graphs, a larger
     graph alone), so that each block's temporaries stay small enough for the allocator to reuse
     instead of mapping (and page-faulting) fresh memory for every pass. The result carries no
@@ -529,9 +532,8 @@ def _block_signs(vectors: Tensor, num_nodes: Tensor, out: Optional[Tensor] = Non
 def _segment_max(values: Tensor, num_nodes: Tensor) -> Tensor:
     """``(G, k)``: the largest of each graph's rows of ``values (N, k) >= 0`` (0 for a graph without rows).
 
-    One graph: ``amax`` over all rows, the same maximum without ``segment_reduce``'s setup
-    (under ``torch.profiler`` on MUTAG's graphs, 13.7 us per ``segment_reduce`` call against 4.8 us
-    per ``amax``).
+    One graph: ``amax`` over all rows, the same maximum without ``segment_reduce``'s setup (a few
+    times its cost on a small graph).
     """
     if num_nodes.numel() == 1 and values.shape[0]:
         return values.amax(0, keepdim=True)
