@@ -14,14 +14,6 @@ def graph_data(graph, **extra):
     return Data(edge_index=graph.edge_index, num_nodes=graph.num_nodes, **extra)
 
 
-@pytest.fixture
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 @pytest.mark.parametrize("operator, which", [("normalized_adjacency", "largest"), ("laplacian", "smallest"),
                                              ("normalized_adjacency", "magnitude")])
 def test_eigenpairs_match_a_dense_reference(operator, which, float64_default):

@@ -12,14 +12,6 @@ from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE, precom
 EMPTY = torch.empty(2, 0, dtype=torch.long)
 
 
-@pytest.fixture
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def with_isolated(graph, before, after):
     """``graph`` with ``before`` isolated nodes numbered first and ``after`` last."""
     return Data(edge_index=graph.edge_index + before, num_nodes=before + graph.num_nodes + after)
