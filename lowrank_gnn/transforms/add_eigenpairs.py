@@ -204,9 +204,10 @@ class AddEigenpairs(BaseTransform):
         num_nodes, k, num_graphs = packed.num_nodes, self.k, packed.num_graphs
         if num_graphs == 1:  # one graph: its route from its size as a Python int, by the same rule
             n = int(num_nodes[0])
-            routes = self._routes(n, device)
-            total, dense_rows, (dense_count, sparse_count, single_count) = n, n * routes[0], map(int, routes)
-            dense, sparse, single = torch.tensor([routes], device=device).unbind(1)
+            routes = self._routes(n, device)  # three bools
+            dense_count, sparse_count, single_count = (int(route) for route in routes)
+            total, dense_rows = n, n * dense_count
+            dense, sparse, single = torch.tensor([routes], device=device).unbind(1)  # as (1,) masks
         else:
             dense, sparse, single = self._routes(num_nodes, device)
             # nodes in all and in dense graphs, graphs per route: one host synchronisation
@@ -257,7 +258,7 @@ class AddEigenpairs(BaseTransform):
                 out["eig_component_vector"][start:end], out["eig_component_index"][start:end] = component
             bar.update(1)
 
-    def _routes(self, num_nodes: Any, device: torch.device) -> Tuple[Any, Any, Any]:
+    def _routes(self, num_nodes: Union[int, Tensor], device: torch.device) -> Tuple[Any, Any, Any]:
         """Which graphs are solved densely (``dense``; of them, ``sparse``: large graphs of LAPACK's
         path, by :func:`~lowrank_gnn.linalg.sparse_eigh_extremal`, the band solver where the bandwidth
         pays, else dense) and which one at a time through the backend (``single``): bool masks ``(G,)``
