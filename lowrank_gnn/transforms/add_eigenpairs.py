@@ -13,8 +13,8 @@ from .._validation import check_choice, check_positive_int
 from ..eigen import WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
 from ..linalg import BAND_MIN_SIZE, eigh_extremal, sparse_eigh_extremal
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
-from .packed import (PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges, pack_graphs,
-                     sparse_operator)
+from .packed import (NormalizedEdges, PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges,
+                     pack_graphs, sparse_operator)
 from .progress import progress_bar
 
 OPERATORS = ("normalized_adjacency", "laplacian")
@@ -217,9 +217,13 @@ class AddEigenpairs(BaseTransform):
         with progress_bar(num_graphs, progress, desc=repr(self)) as bar, torch.no_grad():
             bar.update(num_graphs - dense_count - single_count)  # empty graphs: nothing to solve
             in_order = False
-            if dense_count:
+            # the operator entries of every graph; they also refuse a directed graph whose missing reverse
+            # edges the solvers cannot see (see normalized_edges), whichever route its graph takes
+            entries = normalized_edges(packed, self.operator, self.add_self_loops) if dense_count or single_count \
+                else None
+            if entries is not None and dense_count:
                 solved_values, solved_vectors, graphs, rows = self._solve_dense_graphs(
-                    packed, dense, sparse, (dense_count, dense_rows, dense_count - sparse_count), bar)
+                    packed, entries, dense, sparse, (dense_count, dense_rows, dense_count - sparse_count), bar)
                 # every graph solved densely in dataset order (one graph, or sizes non-decreasing): the
                 # solved buffers are the outputs; otherwise they are copied to their graphs' places
                 in_order = dense_count == num_graphs and (num_graphs == 1 or torch.equal(
@@ -271,7 +275,8 @@ class AddEigenpairs(BaseTransform):
         sparse = dense & (num_nodes >= BAND_MIN_SIZE) & on_band_path
         return dense, sparse, solvable ^ dense  # single: solvable and not dense (dense graphs are solvable)
 
-    def _solve_dense_graphs(self, packed: PackedGraphs, dense: Tensor, sparse: Tensor, counts: Tuple[int, int, int],
+    def _solve_dense_graphs(self, packed: PackedGraphs, entries: NormalizedEdges, dense: Tensor, sparse: Tensor,
+                            counts: Tuple[int, int, int],
                             bar: Any) -> Tuple[Tensor, Tensor, List[Tensor], List[Tensor]]:
         """The eigenpairs (signs not yet fixed) of the ``dense`` graphs: dense batches by size of those
         not ``sparse``, then the ``sparse`` ones one at a time. ``counts``: the ``dense`` graphs, their
@@ -283,7 +288,6 @@ class AddEigenpairs(BaseTransform):
         num_nodes, k, device = packed.num_nodes, self.k, packed.edge_index.device
         dense_count, dense_rows, batched_count = counts
         method = self.batched_solver[0]  # type: ignore[index]
-        entries = normalized_edges(packed, self.operator, self.add_self_loops)
         solved_values = torch.zeros(dense_count, k, dtype=torch.get_default_dtype(), device=device)
         solved_vectors = solved_values.new_zeros(dense_rows, k)
         graphs, rows, first, row = [], [], 0, 0

@@ -243,7 +243,7 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
 def _check_no_edge_at_isolated_node(packed: PackedGraphs, weight: Tensor, smaller_root: Tensor) -> None:
     """Raises, naming the graph, for an edge of positive weight at a node of degree zero: only a directed
     graph has one (its reverse edge would give that node a degree), and its entry is 0 on both sides of
-    the operator, which the symmetry check of the dense and sparse builds cannot see."""
+    the operator, which no symmetry check of an operator can see."""
     orphan = (weight > 0) & (smaller_root == 0)
     if bool(orphan.any()):
         _raise_not_undirected(int(edge_graph(packed)[orphan.nonzero()[0]]))

@@ -530,6 +530,9 @@ def test_an_edge_into_a_node_without_edges_of_its_own_is_refused(operator, add_s
     transform = AddEigenpairs(k=2, operator=operator, add_self_loops=add_self_loops)
     with pytest.raises(ValueError, match="graph 0 is not undirected"):
         transform(directed.clone())
+    through_backend = AddEigenpairs(k=2, operator=operator, add_self_loops=add_self_loops, backend="stable")
+    with pytest.raises(ValueError, match="graph 0 is not undirected"):  # solved one at a time, not densely
+        through_backend(directed.clone())
     with pytest.raises(ValueError, match="graph 1 is not undirected"):
         precompute_eigenpairs([Data(edge_index=path_graph(3).edge_index, num_nodes=3), directed], transform)
     zero = Data(edge_index=torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]), edge_weight=torch.tensor([1.0, 1.0, 0.0, 0.0]),
