@@ -361,7 +361,6 @@ class PolarTracker(nn.Module):
                 f"sign_block={self.sign_block}")
 
 
-
 def _normalized(block: Tensor, tiny: float) -> Tuple[Tensor, Tensor]:
     """``(||b||, b / ||b||)`` per column vector ``b`` of ``block (B, m, 1)`` (zero where ``b = 0``)."""
     norm = torch.linalg.vector_norm(block, dim=-2, keepdim=True)

@@ -342,7 +342,7 @@ def _graph_batch(packed: PackedGraphs, entries: NormalizedEdges, selected: Tenso
     """The dense batch of the one ``selected`` graph."""
     g = int(selected[0])
     n, first_edge, end_edge, first_row = torch.cat([packed.num_nodes[g:g + 1], packed.edge_ptr[g:g + 2],
-                                                    packed.num_nodes[:g].sum(0, keepdim=True)]).tolist()
+                                                    packed.node_ptr[g:g + 1]]).tolist()
     layout = _graph_layout(packed, entries, n, first_edge, first_row, end_edge - first_edge)
     return DenseBatch(n, selected, layout.rows, _scatter(layout, n * n, selected).view(1, n, n))
 
