@@ -286,56 +286,76 @@ def dense_batches(packed: PackedGraphs, entries: NormalizedEdges, selected: Tens
         return
     if max_entries is None:
         max_entries = MAX_BATCH_ENTRIES if packed.edge_index.device.type == "cpu" else MAX_DEVICE_BATCH_ENTRIES
-    order = selected[torch.argsort(packed.num_nodes[selected], stable=True)]
-    sizes = packed.num_nodes[order]
-    starts = packed.edge_ptr[order]
-    counts = packed.edge_ptr[order + 1] - starts
-    pointers = torch.stack([sizes * sizes, sizes, counts]).cumsum(1)  # entries, nodes, edges of the graphs before
-    pointers = torch.cat([pointers.new_zeros(3, 1), pointers], 1)
-    area_ptr, node_ptr, edge_ptr = pointers.tolist()
-    batches = []  # (first, end, n): positions in ``order``
-    values, group_sizes = torch.unique_consecutive(sizes, return_counts=True)
+    graphs = _sorted_graphs(packed, selected)
+    batches = []  # (first, end, n): positions in ``graphs.order``
+    values, group_sizes = torch.unique_consecutive(graphs.sizes, return_counts=True)
     first = 0
     for n, count in zip(values.tolist(), group_sizes.tolist(), strict=True):
         per_batch = max(1, max_entries // max(1, n * n))
         batches += [(lo, min(lo + per_batch, first + count), n) for lo in range(first, first + count, per_batch)]
         first += count
-    graph_rows = packed.node_ptr.index_select(0, order)  # each graph's first row of node-level outputs
     chunk: list = []
     for index, batch in enumerate(batches):
         chunk.append(batch)
         following = batches[index + 1] if index + 1 < len(batches) else None
-        if following is None or area_ptr[following[1]] - area_ptr[chunk[0][0]] > max_entries:
-            yield from _chunk_batches(packed, entries, order, sizes, starts, counts, graph_rows, chunk, pointers,
-                                      area_ptr, node_ptr, edge_ptr)
+        if following is None or graphs.area_ptr[following[1]] - graphs.area_ptr[chunk[0][0]] > max_entries:
+            yield from _chunk_batches(packed, entries, graphs, chunk)
             chunk = []
 
 
-def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, order: Tensor, sizes: Tensor, starts: Tensor,
-                   counts: Tensor, graph_rows: Tensor, chunk: list, pointers: Tensor, area_ptr: list, node_ptr: list,
-                   edge_ptr: list) -> Iterator[DenseBatch]:
-    """The batches of one chunk (consecutive positions ``lo:hi`` of ``order``), from one flat buffer."""
+class _SortedGraphs(NamedTuple):
+    """The selected graphs in size order (stable), with what their chunks are cut from."""
+
+    order: Tensor       # (G,) graph indices, sizes non-decreasing, dataset order within a size
+    sizes: Tensor       # (G,) their node counts
+    starts: Tensor      # (G,) their first edges in the packed tensors
+    counts: Tensor      # (G,) their edge counts
+    graph_rows: Tensor  # (G,) their first rows of node-level outputs
+    pointers: Tensor    # (3, G + 1) dense entries, nodes and edges of the graphs before each position
+    area_ptr: list      # pointers[0] as ints
+    node_ptr: list      # pointers[1] as ints
+    edge_ptr: list      # pointers[2] as ints
+
+
+def _sorted_graphs(packed: PackedGraphs, selected: Tensor) -> _SortedGraphs:
+    order = selected[torch.argsort(packed.num_nodes[selected], stable=True)]
+    sizes = packed.num_nodes[order]
+    starts = packed.edge_ptr[order]
+    counts = packed.edge_ptr[order + 1] - starts
+    pointers = torch.stack([sizes * sizes, sizes, counts]).cumsum(1)
+    pointers = torch.cat([pointers.new_zeros(3, 1), pointers], 1)
+    area_ptr, node_ptr, edge_ptr = pointers.tolist()
+    return _SortedGraphs(order, sizes, starts, counts, packed.node_ptr.index_select(0, order), pointers,
+                         area_ptr, node_ptr, edge_ptr)
+
+
+def _chunk_batches(packed: PackedGraphs, entries: NormalizedEdges, graphs: _SortedGraphs,
+                   chunk: list) -> Iterator[DenseBatch]:
+    """The batches of one chunk (consecutive positions ``lo:hi`` of ``graphs.order``), from one flat buffer."""
     lo, hi = chunk[0][0], chunk[-1][1]
+    order, sizes = graphs.order, graphs.sizes
+    area_ptr, node_ptr, edge_ptr = graphs.area_ptr, graphs.node_ptr, graphs.edge_ptr
     num_edges, num_nodes = edge_ptr[hi] - edge_ptr[lo], node_ptr[hi] - node_ptr[lo]
     if hi - lo == 1:
-        layout = _graph_layout(packed, entries, chunk[0][2], int(starts[lo]), int(graph_rows[lo]), num_edges)
+        layout = _graph_layout(packed, entries, chunk[0][2], int(graphs.starts[lo]), int(graphs.graph_rows[lo]),
+                               num_edges)
     else:
         # each graph's first entry, node and edge within the chunk
-        block, node_offset, edge_offset = pointers[:, lo:hi] - pointers[:, lo:lo + 1]
-        layout = _chunk_layout(packed, entries, sizes[lo:hi], starts[lo:hi] - edge_offset, counts[lo:hi],
-                               graph_rows[lo:hi] - node_offset, block - node_offset * (sizes[lo:hi] + 1),
-                               block, num_edges, num_nodes)
+        block, node_offset, edge_offset = graphs.pointers[:, lo:hi] - graphs.pointers[:, lo:lo + 1]
+        layout = _chunk_layout(packed, entries, sizes[lo:hi], graphs.starts[lo:hi] - edge_offset,
+                               graphs.counts[lo:hi], graphs.graph_rows[lo:hi] - node_offset,
+                               block - node_offset * (sizes[lo:hi] + 1), block, num_edges, num_nodes)
     flat = _scatter(layout, area_ptr[hi] - area_ptr[lo], order[lo:hi])
     if len(chunk) == 1:
         yield DenseBatch(chunk[0][2], order[lo:hi], layout.rows, flat.view(hi - lo, chunk[0][2], chunk[0][2]))
         return
     # every batch's views at once (one split per tensor instead of a slice per batch and tensor)
-    graphs = order[lo:hi].split([end - first for first, end, _ in chunk])
+    batch_graphs = order[lo:hi].split([end - first for first, end, _ in chunk])
     batch_rows = layout.rows.split([node_ptr[end] - node_ptr[first] for first, end, _ in chunk])
     operators = flat.split([area_ptr[end] - area_ptr[first] for first, end, _ in chunk])
-    for (first, end, n_batch), batch_graphs, row_block, operator_block in zip(chunk, graphs, batch_rows, operators,
-                                                                             strict=True):
-        yield DenseBatch(n_batch, batch_graphs, row_block, operator_block.view(end - first, n_batch, n_batch))
+    for (first, end, n_batch), graph_block, row_block, operator_block in zip(chunk, batch_graphs, batch_rows,
+                                                                            operators, strict=True):
+        yield DenseBatch(n_batch, graph_block, row_block, operator_block.view(end - first, n_batch, n_batch))
 
 
 def _graph_batch(packed: PackedGraphs, entries: NormalizedEdges, selected: Tensor) -> DenseBatch:
