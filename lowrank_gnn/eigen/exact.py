@@ -12,7 +12,6 @@ from torch.autograd.function import once_differentiable
 from .._validation import check_choice, check_positive_int
 from ..linalg import eigh_extremal
 from .base import EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs, sign_factors
-from .diagnostics import operator_frobenius_norm
 
 #: ``which`` -> ARPACK's ``which`` for ``scipy.sparse.linalg.eigsh``.
 ARPACK_WHICH = {"largest": "LA", "smallest": "SA", "magnitude": "LM"}
@@ -58,8 +57,13 @@ class _PartialEigh(torch.autograd.Function):
         \bar A = U_k \operatorname{diag}(\bar\lambda) U_k^T + V C U_k^T, \qquad
         C_{ji} = \frac{v_j^T \bar u_i}{\lambda_i - \lambda_j} \; (j \ne i),
 
-    which divides only by gaps *to kept eigenvalues*. A tie that involves a kept pair is
-    still non-finite, as in PyTorch: that gradient does not exist (``backend="stable"``).
+    which divides only by gaps *to kept eigenvalues*. A term whose numerator
+    :math:`v_j^T \bar u_i` is exactly zero is zero whatever the gap: the loss does not see that
+    rotation of :math:`u_i`, as it does not see a discarded pair. That keeps the gradient finite
+    where a kept eigenvalue ties with directions the loss ignores, e.g. the exact zeros of
+    isolated nodes without self-loops under a filter that vanishes at 0 (:math:`\bar u_i = 0`
+    for :math:`\lambda_i = 0`). A tie that involves a kept pair the loss does see is still
+    non-finite, as in PyTorch: that gradient does not exist (``backend="stable"``).
     """
 
     @staticmethod
@@ -80,7 +84,9 @@ class _PartialEigh(torch.autograd.Function):
         kept = vectors[..., :k]
         gaps = values[..., :k].unsqueeze(-2) - values.unsqueeze(-1)  # (*, n, k): lambda_i - lambda_j
         own = torch.eye(values.shape[-1], k, dtype=torch.bool, device=values.device)
-        coupling = (vectors.mT @ grad_vectors) / torch.where(own, torch.inf, gaps)  # j = i: no term
+        projected = vectors.mT @ grad_vectors  # v_j^T u_i-bar
+        # no term for j = i, nor where the loss does not see the direction (v_j^T u_i-bar = 0), whatever the gap
+        coupling = torch.where(own | (projected == 0), 0.0, projected / gaps)
         grad = (kept * grad_values.unsqueeze(-2)) @ kept.mT + vectors @ coupling @ kept.mT
         return grad, None, None, None
 
@@ -92,7 +98,8 @@ class ExactBackend(EigenBackend):
     differentiable, with the backward of the kept pairs only (:class:`_PartialEigh`: gaps
     between two discarded eigenvalues never enter). It still contains
     :math:`1/(\lambda_i - \lambda_j)` for kept :math:`i`, so it is not finite when a kept
-    eigenvalue is repeated: use ``backend="stable"`` there. When no gradient is needed (the
+    eigenvalue is repeated and the loss depends on the choice of its vectors (a term the loss
+    does not see is zero): use ``backend="stable"`` there. When no gradient is needed (the
     operator does not require grad, or grad mode is off) the dense path computes the ``k`` kept
     pairs only, by :func:`~lowrank_gnn.linalg.eigh_extremal` (LAPACK's subset solver where it
     measures faster, ``which="magnitude"`` excepted). The sparse path runs
@@ -168,15 +175,19 @@ class ExactBackend(EigenBackend):
         if self.k >= n:
             raise ValueError(f"the sparse path (ARPACK) needs k < n (got k={self.k}, n={n}); "
                              "use method='dense' for all eigenpairs")
-        if not bool(operator_frobenius_norm(op) > 0):
-            # A = 0: every vector is an eigenvector (value 0), and ARPACK's first product is the zero
-            # vector ("starting vector is zero"): return the first k unit vectors
+        matrix = op.to_scipy()
+        start = np.random.default_rng(ARPACK_START_SEED).standard_normal(n)
+        if not np.any(matrix @ start):
+            # A v0 = 0 exactly, where ARPACK stops ("starting vector is zero"). A Gaussian v0 is mapped to
+            # exactly 0 only by an operator that is zero to rounding (a zero graph, or a clique with
+            # self-loops deflated): every vector is then an eigenvector of eigenvalue 0, so return the
+            # first k unit vectors. (A zero test on ||A||_F would not do: for a deflated operator the
+            # norm is a sum that cancels, and its rounding decides either way.)
             values = torch.zeros(self.k, dtype=op.dtype, device=op.device)
             vectors = torch.eye(n, self.k, dtype=op.dtype, device=op.device)
         else:
-            start = np.random.default_rng(ARPACK_START_SEED).standard_normal(n)
             try:
-                values, vectors = eigsh(op.to_scipy(), k=self.k, which=ARPACK_WHICH[self.which], v0=start,
+                values, vectors = eigsh(matrix, k=self.k, which=ARPACK_WHICH[self.which], v0=start,
                                         tol=self.tol, maxiter=self.maxiter)
             except ArpackNoConvergence as err:
                 raise RuntimeError(f"ARPACK did not converge to k={self.k} eigenpairs within maxiter="
