@@ -98,8 +98,7 @@ class ExactBackend(EigenBackend):
     differentiable, with the backward of the kept pairs only (:class:`_PartialEigh`: gaps
     between two discarded eigenvalues never enter). It still contains
     :math:`1/(\lambda_i - \lambda_j)` for kept :math:`i`, so it is not finite when a kept
-    eigenvalue is repeated and the loss depends on the choice of its vectors (a term the loss
-    does not see is zero): use ``backend="stable"`` there. When no gradient is needed (the
+    eigenvalue is repeated: use ``backend="stable"`` there. When no gradient is needed (the
     operator does not require grad, or grad mode is off) the dense path computes the ``k`` kept
     pairs only, by :func:`~lowrank_gnn.linalg.eigh_extremal` (LAPACK's subset solver where it
     measures faster, ``which="magnitude"`` excepted). The sparse path runs
@@ -108,6 +107,11 @@ class ExactBackend(EigenBackend):
     differentiable as Rayleigh quotients :math:`\lambda_i = u_i^T A u_i` with :math:`u_i`
     held fixed (exact first-order gradient :math:`u_i u_i^T`); a gradient through its
     eigenvectors raises an error rather than silently being zero.
+
+    The dense backward's exception to the repeated-eigenvalue rule: a coupling term the loss does
+    not see (:math:`v_j^T \bar u_i = 0`) is zero whatever the gap, so a kept eigenvalue that ties
+    only with such directions keeps a finite gradient (:class:`_PartialEigh`). The sparse path
+    decides that the operator is zero by its product with ARPACK's start vector, not by its norm.
 
     Args:
         k (int): number of eigenpairs.

@@ -120,24 +120,6 @@ def test_dense_backward_ignores_ties_among_discarded_eigenvalues():
     assert torch.autograd.gradcheck(projector, (half,))
 
 
-@pytest.mark.parametrize("n", [40, 200])        # a full eigh sliced; LAPACK's subset solver (k <= n / 10)
-@pytest.mark.parametrize("which", ["largest", "smallest"])
-def test_dense_path_without_gradient_keeps_k_pairs_equal_to_the_differentiable_path(n, which):
-    generator = torch.Generator().manual_seed(n)
-    matrix = torch.randn(2, n, n, dtype=torch.float64, generator=generator)
-    matrix = matrix + matrix.mT
-    backend = ExactBackend(k=16, which=which, method="dense")
-    fast = backend(matrix)                                   # no gradient needed: only the k pairs
-    full = backend(matrix.clone().requires_grad_())          # the differentiable full eigh
-    assert fast.eigenvectors.shape == (2, n, 16) and not fast.eigenvalues.requires_grad
-    assert torch.allclose(fast.eigenvalues, full.eigenvalues.detach(), atol=1e-10)
-    # same vectors, same canonical signs (the spectrum of a random matrix is simple)
-    assert torch.allclose(fast.eigenvectors, full.eigenvectors.detach(), atol=1e-8)
-    reference = torch.linalg.eigvalsh(matrix)
-    expected = reference.flip(-1)[..., :16] if which == "largest" else reference[..., :16]
-    assert torch.allclose(fast.eigenvalues, expected, atol=1e-10)
-
-
 @pytest.mark.parametrize("uniform", [True, False])
 def test_dense_backward_is_finite_where_a_kept_zero_ties_with_zeros_the_loss_ignores(uniform):
     # A path plus two isolated nodes without self-loops, deflated: eigenvalues 0.81, 0.31, then 0
@@ -194,3 +176,22 @@ def test_sparse_path_on_a_nearly_fully_deflated_operator_matches_dense(size):
     pairs = ExactBackend(1, method="sparse")(op)
     torch.testing.assert_close(pairs.eigenvalues, torch.tensor([size], dtype=torch.float64), rtol=1e-6, atol=1e-15)
     assert abs(float(pairs.eigenvectors[:, 0] @ q[:, 1])) > 1 - 1e-6   # sign-invariant
+
+
+@pytest.mark.parametrize("n", [40, 200])        # a full eigh sliced; LAPACK's subset solver (k <= n / 10)
+@pytest.mark.parametrize("which", ["largest", "smallest"])
+def test_dense_path_without_gradient_keeps_k_pairs_equal_to_the_differentiable_path(n, which):
+    generator = torch.Generator().manual_seed(n)
+    matrix = torch.randn(2, n, n, dtype=torch.float64, generator=generator)
+    matrix = matrix + matrix.mT
+    backend = ExactBackend(k=16, which=which, method="dense")
+    fast = backend(matrix)                                   # no gradient needed: only the k pairs
+    full = backend(matrix.clone().requires_grad_())          # the differentiable full eigh
+    assert fast.eigenvectors.shape == (2, n, 16) and not fast.eigenvalues.requires_grad
+    assert torch.allclose(fast.eigenvalues, full.eigenvalues.detach(), atol=1e-10)
+    # same vectors, same canonical signs (the spectrum of a random matrix is simple)
+    assert torch.allclose(fast.eigenvectors, full.eigenvectors.detach(), atol=1e-8)
+    reference = torch.linalg.eigvalsh(matrix)
+    expected = reference.flip(-1)[..., :16] if which == "largest" else reference[..., :16]
+    assert torch.allclose(fast.eigenvalues, expected, atol=1e-10)
+
