@@ -96,30 +96,6 @@ def test_registry_lists_valid_names_and_passes_instances_through():
     assert repr(resolve_eigen_backend("exact", k=16)) == "ExactBackend(k=16, which='largest', method='auto')"
 
 
-def test_dense_backward_ignores_ties_among_discarded_eigenvalues():
-    # Deflated normalized adjacency of a disconnected graph: the discarded spectrum holds
-    # exactly repeated eigenvalues (zeros from the deflation and from the clique), the two
-    # kept ones are simple: only gaps to the kept pairs may enter the backward.
-    graph = disjoint_union(path_graph(5), path_graph(7), complete_graph(4))
-    row, col = graph.edge_index
-    _, slot = torch.unique(torch.minimum(row, col) * graph.num_nodes + torch.maximum(row, col),
-                           return_inverse=True)
-    half = torch.linspace(0.6, 1.4, int(slot.max()) + 1, dtype=torch.float64).requires_grad_()
-
-    def operator(w):
-        return deflate_components(normalized_adjacency(graph.edge_index, w[slot], graph.num_nodes))
-
-    values = torch.linalg.eigvalsh(operator(half.detach()).to_dense())
-    assert (values[:-2].diff() == 0).any() or (values[:-2].diff().abs() < 1e-12).any()
-    assert values[-1] - values[-2] > 1e-3 and values[-2] - values[-3] > 1e-3
-
-    def projector(w):
-        pairs = ExactBackend(k=2, method="dense")(operator(w))
-        return pairs.eigenvectors @ torch.diag(pairs.eigenvalues) @ pairs.eigenvectors.T
-
-    assert torch.autograd.gradcheck(projector, (half,))
-
-
 @pytest.mark.parametrize("uniform", [True, False])
 def test_dense_backward_is_finite_where_a_kept_zero_ties_with_zeros_the_loss_ignores(uniform):
     # A path plus two isolated nodes without self-loops, deflated: eigenvalues 0.81, 0.31, then 0
@@ -176,6 +152,30 @@ def test_sparse_path_on_a_nearly_fully_deflated_operator_matches_dense(size):
     pairs = ExactBackend(1, method="sparse")(op)
     torch.testing.assert_close(pairs.eigenvalues, torch.tensor([size], dtype=torch.float64), rtol=1e-6, atol=1e-15)
     assert abs(float(pairs.eigenvectors[:, 0] @ q[:, 1])) > 1 - 1e-6   # sign-invariant
+
+
+def test_dense_backward_ignores_ties_among_discarded_eigenvalues():
+    # Deflated normalized adjacency of a disconnected graph: the discarded spectrum holds
+    # exactly repeated eigenvalues (zeros from the deflation and from the clique), the two
+    # kept ones are simple: only gaps to the kept pairs may enter the backward.
+    graph = disjoint_union(path_graph(5), path_graph(7), complete_graph(4))
+    row, col = graph.edge_index
+    _, slot = torch.unique(torch.minimum(row, col) * graph.num_nodes + torch.maximum(row, col),
+                           return_inverse=True)
+    half = torch.linspace(0.6, 1.4, int(slot.max()) + 1, dtype=torch.float64).requires_grad_()
+
+    def operator(w):
+        return deflate_components(normalized_adjacency(graph.edge_index, w[slot], graph.num_nodes))
+
+    values = torch.linalg.eigvalsh(operator(half.detach()).to_dense())
+    assert (values[:-2].diff() == 0).any() or (values[:-2].diff().abs() < 1e-12).any()
+    assert values[-1] - values[-2] > 1e-3 and values[-2] - values[-3] > 1e-3
+
+    def projector(w):
+        pairs = ExactBackend(k=2, method="dense")(operator(w))
+        return pairs.eigenvectors @ torch.diag(pairs.eigenvalues) @ pairs.eigenvectors.T
+
+    assert torch.autograd.gradcheck(projector, (half,))
 
 
 @pytest.mark.parametrize("n", [40, 200])        # a full eigh sliced; LAPACK's subset solver (k <= n / 10)
