@@ -53,8 +53,8 @@ def test_sparse_path_on_a_deflated_operator_that_is_zero_to_rounding(which):
 
 @pytest.mark.parametrize("size", [1e-9, 1e-6, 1e-2])
 def test_sparse_path_on_a_nearly_fully_deflated_operator_matches_dense(size):
-    # A = v v^T + size w w^T with v deflated: the norm's closed form cancels (it read 0 for size 1e-9,
-    # and the sparse path returned zeros); the eigenpair (size, w) must come back
+    # A = v v^T + size w w^T with v deflated: the norm's closed form cancels (to 0 at size 1e-9 for
+    # most bases), and a zero test on that norm would return zeros; the eigenpair (size, w) must come back
     generator = torch.Generator().manual_seed(2)
     q = torch.linalg.qr(torch.randn(50, 2, dtype=torch.float64, generator=generator)).Q
     matrix = q[:, :1] @ q[:, :1].T + size * q[:, 1:] @ q[:, 1:].T

@@ -433,7 +433,7 @@ def test_deflate_components_takes_a_normalized_adjacency_only():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_deflated_operator_refuses_a_basis_that_is_not_orthonormal(dtype):
-    # with a random basis the closed-form norm read 0 (true 6.3) and the sparse path returned zeros
+    # with this random basis the closed-form norm, which assumes orthonormal columns, gives 0 (true 6.3)
     op = normalized_adjacency(cycle_graph(8).edge_index, torch.ones(16, dtype=dtype), 8)
     basis = torch.randn(8, 2, dtype=dtype, generator=torch.Generator().manual_seed(0))
     values = torch.tensor([1.0, 0.5], dtype=dtype)
@@ -459,7 +459,7 @@ def test_deflated_operator_check_finite_covers_values():
     deflated = DeflatedOperator(op, basis, torch.tensor([float("nan"), 0.5]))
     with pytest.raises(ValueError, match=r"values contains NaN or Inf \(first at index \(0,\)"):
         deflated.check_finite()
-    for method in ("dense", "sparse"):   # refused before LAPACK's "failed to converge" or ARPACK's zeros
+    for method in ("dense", "sparse"):   # refused by name, not LAPACK's "failed to converge" or ARPACK's zeros
         with pytest.raises(ValueError, match=r"values contains NaN"):
             ExactBackend(3, method=method)(deflated)
     components = deflate_components(op)
@@ -480,7 +480,7 @@ def test_component_deflated_operator_refuses_entries_without_unit_norm():
 
 
 def test_deflated_frobenius_norm_does_not_cancel_to_zero():
-    # A = V diag(mu) V^T + E with a tiny E: the closed form cancels (it read 0 in 123 of 200 seeds
+    # A = V diag(mu) V^T + E with a tiny E: the closed form cancels (to 0 in 123 of 200 seeds
     # at ||E|| = 1e-9); the estimate from products with the operator is within 50%
     for seed in range(20):
         generator = torch.Generator().manual_seed(seed)
