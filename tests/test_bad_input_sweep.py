@@ -482,6 +482,18 @@ correct("ExactBackend(sparse)", "rank-one GraphOperator (ARPACK)",
         check_pairs(torch.ones(4, 4, dtype=torch.float64), 2))(
     lambda: ExactBackend(2, method="sparse")(GraphOperator(
         torch.cartesian_prod(torch.arange(4), torch.arange(4)).T, torch.ones(16, dtype=torch.float64), 4)))
+_cycle8 = normalized_adjacency(cycle_graph(8).edge_index, num_nodes=8)
+_q8 = torch.linalg.qr(torch.randn(8, 2, generator=torch.Generator().manual_seed(0))).Q
+DFO = "DeflatedOperator"
+error(DFO, "basis not orthonormal", r"not orthonormal .* torch.linalg.qr\(basis\).Q")(
+    lambda: lowrank_gnn.operators.DeflatedOperator(_cycle8, 3 * _q8, torch.ones(2)))
+error(DFO, "NaN basis", r"basis contains NaN")(
+    lambda: lowrank_gnn.operators.DeflatedOperator(_cycle8, _q8.index_fill(0, torch.tensor([2]), math.nan),
+                                                   torch.ones(2)))
+for _method in ("dense", "sparse"):
+    error(f"ExactBackend({_method})", "DeflatedOperator with NaN values", r"values contains NaN")(
+        lambda m=_method: ExactBackend(3, method=m)(lowrank_gnn.operators.DeflatedOperator(
+            _cycle8, _q8, torch.tensor([math.nan, 0.5]))))
 
 DO = "DenseOperator"
 error(DO, "not a tensor", r"matrix must be a torch.Tensor")(lambda: DenseOperator([[1.0]]))

@@ -44,8 +44,9 @@ def operator_frobenius_norm(op) -> Tensor:
 
     Exact for dense matrices and :class:`~lowrank_gnn.operators.GraphOperator` (the norm of
     the stored values); for :class:`~lowrank_gnn.operators.DeflatedOperator`
-    :math:`A - V \operatorname{diag}(\mu) V^T` with orthonormal ``V`` it is exact too:
-    :math:`\|A\|_F^2 - 2 \sum_c \mu_c v_c^T A v_c + \|\mu\|^2` (one product with ``V``). An
+    :math:`A - V \operatorname{diag}(\mu) V^T` (``V`` orthonormal, checked) it is exact too:
+    :math:`\|A\|_F^2 - 2 \sum_c \mu_c v_c^T A v_c + \|\mu\|^2` (one product with ``V``), except
+    where that sum cancels (the removed part nearly all of ``A``), which gets the estimate below. An
     operator without a closed form gets a Hutchinson estimate :math:`E\|A z\|^2` with
     :data:`~lowrank_gnn.operators.FROBENIUS_PROBES` fixed Rademacher probes.
 

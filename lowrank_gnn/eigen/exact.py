@@ -68,8 +68,13 @@ class _PartialEigh(torch.autograd.Function):
         \bar A = U_k \operatorname{diag}(\bar\lambda) U_k^T + V C U_k^T, \qquad
         C_{ji} = \frac{v_j^T \bar u_i}{\lambda_i - \lambda_j} \; (j \ne i),
 
-    which divides only by gaps *to kept eigenvalues*. A tie that involves a kept pair is
-    still non-finite, as in PyTorch: that gradient does not exist (``backend="stable"``).
+    which divides only by gaps *to kept eigenvalues*. A term whose numerator
+    :math:`v_j^T \bar u_i` is exactly zero is zero whatever the gap: the loss does not see that
+    rotation of :math:`u_i`, as it does not see a discarded pair. That keeps the gradient finite
+    where a kept eigenvalue ties with directions the loss ignores, e.g. the exact zeros of
+    isolated nodes without self-loops under a filter that vanishes at 0 (:math:`\bar u_i = 0`
+    for :math:`\lambda_i = 0`). A tie that involves a kept pair the loss does see is still
+    non-finite, as in PyTorch: that gradient does not exist (``backend="stable"``).
     """
 
     @staticmethod
@@ -90,7 +95,9 @@ class _PartialEigh(torch.autograd.Function):
         kept = vectors[..., :k]
         gaps = values[..., :k].unsqueeze(-2) - values.unsqueeze(-1)  # (*, n, k): lambda_i - lambda_j
         own = torch.eye(values.shape[-1], k, dtype=torch.bool, device=values.device)
-        coupling = (vectors.mT @ grad_vectors) / torch.where(own, torch.inf, gaps)  # j = i: no term
+        projected = vectors.mT @ grad_vectors  # v_j^T u_i-bar
+        # no term for j = i, nor where the loss does not see the direction (v_j^T u_i-bar = 0), whatever the gap
+        coupling = torch.where(own | (projected == 0), 0.0, projected / gaps)
         grad = (kept * grad_values.unsqueeze(-2)) @ kept.mT + vectors @ coupling @ kept.mT
         return grad, None, None, None
 
@@ -113,6 +120,11 @@ class ExactBackend(EigenBackend):
     differentiable as Rayleigh quotients :math:`\lambda_i = u_i^T A u_i` with :math:`u_i`
     held fixed (exact first-order gradient :math:`u_i u_i^T`); a gradient through its
     eigenvectors raises an error rather than silently being zero.
+
+    The dense backward's exception to the repeated-eigenvalue rule: a coupling term the loss does
+    not see (:math:`v_j^T \bar u_i = 0`) is zero whatever the gap, so a kept eigenvalue that ties
+    only with such directions keeps a finite gradient (:class:`_PartialEigh`). The sparse path
+    decides that the operator is zero by its product with ARPACK's start vector, not by its norm.
 
     Args:
         k (int): number of eigenpairs.
@@ -180,16 +192,21 @@ class ExactBackend(EigenBackend):
         if self.k >= n:
             raise ValueError(f"the sparse path (ARPACK) needs k < n (got k={self.k}, n={n}); "
                              "use method='dense' for all eigenpairs")
-        norm = float(operator_frobenius_norm(op))
-        if not norm > 0:
-            # A = 0: every vector is an eigenvector (value 0), and ARPACK's first product is the zero
-            # vector ("starting vector is zero"): return the first k unit vectors
+        matrix = op.to_scipy()
+        rng = np.random.default_rng(ARPACK_START_SEED)
+        start = rng.standard_normal(n)
+        if not np.any(matrix @ start):
+            # A v0 = 0 exactly, where ARPACK stops ("starting vector is zero"). A Gaussian v0 is mapped to
+            # exactly 0 only by an operator that is zero to rounding (a zero graph, or a clique with
+            # self-loops deflated): every vector is then an eigenvector of eigenvalue 0, so return the
+            # first k unit vectors. (A zero test on ||A||_F would not do: for a deflated operator the
+            # norm is a sum that cancels, and its rounding decides either way.)
             values = torch.zeros(self.k, dtype=op.dtype, device=op.device)
             vectors = torch.eye(n, self.k, dtype=op.dtype, device=op.device)
         else:
             try:
-                found_values, found_vectors = _arpack_pairs(op.to_scipy(), self.k, self.which, self.tol,
-                                                            self.maxiter, norm)
+                found_values, found_vectors = _arpack_pairs(matrix, start, rng, self.k, self.which, self.tol,
+                                                            self.maxiter, float(operator_frobenius_norm(op)))
             except ArpackNoConvergence as err:
                 raise RuntimeError(f"ARPACK did not converge to k={self.k} eigenpairs within maxiter="
                                    f"{self.maxiter or 10 * n} iterations; raise maxiter, set tol > 0, or use "
@@ -207,8 +224,8 @@ class ExactBackend(EigenBackend):
         return f"{super().extra_repr()}, method={self.method!r}"
 
 
-def _arpack_pairs(matrix, k: int, which: str, tol: float, maxiter: Optional[int],
-                  norm: float) -> Tuple[np.ndarray, np.ndarray]:
+def _arpack_pairs(matrix, start: np.ndarray, rng: np.random.Generator, k: int, which: str, tol: float,
+                  maxiter: Optional[int], norm: float) -> Tuple[np.ndarray, np.ndarray]:
     r"""The ``k`` extremal eigenpairs of a symmetric SciPy matrix or ``LinearOperator`` by ARPACK, with
     the copies of repeated eigenvalues that its Lanczos process misses searched for and added.
 
@@ -224,14 +241,14 @@ def _arpack_pairs(matrix, k: int, which: str, tol: float, maxiter: Optional[int]
     the ``k``-th found eigenvalue by more than :data:`MISSED_EIGENVALUE_RTOL` (or ``tol``) times
     :math:`\|A\|_F`, it was missed: it replaces the ``k``-th and the search repeats. Each round
     adds a genuine eigenpair better than the one it drops, so at most ``k`` rounds run; a
-    result that misses nothing costs one extra ARPACK solve for a single pair.
+    result that misses nothing costs one extra ARPACK solve for a single pair. ``start`` is the
+    first solve's start vector; ``rng`` draws those of the searches.
     """
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     n = matrix.shape[0]
-    rng = np.random.default_rng(ARPACK_START_SEED)
     arpack_which = ARPACK_WHICH[which]
-    values, vectors = eigsh(matrix, k=k, which=arpack_which, v0=rng.standard_normal(n), tol=tol, maxiter=maxiter)
+    values, vectors = eigsh(matrix, k=k, which=arpack_which, v0=start, tol=tol, maxiter=maxiter)
     margin = max(tol, MISSED_EIGENVALUE_RTOL) * norm
     for _ in range(k):
         beyond = {"largest": values.min() - norm, "smallest": values.max() + norm, "magnitude": 0.0}[which]

@@ -1,5 +1,6 @@
 """Symmetric operators built from graphs (sparse) or tensors (dense)."""
-from .base import FROBENIUS_PROBES, DeflatedOperator, DeflatedOperatorBase, DenseOperator, Operator, as_operator
+from .base import (FROBENIUS_CANCELLATION, FROBENIUS_PROBES, ORTHONORMALITY_TOLERANCE, DeflatedOperator,
+                   DeflatedOperatorBase, DenseOperator, Operator, as_operator, orthonormality_tolerance)
 from .covariance import CovarianceOperator
 from .graph import (ComponentDeflatedOperator, component_eigenvectors, connected_components, deflate_components,
                     laplacian, normalized_adjacency)
@@ -11,6 +12,9 @@ __all__ = [
     "CSROperator",
     "DeflatedOperatorBase",
     "FROBENIUS_PROBES",
+    "FROBENIUS_CANCELLATION",
+    "ORTHONORMALITY_TOLERANCE",
+    "orthonormality_tolerance",
     "GraphOperator",
     "GraphStructure",
     "SparsityPattern",

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_finite, check_floating, check_index_dtype, check_index_range
-from .base import DeflatedOperator, DeflatedOperatorBase, DenseOperator, as_operator
+from .base import DeflatedOperator, DeflatedOperatorBase, DenseOperator, as_operator, check_orthonormal
 from .sparse import GraphOperator
 from .structure import GraphStructure
 
@@ -189,11 +189,14 @@ class ComponentDeflatedOperator(DeflatedOperator):
     basis, so :meth:`project` costs ``O(n d)`` by scatter-add, however many components
     there are (a graph with a million isolated nodes has a million of them). Built by
     :func:`deflate_components`; :attr:`basis` materialises the dense ``(n, c)`` matrix on
-    request (small graphs, tests).
+    request (small graphs, tests). The vectors have disjoint supports, so they are orthonormal
+    when each has unit norm: the constructor checks that to
+    :func:`~lowrank_gnn.operators.orthonormality_tolerance` (``O(n)``, in float64, one host
+    sync), as :class:`DeflatedOperator` checks its basis.
 
     Args:
         base: the operator ``A``.
-        entries (Tensor): the nonzero entry of each node's basis vector.
+        entries (Tensor): the nonzero entry of each node's basis vector (0 for a node in no vector).
         labels (Tensor): the basis vector (component) each node belongs to, in ``[0, c)``.
         num_components (int): ``c``.
         value (float): the eigenvalue of ``A`` shared by all the vectors. (default: ``1.0``)
@@ -217,6 +220,12 @@ class ComponentDeflatedOperator(DeflatedOperator):
         self.labels = labels
         self.num_components = int(num_components)
         self.value = float(value)
+        if self.num_components:
+            squares = entries.detach().to(torch.float64).square()
+            norms = squares.new_zeros(self.num_components).index_add(0, labels, squares)
+            check_orthonormal(float((norms - 1).abs().max()), entries, n, "entries",
+                              "give each component's entries unit norm, D^{1/2} 1_C / ||D^{1/2} 1_C|| as "
+                              "deflate_components does")
 
     @property
     def basis(self) -> Tensor:
@@ -230,6 +239,9 @@ class ComponentDeflatedOperator(DeflatedOperator):
     def check_finite(self) -> None:
         self.base.check_finite()
         check_finite("basis", self.entries.detach())
+        if not math.isfinite(self.value):
+            raise ValueError(f"value must be finite (got value={self.value}); pass the finite eigenvalue the "
+                             f"component vectors belong to")
 
     def project(self, x: Tensor) -> Tensor:
         columns = x.unsqueeze(-1) if x.dim() == 1 else x
