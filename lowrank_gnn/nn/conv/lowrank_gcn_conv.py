@@ -195,7 +195,9 @@ class LowRankGCNConv(MessagePassing):
         - **output:** node features ``(n, F_out)`` or ``(B, n, F_out)``
 
     After each forward, :attr:`aux_loss` holds the backend's auxiliary loss (or ``None``);
-    add it to the task loss (see :func:`~lowrank_gnn.nn.total_aux_loss`).
+    add it to the task loss (see :func:`~lowrank_gnn.nn.total_aux_loss`). With a spectrum
+    shared between layers (``forward(..., eigenpairs=...)``) the layer whose
+    :meth:`eigenpairs` computed it holds the loss, once.
 
     Example:
         >>> from lowrank_gnn.testing import cycle_graph
@@ -429,6 +431,13 @@ class LowRankGCNConv(MessagePassing):
         it returns a :class:`BatchSpectrum`, every graph with its own ``min(k, n_g)``
         eigenpairs; pass it as ``forward(x, edge_index, batch=batch, eigenpairs=spectrum)``
         so that all layers of a model share one solve per batch.
+
+        The layer that computes the spectrum holds its auxiliary loss: this call sets
+        :attr:`aux_loss` to the solve's (the eigen loss of ``backend="amortized"``, ``None``
+        for the exact backends), and a forward with these ``eigenpairs`` keeps it, while a
+        layer propagating with a spectrum it did not compute last holds ``None``. Shared
+        between layers, the eigen loss thus enters :func:`~lowrank_gnn.nn.total_aux_loss`
+        exactly once.
         """
         if batch is not None or ptr is not None:
             if self.cached:
@@ -437,16 +446,21 @@ class LowRankGCNConv(MessagePassing):
             if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
                 raise ValueError("eigenpairs(..., batch=/ptr=) needs edge_index as a LongTensor of shape (2, E)")
             ref = cast(Tensor, batch if batch is not None else ptr)
-            return self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes,
-                                        dtype or torch.get_default_dtype(), ref)
+            batch_spectrum = self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes,
+                                                  dtype or torch.get_default_dtype(), ref)
+            self.aux_loss = batch_spectrum.aux_loss
+            return batch_spectrum
         size = (num_nodes, int(edge_index.shape[1]))
         if self.cached and self._cached_eigenpairs is not None:
             if size != self._cached_size:
                 raise ValueError(f"cached=True reuses the eigenpairs of the first graph (num_nodes, num_edges) = "
                                  f"{self._cached_size}, but this graph has {size}; use cached=False for changing "
                                  "graphs or mini-batches, or call reset_parameters() to drop the cache")
-            return self._cached_eigenpairs
-        return self._solve(edge_index, edge_weight, num_nodes, dtype, size)
+            spectrum = self._cached_eigenpairs
+        else:
+            spectrum = self._solve(edge_index, edge_weight, num_nodes, dtype, size)
+        self.aux_loss = spectrum[0].aux_loss
+        return spectrum
 
     @torch.compiler.disable
     def _solve(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
@@ -512,13 +526,13 @@ class LowRankGCNConv(MessagePassing):
                 out = h.new_zeros(h.shape)
             else:
                 if eigenpairs is None:
-                    single = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)
-                    self.aux_loss = single[0].aux_loss
+                    single = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)  # sets aux_loss
                     if self.cached and source_format == "adj_t":
                         self._cached_adj_t = self._cached_edge_index
                 else:
                     single = self._check_spectrum(eigenpairs, x, num_nodes)
-                    self.aux_loss = None  # precomputed: whoever computed them owns their auxiliary loss
+                    if self.aux_loss is not single[0].aux_loss:
+                        self.aux_loss = None  # not this layer's last solve: the layer that computed it holds its loss
                 pairs, deflated = single
                 out = self._propagate(edge_index, h, lambda m: self.spectral_propagate(pairs, m, deflated))
         if self.lin_root is not None:
