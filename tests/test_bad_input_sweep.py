@@ -513,8 +513,6 @@ correct(AS, "state_dict before the first forward (householder)", _loads)(
 correct("AmortizedSVD", "state_dict before the first forward", _loads)(lambda: _roundtrip(lambda: AmortizedSVD(2)))
 correct("NuclearNormRegularizer", "state_dict before the first forward", _loads)(
     lambda: _roundtrip(NuclearNormRegularizer))
-correct("LatentPCAPool", "state_dict before the first forward (amortized)", _loads)(
-    lambda: _roundtrip(lambda: LatentPCAPool(4, 2, backend="amortized")))
 
 
 def _cross_load(source: str, target: str) -> None:
