@@ -23,17 +23,21 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
 
 
 def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """An integer ``>= 1`` of any integer type (NumPy's too, as :func:`check_k`), returned as ``int``; ``bool``
+    refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer (got {name}={value!r})")
-    return value
+    return int(value)
 
 
-def check_k(k: int, n: int, *, max_k: Optional[int] = None, what: str = "num_nodes") -> int:
-    """``1 <= k <= max_k`` where ``max_k`` defaults to ``n``; any integer type (NumPy's too), returned as ``int``."""
+def check_k(k: int, n: int, *, max_k: Optional[int] = None, what: str = "num_nodes", name: str = "k") -> int:
+    """``1 <= k <= max_k`` where ``max_k`` defaults to ``n``; any integer type (NumPy's too), returned as ``int``.
+
+    ``name`` is the argument's name in the caller's signature (e.g. ``"rank"``), used in the message."""
     upper = n if max_k is None else max_k
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= upper:
         bound = f"{what}={n}" if max_k is None else f"{upper}"
-        raise ValueError(f"k must satisfy 1 <= k <= {bound} (got k={k!r})")
+        raise ValueError(f"{name} must satisfy 1 <= {name} <= {bound} (got {name}={k!r})")
     return int(k)
 
 

@@ -325,6 +325,9 @@ class LowRankGCNConv(MessagePassing):
             else:
                 index, value = to_edge_index(edge_index)
                 kind = "sparse"
+            if value is not None and not torch.is_floating_point(value):
+                raise TypeError(f"the sparse adjacency's values are its edge weights and must be floating point "
+                                f"(got dtype {value.dtype}); convert the adjacency with .float() or .double()")
             # adj_t[target, source]: messages flow from its column to its row
             return index.flip(0), value, kind
         if isinstance(edge_index, EdgeIndex):
@@ -470,7 +473,7 @@ class LowRankGCNConv(MessagePassing):
             raise ValueError("cached=True would freeze the eigenpairs and silently stop the gradient to "
                              "edge_weight; use cached=False with learnable edge weights")
         if edge_weight is not None:
-            dtype = edge_weight.dtype
+            dtype = check_floating("edge_weight", edge_weight).dtype
         op = self._operator(edge_index, edge_weight, num_nodes, dtype or torch.get_default_dtype())
         pairs = self._backend_for(min(self.k, op.shape[-1]), batched=False)(op)
         deflated = op if isinstance(op, DeflatedOperatorBase) else None
@@ -494,7 +497,7 @@ class LowRankGCNConv(MessagePassing):
         if not x.is_sparse and not _is_compiling():
             check_finite("x", x.detach())
         edge_index, edge_weight, source_format = self._edges(edge_index, edge_weight, num_nodes)
-        if edge_weight is not None and torch.is_floating_point(edge_weight) and edge_weight.dtype != x.dtype:
+        if isinstance(edge_weight, Tensor) and torch.is_floating_point(edge_weight) and edge_weight.dtype != x.dtype:
             edge_weight = edge_weight.to(x.dtype)  # the operator follows x, as GCNConv's messages do
         if self.explain:
             edge_weight = self._masked(edge_index, edge_weight, x.dtype)
@@ -652,7 +655,7 @@ class LowRankGCNConv(MessagePassing):
                 raise ValueError("edge_index connects nodes of different graphs of the batch; every edge must "
                                  "stay inside its graph (as PyG's DataLoader batches them)")
         if edge_weight is not None:
-            dtype = edge_weight.dtype
+            dtype = check_floating("edge_weight", edge_weight).dtype
         op = structure.normalized_adjacency(edge_weight, add_self_loops=self.add_self_loops, improved=self.improved,
                                             normalize=self.normalize, symmetrize=True, dtype=dtype)
         deflated, backend = None, self.backend   # without a graph of more than k nodes nothing is solved
