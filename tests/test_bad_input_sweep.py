@@ -755,7 +755,8 @@ for _label, _run in {"forward": lambda w: LowRankGCNConv(4, 2, k=1)(_xg, _EI, w)
                      "eigenpairs": lambda w: LowRankGCNConv(4, 2, k=1).eigenpairs(_EI, w, 3),
                      "batch": lambda w: LowRankGCNConv(4, 2, k=1)(_xg, _EI, w, batch=torch.zeros(3, dtype=torch.long))
                      }.items():
-    error(GC, f"integer edge_weight ({_label})", r"edge_weight must have a floating-point dtype.*edge_weight\.float\(\)")(
+    error(GC, f"integer edge_weight ({_label})",
+          r"edge_weight must have a floating-point dtype.*edge_weight\.float\(\)")(
         lambda run=_run: run(torch.ones(4, dtype=torch.long)))
     error(GC, f"edge_weight a list ({_label})", r"edge_weight must be a torch\.Tensor \(got list\)")(
         lambda run=_run: run([1.0] * 4))

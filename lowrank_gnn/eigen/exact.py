@@ -91,9 +91,9 @@ class ExactBackend(EigenBackend):
     The dense path computes the full decomposition and keeps ``k`` pairs; it is
     differentiable, with the backward of the kept pairs only (:class:`_PartialEigh`: gaps
     between two discarded eigenvalues never enter), to first order: a backward through its
-    gradient (after ``create_graph=True``) raises and says to use ``torch.linalg.eigh``. It still contains
-    :math:`1/(\lambda_i - \lambda_j)` for kept :math:`i`, so it is not finite when a kept
-    eigenvalue is repeated: use ``backend="stable"`` there. When no gradient is needed (the
+    gradient (after ``create_graph=True``) raises and says to use ``torch.linalg.eigh``.
+    It still contains :math:`1/(\lambda_i - \lambda_j)` for kept :math:`i`, so it is not
+    finite when a kept eigenvalue is repeated: use ``backend="stable"`` there. When no gradient is needed (the
     operator does not require grad, or grad mode is off) the dense path computes the ``k`` kept
     pairs only, by :func:`~lowrank_gnn.linalg.eigh_extremal` (LAPACK's subset solver where it
     measures faster, ``which="magnitude"`` excepted). The sparse path runs

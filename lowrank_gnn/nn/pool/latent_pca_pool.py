@@ -95,10 +95,10 @@ class LatentPCAPool(nn.Module):
                                  f"the layer needs k={k}, which='largest'")
         if any(True for _ in self.backend.parameters()):
             raise ValueError(f"backend {type(self.backend).__name__} learns state across calls (parameters; the "
-                             "amortized basis is one basis per batch position), but LatentPCAPool solves the covariances of new "
-                             "graphs in every batch: graph b of one batch is unrelated to graph b of the next, and "
-                             "the last batch of a DataLoader is smaller; use backend='exact', 'stable' or "
-                             "'batched_dc', which solve every batch afresh")
+                             "amortized basis is one basis per batch position), but LatentPCAPool solves the "
+                             "covariances of new graphs in every batch: graph b of one batch is unrelated to graph b "
+                             "of the next, and the last batch of a DataLoader is smaller; use backend='exact', "
+                             "'stable' or 'batched_dc', which solve every batch afresh")
         self.aux_loss: Optional[Tensor] = None
 
     @property
