@@ -329,6 +329,7 @@ class StableBackend(EigenBackend):
             if dense:  # all n pairs: the dense backward uses the full spectrum
                 values, vectors = ExactBackend(op.shape[-1], self.which, method="dense").solve(op)[:2]
             else:
+                self._check_sparse_forward(op)
                 values, vectors = self.exact.solve(op)[:2]
         selected = vectors[..., : self.k]
         # The gradient reaches the operator through anchor = A U_K (see _StableDenseEigh). Dense
@@ -345,6 +346,15 @@ class StableBackend(EigenBackend):
         if dense:
             return EigenPairs(*_StableDenseEigh.apply(anchor, values, vectors, self.rule))
         return EigenPairs(*_StableSparseEigh.apply(anchor, values, vectors, op, self.rule))
+
+    def _check_sparse_forward(self, op) -> None:
+        """The ARPACK forward's conditions, with the fix in this backend's option (``forward_method``)."""
+        if len(op.shape) > 2:
+            raise ValueError(f"forward_method='sparse' needs an unbatched (n, n) operator (got shape "
+                             f"{tuple(op.shape)}); use forward_method='dense' for batches")
+        if self.k >= op.shape[-1]:
+            raise ValueError(f"the sparse forward (ARPACK) needs k < n (got k={self.k}, n={op.shape[-1]}); use "
+                             "forward_method='dense' for all eigenpairs")
 
     def extra_repr(self) -> str:
         order = f"degree={self.num_terms - 1}, relative_gap={self.relative_gap:g}" if self.method == "taylor" \

@@ -270,6 +270,15 @@ def test_rejects_bad_options(kwargs, match):
         StableBackend(2, **kwargs)
 
 
+@pytest.mark.parametrize("matrix, match", [
+    (torch.eye(3), r"needs k < n \(got k=3, n=3\); use forward_method='dense' for all eigenpairs"),
+    (torch.eye(4).expand(2, 4, 4), r"needs an unbatched \(n, n\) operator .*use forward_method='dense'"),
+])
+def test_sparse_forward_errors_name_forward_method(matrix, match):
+    with pytest.raises(ValueError, match=match):
+        StableBackend(3, forward_method="sparse")(matrix)
+
+
 @pytest.mark.parametrize("forward_method", ["dense", "sparse"])
 def test_double_backward_raises(forward_method):
     w = torch.ones(path_graph(8).edge_index.shape[1], dtype=torch.float64, requires_grad=True)

@@ -36,7 +36,10 @@ class BatchSpectrum:
     """The spectrum of a mini-batch of graphs, as :meth:`LowRankGCNConv.eigenpairs` returns it with ``batch``/``ptr``.
 
     Pass it as ``forward(..., batch=..., eigenpairs=...)`` to share one solve between the
-    layers of a model (every layer with the same ``k``, normalisation and backend).
+    layers of a model (every layer with the same ``k``, normalisation and backend). The layer
+    refuses a spectrum of another batch, of another ``k`` (its solved classes hold another
+    number of eigenpairs, or its class applied directly holds graphs of more than the layer's
+    ``k`` nodes), dtype or device.
 
     Every non-empty graph belongs to one :class:`SizeClass`, padded to the class' largest
     graph: the graphs with at most ``k`` nodes to one class applied exactly (dense, at most

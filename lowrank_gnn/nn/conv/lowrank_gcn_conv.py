@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast, overload
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union, cast, overload
 
 import torch
 from torch import Tensor, nn
@@ -29,9 +29,17 @@ DEFAULT_K = 16
 BATCHED_BACKENDS = (ExactBackend, BatchedDCBackend)
 
 #: Backends without learned state: given by name, the layer builds one per clamped ``k = num_nodes``.
+#: Their eigenpairs are exact, so on a graph of at most ``k`` nodes the layer applies the operator itself.
 CLAMPED_BACKENDS = (ExactBackend, BatchedDCBackend, StableBackend)
 
+#: The option that fixes a backend's forward to dense ``eigh``, by backend name. A padded batch and all
+#: of one graph's eigenpairs (``k >= num_nodes``: ARPACK needs ``k < n``) are solved with it.
+DENSE_FORWARD = {"exact": "method", "stable": "forward_method"}
+
 Spectrum = Tuple[EigenPairs, Optional[DeflatedOperatorBase]]
+
+#: What ``cached=True`` keeps: a graph's spectrum, or the dense operator of a graph of at most ``k`` nodes.
+CacheEntry = TypeVar("CacheEntry", Tensor, Spectrum)
 
 
 def _check_pairs(pairs: Any, x: Tensor) -> None:
@@ -118,6 +126,24 @@ def _spectral_product(pairs: EigenPairs, x: Tensor, deflated: Optional[DeflatedO
     return out
 
 
+def _check_placement(tensors: Tuple[Any, ...], x: Tensor, call: str) -> None:
+    """Precomputed spectrum ``tensors`` (tensors or operators) in ``x``'s dtype and on its device; ``call`` is the
+    :meth:`LowRankGCNConv.eigenpairs` call that computes them for ``x`` (metadata only)."""
+    for tensor in tensors:
+        if tensor.dtype != x.dtype:
+            raise TypeError(f"eigenpairs has dtype {tensor.dtype} but x has dtype {x.dtype}; compute them in "
+                            f"x's dtype, {call} (with edge_weight of that dtype), or cast x")
+        if tensor.device != x.device:
+            raise ValueError(f"eigenpairs is on {tensor.device} but x is on {x.device}; compute them on x's "
+                             "device or move x")
+
+
+def _placement(entry: Union[Tensor, Spectrum]) -> Tuple[torch.dtype, torch.device]:
+    """The dtype and device of a cache entry (its eigenvectors for a spectrum)."""
+    tensor = entry if isinstance(entry, Tensor) else entry[0].eigenvectors
+    return tensor.dtype, tensor.device
+
+
 def _is_compiling() -> bool:
     return torch.compiler.is_compiling()
 
@@ -138,9 +164,19 @@ class LowRankGCNConv(MessagePassing):
     ``GCNConv`` accepts: duplicate edges are summed, existing self-loops keep their weight,
     ``improved``, ``normalize=False``, ``torch.sparse`` / ``SparseTensor`` / ``EdgeIndex``
     adjacencies, a static graph with ``x`` of shape ``(B, n, F)``. A graph with fewer nodes
-    than ``k`` gets all its ``n`` eigenpairs (``k`` is clamped per graph) with the backends
-    ``"exact"``, ``"stable"`` and ``"batched_dc"`` given by name; ``"amortized"`` (a learned
-    basis of ``k`` columns) and a backend instance (fixed to its ``k``) raise on such a graph.
+    than ``k`` gets all its ``n`` eigenpairs (``k`` is clamped per graph, solved with a dense
+    forward also where ``backend_kwargs`` choose ARPACK, which needs ``k < n``) with the
+    backends ``"exact"``, ``"stable"`` and ``"batched_dc"`` given by name; ``"amortized"`` (a
+    learned basis of ``k`` columns) and a backend instance (fixed to its ``k``) raise on such a
+    graph.
+
+    **Graphs of at most** ``k`` **nodes.** With all ``n`` eigenpairs,
+    :math:`P_0 + U \Lambda U^T = \hat A`: the forward then applies :math:`\hat A` itself
+    (dense, at most ``k x k``, no eigendecomposition), on one graph as on each graph of a
+    mini-batch. Its output is ``GCNConv``'s and so are its gradients, also to the edge weights
+    where the ``eigh`` backward is not finite (a repeated eigenvalue, e.g. isolated nodes). This
+    holds for the backends of exact eigenpairs (``"exact"``, ``"stable"``, ``"batched_dc"``);
+    :meth:`eigenpairs` still returns the ``n`` eigenpairs.
 
     **Directed input.** Eigenpairs need a symmetric operator. A directed ``edge_index`` (or
     ``w(i, j) != w(j, i)``) is symmetrised, with a warning: each pair gets the mean of its
@@ -168,9 +204,14 @@ class LowRankGCNConv(MessagePassing):
         in_channels (int): input features; ``-1`` for lazy initialisation.
         out_channels (int): output features.
         improved (bool): self-loops of weight 2, :math:`\hat A = A + 2I`. (default: ``False``)
-        cached (bool): compute the eigenpairs once and reuse them (a fixed graph, transductive
-            setting). A later call on a graph of another size, or with ``batch``, raises.
-            Refused when ``edge_weight`` requires grad. (default: ``False``)
+        cached (bool): compute the eigenpairs (or, for a graph of at most ``k`` nodes, the
+            dense operator) once and reuse them (a fixed graph, transductive setting). A later
+            call on a graph of another size, or with ``batch``, raises; edge weights that
+            require grad are refused at every call. A call in another dtype or on another
+            device than the cache (after ``conv.double()`` or ``conv.to(device)``) computes
+            them again there. In explain mode (PyG's explainers) the cache is neither read nor
+            filled: the explainer's edge mask changes the operator at every step.
+            (default: ``False``)
         add_self_loops (bool, optional): add the missing self-loops; as in ``GCNConv``, only
             with ``normalize=True``. (default: ``normalize``)
         normalize (bool): the symmetric normalisation of GCN; ``False`` propagates with the
@@ -269,6 +310,8 @@ class LowRankGCNConv(MessagePassing):
         #: with ``cached=True``: the eigenpairs and deflated block in use, and the graph's size
         self._cached_eigenpairs: Optional[Spectrum] = None
         self._cached_size: Optional[Tuple[int, int]] = None
+        #: with ``cached=True``: the dense operator of a graph of at most ``k`` nodes, applied directly
+        self._cached_operator: Optional[Tensor] = None
         #: with ``cached=True``: the normalized operator's ``(edge_index, edge_weight)``, as ``GCNConv`` caches it
         self._cached_edge_index: Optional[Tuple[Tensor, Tensor]] = None
         self._cached_adj_t: Optional[Any] = None
@@ -281,7 +324,7 @@ class LowRankGCNConv(MessagePassing):
         if self.lin_root is not None:
             self.lin_root.reset_parameters()
         zeros(self.bias)
-        self._cached_eigenpairs = self._cached_size = None
+        self._cached_eigenpairs = self._cached_size = self._cached_operator = None
         self._cached_edge_index = self._cached_adj_t = None
         self.aux_loss = None
 
@@ -371,39 +414,104 @@ class LowRankGCNConv(MessagePassing):
             self._structure = GraphStructure(edge_index, num_nodes)
         return self._structure
 
-    def _operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int, dtype: torch.dtype):
-        """The (deflated) operator the eigenpairs are taken from; built on the layer's :class:`GraphStructure`."""
-        op = self._structure_of(edge_index, num_nodes).normalized_adjacency(
+    def _adjacency(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                   dtype: torch.dtype) -> GraphOperator:
+        """The normalized (symmetrised) adjacency, built on the layer's :class:`GraphStructure`."""
+        return self._structure_of(edge_index, num_nodes).normalized_adjacency(
             edge_weight, add_self_loops=self.add_self_loops, improved=self.improved, normalize=self.normalize,
             symmetrize=True, dtype=dtype)
+
+    def _operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int, dtype: torch.dtype):
+        """The (deflated) operator the eigenpairs are taken from."""
+        op = self._adjacency(edge_index, edge_weight, num_nodes, dtype)
         return deflate_components(op) if self.deflate_components else op
 
-    def _backend_for(self, k: int, batched: bool) -> EigenBackend:
-        """The layer's backend, or one of the same kind for ``k`` clamped to a graph's size, or for a padded batch."""
+    def _check_clamp(self, k: int) -> None:
+        """Raise where the backend cannot take ``k < self.k`` eigenpairs (a graph of ``k`` nodes)."""
+        if self._backend_name is None:
+            raise ValueError(f"this graph has {k} nodes, fewer than k={self.k}, and the backend instance "
+                             f"{type(self.backend).__name__} is fixed to k={self.backend.k}; give the backend by "
+                             "name (backend='exact', 'stable' or 'batched_dc', options in backend_kwargs: the layer "
+                             "then takes min(k, num_nodes) eigenpairs per graph) or use graphs with at least k nodes")
+        if not isinstance(self.backend, CLAMPED_BACKENDS):
+            raise ValueError(f"this graph has {k} nodes, fewer than k={self.k}, and backend={self._backend_name!r} "
+                             f"learns a basis of k={self.backend.k} columns, which cannot shrink per graph; use "
+                             f"k <= {k} (this graph's size), or backend='exact', 'stable' or 'batched_dc', "
+                             "which take min(k, num_nodes) eigenpairs per graph")
+
+    def _backend_for(self, k: int, batched: bool, all_pairs: bool = False) -> EigenBackend:
+        """The layer's backend, or one of the same kind for ``k`` clamped to a graph's size or with a dense forward.
+
+        A padded batch (``batched``) and all of a graph's eigenpairs (``all_pairs``: ARPACK needs
+        ``k < n``) are solved by dense ``eigh``: a backend given by name whose forward option
+        (:data:`DENSE_FORWARD`) is ``"sparse"``, or ``"auto"`` for all pairs (``"auto"`` takes
+        ARPACK above ``dense_max_nodes``; it is dense for batches), gets ``"dense"`` instead.
+        """
         backend = self.backend
         if batched and not isinstance(backend, BATCHED_BACKENDS):
             raise ValueError(f"backend={type(backend).__name__} cannot solve a mini-batch of graphs (batch/ptr given): "
                              "each graph needs its own eigenpairs; use backend='exact' or backend='batched_dc', "
                              "or call the layer on one graph at a time")
-        if k == backend.k and not (batched and isinstance(backend, ExactBackend) and backend.method == "sparse"):
+        option = DENSE_FORWARD.get(self._backend_name or "")
+        forward = self._backend_kwargs.get(option, "auto") if option is not None else "dense"
+        dense = (batched or all_pairs) and (forward == "sparse" or (all_pairs and forward == "auto"))
+        if k == backend.k and not dense:
             return backend
-        if self._backend_name is None:
-            raise ValueError(f"this graph has {k} nodes, fewer than k={self.k}, and the backend instance "
-                             f"{type(backend).__name__} is fixed to k={backend.k}; give the backend by name "
-                             "(backend='exact', 'stable' or 'batched_dc', options in backend_kwargs: the layer then "
-                             "takes min(k, num_nodes) eigenpairs per graph) or use graphs with at least k nodes")
-        if not isinstance(backend, CLAMPED_BACKENDS):
-            raise ValueError(f"this graph has {k} nodes, fewer than k={self.k}, and backend={self._backend_name!r} "
-                             f"learns a basis of k={backend.k} columns, which cannot shrink per graph; use "
-                             f"k <= {k} (this graph's size), or backend='exact', 'stable' or 'batched_dc', "
-                             "which take min(k, num_nodes) eigenpairs per graph")
-        key = (k, batched)
+        if k != backend.k:
+            self._check_clamp(k)
+        key = (k, dense)
         if key not in self._clamped:
             options = dict(self._backend_kwargs)
-            if batched and self._backend_name == "exact":
-                options["method"] = "dense"
-            self._clamped[key] = resolve_eigen_backend(self._backend_name, k=k, **options)
+            if dense and option is not None:
+                options[option] = "dense"
+            self._clamped[key] = resolve_eigen_backend(cast(str, self._backend_name), k=k, **options)
         return self._clamped[key]
+
+    def _applies_operator(self, num_nodes: int) -> bool:
+        """Whether the forward applies this graph's operator itself: at most ``k`` nodes and exact eigenpairs.
+
+        All ``n`` exact eigenpairs give :math:`P_0 + U \\Lambda U^T = \\hat A`, so the solve is
+        skipped (as for the graphs of at most ``k`` nodes of a mini-batch). ``"amortized"``
+        learns its eigenpairs and keeps its own path; a backend instance is fixed to its ``k``
+        and raises on a graph of fewer nodes, as :meth:`eigenpairs` does.
+        """
+        if num_nodes > self.k or not isinstance(self.backend, CLAMPED_BACKENDS):
+            return False
+        if num_nodes < self.k:
+            self._check_clamp(num_nodes)
+        return True
+
+    def _uses_cache(self) -> bool:
+        """``cached=True`` outside explain mode: an explainer's edge mask scales the edge weights, a new operator
+        at each of its steps, so in explain mode the layer neither reads nor fills the cache."""
+        return self.cached and not self.explain
+
+    def _cached_entry(self, entry: Optional[CacheEntry], size: Tuple[int, int], edge_weight: Optional[Tensor],
+                      dtype: torch.dtype, device: torch.device) -> Optional[CacheEntry]:
+        """With ``cached=True``: ``entry`` if it holds this graph in ``dtype`` on ``device``; ``None``: compute it.
+
+        Raises for edge weights that require grad (checked at every call, also once the cache
+        is filled: the cache would cut their gradient) and for another graph than the cached
+        one. An entry of another dtype or device (after ``conv.double()``, ``conv.to(device)``)
+        is computed again there.
+        """
+        if edge_weight is not None and edge_weight.requires_grad:
+            raise ValueError("cached=True would freeze the eigenpairs and silently stop the gradient to "
+                             "edge_weight; use cached=False with learnable edge weights")
+        if self._cached_size is not None and size != self._cached_size:
+            raise ValueError(f"cached=True reuses the eigenpairs of the first graph (num_nodes, num_edges) = "
+                             f"{self._cached_size}, but this graph has {size}; use cached=False for changing "
+                             "graphs or mini-batches, or call reset_parameters() to drop the cache")
+        if entry is None or _placement(entry) != (dtype, device):
+            return None
+        return entry
+
+    def _remember(self, size: Tuple[int, int], op: Any) -> None:
+        """``cached=True``: the graph's size and its normalized operator as ``GCNConv`` caches it."""
+        base = op.base if isinstance(op, DeflatedOperatorBase) else op
+        self._cached_size = size
+        if isinstance(base, GraphOperator):  # row-partitioned subclasses hold their rows only
+            self._cached_edge_index = (torch.stack([base.row, base.col]), base.value)
 
     @overload
     def eigenpairs(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
@@ -429,6 +537,8 @@ class LowRankGCNConv(MessagePassing):
         share one computation between layers, or between models, on the same fixed graph.
         ``dtype`` is the operator's dtype when ``edge_weight`` is ``None`` (default:
         ``torch.get_default_dtype()``; ``forward`` passes ``x.dtype``); given weights set it.
+        On a graph of at most ``k`` nodes ``forward`` applies the operator itself instead
+        (the same output; see the class).
 
         With ``batch`` or ``ptr`` (a mini-batch of graphs, ``edge_index`` of shape ``(2, E)``)
         it returns a :class:`BatchSpectrum`, every graph with its own ``min(k, n_g)``
@@ -453,36 +563,54 @@ class LowRankGCNConv(MessagePassing):
                                                   dtype or torch.get_default_dtype(), ref)
             self.aux_loss = batch_spectrum.aux_loss
             return batch_spectrum
-        size = (num_nodes, int(edge_index.shape[1]))
-        if self.cached and self._cached_eigenpairs is not None:
-            if size != self._cached_size:
-                raise ValueError(f"cached=True reuses the eigenpairs of the first graph (num_nodes, num_edges) = "
-                                 f"{self._cached_size}, but this graph has {size}; use cached=False for changing "
-                                 "graphs or mini-batches, or call reset_parameters() to drop the cache")
-            spectrum = self._cached_eigenpairs
+        if edge_weight is not None:
+            dtype = check_floating("edge_weight", edge_weight).dtype
+        dtype = dtype or torch.get_default_dtype()
+        if not self._uses_cache():
+            spectrum = self._solve(edge_index, edge_weight, num_nodes, dtype)
         else:
-            spectrum = self._solve(edge_index, edge_weight, num_nodes, dtype, size)
+            size = (num_nodes, int(edge_index.shape[1]))
+            spectrum = self._cached_entry(self._cached_eigenpairs, size, edge_weight, dtype, edge_index.device)
+            if spectrum is None:
+                spectrum = self._solve(edge_index, edge_weight, num_nodes, dtype, size)
+                self._cached_eigenpairs = spectrum
         self.aux_loss = spectrum[0].aux_loss
         return spectrum
 
     @torch.compiler.disable
-    def _solve(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
-               dtype: Optional[torch.dtype], size: Tuple[int, int]) -> Spectrum:
-        """Build the operator and solve; eager under ``torch.compile`` (sorts, SciPy components, dynamic sizes)."""
-        if self.cached and edge_weight is not None and edge_weight.requires_grad:
-            raise ValueError("cached=True would freeze the eigenpairs and silently stop the gradient to "
-                             "edge_weight; use cached=False with learnable edge weights")
-        if edge_weight is not None:
-            dtype = check_floating("edge_weight", edge_weight).dtype
-        op = self._operator(edge_index, edge_weight, num_nodes, dtype or torch.get_default_dtype())
-        pairs = self._backend_for(min(self.k, op.shape[-1]), batched=False)(op)
-        deflated = op if isinstance(op, DeflatedOperatorBase) else None
-        if self.cached:
-            base = op.base if isinstance(op, DeflatedOperatorBase) else op
-            self._cached_eigenpairs, self._cached_size = (pairs, deflated), size
-            if isinstance(base, GraphOperator):  # row-partitioned subclasses hold their rows only
-                self._cached_edge_index = (torch.stack([base.row, base.col]), base.value)
-        return pairs, deflated
+    def _solve(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int, dtype: torch.dtype,
+               cache_size: Optional[Tuple[int, int]] = None) -> Spectrum:
+        """Build the operator and solve; eager under ``torch.compile`` (sorts, SciPy components, dynamic sizes).
+
+        With ``cache_size`` (``cached=True``) the graph's size and operator are remembered.
+        """
+        op = self._operator(edge_index, edge_weight, num_nodes, dtype)
+        n = op.shape[-1]
+        pairs = self._backend_for(min(self.k, n), batched=False, all_pairs=n <= self.k)(op)
+        if cache_size is not None:
+            self._remember(cache_size, op)
+        return pairs, op if isinstance(op, DeflatedOperatorBase) else None
+
+    def _direct_operator(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int,
+                         dtype: torch.dtype) -> Tensor:
+        """The dense ``(n, n)`` operator of a graph of at most ``k`` nodes, applied directly; cached with ``cached``."""
+        if not self._uses_cache():
+            return self._dense_adjacency(edge_index, edge_weight, num_nodes, dtype)
+        size = (num_nodes, int(edge_index.shape[1]))
+        dense = self._cached_entry(self._cached_operator, size, edge_weight, dtype, edge_index.device)
+        if dense is None:
+            dense = self._dense_adjacency(edge_index, edge_weight, num_nodes, dtype, size)
+            self._cached_operator = dense
+        return dense
+
+    @torch.compiler.disable
+    def _dense_adjacency(self, edge_index: Tensor, edge_weight: Optional[Tensor], num_nodes: int, dtype: torch.dtype,
+                         cache_size: Optional[Tuple[int, int]] = None) -> Tensor:
+        """:meth:`_adjacency` as a dense matrix (differentiable in the edge weights); eager under ``torch.compile``."""
+        op = self._adjacency(edge_index, edge_weight, num_nodes, dtype)
+        if cache_size is not None:
+            self._remember(cache_size, op)
+        return op.to_dense()
 
     # --- forward ----------------------------------------------------------------------------
 
@@ -527,17 +655,20 @@ class LowRankGCNConv(MessagePassing):
             if num_nodes == 0:
                 self.aux_loss = None
                 out = h.new_zeros(h.shape)
-            else:
-                if eigenpairs is None:
-                    single = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)  # sets aux_loss
-                    if self.cached and source_format == "adj_t":
-                        self._cached_adj_t = self._cached_edge_index
-                else:
-                    single = self._check_spectrum(eigenpairs, x, num_nodes)
-                    if self.aux_loss is not single[0].aux_loss:
-                        self.aux_loss = None  # not this layer's last solve: the layer that computed it holds its loss
-                pairs, deflated = single
+            elif eigenpairs is not None:
+                pairs, deflated = self._check_spectrum(eigenpairs, x, num_nodes)
+                if self.aux_loss is not pairs.aux_loss:
+                    self.aux_loss = None  # not this layer's last solve: the layer that computed it holds its loss
                 out = self._propagate(edge_index, h, lambda m: self.spectral_propagate(pairs, m, deflated))
+            elif self._applies_operator(num_nodes):
+                self.aux_loss = None  # no solve: the operator itself
+                dense = self._direct_operator(edge_index, edge_weight, num_nodes, x.dtype)
+                out = self._propagate(edge_index, h, lambda m: dense @ m)
+            else:
+                pairs, deflated = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)  # sets aux_loss
+                out = self._propagate(edge_index, h, lambda m: self.spectral_propagate(pairs, m, deflated))
+            if self._uses_cache() and source_format == "adj_t":
+                self._cached_adj_t = self._cached_edge_index
         if self.lin_root is not None:
             out = out + self.lin_root(x)
         if self.bias is not None:
@@ -564,14 +695,8 @@ class LowRankGCNConv(MessagePassing):
             raise ValueError(f"eigenpairs has eigenvectors of shape {shape} and eigenvalues of shape "
                              f"{tuple(values.shape)} but this layer needs ({num_nodes}, m) and (m,) with m <= "
                              f"k={self.k} (as eigenpairs() returns them)")
-        for tensor in (vectors, values) + (() if deflated is None else (deflated,)):
-            if tensor.dtype != x.dtype:
-                raise TypeError(f"eigenpairs has dtype {tensor.dtype} but x has dtype {x.dtype}; compute them in "
-                                f"x's dtype, conv.eigenpairs(edge_index, edge_weight, num_nodes, {x.dtype}) (with "
-                                f"edge_weight of that dtype), or cast x")
-            if tensor.device != x.device:
-                raise ValueError(f"eigenpairs is on {tensor.device} but x is on {x.device}; compute them on x's "
-                                 "device or move x")
+        _check_placement((vectors, values) + (() if deflated is None else (deflated,)), x,
+                         f"conv.eigenpairs(edge_index, edge_weight, num_nodes, {x.dtype})")
         return pairs, deflated
 
     def _masked(self, edge_index: Tensor, edge_weight: Optional[Tensor], dtype: torch.dtype) -> Tensor:
@@ -667,13 +792,29 @@ class LowRankGCNConv(MessagePassing):
             backend = self._backend_for(self.k, batched=True)
         return solve_batch(op, deflated, batch, ptr, self.k, backend)
 
-    @staticmethod
-    def _check_batch_spectrum(spectrum: BatchSpectrum, batch: Optional[Tensor], ptr: Optional[Tensor],
+    def _check_batch_spectrum(self, spectrum: BatchSpectrum, batch: Optional[Tensor], ptr: Optional[Tensor],
                               num_nodes: int, x: Tensor) -> None:
+        """A shared :class:`BatchSpectrum` is the one this layer computes on this batch: the same graphs, the same
+        ``k``, ``x``'s dtype and device (metadata only: no pass over the data)."""
         _, ptr = check_graph_layout(batch, ptr, num_nodes, x)
         if spectrum.ptr is None or not torch.equal(spectrum.ptr, ptr):
             raise ValueError("eigenpairs is the BatchSpectrum of another mini-batch (its graphs' sizes differ from "
                              "batch/ptr); compute it with conv.eigenpairs(..., batch=batch) on this batch")
+        share = ("share a BatchSpectrum only between layers of the same k, or compute this layer's with "
+                 "conv.eigenpairs(..., batch=batch)")
+        for size_class in spectrum.classes:
+            n_pad = size_class.operator.shape[-1]
+            if size_class.factors is None and n_pad > self.k:
+                raise ValueError(f"eigenpairs is the BatchSpectrum of a layer with k >= {n_pad} (it applies graphs "
+                                 f"of {n_pad} nodes directly) but this layer has k={self.k} and takes k eigenpairs "
+                                 f"of every graph with more than k nodes; {share}")
+            if size_class.pairs is not None and size_class.pairs.eigenvalues.shape[-1] != self.k:
+                raise ValueError(f"eigenpairs is the BatchSpectrum of a layer with k="
+                                 f"{size_class.pairs.eigenvalues.shape[-1]} but this layer has k={self.k}; {share}")
+            factors = () if size_class.factors is None else (size_class.factors.eigenvectors,
+                                                              size_class.factors.eigenvalues)
+            _check_placement((size_class.operator,) + factors, x,
+                             f"conv.eigenpairs(edge_index, edge_weight, num_nodes, {x.dtype}, batch=batch)")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, k={self.k})"

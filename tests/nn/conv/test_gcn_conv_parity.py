@@ -93,26 +93,30 @@ def test_cached_state_is_inspectable_and_reused_across_formats():
     ref_dense = torch.zeros(4, 4, dtype=torch.float64).index_put_((ref_index[0], ref_index[1]), ref_value,
                                                                   accumulate=True)
     assert torch.allclose(dense, ref_dense, atol=1e-12)  # the same normalized adjacency GCNConv caches
-    pairs, deflated = ours._cached_eigenpairs
-    assert pairs.eigenvectors.shape == (4, 4)
+    # 4 <= k nodes: the operator itself is cached and applied, no eigenpairs are computed
+    assert ours._cached_eigenpairs is None and torch.allclose(ours._cached_operator, ref_dense, atol=1e-12)
+    pairs, deflated = ours.eigenpairs(EDGE_INDEX, None, 4, torch.float64)  # all 4 eigenpairs, cached too
+    assert pairs.eigenvectors.shape == (4, 4) and ours._cached_eigenpairs[0] is pairs
     assert torch.allclose(ours(x, EDGE_INDEX), expected, atol=1e-10)
     assert torch.allclose(ours(x, to_torch_csc_tensor(EDGE_INDEX, size=(4, 4)).t()), expected, atol=1e-10)
     with pytest.raises(ValueError, match="cached=True reuses the eigenpairs of the first graph"):
         ours(torch.randn(5, 16, dtype=torch.float64), torch.tensor([[0, 4], [4, 0]]))
     ours.reset_parameters()
-    assert ours._cached_eigenpairs is None and ours._cached_edge_index is None
+    assert ours._cached_eigenpairs is None and ours._cached_operator is None and ours._cached_edge_index is None
 
 
-def test_decomposed_layers_give_the_same_output():
+@pytest.mark.parametrize("k", [2, 16])  # 2: through eigenpairs; 16 >= 4 nodes: the operator applied directly
+def test_decomposed_layers_give_the_same_output(k):
     x = torch.randn(4, 16)
-    conv = LowRankGCNConv(16, 32)
+    conv = LowRankGCNConv(16, 32, k=k)
     decomposed = copy.deepcopy(conv)
     decomposed.decomposed_layers = 2
     calls = []
     original = decomposed.spectral_propagate
     decomposed.spectral_propagate = lambda pairs, h, deflated: calls.append(h.shape) or original(pairs, h, deflated)
     assert torch.allclose(conv(x, EDGE_INDEX), decomposed(x, EDGE_INDEX), atol=1e-6)
-    assert calls == [torch.Size([4, 16]), torch.Size([4, 16])]  # two chunks of the 32 features
+    if k == 2:
+        assert calls == [torch.Size([4, 16]), torch.Size([4, 16])]  # two chunks of the 32 features
 
 
 def test_sparse_input_features():

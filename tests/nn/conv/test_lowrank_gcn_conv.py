@@ -90,10 +90,90 @@ def test_cached_computes_eigenpairs_once_and_reset_clears_the_cache():
     assert CountingBackend.calls == 4
 
 
-def test_cached_refuses_learnable_edge_weights():
-    conv = LowRankGCNConv(4, 3, k=3, cached=True)
+@pytest.mark.parametrize("k", [3, 16])  # 16 >= N: the cache holds the operator applied directly
+def test_cached_refuses_learnable_edge_weights_also_once_filled(k):
+    conv = LowRankGCNConv(4, 3, k=k, cached=True)
+    x, weight = torch.randn(N, 4), WEIGHT.float().requires_grad_()
     with pytest.raises(ValueError, match="silently stop the gradient"):
-        conv(torch.randn(N, 4), GRAPH.edge_index, WEIGHT.float().requires_grad_())
+        conv(x, GRAPH.edge_index, weight)
+    conv(x, GRAPH.edge_index)  # fills the cache
+    with pytest.raises(ValueError, match="silently stop the gradient"):
+        conv(x, GRAPH.edge_index, weight)
+    with pytest.raises(ValueError, match="silently stop the gradient"):
+        conv.eigenpairs(GRAPH.edge_index, weight, N)
+
+
+@pytest.mark.parametrize("k", [3, 16])
+def test_cached_layer_cast_to_another_dtype_computes_its_cache_again(k):
+    torch.manual_seed(0)
+    x = torch.randn(N, 4)
+    conv = LowRankGCNConv(4, 3, k=k, cached=True)
+    conv(x, GRAPH.edge_index, WEIGHT.float())   # fills the cache in float32
+    conv.double()
+    fresh = LowRankGCNConv(4, 3, k=k).double()
+    fresh.load_state_dict(conv.state_dict())
+    out = conv(x.double(), GRAPH.edge_index, WEIGHT)
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, fresh(x.double(), GRAPH.edge_index, WEIGHT), atol=1e-12)
+    index, value = conv._cached_edge_index
+    assert value.dtype == torch.float64
+    conv.float()
+    assert torch.allclose(conv(x, GRAPH.edge_index, WEIGHT.float()).double(), out, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("k", [3, 16])
+def test_cached_layer_moved_to_another_device_computes_its_cache_there(k):
+    torch.manual_seed(0)
+    x = torch.randn(N, 4, dtype=torch.float64)
+    conv = LowRankGCNConv(4, 3, k=k, cached=True, backend_kwargs={"method": "dense"}).double()
+    expected = conv(x, GRAPH.edge_index)
+    conv.cuda()
+    out = conv(x.cuda(), GRAPH.edge_index.cuda())
+    assert out.device.type == "cuda" and torch.allclose(out.cpu(), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [9, 16])  # k = n and the default k on a graph of fewer nodes
+def test_graph_of_at_most_k_nodes_has_gcnconv_gradients_through_isolated_nodes(k):
+    """A 6-cycle and 3 isolated nodes: the deflated operator's eigenvalue 0 repeats, so the eigh backward is
+    NaN; the operator applied directly has GCNConv's output and edge-weight gradients."""
+    torch.manual_seed(0)
+    graph = disjoint_union(cycle_graph(6), path_graph(1), path_graph(1), path_graph(1))
+    upper = graph.edge_index[:, graph.edge_index[0] < graph.edge_index[1]]
+    edge_index = torch.cat([upper, upper.flip(0)], 1)           # one learnable weight per undirected edge
+    x = torch.randn(graph.num_nodes, 3, dtype=torch.float64)
+    conv = LowRankGCNConv(3, 2, k=k).double()
+    ref = gcn_twin(conv)
+    results = []
+    for layer in (conv, ref):
+        pair_weight = torch.linspace(0.5, 1.5, upper.shape[1], dtype=torch.float64).requires_grad_()
+        out = layer(x, edge_index, pair_weight.repeat(2))
+        out.pow(2).sum().backward()
+        results.append((out.detach(), pair_weight.grad))
+    (out, grad), (ref_out, ref_grad) = results
+    assert torch.allclose(out, ref_out, atol=1e-12)
+    assert torch.isfinite(grad).all() and torch.allclose(grad, ref_grad, atol=1e-10)
+    pairs, _ = conv.eigenpairs(edge_index, None, graph.num_nodes, torch.float64)
+    assert pairs.eigenvalues.shape == (graph.num_nodes,)   # eigenpairs() still returns all n pairs
+
+
+@pytest.mark.parametrize("backend, options", [
+    ("exact", {"method": "sparse"}), ("exact", {"dense_max_nodes": 4}), ("stable", {"forward_method": "sparse"}),
+])
+@pytest.mark.parametrize("k", [N, 16])   # k = n and k > n: all of the graph's eigenpairs
+def test_k_is_clamped_also_with_an_arpack_forward(backend, options, k):
+    """ARPACK needs k < n: all of a graph's eigenpairs come from the dense forward, the documented clamp."""
+    torch.manual_seed(0)
+    x = torch.randn(N, 4, dtype=torch.float64)
+    conv = LowRankGCNConv(4, 3, k=k, backend=backend, backend_kwargs=options).double()
+    pairs, deflated = conv.eigenpairs(GRAPH.edge_index, WEIGHT, N)
+    assert pairs.eigenvalues.shape == (N,)
+    rebuilt = pairs.eigenvectors @ torch.diag(pairs.eigenvalues) @ pairs.eigenvectors.T + (
+        deflated.base.to_dense() - deflated.to_dense())
+    assert torch.allclose(rebuilt, deflated.base.to_dense(), atol=1e-12)   # sign-invariant: U diag(l) U^T + P_0
+    assert torch.allclose(conv(x, GRAPH.edge_index, WEIGHT), gcn_twin(conv)(x, GRAPH.edge_index, WEIGHT), atol=1e-12)
+    assert torch.allclose(conv(x, GRAPH.edge_index, WEIGHT, eigenpairs=(pairs, deflated)),
+                          conv(x, GRAPH.edge_index, WEIGHT), atol=1e-12)
 
 
 def test_gradients_reach_edge_weights_and_match_finite_differences():

@@ -191,6 +191,34 @@ def test_batch_spectrum_is_checked_against_the_batch():
         layer(k=4, cached=True).eigenpairs(BATCH.edge_index, None, BATCH.num_nodes, batch=BATCH.batch)
 
 
+@pytest.mark.parametrize("spectrum_k, layer_k, match", [
+    (8, 3, "BatchSpectrum of a layer with k=8 but this layer has k=3"),       # 12, 15 nodes: 8 pairs each
+    (3, 8, "BatchSpectrum of a layer with k=3 but this layer has k=8"),
+    (12, 3, "BatchSpectrum of a layer with k >= 12 .* this layer has k=3"),   # the 12-node graph applied directly
+])
+def test_batch_spectrum_of_another_k_is_refused(spectrum_k, layer_k, match):
+    graphs = [random_graph(n, 0.4, 300 + n) for n in (12, 15)]
+    batch = Batch.from_data_list(graphs)
+    spectrum = layer(k=spectrum_k).eigenpairs(batch.edge_index, None, batch.num_nodes, torch.float64,
+                                              batch=batch.batch)
+    conv = layer(k=layer_k)
+    with pytest.raises(ValueError, match=match):
+        conv(batch.x, batch.edge_index, batch=batch.batch, eigenpairs=spectrum)
+    # a spectrum whose graphs all have at most k nodes is the operators themselves: any k >= them takes it
+    small = Batch.from_data_list(GRAPHS[:2])   # 7 and 3 nodes
+    direct = layer(k=9).eigenpairs(small.edge_index, None, small.num_nodes, torch.float64, batch=small.batch)
+    shared = layer(k=7)(small.x, small.edge_index, batch=small.batch, eigenpairs=direct)
+    assert torch.allclose(shared, layer(k=7)(small.x, small.edge_index, batch=small.batch), atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [3, 20])   # solved classes, and only graphs applied directly
+def test_batch_spectrum_of_another_dtype_is_a_clear_error(k):
+    spectrum = layer(k=k).eigenpairs(BATCH.edge_index, None, BATCH.num_nodes, torch.float32, batch=BATCH.batch)
+    with pytest.raises(TypeError, match=r"eigenpairs has dtype torch.float32 but x has dtype torch.float64.*"
+                                        r"torch.float64, batch=batch\)"):
+        layer(k=k)(BATCH.x, BATCH.edge_index, batch=BATCH.batch, eigenpairs=spectrum)
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 BATCH = Batch.from_data_list(GRAPHS[:2])

@@ -38,6 +38,29 @@ def test_gnn_explainer_edge_and_feature_masks():
     assert (node_mask[:6] != 0).any() and (node_mask[6:] == 0).all()
 
 
+def explain(model, x, index):
+    torch.manual_seed(0)   # GNNExplainer draws its initial masks
+    explainer = Explainer(model, GNNExplainer(epochs=5), explanation_type="model", edge_mask_type="object",
+                          model_config={"mode": "multiclass_classification", "task_level": "node",
+                                        "return_type": "raw"})
+    return explainer(x, GRAPH.edge_index, index=index).edge_mask
+
+
+@pytest.mark.filterwarnings("ignore:edge_weight is not symmetric")
+@pytest.mark.parametrize("k", [4, 16])   # 16 >= 11 nodes: the operator applied directly
+def test_explainer_on_a_filled_cache_explains_the_masked_graph_and_keeps_the_cache(k):
+    torch.manual_seed(0)
+    x = torch.randn(GRAPH.num_nodes, 3)
+    cached, uncached = Net(k=k, cached=True), Net(k=k)
+    uncached.load_state_dict(cached.state_dict())
+    before = cached(x, GRAPH.edge_index)   # fills the caches (e.g. training)
+    mask = explain(cached, x, index=2)
+    assert torch.allclose(mask, explain(uncached, x, index=2), atol=1e-6)
+    in_cycle = GRAPH.edge_index[0] < 6
+    assert (mask[in_cycle] > 0).all() and (mask[~in_cycle] == 0).all()
+    assert torch.equal(cached(x, GRAPH.edge_index), before)   # the cache still holds the unmasked graph
+
+
 def test_explain_without_a_mask_is_a_clear_error():
     conv = LowRankGCNConv(3, 2)
     conv.explain = True
@@ -72,11 +95,11 @@ def test_to_hetero_per_node_type_and_clear_error_on_bipartite_edges():
         model(data.x_dict, data.edge_index_dict)
 
 
-@pytest.mark.parametrize("mode", ["cached", "shared"])
-def test_compile_fullgraph_with_cached_or_shared_eigenpairs(mode):
+@pytest.mark.parametrize("mode, k", [("cached", 4), ("cached", 16), ("shared", 4)])  # 16: a cached operator
+def test_compile_fullgraph_with_cached_or_shared_eigenpairs(mode, k):
     torch.manual_seed(0)
     x = torch.randn(GRAPH.num_nodes, 3)
-    conv = LowRankGCNConv(3, 4, k=4, cached=(mode == "cached"))
+    conv = LowRankGCNConv(3, 4, k=k, cached=(mode == "cached"))
     eigenpairs = conv.eigenpairs(GRAPH.edge_index, None, GRAPH.num_nodes, torch.float32)
     kwargs = {} if mode == "cached" else {"eigenpairs": eigenpairs}
     expected = conv(x, GRAPH.edge_index, **kwargs)  # eager; fills the cache in "cached" mode
