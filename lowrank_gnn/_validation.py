@@ -5,9 +5,10 @@ argument, the value received and what is admissible, so the user can fix the cal
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import os
-from typing import Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -22,17 +23,21 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
 
 
 def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """An integer ``>= 1`` of any integer type (NumPy's too, as :func:`check_k`), returned as ``int``; ``bool``
+    refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer (got {name}={value!r})")
-    return value
+    return int(value)
 
 
-def check_k(k: int, n: int, *, max_k: Optional[int] = None, what: str = "num_nodes") -> int:
-    """``1 <= k <= max_k`` where ``max_k`` defaults to ``n``; any integer type (NumPy's too), returned as ``int``."""
+def check_k(k: int, n: int, *, max_k: Optional[int] = None, what: str = "num_nodes", name: str = "k") -> int:
+    """``1 <= k <= max_k`` where ``max_k`` defaults to ``n``; any integer type (NumPy's too), returned as ``int``.
+
+    ``name`` is the argument's name in the caller's signature (e.g. ``"rank"``), used in the message."""
     upper = n if max_k is None else max_k
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= upper:
         bound = f"{what}={n}" if max_k is None else f"{upper}"
-        raise ValueError(f"k must satisfy 1 <= k <= {bound} (got k={k!r})")
+        raise ValueError(f"{name} must satisfy 1 <= {name} <= {bound} (got {name}={k!r})")
     return int(k)
 
 
@@ -194,3 +199,55 @@ def check_memory(nbytes: int, device: torch.device, what: str, fix: str) -> None
     if total is not None and nbytes > total:
         raise ValueError(f"{what} needs at least {nbytes / 2**30:.1f} GiB on {device}, more than its "
                           f"{total / 2**30:.1f} GiB in all; {fix}")
+
+
+_Backward = TypeVar("_Backward", bound=Callable[..., Any])
+
+
+class _SecondDerivativeRefused(torch.autograd.Function):
+    """Passes a first-order gradient through; a backward through it raises ``message``."""
+
+    @staticmethod
+    def forward(ctx, message: str, *grads: Tensor):
+        ctx.message = message
+        return tuple(grad.clone() for grad in grads)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        raise RuntimeError(ctx.message)
+
+
+def first_order_only(what: str, fix: str) -> Callable[[_Backward], _Backward]:
+    """Decorate the ``backward`` of a ``torch.autograd.Function`` whose gradient is not differentiable.
+
+    Like ``torch.autograd.function.once_differentiable``, the backward runs without recording a
+    graph, and under ``create_graph=True`` its gradients get a node that refuses to be
+    differentiated, so a second derivative is an error rather than a silent zero; the error
+    says which computation was differentiated twice (``what``) and how to do without (``fix``),
+    instead of torch's "trying to differentiate twice a function marked with
+    @once_differentiable". A double backward whose second pass does not reach this gradient
+    (e.g. a gradient penalty on other weights) runs as usual.
+    """
+    message = (f"{what} is first-order only, and a second derivative through it was requested (create_graph=True, "
+               f"then a backward through that gradient: a gradient penalty or a Hessian-vector product); {fix}")
+
+    def decorate(backward: _Backward) -> _Backward:
+        @functools.wraps(backward)
+        def wrapper(ctx: Any, *grads: Any) -> Any:
+            with torch.no_grad():
+                outputs = backward(ctx, *grads)
+            if not torch.is_grad_enabled():
+                return outputs
+            single = not isinstance(outputs, tuple)
+            items = (outputs,) if single else outputs
+            slots = [i for i, item in enumerate(items) if isinstance(item, Tensor)]
+            if not slots:
+                return outputs
+            guarded = _SecondDerivativeRefused.apply(
+                message, *(items[i].detach().requires_grad_() for i in slots))
+            result = list(items)
+            for i, tensor in zip(slots, guarded, strict=True):
+                result[i] = tensor
+            return result[0] if single else tuple(result)
+        return wrapper  # type: ignore[return-value]
+    return decorate

@@ -19,6 +19,7 @@ import warnings
 from collections import Counter
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
+import numpy as np
 import pytest
 import torch
 
@@ -525,8 +526,6 @@ correct(AS, "state_dict before the first forward (householder)", _loads)(
 correct("AmortizedSVD", "state_dict before the first forward", _loads)(lambda: _roundtrip(lambda: AmortizedSVD(2)))
 correct("NuclearNormRegularizer", "state_dict before the first forward", _loads)(
     lambda: _roundtrip(NuclearNormRegularizer))
-correct("LatentPCAPool", "state_dict before the first forward (amortized)", _loads)(
-    lambda: _roundtrip(lambda: LatentPCAPool(4, 2, backend="amortized")))
 
 
 def _cross_load(source: str, target: str) -> None:
@@ -635,6 +634,15 @@ for _entry, _factory in (("AmortizedSVD", lambda: AmortizedSVD(2)), ("NuclearNor
         lambda f=_factory: f()(torch.ones(4, 3, dtype=torch.long)))
     error(_entry, "NaN", r"matrix contains NaN or Inf")(lambda f=_factory: f()(torch.full((4, 3), math.nan)))
     error(_entry, "vector", r"matrix must have shape \(\*batch, m, n\)")(lambda f=_factory: f()(torch.randn(4)))
+
+for _method in ("qr", "polar"):
+    error("NuclearNormRegularizer", f"rank 0 ({_method})", r"rank must be a positive integer \(got rank=0\)")(
+        lambda m=_method: NuclearNormRegularizer(rank=0, method=m))
+    error("NuclearNormRegularizer", f"rank > min(m, n) ({_method})",
+          r"rank must satisfy 1 <= rank <= min\(m, n\)=5 \(got rank=9\)")(
+        lambda m=_method: NuclearNormRegularizer(rank=9, method=m)(torch.randn(8, 5)))
+error("AmortizedSVD", "k > min(m, n)", r"k must satisfy 1 <= k <= min\(m, n\)=5 \(got k=9\)")(
+    lambda: AmortizedSVD(9)(torch.randn(8, 5)))
 
 
 def _svd_scaled(scale: float):
@@ -755,6 +763,21 @@ error(GC, "(E, 2) edge_index", r"edge_index must have shape \(2, num_edges\).*ed
     lambda: LowRankGCNConv(4, 2, k=1)(_xg, _EI.t().contiguous()))
 error(GC, "edge_weight length", r"edge_weight must have shape \(num_edges,\) = \(4,\)")(
     lambda: LowRankGCNConv(4, 2, k=1)(_xg, _EI, torch.ones(5)))
+for _label, _run in {"forward": lambda w: LowRankGCNConv(4, 2, k=1)(_xg, _EI, w),
+                     "eigenpairs": lambda w: LowRankGCNConv(4, 2, k=1).eigenpairs(_EI, w, 3),
+                     "batch": lambda w: LowRankGCNConv(4, 2, k=1)(_xg, _EI, w, batch=torch.zeros(3, dtype=torch.long))
+                     }.items():
+    error(GC, f"integer edge_weight ({_label})",
+          r"edge_weight must have a floating-point dtype.*edge_weight\.float\(\)")(
+        lambda run=_run: run(torch.ones(4, dtype=torch.long)))
+    error(GC, f"edge_weight a list ({_label})", r"edge_weight must be a torch\.Tensor \(got list\)")(
+        lambda run=_run: run([1.0] * 4))
+error(GC, "integer sparse adjacency", r"the sparse adjacency's values are its edge weights and must be floating point "
+                                      r"\(got dtype torch\.int64\); convert the adjacency with \.float\(\)")(
+    lambda: LowRankGCNConv(4, 2, k=1)(_xg, torch.sparse_coo_tensor(_EI.flip(0), torch.ones(4, dtype=torch.long),
+                                                                    (3, 3), check_invariants=True)))
+correct(GC, "k a NumPy integer", lambda conv: conv.k == 2 and type(conv.k) is int or pytest.fail(repr(conv.k)))(
+    lambda: LowRankGCNConv(4, 2, k=np.int64(2)))
 correct(GC, "state_dict before the first forward (amortized)", _loads)(
     lambda: _roundtrip(lambda: LowRankGCNConv(4, 2, k=1, backend="amortized")))
 

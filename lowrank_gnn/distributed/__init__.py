@@ -3,7 +3,7 @@
 Two modes (see the README section "Distributed training"):
 
 * **Datasets of many graphs** (``SpectralFilterConv``, ``LatentPCAPool``): plain
-  ``DistributedDataParallel``; backend state is per graph or replicated, which
+  ``DistributedDataParallel``; backend state is per graph, the weights are replicated, which
   :func:`check_replicated` verifies, and :func:`save_checkpoint` / :func:`load_checkpoint`
   resume on any number of ranks.
 * **One large graph split by nodes**: :func:`partition_graph` gives each rank a contiguous node

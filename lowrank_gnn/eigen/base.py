@@ -27,6 +27,10 @@ from ..operators.base import Operator, as_operator
 
 WHICH = ("largest", "smallest", "magnitude")
 
+#: How to do without a second derivative through an eigen backend's (first-order) backward.
+SECOND_DERIVATIVE_FIX = ("for higher derivatives on matrices with simple eigenvalues use torch.linalg.eigh itself "
+                         "(all n pairs), or detach the operator in the term that is differentiated twice")
+
 #: ``which="magnitude"``: magnitudes within this many machine epsilons (relative to the largest)
 #: are a tie, broken "positive first" (the rounding of an eigensolver is a few epsilons).
 MAGNITUDE_TIE_EPS = 64

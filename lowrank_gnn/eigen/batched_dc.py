@@ -147,9 +147,10 @@ class BatchedDCBackend(EigenBackend):
 
     Computes all eigenpairs with :func:`batched_eigh` (batch-efficient divide and conquer,
     Song's BatchED with deflation) and keeps ``k`` in the ``which`` order with canonical
-    signs. Accepts any symmetric input: indefinite, singular, zero, repeated eigenvalues,
-    every ``n >= 1``, ``float32`` and ``float64``, on any device; a batch of size 0 gives
-    empty results.
+    signs; differentiable to first order, with the exact backend's backward of the kept
+    pairs (a second derivative raises). Accepts any symmetric input: indefinite, singular,
+    zero, repeated eigenvalues, every ``n >= 1``, ``float32`` and ``float64``, on any
+    device; a batch of size 0 gives empty results.
 
     Args:
         k (int): number of eigenpairs.

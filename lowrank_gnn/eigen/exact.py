@@ -7,11 +7,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torch.autograd.function import once_differentiable
-
-from .._validation import check_choice, check_positive_int
+from .._validation import check_choice, check_positive_int, first_order_only
 from ..linalg import eigh_extremal
-from .base import EigenBackend, EigenPairs, canonical_signs, order_indices, select_eigenpairs, sign_factors
+from .base import (SECOND_DERIVATIVE_FIX, EigenBackend, EigenPairs, canonical_signs, order_indices,
+                   select_eigenpairs, sign_factors)
 from .diagnostics import operator_frobenius_norm
 
 #: ``which`` -> ARPACK's ``which`` for ``scipy.sparse.linalg.eigsh``.
@@ -88,7 +87,8 @@ class _PartialEigh(torch.autograd.Function):
         return values[..., :k], vectors[..., :k]
 
     @staticmethod
-    @once_differentiable
+    @first_order_only("the dense eigendecomposition's backward (backends 'exact' and 'batched_dc')",
+                      SECOND_DERIVATIVE_FIX)
     def backward(ctx, grad_values: Tensor, grad_vectors: Tensor):
         values, vectors = ctx.saved_tensors
         k = ctx.k
@@ -105,11 +105,12 @@ class _PartialEigh(torch.autograd.Function):
 class ExactBackend(EigenBackend):
     r"""Exact eigenpairs: ``torch.linalg.eigh`` on a dense matrix, ARPACK on a sparse one.
 
-    The dense path computes the full decomposition and keeps ``k`` pairs; it is fully
+    The dense path computes the full decomposition and keeps ``k`` pairs; it is
     differentiable, with the backward of the kept pairs only (:class:`_PartialEigh`: gaps
-    between two discarded eigenvalues never enter). It still contains
-    :math:`1/(\lambda_i - \lambda_j)` for kept :math:`i`, so it is not finite when a kept
-    eigenvalue is repeated: use ``backend="stable"`` there. When no gradient is needed (the
+    between two discarded eigenvalues never enter), to first order: a backward through its
+    gradient (after ``create_graph=True``) raises and says to use ``torch.linalg.eigh``.
+    It still contains :math:`1/(\lambda_i - \lambda_j)` for kept :math:`i`, so it is not
+    finite when a kept eigenvalue is repeated: use ``backend="stable"`` there. When no gradient is needed (the
     operator does not require grad, or grad mode is off) the dense path computes the ``k`` kept
     pairs only, by :func:`~lowrank_gnn.linalg.eigh_extremal` (LAPACK's subset solver where it
     measures faster, ``which="magnitude"`` excepted). The sparse path runs

@@ -81,10 +81,10 @@ from typing import NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_positive_int
+from .._validation import check_choice, check_positive_int, first_order_only
 from ..linalg.krylov import block_krylov
 from ..operators.base import DenseOperator
-from .base import EigenBackend, EigenPairs
+from .base import SECOND_DERIVATIVE_FIX, EigenBackend, EigenPairs
 from .exact import ExactBackend
 
 #: ``power_iteration``: the shift keeps ``mu_i >= 1e-3 max|lambda|`` so that a spectrum that
@@ -98,14 +98,6 @@ class _GradientRule(NamedTuple):
     num_terms: int
     relative_gap: float
     krylov_dim: int
-
-
-def _check_double_backward() -> None:
-    if torch.is_grad_enabled():
-        raise RuntimeError("the stable eigen backend's backward is first-order only: it was called with "
-                           "create_graph=True (double backward, e.g. a gradient penalty or Hessian-vector "
-                           "product through the eigendecomposition). Use backend='exact' with method='dense' "
-                           "for higher derivatives on matrices with simple eigenvalues, or detach the operator")
 
 
 def _orientation(values: Tensor, which: str) -> Union[float, Tensor]:
@@ -182,8 +174,8 @@ class _StableDenseEigh(torch.autograd.Function):
         return values[..., :k].clone(), vectors[..., :k].clone()
 
     @staticmethod
+    @first_order_only("the stable eigen backend's backward", SECOND_DERIVATIVE_FIX)
     def backward(ctx, grad_values: Optional[Tensor], grad_vectors: Optional[Tensor]):
-        _check_double_backward()
         values, vectors = ctx.saved_tensors              # (*, n), (*, n, n) in `which` order
         rule: _GradientRule = ctx.rule
         if grad_values is None and grad_vectors is None:
@@ -218,8 +210,8 @@ class _StableSparseEigh(torch.autograd.Function):
         return values.clone(), vectors.clone()
 
     @staticmethod
+    @first_order_only("the stable eigen backend's backward", SECOND_DERIVATIVE_FIX)
     def backward(ctx, grad_values: Optional[Tensor], grad_vectors: Optional[Tensor]):
-        _check_double_backward()
         values, vectors = ctx.saved_tensors              # (k,), (n, k)
         rule: _GradientRule = ctx.rule
         n, k = vectors.shape
@@ -261,7 +253,7 @@ class StableBackend(EigenBackend):
     ``relative_gap * max|lambda|``. Both paths give eigenvector gradients: the dense path
     from the full spectrum, the sparse path by a block Krylov (Rayleigh-Ritz) approximation
     in the complement of the ``k`` computed eigenvectors. The backward is first-order only
-    (``create_graph=True`` raises).
+    (a backward through its gradient, after ``create_graph=True``, raises).
 
     Args:
         k (int): number of eigenpairs.

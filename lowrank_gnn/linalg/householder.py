@@ -38,10 +38,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from .._validation import (broadcast_shape, check_finite, check_floating, check_positive_int, check_same_device,
-                           check_same_dtype)
+                           check_same_dtype, first_order_only)
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -50,6 +49,11 @@ __all__ = [
     "householder_vectors",
     "HouseholderOrthogonal",
 ]
+
+#: The blocked WY backward has no graph of its own: a second derivative through it is a clear error.
+_first_order = first_order_only("the Householder product's backward (householder_product, householder_orthonormal; "
+                                "orthogonalization='householder')",
+                                "detach W (or the operator) in the term that is differentiated twice")
 
 #: Reflections per block. The Gram matrices cost ``2 d b m`` flops and the sequential part
 #: is ``m / b`` block applications; on a 2-core CPU 64 was the fastest or within 20% of it
@@ -143,7 +147,7 @@ class _HouseholderProduct(torch.autograd.Function):
         return Y
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad: Tensor):
         blocks, factors, *saved = ctx.saved_tensors
         num_blocks = blocks.shape[-3]
@@ -201,7 +205,7 @@ class _HouseholderOrthonormal(torch.autograd.Function):
         return T
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad: Tensor):
         blocks, factors, *saved = ctx.saved_tensors
         num_blocks = blocks.shape[-3]

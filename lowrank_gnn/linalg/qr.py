@@ -11,13 +11,16 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from .._validation import broadcasts_to, check_finite, check_floating
+from .._validation import broadcasts_to, check_finite, check_floating, first_order_only
 
 __all__ = ["CHOLESKY_QR_ACCEPT", "CHOLESKY_QR_ONE_PASS", "QRFactors", "cholesky_qr", "q_factor", "q_projection",
            "qr_backward", "qr_orthonormalize"]
 
+
+#: The closed-form backward has no graph of its own: a second derivative through it is a clear error.
+_first_order = first_order_only("the closed-form QR backward (linalg.q_factor, q_projection: the amortized basis' "
+                                "CholeskyQR)", "detach W (or the operator) in the term that is differentiated twice")
 
 #: CholeskyQR2's second pass is accepted when the Gram matrix of the first pass is within this
 #: Frobenius distance of I: its eigenvalues then lie in [0.5, 1.5] (condition number <= 3), and
@@ -153,7 +156,7 @@ class _QFactor(torch.autograd.Function):
         return factors.vectors
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad: Tensor):
         vectors, inverse = ctx.saved_tensors
         return qr_backward(vectors, inverse, grad), None
@@ -172,7 +175,7 @@ class _QProjection(torch.autograd.Function):
         return projection
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad: Tensor):
         vectors, inverse, other, projection = ctx.saved_tensors
         coefficients = grad.mT

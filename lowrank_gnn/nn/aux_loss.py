@@ -10,7 +10,9 @@ def total_aux_loss(model: nn.Module) -> Tensor | float:
     """Sum of ``aux_loss`` over all submodules that set one in their last forward.
 
     Learnable backends (e.g. ``amortized``) return an eigen loss that must be added to the
-    task loss so that their basis keeps converging; exact backends return ``None``.
+    task loss so that their basis keeps converging; exact backends return ``None``. A
+    spectrum shared between layers (``LowRankGCNConv.eigenpairs`` passed as
+    ``eigenpairs=``) counts once: the layer that computed it holds its loss, the others ``None``.
 
     Example:
         >>> import torch

@@ -12,7 +12,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_positive_int
+from .._validation import check_choice, check_k, check_positive_int
 from ..eigen.amortized import AmortizedBasis, brockett_weights
 from ..eigen.base import canonical_signs
 from ..linalg.norms import frobenius_norm
@@ -97,9 +97,7 @@ class AmortizedSVD(nn.Module):
         m, n = matrix.shape[-2:]
         if self.k is None:
             return min(m, n)
-        if self.k > min(m, n):
-            raise ValueError(f"k must satisfy 1 <= k <= min(m, n)={min(m, n)} (got k={self.k})")
-        return self.k
+        return check_k(self.k, min(m, n), what="min(m, n)")
 
     def bases(self, matrix: Tensor) -> Tuple[Tensor, Tensor]:
         """``(U, V)`` orthonormalised from the bases, sized for ``matrix`` on first use.
@@ -212,7 +210,7 @@ class NuclearNormRegularizer(nn.Module):
             raise ValueError(f"strength must be a number >= 0 (got strength={strength!r})")
         self.strength = float(strength)
         self.method = check_choice("method", method, self.METHODS)
-        self.rank = rank
+        self.rank = None if rank is None else check_positive_int("rank", rank)
         self.svd: Optional[AmortizedSVD] = None
         self.tracker: Optional[PolarTracker] = None
         if self.method == "polar":
@@ -227,6 +225,8 @@ class NuclearNormRegularizer(nn.Module):
             return self.strength * _TrackedValue.apply(matrix, value.sum(), direction)
         assert self.svd is not None  # method="qr"
         matrix = check_matrix(matrix)
+        if self.rank is not None:
+            check_k(self.rank, min(matrix.shape[-2:]), what="min(m, n)", name="rank")
         left, right = self.svd.bases(matrix)
         self.aux_loss = self.svd.svd_loss(matrix, left, right)
         direction = (left @ right.mT).detach()  # U V^T: the (sub)gradient of ||X||_*

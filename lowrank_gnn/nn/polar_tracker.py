@@ -14,7 +14,7 @@ from typing import Optional, Tuple, cast
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_finite, check_floating, check_positive_int
+from .._validation import check_finite, check_floating, check_k, check_positive_int
 
 #: Leading singular triplets that :class:`PolarTracker` deflates by default.
 DEFAULT_DEFLATE = 16
@@ -163,9 +163,7 @@ class PolarTracker(nn.Module):
     def _block(self, m: int, n: int) -> int:
         small = min(m, n)
         if self.rank is not None:
-            if self.rank > small:
-                raise ValueError(f"rank must satisfy 1 <= rank <= min(m, n)={small} (got rank={self.rank})")
-            return self.rank
+            return check_k(self.rank, small, what="min(m, n)", name="rank")
         return min(self.deflate, small)
 
     @torch.no_grad()

@@ -32,7 +32,9 @@ class ZCAWhitening(nn.Module):
     the input, so no feature is rotated away. Statistics are per graph when ``batch`` is
     given (as :class:`torch_geometric.nn.norm.InstanceNorm`), else over all nodes.
     Running statistics (the mean of the per-graph means and covariances, updated with
-    ``momentum``) are used in evaluation mode, as in ``BatchNorm``.
+    ``momentum``) are used in evaluation mode, as in ``BatchNorm``. Graphs without nodes
+    (``batch_size`` above the graphs present) have no statistics and do not enter them; a
+    batch without nodes leaves them unchanged.
 
     Args:
         in_channels (int): number of features ``F``.
@@ -98,6 +100,22 @@ class ZCAWhitening(nn.Module):
         scale = (pairs.eigenvalues.clamp_min(0) + self.eps).rsqrt()
         return (pairs.eigenvectors * scale.unsqueeze(-2)) @ pairs.eigenvectors.mT
 
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, cov: Tensor, present: Tensor, x: Tensor) -> None:
+        """Move the running statistics towards the mean of the per-graph ``mean (B, F)`` and ``cov (B, F, F)``
+        over the graphs with nodes (``present (B,)``): an empty graph has no statistics, and its zeros
+        would pull both towards 0. A batch without nodes leaves them unchanged."""
+        if not bool(present.any()):
+            return
+        running_mean, running_cov = self._running_stats()
+        running = cov[present].mean(0).to(running_cov.dtype)
+        if not bool(torch.isfinite(running).all()):
+            raise ValueError(f"the covariance of x (entries up to {float(x.abs().amax()):.3g}) overflows "
+                             f"the {running_cov.dtype} running statistics; scale x down, or keep "
+                             "the module in float64 (.double())")
+        running_mean.lerp_(mean[present].mean(0).to(running_mean.dtype), self.momentum)
+        running_cov.lerp_(running, self.momentum)
+
     def forward(self, x: Tensor, batch: Optional[Tensor] = None, batch_size: Optional[int] = None) -> Tensor:
         r"""
         Args:
@@ -132,23 +150,16 @@ class ZCAWhitening(nn.Module):
             if dtype == torch.float32 and x.numel() and not 1e-15 < float(x.detach().abs().amax()) < 1e15:
                 # the covariance (squares of x) would overflow or underflow float32: statistics in float64
                 x = x.double()
-            count = torch.zeros(batch_size, dtype=x.dtype, device=x.device).index_add_(
-                0, batch, torch.ones_like(x[:, 0])).clamp_min(1)                           # (B,)
+            nodes = torch.zeros(batch_size, dtype=x.dtype, device=x.device).index_add_(
+                0, batch, torch.ones_like(x[:, 0]))                                        # (B,)
+            count = nodes.clamp_min(1)
             mean = x.new_zeros(batch_size, self.in_channels).index_add_(0, batch, x) / count[:, None]
             centered = x - mean[batch]
             outer = centered.unsqueeze(-1) * centered.unsqueeze(-2)                              # (N, F, F)
             cov = x.new_zeros(batch_size, self.in_channels, self.in_channels).index_add_(0, batch, outer)
             cov = cov / count[:, None, None]
             if self.training and self.track_running_stats:
-                running_mean, running_cov = self._running_stats()
-                with torch.no_grad():
-                    running = cov.mean(0).to(running_cov.dtype)
-                    if not bool(torch.isfinite(running).all()):
-                        raise ValueError(f"the covariance of x (entries up to {float(x.abs().amax()):.3g}) overflows "
-                                         f"the {running_cov.dtype} running statistics; scale x down, or keep "
-                                         "the module in float64 (.double())")
-                    running_mean.lerp_(mean.mean(0).to(running_mean.dtype), self.momentum)
-                    running_cov.lerp_(running, self.momentum)
+                self._update_running_stats(mean, cov, nodes > 0, x)
             whitening = self.inverse_sqrt(cov)                                                   # (B, F, F)
             return (centered.unsqueeze(-2) @ whitening[batch]).squeeze(-2).to(dtype)
         running_mean, running_cov = self._running_stats()

@@ -139,7 +139,6 @@ def test_dense_path_without_gradient_keeps_k_pairs_equal_to_the_differentiable_p
     assert torch.allclose(fast.eigenvalues, expected, atol=1e-10)
 
 
-
 @pytest.mark.parametrize("graph", [disjoint_union(*[path_graph(50)] * 30),
                                    disjoint_union(*[cycle_graph(40)] * 5, path_graph(300)), cycle_graph(400)],
                          ids=["30 paths", "cycles and a path", "one cycle"])
@@ -154,3 +153,36 @@ def test_sparse_path_finds_every_copy_of_repeated_eigenvalues(graph, operator, w
     assert op.dtype == torch.float64
     pairs = ExactBackend(12, which, method="sparse")(op)
     assert_eigenpairs_close(pairs, op.to_dense(), 12, which, rtol=1e-10)
+
+
+def _dense_backends():
+    return [("exact", {"method": "dense"}), ("batched_dc", {"method": "dc"}), ("batched_dc", {"method": "lapack"}),
+            ("stable", {"forward_method": "dense"})]
+
+
+@pytest.mark.parametrize("name, options", _dense_backends())
+def test_a_second_derivative_through_the_eigen_backward_is_a_clear_error(name, options):
+    base = torch.randn(2, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    pairs = resolve_eigen_backend(name, k=3, **options)((base + base.mT) / 2)
+    (grad,) = torch.autograd.grad(pairs.eigenvectors.pow(3).sum(), base, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"backward (\(backends 'exact' and 'batched_dc'\) )?is first-order only, "
+                                           r"and a second derivative through it was requested.*torch.linalg.eigh"):
+        grad.sum().backward()
+
+
+@pytest.mark.parametrize("name, options", _dense_backends())
+def test_create_graph_runs_where_the_second_pass_does_not_reach_the_eigen_backward(name, options):
+    """A gradient penalty on other weights: create_graph=True, the eigen gradient itself exact (vs a plain
+    first-order backward) and its second pass through the other weights only."""
+    generator = torch.Generator().manual_seed(1)
+    base = torch.randn(7, 7, dtype=torch.float64, generator=generator, requires_grad=True)
+    other = torch.randn(3, dtype=torch.float64, generator=generator, requires_grad=True)
+    backend = resolve_eigen_backend(name, k=3, **options)
+
+    def loss():
+        return backend((base + base.mT) / 2).eigenvectors.pow(3).sum() + other.pow(3).sum()
+    expected = torch.autograd.grad(loss(), base)[0]
+    grad_base, grad_other = torch.autograd.grad(loss(), (base, other), create_graph=True)
+    assert torch.allclose(grad_base, expected, atol=1e-12)
+    (second,) = torch.autograd.grad(grad_other.sum(), other)
+    assert torch.allclose(second, 6 * other.detach(), atol=1e-12)

@@ -105,6 +105,16 @@ def test_gradcheck_with_respect_to_one_argument_only():
     assert torch.autograd.gradcheck(lambda x: householder_product(V.detach(), x, 3), (X,))
 
 
+@pytest.mark.parametrize("product", ["householder_product", "householder_orthonormal"])
+def test_a_second_derivative_is_a_clear_error(product):
+    V = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    out = householder_product(V, torch.eye(7, 2, dtype=torch.float64)) if product == "householder_product" \
+        else householder_orthonormal(V)
+    (grad,) = torch.autograd.grad(out.pow(3).sum(), V, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"the Householder product's backward .* is first-order only.*detach W"):
+        grad.sum().backward()
+
+
 def test_gradient_matches_autograd_through_the_sequential_product():
     torch.manual_seed(4)
     V = torch.randn(30, 30, dtype=torch.float64, requires_grad=True)

@@ -96,7 +96,7 @@ def test_state_dict_round_trip_and_shape_change_error():
 @pytest.mark.parametrize("make, match", [
     (lambda: NuclearNormRegularizer(strength=-1.0), "strength must be a number >= 0"),
     (lambda: NuclearNormRegularizer(eta=0), "eta must be a positive number"),
-    (lambda: NuclearNormRegularizer(rank=0), "k must be a positive integer"),
+    (lambda: NuclearNormRegularizer(rank=0), "rank must be a positive integer"),
     (lambda: AmortizedSVD(loss="convex"), "loss must be one of 'brockett', 'trace'"),
 ])
 def test_rejects_bad_options(make, match):
@@ -106,7 +106,7 @@ def test_rejects_bad_options(make, match):
 
 def test_rejects_bad_input():
     reg = NuclearNormRegularizer(rank=4)
-    with pytest.raises(ValueError, match=r"k must satisfy 1 <= k <= min\(m, n\)=3 \(got k=4\)"):
+    with pytest.raises(ValueError, match=r"rank must satisfy 1 <= rank <= min\(m, n\)=3 \(got rank=4\)"):
         reg(torch.randn(5, 3))
     with pytest.raises(ValueError, match=r"shape \(\*batch, m, n\)"):
         reg(torch.randn(5))

@@ -57,6 +57,24 @@ def test_running_statistics_used_in_eval():
     assert torch.equal(norm.running_cov, torch.eye(3, dtype=torch.float64))
 
 
+def test_graphs_without_nodes_do_not_enter_the_running_statistics():
+    """An empty graph in the middle and one at the end (batch_size above the graphs present): the running
+    statistics are the float64 mean of the two graphs' own means and covariances; no nodes: unchanged."""
+    first, second = correlated_features(40, 3, seed=5), correlated_features(60, 3, seed=6)
+    x = torch.cat([first, second])
+    batch = torch.cat([torch.zeros(40, dtype=torch.long), torch.full((60,), 2)])
+    norm = ZCAWhitening(3, momentum=1.0).double()
+    norm(x, batch, batch_size=4)
+    graphs = [first, second]
+    expected_mean = sum(g.mean(0) for g in graphs) / 2
+    expected_cov = sum(torch.cov(g.T, correction=0) for g in graphs) / 2
+    assert torch.allclose(norm.running_mean, expected_mean, atol=1e-12)
+    assert torch.allclose(norm.running_cov, expected_cov, atol=1e-12)
+    before = norm.running_mean.clone(), norm.running_cov.clone()
+    norm(x[:0], batch[:0], batch_size=2)
+    assert torch.equal(norm.running_mean, before[0]) and torch.equal(norm.running_cov, before[1])
+
+
 def test_gradcheck_on_separated_covariance_spectrum():
     norm = ZCAWhitening(3, track_running_stats=False).double()
     x = correlated_features(12, 3, seed=5).requires_grad_()

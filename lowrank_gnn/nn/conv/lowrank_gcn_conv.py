@@ -236,7 +236,9 @@ class LowRankGCNConv(MessagePassing):
         - **output:** node features ``(n, F_out)`` or ``(B, n, F_out)``
 
     After each forward, :attr:`aux_loss` holds the backend's auxiliary loss (or ``None``);
-    add it to the task loss (see :func:`~lowrank_gnn.nn.total_aux_loss`).
+    add it to the task loss (see :func:`~lowrank_gnn.nn.total_aux_loss`). With a spectrum
+    shared between layers (``forward(..., eigenpairs=...)``) the layer whose
+    :meth:`eigenpairs` computed it holds the loss, once.
 
     Example:
         >>> from lowrank_gnn.testing import cycle_graph
@@ -366,6 +368,9 @@ class LowRankGCNConv(MessagePassing):
             else:
                 index, value = to_edge_index(edge_index)
                 kind = "sparse"
+            if value is not None and not torch.is_floating_point(value):
+                raise TypeError(f"the sparse adjacency's values are its edge weights and must be floating point "
+                                f"(got dtype {value.dtype}); convert the adjacency with .float() or .double()")
             # adj_t[target, source]: messages flow from its column to its row
             return index.flip(0), value, kind
         if isinstance(edge_index, EdgeIndex):
@@ -539,6 +544,13 @@ class LowRankGCNConv(MessagePassing):
         it returns a :class:`BatchSpectrum`, every graph with its own ``min(k, n_g)``
         eigenpairs; pass it as ``forward(x, edge_index, batch=batch, eigenpairs=spectrum)``
         so that all layers of a model share one solve per batch.
+
+        The layer that computes the spectrum holds its auxiliary loss: this call sets
+        :attr:`aux_loss` to the solve's (the eigen loss of ``backend="amortized"``, ``None``
+        for the exact backends), and a forward with these ``eigenpairs`` keeps it, while a
+        layer propagating with a spectrum it did not compute last holds ``None``. Shared
+        between layers, the eigen loss thus enters :func:`~lowrank_gnn.nn.total_aux_loss`
+        exactly once.
         """
         if batch is not None or ptr is not None:
             if self.cached:
@@ -547,16 +559,22 @@ class LowRankGCNConv(MessagePassing):
             if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
                 raise ValueError("eigenpairs(..., batch=/ptr=) needs edge_index as a LongTensor of shape (2, E)")
             ref = cast(Tensor, batch if batch is not None else ptr)
-            return self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes,
-                                        dtype or torch.get_default_dtype(), ref)
-        dtype = edge_weight.dtype if edge_weight is not None else dtype or torch.get_default_dtype()
+            batch_spectrum = self._batch_spectrum(edge_index, edge_weight, batch, ptr, num_nodes,
+                                                  dtype or torch.get_default_dtype(), ref)
+            self.aux_loss = batch_spectrum.aux_loss
+            return batch_spectrum
+        if edge_weight is not None:
+            dtype = check_floating("edge_weight", edge_weight).dtype
+        dtype = dtype or torch.get_default_dtype()
         if not self._uses_cache():
-            return self._solve(edge_index, edge_weight, num_nodes, dtype)
-        size = (num_nodes, int(edge_index.shape[1]))
-        spectrum = self._cached_entry(self._cached_eigenpairs, size, edge_weight, dtype, edge_index.device)
-        if spectrum is None:
-            spectrum = self._solve(edge_index, edge_weight, num_nodes, dtype, size)
-            self._cached_eigenpairs = spectrum
+            spectrum = self._solve(edge_index, edge_weight, num_nodes, dtype)
+        else:
+            size = (num_nodes, int(edge_index.shape[1]))
+            spectrum = self._cached_entry(self._cached_eigenpairs, size, edge_weight, dtype, edge_index.device)
+            if spectrum is None:
+                spectrum = self._solve(edge_index, edge_weight, num_nodes, dtype, size)
+                self._cached_eigenpairs = spectrum
+        self.aux_loss = spectrum[0].aux_loss
         return spectrum
 
     @torch.compiler.disable
@@ -607,7 +625,7 @@ class LowRankGCNConv(MessagePassing):
         if not x.is_sparse and not _is_compiling():
             check_finite("x", x.detach())
         edge_index, edge_weight, source_format = self._edges(edge_index, edge_weight, num_nodes)
-        if edge_weight is not None and torch.is_floating_point(edge_weight) and edge_weight.dtype != x.dtype:
+        if isinstance(edge_weight, Tensor) and torch.is_floating_point(edge_weight) and edge_weight.dtype != x.dtype:
             edge_weight = edge_weight.to(x.dtype)  # the operator follows x, as GCNConv's messages do
         if self.explain:
             edge_weight = self._masked(edge_index, edge_weight, x.dtype)
@@ -634,18 +652,20 @@ class LowRankGCNConv(MessagePassing):
             if isinstance(eigenpairs, BatchSpectrum):
                 raise ValueError("eigenpairs is a BatchSpectrum (a mini-batch of graphs); pass the same batch= or "
                                  "ptr= to forward")
-            self.aux_loss = None  # set by the backend's solve below; precomputed: whoever computed them owns it
             if num_nodes == 0:
+                self.aux_loss = None
                 out = h.new_zeros(h.shape)
             elif eigenpairs is not None:
                 pairs, deflated = self._check_spectrum(eigenpairs, x, num_nodes)
+                if self.aux_loss is not pairs.aux_loss:
+                    self.aux_loss = None  # not this layer's last solve: the layer that computed it holds its loss
                 out = self._propagate(edge_index, h, lambda m: self.spectral_propagate(pairs, m, deflated))
             elif self._applies_operator(num_nodes):
+                self.aux_loss = None  # no solve: the operator itself
                 dense = self._direct_operator(edge_index, edge_weight, num_nodes, x.dtype)
                 out = self._propagate(edge_index, h, lambda m: dense @ m)
             else:
-                pairs, deflated = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)
-                self.aux_loss = pairs.aux_loss
+                pairs, deflated = self.eigenpairs(edge_index, edge_weight, num_nodes, x.dtype)  # sets aux_loss
                 out = self._propagate(edge_index, h, lambda m: self.spectral_propagate(pairs, m, deflated))
             if self._uses_cache() and source_format == "adj_t":
                 self._cached_adj_t = self._cached_edge_index
@@ -760,7 +780,7 @@ class LowRankGCNConv(MessagePassing):
                 raise ValueError("edge_index connects nodes of different graphs of the batch; every edge must "
                                  "stay inside its graph (as PyG's DataLoader batches them)")
         if edge_weight is not None:
-            dtype = edge_weight.dtype
+            dtype = check_floating("edge_weight", edge_weight).dtype
         op = structure.normalized_adjacency(edge_weight, add_self_loops=self.add_self_loops, improved=self.improved,
                                             normalize=self.normalize, symmetrize=True, dtype=dtype)
         deflated, backend = None, self.backend   # without a graph of more than k nodes nothing is solved

@@ -58,7 +58,11 @@ class LatentPCAPool(nn.Module):
         in_channels (int): embedding size :math:`d`.
         k (int): principal directions, ``1 <= k <= in_channels``.
         backend (str or EigenBackend): eigen backend name or instance (``which="largest"``);
-            ``"exact"`` batches through ``torch.linalg.eigh``. (default: ``"exact"``)
+            ``"exact"`` batches through ``torch.linalg.eigh``; ``"stable"`` and ``"batched_dc"``
+            also solve every batch afresh. A backend with learnable state (``"amortized"``:
+            one basis per batch position, tracked across steps) is refused, since graph ``b``
+            of one batch is unrelated to graph ``b`` of the next and the last batch of a
+            ``DataLoader`` is smaller. (default: ``"exact"``)
         backend_kwargs (dict, optional): options for a backend given by name.
 
     After each forward, :attr:`aux_loss` holds the backend's auxiliary loss (or ``None``);
@@ -89,6 +93,12 @@ class LatentPCAPool(nn.Module):
             if self.backend.k != k or self.backend.which != "largest":
                 raise ValueError(f"the backend instance has k={self.backend.k}, which={self.backend.which!r}; "
                                  f"the layer needs k={k}, which='largest'")
+        if any(True for _ in self.backend.parameters()):
+            raise ValueError(f"backend {type(self.backend).__name__} learns state across calls (parameters; the "
+                             "amortized basis is one basis per batch position), but LatentPCAPool solves the "
+                             "covariances of new graphs in every batch: graph b of one batch is unrelated to graph b "
+                             "of the next, and the last batch of a DataLoader is smaller; use backend='exact', "
+                             "'stable' or 'batched_dc', which solve every batch afresh")
         self.aux_loss: Optional[Tensor] = None
 
     @property
@@ -96,7 +106,7 @@ class LatentPCAPool(nn.Module):
         return self.in_channels * (self.k + 1)
 
     def reset_parameters(self) -> None:
-        """The layer has no weights; this clears :attr:`aux_loss` (a learnable backend keeps its state)."""
+        """The layer has no weights and its backend no state; this clears :attr:`aux_loss`."""
         self.aux_loss = None
 
     def forward(self, x: Tensor, batch: Optional[Tensor] = None, size: Optional[int] = None) -> Tensor:

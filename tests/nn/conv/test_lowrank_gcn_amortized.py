@@ -98,3 +98,28 @@ def test_cora_amortized_matches_exact_accuracy():
         accuracies[backend] = float((pred[data.test_mask] == data.y[data.test_mask]).float().mean())
     assert accuracies["amortized"] > 0.6
     assert abs(accuracies["amortized"] - accuracies["exact"]) <= 0.02, accuracies
+
+
+def test_a_shared_amortized_solve_enters_total_aux_loss_once_from_the_layer_that_computed_it():
+    """The README's pattern, spectrum = conv1.eigenpairs(...) passed to every layer: conv1 holds the
+    eigen loss, conv2 holds None (even after a forward of its own), and the basis gets its gradient."""
+    edge_index, weight, n, _ = two_community_graph()
+    weight = weight.float()
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(0))
+    conv1 = LowRankGCNConv(3, 4, k=3, backend="amortized")
+    conv2 = LowRankGCNConv(4, 2, k=3, backend="amortized")
+    model = torch.nn.ModuleList([conv1, conv2])
+    conv2(torch.randn(n, 4), edge_index, weight)   # a solve of conv2's own, before the shared one
+    spectrum = conv1.eigenpairs(edge_index, weight, n)
+    h = conv1(x, edge_index, weight, eigenpairs=spectrum).relu()
+    h = conv1(h[:, :3], edge_index, weight, eigenpairs=spectrum).relu()   # reused: still counted once
+    out = conv2(h, edge_index, weight, eigenpairs=spectrum)
+    eigen_loss = spectrum[0].aux_loss
+    assert eigen_loss is not None and conv1.aux_loss is eigen_loss and conv2.aux_loss is None
+    assert total_aux_loss(model) is eigen_loss
+    basis = conv1.backend.basis.weight
+    task = out.square().mean()
+    expected = torch.autograd.grad(task + eigen_loss, basis, retain_graph=True)[0]
+    got = torch.autograd.grad(task + total_aux_loss(model), basis, retain_graph=True)[0]
+    task_only = torch.autograd.grad(task, basis)[0]
+    assert torch.equal(got, expected) and not torch.allclose(got, task_only)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch_geometric.nn import global_mean_pool
 
-from lowrank_gnn.eigen import EigenPairs, ExactBackend
+from lowrank_gnn.eigen import AmortizedBackend, EigenPairs, ExactBackend
 from lowrank_gnn.nn import LatentPCAPool, total_aux_loss
 
 SIZES = [7, 1, 4, 12]  # includes a one-node graph and a graph with fewer nodes than d
@@ -125,6 +125,22 @@ def test_backend_aux_loss_is_exposed():
     assert pool.aux_loss is not None and torch.equal(total_aux_loss(model), pool.aux_loss)
     pool.reset_parameters()
     assert pool.aux_loss is None
+
+
+@pytest.mark.parametrize("backend", ["amortized", AmortizedBackend(k=2)])
+def test_a_backend_with_state_across_batches_is_refused(backend):
+    with pytest.raises(ValueError, match=r"learns state across calls .*graph b of one batch is unrelated to graph b "
+                                         r"of the next.*use backend='exact', 'stable' or 'batched_dc'"):
+        LatentPCAPool(5, k=2, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["stable", "batched_dc"])
+def test_the_other_batched_backends_match_exact_on_batches_of_any_size(backend):
+    pool, exact = LatentPCAPool(5, k=2, backend=backend), LatentPCAPool(5, k=2)
+    for graphs in (len(SIZES), 2):   # a smaller last batch, as a DataLoader gives
+        x, batch = embeddings()
+        keep = batch < graphs
+        assert torch.allclose(pool(x[keep], batch[keep]), exact(x[keep], batch[keep]), atol=1e-10)
 
 
 def test_backend_by_name_and_instance_checks():
