@@ -25,8 +25,9 @@ from .batch_spectrum import BatchSpectrum, apply_batch, solve_batch
 #: Number of eigenpairs when ``k`` is not given.
 DEFAULT_K = 16
 
-#: Backends that can solve a padded batch of per-graph operators in one call.
-BATCHED_BACKENDS = (ExactBackend, BatchedDCBackend)
+#: Backends that can solve a padded batch of per-graph operators in one call (``StableBackend``: the
+#: finite backward where a graph of the batch repeats a kept eigenvalue, e.g. every cycle).
+BATCHED_BACKENDS = (ExactBackend, BatchedDCBackend, StableBackend)
 
 #: Backends without learned state: given by name, the layer builds one per clamped ``k = num_nodes``.
 #: Their eigenpairs are exact, so on a graph of at most ``k`` nodes the layer applies the operator itself.
@@ -192,7 +193,9 @@ class LowRankGCNConv(MessagePassing):
 
     **Mini-batches of graphs.** With ``batch`` (or ``ptr``) every graph gets its own
     ``min(k, n_g)`` eigenpairs, all solved in one batched call on padded per-graph operators,
-    so a graph's output never depends on the other graphs of its batch.
+    so a graph's output never depends on the other graphs of its batch (backends ``"exact"``,
+    ``"stable"``, ``"batched_dc"``; ``"stable"`` where learnable edge weights meet repeated
+    eigenvalues).
 
     As a :class:`~torch_geometric.nn.conv.MessagePassing` module it takes the ``explain``
     edge masks of PyG's explainers (as a scale on the edge weights), the propagate hooks,
@@ -450,7 +453,7 @@ class LowRankGCNConv(MessagePassing):
         backend = self.backend
         if batched and not isinstance(backend, BATCHED_BACKENDS):
             raise ValueError(f"backend={type(backend).__name__} cannot solve a mini-batch of graphs (batch/ptr given): "
-                             "each graph needs its own eigenpairs; use backend='exact' or backend='batched_dc', "
+                             "each graph needs its own eigenpairs; use backend='exact', 'stable' or 'batched_dc', "
                              "or call the layer on one graph at a time")
         option = DENSE_FORWARD.get(self._backend_name or "")
         forward = self._backend_kwargs.get(option, "auto") if option is not None else "dense"
