@@ -50,6 +50,8 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
             :class:`~torch_geometric.data.InMemoryDataset` is read from its collated storage
             (without building a ``Data`` object per graph) and a shallow copy of it is returned
             whose storage holds the new attributes (its ``transform`` still runs on access).
+            Views (``dataset[1::2]``), datasets of one graph (Planetoid's Cora, which PyG stores
+            without slices) and one-graph views are accepted; an empty view gives an empty copy.
             Any other sequence (a list, a ``Dataset``; iterating applies its ``transform``)
             gives a list of shallow copies of its graphs with the attributes set. Graphs may
             mix having and not having ``edge_weight``; empty graphs get empty attributes.
@@ -76,6 +78,8 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
                         f"(got {type(transform).__name__})")
     device = _check_device(device)
     if isinstance(dataset, InMemoryDataset):
+        if not len(dataset):  # an empty view (dataset[0:0]): nothing to solve, and PyG cannot collate it
+            return copy.copy(dataset)
         if dataset._indices is not None:  # a view (dataset[...]): materialise the selected graphs
             dataset = dataset.copy()
         packed, graphs = pack_in_memory(dataset), None
@@ -148,8 +152,14 @@ def _expected_names(transform: EigenpairTransform) -> List[str]:
 
 
 def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
-    """The graphs of an ``InMemoryDataset`` read from its collated storage, without per-graph ``Data`` objects."""
+    """The graphs of an ``InMemoryDataset`` read from its collated storage, without per-graph ``Data`` objects.
+
+    A dataset of one graph (Planetoid's Cora, a one-graph view ``dataset[i:i + 1]``) has no slices:
+    PyG stores that graph itself, which is packed like a list of one graph.
+    """
     store, slices = dataset._data, dataset.slices
+    if slices is None:
+        return pack_graphs([store])
     if "edge_index" not in store or slices is None or "edge_index" not in slices:
         raise ValueError("every graph needs data.edge_index, and this dataset's storage has none")
     edge_index = plain_index(store.edge_index)
@@ -179,7 +189,13 @@ def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
 def _attach_to_storage(dataset: InMemoryDataset, packed: PackedGraphs, outputs: Dict[str, Tensor],
                        node_level: Sequence[str]) -> InMemoryDataset:
     out = copy.copy(dataset)
-    store, slices = copy.copy(dataset._data), dict(dataset.slices)
+    store = copy.copy(dataset._data)
+    if dataset.slices is None:  # one graph, stored as itself: its attributes as the transform sets them
+        for name, value in outputs.items():
+            store[name] = value
+        out._data, out._data_list = store, None
+        return out
+    slices = dict(dataset.slices)
     node_ptr = packed.node_ptr.cpu()
     graph_ptr = torch.arange(packed.num_graphs + 1)
     for name, value in outputs.items():

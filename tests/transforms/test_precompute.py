@@ -284,6 +284,24 @@ def test_in_memory_dataset_is_read_from_its_storage_and_left_unchanged(tmp_path)
     assert batch.eigvecs.shape == (int(batch.ptr[-1]), 3) and batch.eigvals.shape == (4, 3)
 
 
+def test_one_graph_datasets_and_one_graph_views_equal_the_per_graph_transform(tmp_path):
+    """PyG stores a dataset of one graph (Planetoid's Cora, a view dataset[i:i + 1]) without slices."""
+    graphs = [as_data(g, x=torch.randn(g.num_nodes, 2)) for g in (path_graph(5), cycle_graph(6), complete_graph(4))]
+    transform = AddEigenpairs(k=3, operator="laplacian")
+    expected = per_graph(transform, [g.clone() for g in graphs])
+    names = ["eigvecs", "eigvals", "eig_mask"]
+    single = GraphList(graphs[1:2], root=str(tmp_path / "single"))
+    assert single.slices is None
+    out = precompute_eigenpairs(single, transform)
+    assert isinstance(out, GraphList) and len(out) == 1 and "eigvecs" not in single[0]
+    assert_same(expected[1:2], [out[0]], names)
+    dataset = GraphList(graphs, root=str(tmp_path / "three"))
+    for view, want in ((dataset[2:3], expected[2:3]), (dataset[[0]], expected[:1])):
+        assert_same(want, list(precompute_eigenpairs(view, transform, cache_dir=False)), names)
+    empty = precompute_eigenpairs(dataset[0:0], transform, cache_dir=False)
+    assert isinstance(empty, GraphList) and len(empty) == 0
+
+
 def test_laplacian_pe_matches_pyg_up_to_sign_and_pads_small_graphs():
     graphs = [as_data(path_graph(n)) for n in (12, 20, 120)]  # simple spectra; 120 takes PyG's ARPACK path
     ours = precompute_eigenpairs(graphs, LaplacianEigenvectorPE(k=3))
