@@ -10,7 +10,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_choice, check_positive_int
-from ..eigen import WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
+from ..eigen import BACKENDS, WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
 from ..linalg import BAND_MIN_SIZE, eigh_extremal, sparse_eigh_extremal
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
 from .packed import (NormalizedEdges, PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges,
@@ -21,6 +21,11 @@ OPERATORS = ("normalized_adjacency", "laplacian")
 
 #: The end of the spectrum each operator is usually filtered from.
 DEFAULT_WHICH = {"normalized_adjacency": "largest", "laplacian": "smallest"}
+
+#: The backends whose every call solves the eigenproblem to convergence, as a precompute needs.
+#: The others (``"amortized"``) return a basis that is trained across calls, alongside a model: on
+#: a graph solved once that is its random starting basis (Rayleigh quotients, not eigenvalues).
+SOLVING_BACKENDS = ("exact", "stable", "batched_dc")
 
 #: Eigenvalue given to the deflated directions, strictly outside the normalized adjacency's
 #: spectrum [-1, 1] on the side that ``which`` never reaches, so a solve cannot return them.
@@ -89,7 +94,10 @@ class AddEigenpairs(BaseTransform):
             (default: ``"largest"`` for the adjacency, ``"smallest"`` for the Laplacian)
         backend (str or EigenBackend): a backend name, sized per graph, or an instance
             with ``k`` and ``which`` equal to the transform's (then every graph must have
-            ``k`` available eigenpairs). (default: ``"exact"``)
+            ``k`` available eigenpairs); one that solves every call to convergence
+            (:data:`SOLVING_BACKENDS`: ``"exact"``, ``"stable"``, ``"batched_dc"``).
+            ``"amortized"`` (name or instance) is refused: its basis is trained across calls
+            with a model, so a graph solved once would get its random start. (default: ``"exact"``)
         backend_kwargs (dict, optional): options for a backend given by name.
         deflate_components (bool): store the per-component eigenvalue-1 block exactly and
             take the ``k`` pairs from the rest (``which`` must be ``"largest"`` or
@@ -122,6 +130,7 @@ class AddEigenpairs(BaseTransform):
             raise ValueError(f"deflate_components=True needs which='largest' or 'smallest' (got which="
                              f"{self.which!r}): with 'magnitude' the removed directions would tie with "
                              f"genuine zero eigenvalues")
+        _check_solving(backend)
         if isinstance(backend, EigenBackend):
             resolve_eigen_backend(backend, **(backend_kwargs or {}))  # refuses options for an instance
             if backend.k != self.k or backend.which != self.which:
@@ -363,3 +372,14 @@ class AddEigenpairs(BaseTransform):
     def __repr__(self) -> str:
         extra = ", deflate_components=True" if self.deflate_components else ""
         return f"{type(self).__name__}(k={self.k}, operator={self.operator!r}, which={self.which!r}{extra})"
+
+
+def _check_solving(backend: object) -> None:
+    """Refuses a backend, by name or an instance of its registered class, that is not in :data:`SOLVING_BACKENDS`."""
+    trained = [name for name, cls in BACKENDS.items() if name not in SOLVING_BACKENDS
+               and (backend == name if isinstance(backend, str) else isinstance(backend, cls))]
+    if trained:
+        raise ValueError(f"backend={trained[0]!r} does not solve the eigenproblem: it returns a basis trained across "
+                         f"calls alongside a model, which for a graph solved once is its random starting basis; "
+                         f"pass one of {', '.join(repr(b) for b in SOLVING_BACKENDS)}, which solve every graph "
+                         f"to convergence, or use the amortized backend inside a layer such as LowRankGCNConv")

@@ -40,7 +40,8 @@ class LaplacianEigenvectorPE(BaseTransform):
         k (int): number of eigenvectors, not counting the first.
         attr_name (str): the node-level attribute written.
             (default: ``"laplacian_eigenvector_pe"``)
-        backend (str): an eigen backend name for :class:`AddEigenpairs`. (default: ``"exact"``)
+        backend (str): an eigen backend name for :class:`AddEigenpairs`, one that solves every
+            graph to convergence (``"exact"``, ``"stable"``, ``"batched_dc"``). (default: ``"exact"``)
         backend_kwargs (dict, optional): its options.
 
     Shapes:

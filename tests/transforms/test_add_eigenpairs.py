@@ -3,11 +3,11 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from lowrank_gnn.eigen import ExactBackend, canonical_signs
+from lowrank_gnn.eigen import AmortizedBackend, ExactBackend, canonical_signs
 from lowrank_gnn.operators import laplacian, normalized_adjacency
 from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.eigen import EigenPairs
-from lowrank_gnn.transforms import AddEigenpairs
+from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE
 
 
 def graph_data(graph, **extra):
@@ -128,6 +128,20 @@ def test_uses_edge_weight_and_accepts_a_matching_backend_instance():
 def test_rejects_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         AddEigenpairs(**kwargs)
+
+
+def test_backends_that_do_not_solve_the_eigenproblem_are_refused():
+    """The amortized backend returns its trained basis: on a graph solved once, its random start."""
+    match = r"backend='amortized' does not solve the eigenproblem.*'exact', 'stable', 'batched_dc'"
+    for make in (lambda: AddEigenpairs(k=3, operator="laplacian", backend="amortized"),
+                 lambda: AddEigenpairs(k=3, backend=AmortizedBackend(k=3)),
+                 lambda: LaplacianEigenvectorPE(k=2, backend="amortized")):
+        with pytest.raises(ValueError, match=match):
+            make()
+    for backend in ("exact", "stable", "batched_dc"):
+        out = AddEigenpairs(k=3, operator="laplacian", backend=backend)(graph_data(path_graph(30)))
+        dense = laplacian(path_graph(30).edge_index, num_nodes=30).to_dense().double()
+        assert torch.allclose(out.eigvals[0].double(), torch.linalg.eigvalsh(dense)[:3], atol=1e-5)
 
 
 def test_rejects_bad_graphs():
