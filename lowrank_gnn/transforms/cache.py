@@ -87,7 +87,9 @@ def _inconsistency(stored: Any, key: str, packed: PackedGraphs, node_level: Sequ
 def save_cached(path: Path, key: str, outputs: Dict[str, Tensor]) -> None:
     """Write atomically (a temporary file in the same folder, then ``os.replace``), so that a
     reader never sees a partial file and two writers of the same key simply both succeed. A
-    folder that cannot be written gives a warning, not an error: the results are still returned."""
+    folder that cannot be written, or a write that fails part-way (a full disk, a file size
+    limit: ``torch.save`` raises a ``RuntimeError`` then), gives a warning, not an error: the
+    temporary file is removed and the results are still returned."""
     payload: Dict[str, Any] = {"format": CACHE_FORMAT, "lowrank_gnn": library_version(), "key": key}
     payload.update({name: value.detach().cpu() for name, value in outputs.items()})
     temporary = None
@@ -98,7 +100,7 @@ def save_cached(path: Path, key: str, outputs: Dict[str, Tensor]) -> None:
             torch.save(payload, file)
         os.replace(temporary, path)
         temporary = None
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
         warnings.warn(f"could not write the cache file {path} ({type(error).__name__}: {error}); the results "
                       f"are computed but not cached", stacklevel=3)
     finally:

@@ -42,7 +42,8 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     and renamed into place (``os.replace``), so concurrent writers are safe, and read with
     ``torch.load(weights_only=True)`` (no pickled code is ever run). A corrupt, truncated,
     foreign or inconsistent file is ignored with a warning and recomputed; a folder that
-    cannot be written gives a warning and uncached results. Transforms with a backend
+    cannot be written, or a write that fails part-way (a full disk), gives a warning and
+    uncached results. Transforms with a backend
     *instance* (possibly with learned state) are never cached.
 
     Args:

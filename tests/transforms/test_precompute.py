@@ -1,5 +1,7 @@
 import multiprocessing
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -442,6 +444,33 @@ def test_an_unwritable_cache_folder_warns_and_still_returns_results(tmp_path):
             precompute_eigenpairs(graphs, transform, cache_dir=readonly)
     finally:
         readonly.chmod(0o700)
+
+
+WRITE_LIMITED = """
+import resource, signal, sys, warnings
+import torch
+from torch_geometric.data import Data
+from lowrank_gnn.testing import path_graph
+from lowrank_gnn.transforms import AddEigenpairs, precompute_eigenpairs
+graphs = [Data(edge_index=path_graph(300).edge_index, num_nodes=300)]
+expected = AddEigenpairs(k=8)(graphs[0].clone()).eigvecs
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))  # writes past 4 KiB fail, as on a full disk
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = precompute_eigenpairs(graphs, AddEigenpairs(k=8), cache_dir=sys.argv[1])
+assert torch.equal(out[0].eigvecs, expected)
+assert any("could not write the cache file" in str(w.message) for w in caught), [str(w.message) for w in caught]
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_a_cache_write_that_fails_part_way_warns_and_leaves_no_file(tmp_path):
+    """torch.save raises a RuntimeError (not an OSError) when the file system refuses more bytes."""
+    result = subprocess.run([sys.executable, "-c", WRITE_LIMITED, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []  # the temporary file was removed
 
 
 def fill_cache(folder, queue, barrier):
