@@ -103,6 +103,13 @@ def check_edge_weight_dtype(weight: Tensor, where: str = "") -> None:
         raise TypeError(f"{where}{error}") from None
 
 
+def check_edge_weight_shape(shape: Any, num_edges: int, g: int) -> None:
+    """Graph ``g``'s ``data.edge_weight`` has shape ``(num_edges,)`` (``shape``: a tuple, or the type name
+    of something that is not a tensor); ``(num_edges, 1)`` would broadcast against the edges instead."""
+    if shape != (num_edges,):
+        raise ValueError(f"graph {g}: data.edge_weight must have shape (num_edges,) = ({num_edges},) (got {shape})")
+
+
 def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
     """Flatten a sequence of ``Data`` objects (with or without ``edge_weight``, mixed) into :class:`PackedGraphs`.
 
@@ -118,11 +125,9 @@ def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
         weight = getattr(data, "edge_weight", None)
         if weight is None:
             weight = torch.ones(edge_index.shape[1], dtype=torch.float64, device=edge_index.device)
-        elif not isinstance(weight, Tensor) or weight.shape != (edge_index.shape[1],):
-            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            raise ValueError(f"graph {g}: data.edge_weight must have shape (num_edges,) = "
-                             f"({edge_index.shape[1]},) (got {shape})")
         else:
+            check_edge_weight_shape(tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__,
+                                    edge_index.shape[1], g)
             check_edge_weight_dtype(weight, f"graph {g}: ")
             weighted = True
         indices.append(edge_index)

@@ -15,7 +15,8 @@ from .._validation import check_index_dtype
 from .add_eigenpairs import AddEigenpairs
 from .cache import cache_file, cache_key, load_cached, save_cached
 from .laplacian_pe import LaplacianEigenvectorPE
-from .packed import PackedGraphs, check_edge_weight_dtype, check_packed, pack_graphs, plain_index
+from .packed import (PackedGraphs, check_edge_weight_dtype, check_edge_weight_shape, check_packed, pack_graphs,
+                     plain_index)
 
 EigenpairTransform = Union[AddEigenpairs, LaplacianEigenvectorPE]
 
@@ -180,11 +181,22 @@ def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
     if weight is None:
         weight = torch.ones(edge_index.shape[1], dtype=torch.float64, device=edge_index.device)
     else:
-        check_edge_weight_dtype(weight)
+        _check_stored_edge_weight(weight, edge_ptr, slices.get("edge_weight"))
     packed = PackedGraphs(num_nodes.to(edge_index.device), edge_ptr, edge_index.long(),
                           weight.detach().to(torch.float64))
     check_packed(packed)
     return packed
+
+
+def _check_stored_edge_weight(weight: Tensor, edge_ptr: Tensor, weight_ptr: Optional[Tensor]) -> None:
+    """The collated ``edge_weight`` pairs with the edges graph by graph (the list path's shape check,
+    naming the first graph whose weights are not ``(num_edges,)``), and is float32 or float64."""
+    counts = edge_ptr.diff()
+    weight_counts = counts if weight_ptr is None else weight_ptr.to(counts.device).diff()
+    if weight.dim() != 1 or not torch.equal(weight_counts, counts):
+        g = 0 if weight.dim() != 1 else int((weight_counts != counts).nonzero()[0])
+        check_edge_weight_shape((int(weight_counts[g]), *weight.shape[1:]), int(counts[g]), g)
+    check_edge_weight_dtype(weight)
 
 
 def _attach_to_storage(dataset: InMemoryDataset, packed: PackedGraphs, outputs: Dict[str, Tensor],

@@ -568,6 +568,17 @@ def test_half_precision_weights_in_an_in_memory_dataset_are_refused(tmp_path):
         precompute_eigenpairs(GraphList(graphs, root=str(tmp_path)), AddEigenpairs(k=2), cache_dir=False)
 
 
+def test_stored_edge_weights_of_another_shape_are_refused_as_in_a_list(tmp_path):
+    """(E, 1) weights would broadcast to (E, E) in the operator entries: refused before, naming graph 0."""
+    graphs = [as_data(graph, edge_weight=torch.full((graph.edge_index.shape[1], 1), 2.0),
+                      x=torch.ones(graph.num_nodes, 1)) for graph in (path_graph(4), cycle_graph(5))]
+    message = r"graph 0: data.edge_weight must have shape \(num_edges,\) = \(6,\) \(got \(6, 1\)\)"
+    with pytest.raises(ValueError, match=message):
+        precompute_eigenpairs(graphs, AddEigenpairs(k=2), cache_dir=False)
+    with pytest.raises(ValueError, match=message):
+        precompute_eigenpairs(GraphList(graphs, root=str(tmp_path)), AddEigenpairs(k=2), cache_dir=False)
+
+
 @pytest.mark.parametrize("operator, add_self_loops", [("laplacian", True), ("normalized_adjacency", False)])
 def test_an_edge_into_a_node_without_edges_of_its_own_is_refused(operator, add_self_loops):
     """Its entry is 0 on both sides (the node's D^-1/2 is 0), so only the degree test sees the missing reverse."""
