@@ -13,6 +13,7 @@ from .._validation import check_choice, check_positive_int
 from ..eigen import BACKENDS, WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
 from ..linalg import BAND_MIN_SIZE, eigh_extremal, sparse_eigh_extremal
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
+from .cache import OutputSpecs
 from .packed import (NormalizedEdges, PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges,
                      pack_graphs, sparse_operator)
 from .progress import progress_bar
@@ -150,6 +151,17 @@ class AddEigenpairs(BaseTransform):
     def node_level(self) -> Tuple[str, ...]:
         """The attributes :meth:`compute` returns per node (the others are per graph)."""
         return ("eigvecs", "eig_component_vector", "eig_component_index") if self.deflate_components else ("eigvecs",)
+
+    def output_specs(self, num_nodes: int, num_graphs: int) -> OutputSpecs:
+        """The shape and dtype of each attribute :meth:`compute` returns for ``num_graphs`` graphs of
+        ``num_nodes`` nodes in all (what a cache file must hold to be used)."""
+        dtype = torch.get_default_dtype()
+        specs: OutputSpecs = {"eigvecs": ((num_nodes, self.k), dtype), "eigvals": ((num_graphs, self.k), dtype),
+                 "eig_mask": ((num_graphs, self.k), torch.bool)}
+        if self.deflate_components:
+            specs["eig_component_vector"] = ((num_nodes,), dtype)
+            specs["eig_component_index"] = ((num_nodes,), torch.long)
+        return specs
 
     def cache_config(self) -> Optional[Dict[str, Any]]:
         """Everything besides the graphs that the result depends on, or ``None`` (a backend instance,

@@ -7,7 +7,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +18,10 @@ from .packed import PackedGraphs
 #: Bumped whenever the file layout or the meaning of a stored attribute changes, and whenever a
 #: solver path changes so that the stored numbers would differ (another LAPACK driver for some sizes).
 CACHE_FORMAT = 2
+
+
+#: Each attribute's shape and dtype, as a transform computes it (its ``output_specs``).
+OutputSpecs = Dict[str, Tuple[Tuple[int, ...], torch.dtype]]
 
 
 def library_version() -> str:
@@ -45,28 +49,31 @@ def cache_file(cache_dir: Path, config: Dict[str, Any], key: str) -> Path:
     return Path(cache_dir) / f"{str(config['transform']).lower()}_{key}.pt"
 
 
-def load_cached(path: Path, key: str, packed: PackedGraphs, node_level: Sequence[str],
-                expected: Sequence[str]) -> Optional[Dict[str, Tensor]]:
+def load_cached(path: Path, key: str, specs: OutputSpecs,
+                device: torch.device) -> Optional[Dict[str, Tensor]]:
     """The cached attributes, or ``None`` (missing file; or unreadable, foreign or inconsistent,
-    with a warning). Loads with ``weights_only=True``: tensors and plain containers only."""
+    with a warning). Loads with ``weights_only=True``: tensors and plain containers only.
+
+    ``specs`` gives each attribute's shape and dtype, as the transform computes it
+    (``output_specs``): a file whose entries differ in shape, dtype or layout (a sparse tensor),
+    or hold NaN/Inf, is inconsistent.
+    """
     if not path.exists():
         return None
-    device = packed.edge_index.device
     try:
         stored = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # truncated, corrupt, unreadable or unsafe file
         warnings.warn(f"ignoring the unreadable cache file {path} ({type(error).__name__}: {error}); "
                       f"recomputing", stacklevel=3)
         return None
-    problem = _inconsistency(stored, key, packed, node_level, expected)
+    problem = _inconsistency(stored, key, specs)
     if problem:
         warnings.warn(f"ignoring the cache file {path}: {problem}; recomputing", stacklevel=3)
         return None
-    return {name: stored[name] for name in expected}
+    return {name: stored[name] for name in specs}
 
 
-def _inconsistency(stored: Any, key: str, packed: PackedGraphs, node_level: Sequence[str],
-                   expected: Sequence[str]) -> Optional[str]:
+def _inconsistency(stored: Any, key: str, specs: OutputSpecs) -> Optional[str]:
     if not isinstance(stored, dict):
         return f"it holds a {type(stored).__name__}, not this library's cache layout"
     if stored.get("format") != CACHE_FORMAT or stored.get("lowrank_gnn") != library_version():
@@ -74,13 +81,17 @@ def _inconsistency(stored: Any, key: str, packed: PackedGraphs, node_level: Sequ
                 f"{stored.get('format')!r}); this is {library_version()!r} (format {CACHE_FORMAT})")
     if stored.get("key") != key:
         return "its content key does not match these graphs and options"
-    rows = {name: int(packed.node_ptr[-1]) if name in node_level else packed.num_graphs for name in expected}
-    for name in expected:
+    for name, (shape, dtype) in specs.items():
         value = stored.get(name)
-        if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != rows[name]:
-            return f"its {name!r} entry is missing or has the wrong shape"
-        if value.is_floating_point() and value.dtype != torch.get_default_dtype():
-            return f"its {name!r} entry has dtype {value.dtype}, not {torch.get_default_dtype()}"
+        if not isinstance(value, Tensor):
+            return f"its {name!r} entry is missing"
+        if value.layout != torch.strided:
+            return f"its {name!r} entry is a {value.layout} tensor, not a dense one"
+        if tuple(value.shape) != shape or value.dtype != dtype:
+            return (f"its {name!r} entry has shape {tuple(value.shape)} and dtype {value.dtype}, not {shape} "
+                    f"and {dtype}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return f"its {name!r} entry holds NaN or Inf"
     return None
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+import torch
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_positive_int
 from .add_eigenpairs import AddEigenpairs
+from .cache import OutputSpecs
 from .packed import PackedGraphs, pack_graphs
 
 
@@ -71,6 +73,10 @@ class LaplacianEigenvectorPE(BaseTransform):
     @property
     def node_level(self) -> Tuple[str, ...]:
         return (self.attr_name,)
+
+    def output_specs(self, num_nodes: int, num_graphs: int) -> OutputSpecs:
+        """The shape and dtype of the attribute :meth:`compute` returns (see :meth:`AddEigenpairs.output_specs`)."""
+        return {self.attr_name: ((num_nodes, self.k), torch.get_default_dtype())}
 
     def cache_config(self) -> Optional[Dict[str, Any]]:
         inner = self.eigenpairs.cache_config()

@@ -42,7 +42,8 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     any change gives another key, hence a recomputation. Files are written to a temporary name
     and renamed into place (``os.replace``), so concurrent writers are safe, and read with
     ``torch.load(weights_only=True)`` (no pickled code is ever run). A corrupt, truncated,
-    foreign or inconsistent file is ignored with a warning and recomputed; a folder that
+    foreign or inconsistent file (an entry of another shape, dtype or layout than the transform
+    computes, or with NaN/Inf) is ignored with a warning and recomputed; a folder that
     cannot be written, or a write that fails part-way (a full disk), gives a warning and
     uncached results. Transforms with a backend
     *instance* (possibly with learned state) are never cached.
@@ -138,19 +139,13 @@ def _solve_or_load(packed: PackedGraphs, transform: EigenpairTransform, folder: 
         return transform.compute(packed, progress)
     key = cache_key(packed, config, packed.edge_index.device)
     path = cache_file(folder, config, key)
-    expected = _expected_names(transform)
-    cached = load_cached(path, key, packed, transform.node_level, expected)
+    specs = transform.output_specs(int(packed.num_nodes.sum()), packed.num_graphs)
+    cached = load_cached(path, key, specs, packed.edge_index.device)
     if cached is not None:
         return cached
     outputs = transform.compute(packed, progress)
     save_cached(path, key, outputs)
     return outputs
-
-
-def _expected_names(transform: EigenpairTransform) -> List[str]:
-    if isinstance(transform, LaplacianEigenvectorPE):
-        return [transform.attr_name]
-    return list(transform.node_level) + ["eigvals", "eig_mask"]
 
 
 def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:

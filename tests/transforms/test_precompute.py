@@ -382,12 +382,39 @@ def test_cache_reloads_and_is_invalidated_by_every_key(tmp_path, monkeypatch):
     assert counter.calls == before + 1
 
 
+@pytest.mark.parametrize("transform", [AddEigenpairs(k=4), AddEigenpairs(k=3, deflate_components=True),
+                                       LaplacianEigenvectorPE(k=3, attr_name="pe")], ids=repr)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_output_specs_describe_what_compute_returns(transform, dtype):
+    """The cache accepts a file only with these shapes and dtypes, so they must be the computed ones."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        graphs = mixed_graphs()
+        outputs = transform.compute(pack_graphs(graphs))
+        specs = transform.output_specs(sum(g.num_nodes for g in graphs), len(graphs))
+    finally:
+        torch.set_default_dtype(previous)
+    assert {name: (tuple(value.shape), value.dtype) for name, value in outputs.items()} == specs
+
+
 def cache_path_of(folder):
     (path,) = [p for p in folder.iterdir() if p.suffix == ".pt"]
     return path
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_version", "wrong_shape", "pickled_code"])
+EDITS = {"wrong_shape": lambda stored: stored.update(eigvecs=stored["eigvecs"][:-1]),
+         "missing_columns": lambda stored: stored.update(eigvecs=stored["eigvecs"][:, :2]),
+         "uint8_mask": lambda stored: stored.update(eig_mask=stored["eig_mask"].to(torch.uint8)),
+         "int64_eigvals": lambda stored: stored.update(eigvals=stored["eigvals"].long()),
+         "float64_eigvecs": lambda stored: stored.update(eigvecs=stored["eigvecs"].double()),
+         "sparse_eigvals": lambda stored: stored.update(eigvals=stored["eigvals"].to_sparse()),
+         "nan_eigvecs": lambda stored: stored["eigvecs"].fill_(float("nan")),
+         "missing_entry": lambda stored: stored.pop("eig_mask"),
+         "other_version": lambda stored: stored.update(lowrank_gnn="0.0.1")}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "pickled_code", *EDITS])
 def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
     graphs = mixed_graphs()
     transform = AddEigenpairs(k=3, operator="laplacian")
@@ -398,12 +425,9 @@ def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
         path.write_bytes(b"not a cache file")
     elif damage == "truncated":
         path.write_bytes(content[: len(content) // 2])
-    elif damage in ("other_version", "wrong_shape"):
+    elif damage in EDITS:
         stored = torch.load(path, weights_only=True)
-        if damage == "other_version":
-            stored["lowrank_gnn"] = "0.0.1"
-        else:
-            stored["eigvecs"] = stored["eigvecs"][:-1]
+        EDITS[damage](stored)
         torch.save(stored, path)
     else:
         marker = tmp_path / "code_ran"
@@ -411,6 +435,8 @@ def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
     with pytest.warns(UserWarning, match="ignoring the"):
         got = precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
     assert_same(expected, got, ["eigvecs", "eigvals", "eig_mask"])
+    assert all(a.eig_mask.dtype == torch.bool and a.eigvals.dtype == b.eigvals.dtype
+               for a, b in zip(expected, got, strict=True))
     if damage == "pickled_code":
         assert not (tmp_path / "code_ran").exists()
     with warnings.catch_warnings():
