@@ -52,12 +52,19 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
         dataset (InMemoryDataset or sequence of Data): the graphs. An
             :class:`~torch_geometric.data.InMemoryDataset` is read from its collated storage
             (without building a ``Data`` object per graph) and a shallow copy of it is returned
-            whose storage holds the new attributes (its ``transform`` still runs on access).
+            whose storage holds the new attributes. The eigenpairs are those of the **stored**
+            graphs, as a ``pre_transform`` would compute them: ``dataset.transform`` is not
+            applied to the graphs solved, and it still runs on access, on the stored graph with
+            its new attributes. A ``transform`` that changes ``edge_index``, ``edge_weight`` or
+            the node count (``AddSelfLoops``, ``ToUndirected``) therefore shows graphs whose
+            eigenpairs are of the stored structure: make it a ``pre_transform``, or pass
+            ``list(dataset)`` to solve the transformed graphs.
             Views (``dataset[1::2]``), datasets of one graph (Planetoid's Cora, which PyG stores
             without slices) and one-graph views are accepted; an empty view gives an empty copy.
-            Any other sequence (a list, a ``Dataset``; iterating applies its ``transform``)
-            gives a list of shallow copies of its graphs with the attributes set. Graphs may
-            mix having and not having ``edge_weight``; empty graphs get empty attributes.
+            Any other sequence (a list, a ``Dataset``) is solved as iterating it yields its
+            graphs (a ``Dataset``'s ``transform`` applied) and gives a list of shallow copies of
+            those graphs with the attributes set. Graphs may mix having and not having
+            ``edge_weight``; empty graphs get empty attributes.
         transform (AddEigenpairs or LaplacianEigenvectorPE): what to compute.
         cache_dir (str or PathLike or bool, optional): the cache folder. ``None``: the
             dataset's ``processed_dir`` when it has one (beside PyG's processed files), else no

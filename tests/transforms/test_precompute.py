@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.loader import DataLoader
-from torch_geometric.transforms import AddLaplacianEigenvectorPE
+from torch_geometric.transforms import AddLaplacianEigenvectorPE, AddSelfLoops
 
 from lowrank_gnn.eigen import EigenPairs
 from lowrank_gnn.linalg import BAND_MIN_SIZE
@@ -284,6 +284,23 @@ def test_in_memory_dataset_is_read_from_its_storage_and_left_unchanged(tmp_path)
                 ["eigvecs", "eigvals"])
     batch = next(iter(DataLoader(out, batch_size=4)))
     assert batch.eigvecs.shape == (int(batch.ptr[-1]), 3) and batch.eigvals.shape == (4, 3)
+
+
+def test_an_in_memory_dataset_is_solved_as_stored_and_a_sequence_as_it_yields(tmp_path):
+    """dataset.transform is not applied to the stored graphs solved (as a pre_transform) and still runs
+    on access; a list of the dataset's graphs holds the transformed graphs and is solved as such."""
+    graphs = [as_data(g, x=torch.ones(g.num_nodes, 1)) for g in (path_graph(5), cycle_graph(6))]
+    dataset = GraphList(graphs, root=str(tmp_path))
+    dataset.transform = AddSelfLoops()  # changes the structure the eigenpairs are of
+    transform = AddEigenpairs(k=3, add_self_loops=False)
+    stored = precompute_eigenpairs(dataset, transform, cache_dir=False)
+    yielded = precompute_eigenpairs(list(dataset), transform, cache_dir=False)
+    for i, graph in enumerate(graphs):
+        with_loops = AddSelfLoops()(graph.clone())
+        assert torch.equal(stored[i].edge_index, with_loops.edge_index)  # the transform runs on access
+        assert torch.equal(stored[i].eigvals, transform(graph.clone()).eigvals)
+        assert torch.equal(yielded[i].eigvals, transform(with_loops.clone()).eigvals)
+        assert not torch.equal(stored[i].eigvals, yielded[i].eigvals)
 
 
 def test_one_graph_datasets_and_one_graph_views_equal_the_per_graph_transform(tmp_path):
