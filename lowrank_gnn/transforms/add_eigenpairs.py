@@ -9,7 +9,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from .._validation import check_choice, check_positive_int
+from .._validation import HALF_PRECISION, check_choice, check_positive_int
 from ..eigen import BACKENDS, WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
 from ..linalg import BAND_MIN_SIZE, eigh_extremal, sparse_eigh_extremal
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
@@ -106,7 +106,8 @@ class AddEigenpairs(BaseTransform):
         add_self_loops (bool): for the normalized adjacency. (default: ``True``)
 
     The graph's ``edge_weight`` attribute is used when present. Values are computed in
-    float64 and stored in ``torch.get_default_dtype()``.
+    float64 and stored in ``torch.get_default_dtype()``, which must be float32 or float64 (half
+    precision is refused with a ``TypeError``, as everywhere in the library).
 
     Example:
         >>> from torch_geometric.loader import DataLoader
@@ -155,7 +156,7 @@ class AddEigenpairs(BaseTransform):
     def output_specs(self, num_nodes: int, num_graphs: int) -> OutputSpecs:
         """The shape and dtype of each attribute :meth:`compute` returns for ``num_graphs`` graphs of
         ``num_nodes`` nodes in all (what a cache file must hold to be used)."""
-        dtype = torch.get_default_dtype()
+        dtype = result_dtype()
         specs: OutputSpecs = {"eigvecs": ((num_nodes, self.k), dtype), "eigvals": ((num_graphs, self.k), dtype),
                  "eig_mask": ((num_graphs, self.k), torch.bool)}
         if self.deflate_components:
@@ -221,7 +222,7 @@ class AddEigenpairs(BaseTransform):
         by the same comparisons as the masks of a batch. Both skip per-call tensor work that
         dominates the per-graph transform on small graphs.
         """
-        dtype, device = torch.get_default_dtype(), packed.edge_index.device
+        dtype, device = result_dtype(), packed.edge_index.device
         num_nodes, k, num_graphs = packed.num_nodes, self.k, packed.num_graphs
         if num_graphs == 1:  # one graph: its route from its size as a Python int, by the same rule
             n = int(num_nodes[0])
@@ -384,6 +385,18 @@ class AddEigenpairs(BaseTransform):
     def __repr__(self) -> str:
         extra = ", deflate_components=True" if self.deflate_components else ""
         return f"{type(self).__name__}(k={self.k}, operator={self.operator!r}, which={self.which!r}{extra})"
+
+
+def result_dtype() -> torch.dtype:
+    """``torch.get_default_dtype()``, the dtype the transforms store their results in; half precision
+    is refused, as everywhere in the library (the precision policy of ``docs/guides/reliability.md``)."""
+    dtype = torch.get_default_dtype()
+    if dtype in HALF_PRECISION:
+        raise TypeError(f"torch.get_default_dtype() is {dtype}, the dtype eigenpairs are stored in, but lowrank_gnn "
+                        f"computes in float32 or float64 only (half precision cannot resolve eigenvalue gaps or keep "
+                        f"a basis orthonormal); compute them under torch.set_default_dtype(torch.float32) and cast "
+                        f"the stored attributes afterwards if needed")
+    return dtype
 
 
 def _check_solving(backend: object) -> None:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
-import torch
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_positive_int
-from .add_eigenpairs import AddEigenpairs
+from .add_eigenpairs import AddEigenpairs, result_dtype
 from .cache import OutputSpecs
 from .packed import PackedGraphs, pack_graphs
 
@@ -76,7 +75,7 @@ class LaplacianEigenvectorPE(BaseTransform):
 
     def output_specs(self, num_nodes: int, num_graphs: int) -> OutputSpecs:
         """The shape and dtype of the attribute :meth:`compute` returns (see :meth:`AddEigenpairs.output_specs`)."""
-        return {self.attr_name: ((num_nodes, self.k), torch.get_default_dtype())}
+        return {self.attr_name: ((num_nodes, self.k), result_dtype())}
 
     def cache_config(self) -> Optional[Dict[str, Any]]:
         inner = self.eigenpairs.cache_config()

@@ -165,6 +165,26 @@ def test_half_precision_edge_weights_are_refused(dtype):
         AddEigenpairs(k=2)(graph_data(path_graph(4), edge_weight=weight))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_default_dtype_is_refused(dtype, tmp_path):
+    """The results are stored in the default dtype, which must be float32 or float64."""
+    from lowrank_gnn.transforms import precompute_eigenpairs
+
+    graphs = [graph_data(path_graph(5)), graph_data(cycle_graph(6))]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        match = rf"torch.get_default_dtype\(\) is {dtype}.*torch.set_default_dtype\(torch.float32\)"
+        for run in (lambda: AddEigenpairs(k=2)(graphs[0].clone()),
+                    lambda: LaplacianEigenvectorPE(k=2)(graphs[0].clone()),
+                    lambda: precompute_eigenpairs(graphs, AddEigenpairs(k=2), cache_dir=tmp_path)):
+            with pytest.raises(TypeError, match=match):
+                run()
+    finally:
+        torch.set_default_dtype(previous)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_edge_index_of_another_dtype_is_named_in_the_message():
     with pytest.raises(TypeError, match=r"^graph 0: data.edge_index must have an integer dtype.*convert them with "
                                         r"data.edge_index.long\(\) after"):
