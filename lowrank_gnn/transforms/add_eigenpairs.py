@@ -278,7 +278,10 @@ class AddEigenpairs(BaseTransform):
         node_ptr = packed.node_ptr
         for g in single.nonzero().squeeze(1).tolist():
             start, end = int(node_ptr[g]), int(node_ptr[g + 1])
-            m, graph_values, graph_vectors, component = self._solve_one(packed.graph(g))
+            try:
+                m, graph_values, graph_vectors, component = self._solve_one(packed.graph(g))
+            except ValueError as error:  # the backend's check (a directed graph), with the graph it refused
+                raise ValueError(f"graph {g}: {error}") from None
             values[g, :m], vectors[start:end, :m], available[g] = graph_values, graph_vectors, m
             if component is not None:
                 out["eig_component_vector"][start:end], out["eig_component_index"][start:end] = component

@@ -9,14 +9,14 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Batch, Data, HeteroData, InMemoryDataset
 
 from .._validation import check_index_dtype
 from .add_eigenpairs import AddEigenpairs
 from .cache import cache_file, cache_key, load_cached, save_cached
 from .laplacian_pe import LaplacianEigenvectorPE
-from .packed import (PackedGraphs, check_edge_weight_dtype, check_edge_weight_shape, check_packed, pack_graphs,
-                     plain_index)
+from .packed import (ADJ_T_FIX, PackedGraphs, check_edge_weight_dtype, check_edge_weight_shape, check_packed,
+                     pack_graphs, plain_index)
 
 EigenpairTransform = Union[AddEigenpairs, LaplacianEigenvectorPE]
 
@@ -86,6 +86,11 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     if not isinstance(transform, (AddEigenpairs, LaplacianEigenvectorPE)):
         raise TypeError(f"transform must be an AddEigenpairs or a LaplacianEigenvectorPE "
                         f"(got {type(transform).__name__})")
+    if isinstance(dataset, (Data, HeteroData)):  # one graph or a Batch: iterating gives its attributes
+        fix = "batch.to_data_list()" if isinstance(dataset, Batch) else \
+            "[data], or apply the transform: transform(data)"
+        raise TypeError(f"dataset must be a sequence of Data objects or an InMemoryDataset (got a "
+                        f"{type(dataset).__name__}); pass {fix}")
     device = _check_device(device)
     if isinstance(dataset, InMemoryDataset):
         if not len(dataset):  # an empty view (dataset[0:0]): nothing to solve, and PyG cannot collate it
@@ -115,6 +120,9 @@ def _check_device(device: Union[str, torch.device, None]) -> Optional[torch.devi
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"device must be a torch.device or a device string such as 'cpu' or 'cuda:0' (got "
                          f"device={device!r}: {error})") from None
+    if resolved.type == "meta":  # allocations succeed there, but no tensor on it holds values
+        raise ValueError("device='meta' holds no values, so no eigenpairs can be computed on it; pass device=None to "
+                         "solve on the graphs' own device, or a device such as 'cpu' or 'cuda'")
     try:
         torch.empty(0, device=resolved)
     except (RuntimeError, AssertionError) as error:  # AssertionError: a build without that backend
@@ -164,8 +172,13 @@ def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
     store, slices = dataset._data, dataset.slices
     if slices is None:
         return pack_graphs([store])
-    if "edge_index" not in store or slices is None or "edge_index" not in slices:
-        raise ValueError("every graph needs data.edge_index, and this dataset's storage has none")
+    if "edge_index" not in store or "edge_index" not in slices:
+        if "adj_t" in store:
+            raise ValueError(f"this dataset's graphs hold their edges as a sparse adj_t (ToSparseTensor) and have no "
+                             f"edge_index, which every graph needs; {ADJ_T_FIX}, in a pre_transform or on the graphs "
+                             f"of list(dataset)")
+        raise ValueError("every graph needs data.edge_index of shape (2, num_edges), and this dataset's storage has "
+                         "none")
     edge_index = plain_index(store.edge_index)
     check_index_dtype("data.edge_index", edge_index)
     edge_ptr = slices["edge_index"].to(edge_index.device)

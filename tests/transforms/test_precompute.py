@@ -7,9 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Batch, Data, InMemoryDataset
 from torch_geometric.loader import DataLoader
-from torch_geometric.transforms import AddLaplacianEigenvectorPE, AddSelfLoops
+from torch_geometric.transforms import AddLaplacianEigenvectorPE, AddSelfLoops, ToSparseTensor
+from torch_geometric.utils import to_edge_index
 
 from lowrank_gnn.eigen import EigenPairs
 from lowrank_gnn.linalg import BAND_MIN_SIZE
@@ -588,6 +589,40 @@ def test_rejects_bad_input():
         precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=True)
     with pytest.raises(TypeError, match="cache_dir must be a folder path"):
         precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=3)
+
+
+def test_messages_for_the_wrong_container_adj_t_graphs_and_overflowing_degrees(tmp_path):
+    graph = as_data(path_graph(4))
+    with pytest.raises(TypeError, match=r"or an InMemoryDataset \(got a Data\); pass \[data\]"):
+        precompute_eigenpairs(graph, AddEigenpairs(k=2))
+    with pytest.raises(TypeError, match=r"\(got a DataBatch\); pass batch.to_data_list\(\)"):
+        precompute_eigenpairs(Batch.from_data_list([graph, graph]), AddEigenpairs(k=2))
+    with pytest.raises(ValueError, match=r"graph 0 has no edge_index.*only a graph that has no edges at all"):
+        AddEigenpairs(k=2)(Data(num_nodes=3))
+    sparse = [ToSparseTensor()(as_data(g, x=torch.ones(g.num_nodes, 1))) for g in (path_graph(4), cycle_graph(5))]
+    fix = r"ToSparseTensor\(remove_edge_index=False\).*to_edge_index\(data.adj_t\)"
+    with pytest.raises(ValueError, match=r"graph 1 holds its edges as a sparse adj_t .*" + fix):
+        precompute_eigenpairs([graph, sparse[1]], AddEigenpairs(k=2))
+    with pytest.raises(ValueError, match=r"this dataset's graphs hold their edges as a sparse adj_t .*" + fix):
+        precompute_eigenpairs(GraphList(sparse, root=str(tmp_path)), AddEigenpairs(k=2), cache_dir=False)
+    converted = Data(num_nodes=5)
+    converted.edge_index, converted.edge_weight = to_edge_index(sparse[1].adj_t)  # the fix the message gives
+    assert torch.equal(AddEigenpairs(k=2)(converted).eigvals, AddEigenpairs(k=2)(as_data(cycle_graph(5))).eigvals)
+    huge = as_data(path_graph(3), edge_weight=torch.full((4,), 1e308, dtype=torch.float64))  # finite, sum is not
+    for operator in ("laplacian", "normalized_adjacency"):
+        with pytest.raises(ValueError, match=r"graph 1: the weighted degree of node 1 overflows float64"):
+            precompute_eigenpairs([graph, huge], AddEigenpairs(k=2, operator=operator))
+    with pytest.raises(ValueError, match=r"device='meta' holds no values"):
+        precompute_eigenpairs(Unreadable(), AddEigenpairs(k=2), cache_dir=False, device="meta")
+
+
+@pytest.mark.parametrize("options", [dict(backend_kwargs={"dense_max_nodes": 2}), dict(backend="stable"),
+                                     dict(backend_kwargs={"method": "sparse"})])
+def test_a_directed_graph_solved_one_at_a_time_is_named(options):
+    undirected = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+    directed = Data(edge_index=torch.tensor([[0, 1, 1], [1, 2, 0]]), num_nodes=3)  # 1 -> 2 without its reverse
+    with pytest.raises(ValueError, match=r"^graph 3: \w+Backend needs a symmetric operator"):
+        precompute_eigenpairs([undirected] * 3 + [directed, undirected], AddEigenpairs(k=2, **options))
 
 
 class Unreadable:
