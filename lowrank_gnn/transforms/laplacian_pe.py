@@ -49,7 +49,9 @@ class LaplacianEigenvectorPE(BaseTransform):
         writes ``data[attr_name]`` of shape ``(num_nodes, k)``.
 
     Example:
+        >>> from torch_geometric.data import Data
         >>> from lowrank_gnn.testing import cycle_graph
+        >>> from lowrank_gnn.transforms import LaplacianEigenvectorPE
         >>> graph = cycle_graph(6)
         >>> data = Data(edge_index=graph.edge_index, num_nodes=graph.num_nodes)
         >>> LaplacianEigenvectorPE(k=3)(data).laplacian_eigenvector_pe.shape

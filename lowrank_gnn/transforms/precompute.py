@@ -77,7 +77,9 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
             ``ValueError`` before any work. (default: the graphs' device)
 
     Example:
+        >>> from torch_geometric.data import Data
         >>> from lowrank_gnn.testing import cycle_graph, path_graph
+        >>> from lowrank_gnn.transforms import AddEigenpairs, precompute_eigenpairs
         >>> graphs = [Data(edge_index=g.edge_index, num_nodes=g.num_nodes) for g in (path_graph(4), cycle_graph(6))]
         >>> out = precompute_eigenpairs(graphs, AddEigenpairs(k=3, operator="laplacian"))
         >>> [tuple(data.eigvecs.shape) for data in out]
