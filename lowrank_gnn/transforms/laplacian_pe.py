@@ -80,8 +80,11 @@ class LaplacianEigenvectorPE(BaseTransform):
         return {self.attr_name: ((num_nodes, self.k), result_dtype())}
 
     def cache_config(self) -> Optional[Dict[str, Any]]:
+        """:meth:`AddEigenpairs.cache_config` of the inner transform, nested under this transform's name (which
+        names the cache file) and ``attr_name``."""
         inner = self.eigenpairs.cache_config()
-        return None if inner is None else {"transform": type(self).__name__, "attr_name": self.attr_name, **inner}
+        return None if inner is None else {"transform": type(self).__name__, "attr_name": self.attr_name,
+                                           "eigenpairs": inner}
 
     def forward(self, data: Data) -> Data:
         data[self.attr_name] = self.compute(pack_graphs([data]), progress=False)[self.attr_name]

@@ -543,6 +543,14 @@ def test_two_processes_filling_the_cache_at_once(tmp_path):
     assert np.array_equal(torch.cat([d.eigvecs for d in reloaded]).numpy(), results[0])
 
 
+def test_cache_files_are_named_after_their_transform(tmp_path):
+    graphs = [as_data(path_graph(4)), as_data(cycle_graph(5))]
+    precompute_eigenpairs(graphs, LaplacianEigenvectorPE(k=2), cache_dir=tmp_path)
+    precompute_eigenpairs(graphs, AddEigenpairs(k=3, operator="laplacian"), cache_dir=tmp_path)  # the same solve
+    names = sorted(path.name.split("_")[0] for path in tmp_path.iterdir())
+    assert names == ["addeigenpairs", "laplacianeigenvectorpe"]
+
+
 def test_default_cache_folder_is_the_processed_dir(tmp_path):
     graphs = [as_data(path_graph(4)), as_data(cycle_graph(5))]
     for g in graphs:
