@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -96,17 +96,21 @@ def _inconsistency(stored: Any, key: str, specs: OutputSpecs) -> Optional[str]:
 
 
 def save_cached(path: Path, key: str, outputs: Dict[str, Tensor]) -> None:
-    """Write atomically (a temporary file in the same folder, then ``os.replace``), so that a
-    reader never sees a partial file and two writers of the same key simply both succeed. A
-    folder that cannot be written, or a write that fails part-way (a full disk, a file size
-    limit: ``torch.save`` raises a ``RuntimeError`` then), gives a warning, not an error: the
-    temporary file is removed and the results are still returned."""
+    """Write atomically (a temporary file of a random name in the same folder, created with the
+    umask's default mode as any file, then ``os.replace``), so that a reader never sees a partial
+    file and two writers of the same key simply both succeed. A folder that cannot be written, or
+    a write that fails part-way (a full disk, a file size limit: ``torch.save`` raises a
+    ``RuntimeError`` then), gives a warning, not an error: the temporary file is removed and the
+    results are still returned."""
     payload: Dict[str, Any] = {"format": CACHE_FORMAT, "lowrank_gnn": library_version(), "key": key}
     payload.update({name: value.detach().cpu() for name, value in outputs.items()})
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        name = str(path.parent / f"{path.name}.{secrets.token_hex(8)}.tmp")
+        # mode 0o666 less the umask, as PyG's processed files get (mkstemp's 0o600 would hide them from a group)
+        handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        temporary = name  # ours from here on: removed if the write fails
         with os.fdopen(handle, "wb") as file:
             torch.save(payload, file)
         os.replace(temporary, path)

@@ -551,6 +551,17 @@ def test_cache_files_are_named_after_their_transform(tmp_path):
     assert names == ["addeigenpairs", "laplacianeigenvectorpe"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_cache_files_get_the_umask_default_mode_as_pyg_files_do(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        precompute_eigenpairs([as_data(path_graph(4))], AddEigenpairs(k=2), cache_dir=tmp_path)
+    finally:
+        os.umask(previous)
+    assert (cache_path_of(tmp_path).stat().st_mode & 0o777) == mode
+
+
 def test_default_cache_folder_is_the_processed_dir(tmp_path):
     graphs = [as_data(path_graph(4)), as_data(cycle_graph(5))]
     for g in graphs:
