@@ -44,6 +44,10 @@ class LaplacianEigenvectorPE(BaseTransform):
         backend (str): an eigen backend name for :class:`AddEigenpairs`, one that solves every
             graph to convergence (``"exact"``, ``"stable"``, ``"batched_dc"``). (default: ``"exact"``)
         backend_kwargs (dict, optional): its options.
+        is_undirected (bool): PyG's promise that every graph is undirected, accepted so that PyG
+            code swaps in unchanged. Only ``True``: graphs must be undirected whatever its value
+            (a directed graph raises a ``ValueError``). PyG's other keyword arguments (options
+            of SciPy's ``eigs``/``eigsh``) are not accepted. (default: ``True``)
 
     Shapes:
         writes ``data[attr_name]`` of shape ``(num_nodes, k)``.
@@ -59,8 +63,13 @@ class LaplacianEigenvectorPE(BaseTransform):
     """
 
     def __init__(self, k: int, attr_name: str = "laplacian_eigenvector_pe", backend: str = "exact",
-                 backend_kwargs: Optional[Dict[str, Any]] = None) -> None:
+                 backend_kwargs: Optional[Dict[str, Any]] = None, is_undirected: bool = True) -> None:
         self.k = check_positive_int("k", k)
+        if is_undirected is not True:
+            raise ValueError(f"is_undirected must be True (got is_undirected={is_undirected!r}): the encoding is "
+                             f"computed from the symmetric normalized Laplacian, and directed graphs are refused; "
+                             f"symmetrise them first (torch_geometric.transforms.ToUndirected) and pass "
+                             f"is_undirected=True or leave it out")
         if not isinstance(attr_name, str) or not attr_name:
             raise ValueError(f"attr_name must be a non-empty string (got attr_name={attr_name!r}); to use the "
                              f"encoding as node features, concatenate it to x in the model, e.g. "

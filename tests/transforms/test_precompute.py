@@ -340,6 +340,12 @@ def test_laplacian_pe_matches_pyg_up_to_sign_and_pads_small_graphs():
                           atol=1e-6)
     with pytest.raises(ValueError, match="attr_name must be a non-empty string"):
         LaplacianEigenvectorPE(k=2, attr_name=None)
+    swapped = LaplacianEigenvectorPE(k=3, is_undirected=True)(graphs[0].clone())  # PyG's keyword, as PyG code passes it
+    assert torch.equal(swapped.laplacian_eigenvector_pe, ours[0].laplacian_eigenvector_pe)
+    with pytest.raises(ValueError, match="is_undirected must be True"):
+        LaplacianEigenvectorPE(k=2, is_undirected=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'which'"):
+        LaplacianEigenvectorPE(k=2, which="SA")  # PyG passes **kwargs to SciPy's eigsh: not accepted
 
 
 class Counting:
