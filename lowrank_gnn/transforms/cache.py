@@ -32,11 +32,15 @@ def library_version() -> str:
 
 def cache_key(packed: PackedGraphs, config: Dict[str, Any], device: torch.device) -> str:
     """A BLAKE2b digest of the graphs (node counts, edges, weights) and of everything else the result
-    depends on: the transform's options, the default dtype, the device type, the library's and
-    PyTorch's versions and the cache format."""
+    depends on: the transform's options, the default dtype, the device type, the versions of the
+    library, of PyTorch and of SciPy (whose LAPACK the subset, band and ARPACK solvers call), and
+    the cache format."""
+    import scipy
+
     hasher = hashlib.blake2b(digest_size=20)
     meta = {"config": config, "dtype": str(torch.get_default_dtype()), "device": torch.device(device).type,
-            "lowrank_gnn": library_version(), "torch": torch.__version__, "format": CACHE_FORMAT}
+            "lowrank_gnn": library_version(), "torch": torch.__version__, "scipy": scipy.__version__,
+            "format": CACHE_FORMAT}
     hasher.update(json.dumps(meta, sort_keys=True).encode())
     for tensor in (packed.num_nodes, packed.edge_ptr, packed.edge_index, packed.edge_weight):
         array = np.ascontiguousarray(tensor.detach().cpu().numpy())

@@ -38,7 +38,7 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     **Cache.** The results are stored in one file per dataset and option set, named by a
     content hash of everything they depend on: each graph's node count, edges and edge weights,
     the transform's options, the default dtype, the device type, and the versions of this
-    library and of PyTorch. A later call with equal inputs loads the file instead of solving;
+    library, of PyTorch and of SciPy. A later call with equal inputs loads the file instead of solving;
     any change gives another key, hence a recomputation. Files are written to a temporary name
     and renamed into place (``os.replace``), so concurrent writers are safe, and read with
     ``torch.load(weights_only=True)`` (no pickled code is ever run). A corrupt, truncated,

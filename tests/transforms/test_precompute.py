@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy
 import torch
 from torch_geometric.data import Batch, Data, InMemoryDataset
 from torch_geometric.loader import DataLoader
@@ -401,6 +402,10 @@ def test_cache_reloads_and_is_invalidated_by_every_key(tmp_path, monkeypatch):
     precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
     assert counter.calls == before + 1
     monkeypatch.setattr(cache_module, "CACHE_FORMAT", cache_module.CACHE_FORMAT + 1)  # another solver path
+    before = counter.calls
+    precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    assert counter.calls == before + 1
+    monkeypatch.setattr(scipy, "__version__", "0.1")  # another LAPACK for the subset, band and ARPACK paths
     before = counter.calls
     precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
     assert counter.calls == before + 1
