@@ -123,7 +123,7 @@ def test_docstring_examples_run(name, example_env):
 
 @pytest.mark.parametrize("name", [name for name in MODULES if name.startswith("lowrank_gnn.transforms")])
 def test_docstring_examples_run_in_a_fresh_namespace(name, example_env):
-    """A user copies an example into an empty session: it imports every name it uses (the doctest above
+    """A user copies an example into a fresh interpreter: it imports every name it uses (the doctest above
     runs in the module's namespace, where the module's own imports are visible)."""
     module = importlib.import_module(name)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

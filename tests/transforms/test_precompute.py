@@ -677,7 +677,7 @@ def test_half_precision_weights_in_an_in_memory_dataset_are_refused(tmp_path):
 
 
 def test_stored_edge_weights_of_another_shape_are_refused_as_in_a_list(tmp_path):
-    """(E, 1) weights would broadcast to (E, E) in the operator entries: refused before, naming graph 0."""
+    """(E, 1) weights would broadcast to (E, E) in the operator entries: refused up front, naming graph 0."""
     graphs = [as_data(graph, edge_weight=torch.full((graph.edge_index.shape[1], 1), 2.0),
                       x=torch.ones(graph.num_nodes, 1)) for graph in (path_graph(4), cycle_graph(5))]
     message = r"graph 0: data.edge_weight must have shape \(num_edges,\) = \(6,\) \(got \(6, 1\)\)"
