@@ -621,6 +621,7 @@ def test_rejects_bad_input():
         precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=3)
 
 
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")  # torch, from PyG's ToSparseTensor
 def test_messages_for_the_wrong_container_adj_t_graphs_and_overflowing_degrees(tmp_path):
     graph = as_data(path_graph(4))
     with pytest.raises(TypeError, match=r"or an InMemoryDataset \(got a Data\); pass \[data\]"):
