@@ -121,6 +121,20 @@ def test_docstring_examples_run(name, example_env):
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples in {name} failed (see stdout)"
 
 
+@pytest.mark.parametrize("name", [name for name in MODULES if name.startswith("lowrank_gnn.transforms")])
+def test_docstring_examples_run_in_a_fresh_namespace(name, example_env):
+    """A user copies an example into a fresh interpreter: it imports every name it uses (the doctest above
+    runs in the module's namespace, where the module's own imports are visible)."""
+    module = importlib.import_module(name)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in doctest.DocTestFinder(exclude_empty=True).find(module, name, globs={}):
+        if test.examples and (test.filename or "").startswith(os.path.dirname(module.__file__ or "")):
+            with time_limit(EXAMPLE_TIMEOUT_S, test.name):
+                runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} need names they do not import"
+
+
 def test_every_example_section_has_runnable_lines():
     """A docstring's ``Example:`` section holds ``>>>`` lines, so the doctest above runs it."""
     missing = []

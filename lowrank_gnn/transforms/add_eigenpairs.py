@@ -9,10 +9,11 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from .._validation import check_choice, check_positive_int
-from ..eigen import WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
+from .._validation import HALF_PRECISION, check_choice, check_positive_int
+from ..eigen import BACKENDS, WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
 from ..linalg import BAND_MIN_SIZE, eigh_extremal, sparse_eigh_extremal
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
+from .cache import OutputSpecs
 from .packed import (NormalizedEdges, PackedGraphs, canonical_signs_per_graph, dense_batches, normalized_edges,
                      pack_graphs, sparse_operator)
 from .progress import progress_bar
@@ -21,6 +22,11 @@ OPERATORS = ("normalized_adjacency", "laplacian")
 
 #: The end of the spectrum each operator is usually filtered from.
 DEFAULT_WHICH = {"normalized_adjacency": "largest", "laplacian": "smallest"}
+
+#: The backends whose every call solves the eigenproblem to convergence, as a precompute needs.
+#: The others (``"amortized"``) return a basis that is trained across calls, alongside a model: on
+#: a graph solved once that is its random starting basis (Rayleigh quotients, not eigenvalues).
+SOLVING_BACKENDS = ("exact", "stable", "batched_dc")
 
 #: Eigenvalue given to the deflated directions, strictly outside the normalized adjacency's
 #: spectrum [-1, 1] on the side that ``which`` never reaches, so a solve cannot return them.
@@ -89,7 +95,10 @@ class AddEigenpairs(BaseTransform):
             (default: ``"largest"`` for the adjacency, ``"smallest"`` for the Laplacian)
         backend (str or EigenBackend): a backend name, sized per graph, or an instance
             with ``k`` and ``which`` equal to the transform's (then every graph must have
-            ``k`` available eigenpairs). (default: ``"exact"``)
+            ``k`` available eigenpairs); one that solves every call to convergence
+            (:data:`SOLVING_BACKENDS`: ``"exact"``, ``"stable"``, ``"batched_dc"``).
+            ``"amortized"`` (name or instance) is refused: its basis is trained across calls
+            with a model, so a graph solved once would get its random start. (default: ``"exact"``)
         backend_kwargs (dict, optional): options for a backend given by name.
         deflate_components (bool): store the per-component eigenvalue-1 block exactly and
             take the ``k`` pairs from the rest (``which`` must be ``"largest"`` or
@@ -97,7 +106,8 @@ class AddEigenpairs(BaseTransform):
         add_self_loops (bool): for the normalized adjacency. (default: ``True``)
 
     The graph's ``edge_weight`` attribute is used when present. Values are computed in
-    float64 and stored in ``torch.get_default_dtype()``.
+    float64 and stored in ``torch.get_default_dtype()``, which must be float32 or float64 (half
+    precision is refused with a ``TypeError``, as everywhere in the library).
 
     Example:
         >>> from torch_geometric.loader import DataLoader
@@ -122,6 +132,7 @@ class AddEigenpairs(BaseTransform):
             raise ValueError(f"deflate_components=True needs which='largest' or 'smallest' (got which="
                              f"{self.which!r}): with 'magnitude' the removed directions would tie with "
                              f"genuine zero eigenvalues")
+        _check_solving(backend)
         if isinstance(backend, EigenBackend):
             resolve_eigen_backend(backend, **(backend_kwargs or {}))  # refuses options for an instance
             if backend.k != self.k or backend.which != self.which:
@@ -141,6 +152,17 @@ class AddEigenpairs(BaseTransform):
     def node_level(self) -> Tuple[str, ...]:
         """The attributes :meth:`compute` returns per node (the others are per graph)."""
         return ("eigvecs", "eig_component_vector", "eig_component_index") if self.deflate_components else ("eigvecs",)
+
+    def output_specs(self, num_nodes: int, num_graphs: int) -> OutputSpecs:
+        """The shape and dtype of each attribute :meth:`compute` returns for ``num_graphs`` graphs of
+        ``num_nodes`` nodes in all (what a cache file must hold to be used)."""
+        dtype = result_dtype()
+        specs: OutputSpecs = {"eigvecs": ((num_nodes, self.k), dtype), "eigvals": ((num_graphs, self.k), dtype),
+                 "eig_mask": ((num_graphs, self.k), torch.bool)}
+        if self.deflate_components:
+            specs["eig_component_vector"] = ((num_nodes,), dtype)
+            specs["eig_component_index"] = ((num_nodes,), torch.long)
+        return specs
 
     def cache_config(self) -> Optional[Dict[str, Any]]:
         """Everything besides the graphs that the result depends on, or ``None`` (a backend instance,
@@ -200,7 +222,7 @@ class AddEigenpairs(BaseTransform):
         by the same comparisons as the masks of a batch. Both skip per-call tensor work that
         dominates the per-graph transform on small graphs.
         """
-        dtype, device = torch.get_default_dtype(), packed.edge_index.device
+        dtype, device = result_dtype(), packed.edge_index.device
         num_nodes, k, num_graphs = packed.num_nodes, self.k, packed.num_graphs
         if num_graphs == 1:  # one graph: its route from its size as a Python int, by the same rule
             n = int(num_nodes[0])
@@ -256,7 +278,10 @@ class AddEigenpairs(BaseTransform):
         node_ptr = packed.node_ptr
         for g in single.nonzero().squeeze(1).tolist():
             start, end = int(node_ptr[g]), int(node_ptr[g + 1])
-            m, graph_values, graph_vectors, component = self._solve_one(packed.graph(g))
+            try:
+                m, graph_values, graph_vectors, component = self._solve_one(packed.graph(g))
+            except ValueError as error:  # the backend's check (a directed graph), with the graph it refused
+                raise ValueError(f"graph {g}: {error}") from None
             values[g, :m], vectors[start:end, :m], available[g] = graph_values, graph_vectors, m
             if component is not None:
                 out["eig_component_vector"][start:end], out["eig_component_index"][start:end] = component
@@ -363,3 +388,26 @@ class AddEigenpairs(BaseTransform):
     def __repr__(self) -> str:
         extra = ", deflate_components=True" if self.deflate_components else ""
         return f"{type(self).__name__}(k={self.k}, operator={self.operator!r}, which={self.which!r}{extra})"
+
+
+def result_dtype() -> torch.dtype:
+    """``torch.get_default_dtype()``, the dtype the transforms store their results in; half precision
+    is refused, as everywhere in the library (the precision policy of ``docs/guides/reliability.md``)."""
+    dtype = torch.get_default_dtype()
+    if dtype in HALF_PRECISION:
+        raise TypeError(f"torch.get_default_dtype() is {dtype}, the dtype eigenpairs are stored in, but lowrank_gnn "
+                        f"computes in float32 or float64 only (half precision cannot resolve eigenvalue gaps or keep "
+                        f"a basis orthonormal); compute them under torch.set_default_dtype(torch.float32) and cast "
+                        f"the stored attributes afterwards if needed")
+    return dtype
+
+
+def _check_solving(backend: object) -> None:
+    """Refuses a backend, by name or an instance of its registered class, that is not in :data:`SOLVING_BACKENDS`."""
+    trained = [name for name, cls in BACKENDS.items() if name not in SOLVING_BACKENDS
+               and (backend == name if isinstance(backend, str) else isinstance(backend, cls))]
+    if trained:
+        raise ValueError(f"backend={trained[0]!r} does not solve the eigenproblem: it returns a basis trained across "
+                         f"calls alongside a model, which for a graph solved once is its random starting basis; "
+                         f"pass one of {', '.join(repr(b) for b in SOLVING_BACKENDS)}, which solve every graph "
+                         f"to convergence, or use the amortized backend inside a layer such as LowRankGCNConv")

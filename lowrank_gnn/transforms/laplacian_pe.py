@@ -8,7 +8,8 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_positive_int
-from .add_eigenpairs import AddEigenpairs
+from .add_eigenpairs import AddEigenpairs, result_dtype
+from .cache import OutputSpecs
 from .packed import PackedGraphs, pack_graphs
 
 
@@ -40,14 +41,21 @@ class LaplacianEigenvectorPE(BaseTransform):
         k (int): number of eigenvectors, not counting the first.
         attr_name (str): the node-level attribute written.
             (default: ``"laplacian_eigenvector_pe"``)
-        backend (str): an eigen backend name for :class:`AddEigenpairs`. (default: ``"exact"``)
+        backend (str): an eigen backend name for :class:`AddEigenpairs`, one that solves every
+            graph to convergence (``"exact"``, ``"stable"``, ``"batched_dc"``). (default: ``"exact"``)
         backend_kwargs (dict, optional): its options.
+        is_undirected (bool): PyG's promise that every graph is undirected, accepted so that PyG
+            code swaps in unchanged. Only ``True``: graphs must be undirected whatever its value
+            (a directed graph raises a ``ValueError``). PyG's other keyword arguments (options
+            of SciPy's ``eigs``/``eigsh``) are not accepted. (default: ``True``)
 
     Shapes:
         writes ``data[attr_name]`` of shape ``(num_nodes, k)``.
 
     Example:
+        >>> from torch_geometric.data import Data
         >>> from lowrank_gnn.testing import cycle_graph
+        >>> from lowrank_gnn.transforms import LaplacianEigenvectorPE
         >>> graph = cycle_graph(6)
         >>> data = Data(edge_index=graph.edge_index, num_nodes=graph.num_nodes)
         >>> LaplacianEigenvectorPE(k=3)(data).laplacian_eigenvector_pe.shape
@@ -55,8 +63,13 @@ class LaplacianEigenvectorPE(BaseTransform):
     """
 
     def __init__(self, k: int, attr_name: str = "laplacian_eigenvector_pe", backend: str = "exact",
-                 backend_kwargs: Optional[Dict[str, Any]] = None) -> None:
+                 backend_kwargs: Optional[Dict[str, Any]] = None, is_undirected: bool = True) -> None:
         self.k = check_positive_int("k", k)
+        if is_undirected is not True:
+            raise ValueError(f"is_undirected must be True (got is_undirected={is_undirected!r}): the encoding is "
+                             f"computed from the symmetric normalized Laplacian, and directed graphs are refused; "
+                             f"symmetrise them first (torch_geometric.transforms.ToUndirected) and pass "
+                             f"is_undirected=True or leave it out")
         if not isinstance(attr_name, str) or not attr_name:
             raise ValueError(f"attr_name must be a non-empty string (got attr_name={attr_name!r}); to use the "
                              f"encoding as node features, concatenate it to x in the model, e.g. "
@@ -71,9 +84,16 @@ class LaplacianEigenvectorPE(BaseTransform):
     def node_level(self) -> Tuple[str, ...]:
         return (self.attr_name,)
 
+    def output_specs(self, num_nodes: int, num_graphs: int) -> OutputSpecs:
+        """The shape and dtype of the attribute :meth:`compute` returns (see :meth:`AddEigenpairs.output_specs`)."""
+        return {self.attr_name: ((num_nodes, self.k), result_dtype())}
+
     def cache_config(self) -> Optional[Dict[str, Any]]:
+        """:meth:`AddEigenpairs.cache_config` of the inner transform, nested under this transform's name (which
+        names the cache file) and ``attr_name``."""
         inner = self.eigenpairs.cache_config()
-        return None if inner is None else {"transform": type(self).__name__, "attr_name": self.attr_name, **inner}
+        return None if inner is None else {"transform": type(self).__name__, "attr_name": self.attr_name,
+                                           "eigenpairs": inner}
 
     def forward(self, data: Data) -> Data:
         data[self.attr_name] = self.compute(pack_graphs([data]), progress=False)[self.attr_name]

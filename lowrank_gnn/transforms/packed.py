@@ -72,11 +72,20 @@ class PackedGraphs(NamedTuple):
                     num_nodes=int(self.num_nodes[g]))
 
 
+#: How to give a graph stored as a sparse ``adj_t`` (PyG's ``ToSparseTensor``) the ``edge_index`` it needs.
+ADJ_T_FIX = ("keep edge_index with ToSparseTensor(remove_edge_index=False), or set it from adj_t: "
+             "data.edge_index, data.edge_weight = torch_geometric.utils.to_edge_index(data.adj_t) (adj_t is the "
+             "transposed adjacency, whose edges are the same for an undirected graph)")
+
+
 def _edge_index_of(data: Data, g: int) -> Tensor:
     edge_index = getattr(data, "edge_index", None)
     if edge_index is None:
-        raise ValueError(f"graph {g} has no edge_index; every graph needs data.edge_index (use an empty "
-                         f"(2, 0) tensor for a graph without edges)")
+        if getattr(data, "adj_t", None) is not None:
+            raise ValueError(f"graph {g} holds its edges as a sparse adj_t (ToSparseTensor) and has no edge_index, "
+                             f"which every graph needs; {ADJ_T_FIX}")
+        raise ValueError(f"graph {g} has no edge_index; every graph needs data.edge_index of shape (2, num_edges) "
+                         f"(only a graph that has no edges at all takes torch.empty(2, 0, dtype=torch.long))")
     if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
         shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
         raise ValueError(f"graph {g}: data.edge_index must have shape (2, num_edges) (got {shape})")
@@ -103,6 +112,13 @@ def check_edge_weight_dtype(weight: Tensor, where: str = "") -> None:
         raise TypeError(f"{where}{error}") from None
 
 
+def check_edge_weight_shape(shape: Any, num_edges: int, g: int) -> None:
+    """Graph ``g``'s ``data.edge_weight`` has shape ``(num_edges,)`` (``shape``: a tuple, or the type name
+    of something that is not a tensor); ``(num_edges, 1)`` would broadcast against the edges instead."""
+    if shape != (num_edges,):
+        raise ValueError(f"graph {g}: data.edge_weight must have shape (num_edges,) = ({num_edges},) (got {shape})")
+
+
 def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
     """Flatten a sequence of ``Data`` objects (with or without ``edge_weight``, mixed) into :class:`PackedGraphs`.
 
@@ -118,11 +134,9 @@ def pack_graphs(graphs: Sequence[Data]) -> PackedGraphs:
         weight = getattr(data, "edge_weight", None)
         if weight is None:
             weight = torch.ones(edge_index.shape[1], dtype=torch.float64, device=edge_index.device)
-        elif not isinstance(weight, Tensor) or weight.shape != (edge_index.shape[1],):
-            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            raise ValueError(f"graph {g}: data.edge_weight must have shape (num_edges,) = "
-                             f"({edge_index.shape[1]},) (got {shape})")
         else:
+            check_edge_weight_shape(tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__,
+                                    edge_index.shape[1], g)
             check_edge_weight_dtype(weight, f"graph {g}: ")
             weighted = True
         indices.append(edge_index)
@@ -233,11 +247,26 @@ def normalized_edges(packed: PackedGraphs, operator: str, add_self_loops: bool =
     inverse_root = degree.pow(-0.5)
     inverse_root.masked_fill_(torch.isinf(inverse_root), 0.0)
     value = inverse_root.index_select(0, row).mul_(weight).mul_(inverse_root.index_select(0, col))
-    if bool((value == 0).any()):  # rare (zero weights, dropped self-loops): then the exact test
+    if bool((value == 0).any()):  # rare (zero weights, dropped self-loops, overflowing degrees): the exact tests
+        _check_degrees_finite(packed, degree)
         _check_no_edge_at_isolated_node(packed, weight, torch.minimum(inverse_root[row], inverse_root[col]))
     if operator == "laplacian":
         return NormalizedEdges(value.neg_(), torch.ones(total, dtype=torch.float64, device=device))
     return NormalizedEdges(value, loops * inverse_root ** 2)
+
+
+def _check_degrees_finite(packed: PackedGraphs, degree: Tensor) -> None:
+    """Raises, naming the graph and node, for a degree that overflows float64 (finite weights whose sum
+    is not): its ``D^{-1/2}`` is 0, so its entries vanish as a directed graph's would."""
+    overflow = torch.isinf(degree)
+    if bool(overflow.any()):
+        node = int(overflow.nonzero()[0])
+        g = int(torch.searchsorted(packed.node_ptr, node, right=True)) - 1
+        largest = float(packed.edge_weight[int(packed.edge_ptr[g]):int(packed.edge_ptr[g + 1])].max())
+        raise ValueError(f"graph {g}: the weighted degree of node {node - int(packed.node_ptr[g])} overflows float64 "
+                         f"(its edge weights sum to inf; the graph's largest weight is {largest:.4g}); "
+                         f"rescale data.edge_weight, e.g. divide it by its maximum (the normalized Laplacian does not "
+                         f"change when all weights are scaled alike)")
 
 
 def _check_no_edge_at_isolated_node(packed: PackedGraphs, weight: Tensor, smaller_root: Tensor) -> None:

@@ -9,13 +9,14 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Batch, Data, HeteroData, InMemoryDataset
 
 from .._validation import check_index_dtype
 from .add_eigenpairs import AddEigenpairs
 from .cache import cache_file, cache_key, load_cached, save_cached
 from .laplacian_pe import LaplacianEigenvectorPE
-from .packed import PackedGraphs, check_edge_weight_dtype, check_packed, pack_graphs, plain_index
+from .packed import (ADJ_T_FIX, PackedGraphs, check_edge_weight_dtype, check_edge_weight_shape, check_packed,
+                     pack_graphs, plain_index)
 
 EigenpairTransform = Union[AddEigenpairs, LaplacianEigenvectorPE]
 
@@ -37,22 +38,33 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     **Cache.** The results are stored in one file per dataset and option set, named by a
     content hash of everything they depend on: each graph's node count, edges and edge weights,
     the transform's options, the default dtype, the device type, and the versions of this
-    library and of PyTorch. A later call with equal inputs loads the file instead of solving;
+    library, of PyTorch and of SciPy. A later call with equal inputs loads the file instead of solving;
     any change gives another key, hence a recomputation. Files are written to a temporary name
     and renamed into place (``os.replace``), so concurrent writers are safe, and read with
     ``torch.load(weights_only=True)`` (no pickled code is ever run). A corrupt, truncated,
-    foreign or inconsistent file is ignored with a warning and recomputed; a folder that
-    cannot be written gives a warning and uncached results. Transforms with a backend
+    foreign or inconsistent file (an entry of another shape, dtype or layout than the transform
+    computes, or with NaN/Inf) is ignored with a warning and recomputed; a folder that
+    cannot be written, or a write that fails part-way (a full disk), gives a warning and
+    uncached results. Transforms with a backend
     *instance* (possibly with learned state) are never cached.
 
     Args:
         dataset (InMemoryDataset or sequence of Data): the graphs. An
             :class:`~torch_geometric.data.InMemoryDataset` is read from its collated storage
             (without building a ``Data`` object per graph) and a shallow copy of it is returned
-            whose storage holds the new attributes (its ``transform`` still runs on access).
-            Any other sequence (a list, a ``Dataset``; iterating applies its ``transform``)
-            gives a list of shallow copies of its graphs with the attributes set. Graphs may
-            mix having and not having ``edge_weight``; empty graphs get empty attributes.
+            whose storage holds the new attributes. The eigenpairs are those of the **stored**
+            graphs, as a ``pre_transform`` would compute them: ``dataset.transform`` is not
+            applied to the graphs solved, and it still runs on access, on the stored graph with
+            its new attributes. A ``transform`` that changes ``edge_index``, ``edge_weight`` or
+            the node count (``AddSelfLoops``, ``ToUndirected``) therefore shows graphs whose
+            eigenpairs are of the stored structure: make it a ``pre_transform``, or pass
+            ``list(dataset)`` to solve the transformed graphs.
+            Views (``dataset[1::2]``), datasets of one graph (Planetoid's Cora, which PyG stores
+            without slices) and one-graph views are accepted; an empty view gives an empty copy.
+            Any other sequence (a list, a ``Dataset``) is solved as iterating it yields its
+            graphs (a ``Dataset``'s ``transform`` applied) and gives a list of shallow copies of
+            those graphs with the attributes set. Graphs may mix having and not having
+            ``edge_weight``; empty graphs get empty attributes.
         transform (AddEigenpairs or LaplacianEigenvectorPE): what to compute.
         cache_dir (str or PathLike or bool, optional): the cache folder. ``None``: the
             dataset's ``processed_dir`` when it has one (beside PyG's processed files), else no
@@ -65,7 +77,9 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
             ``ValueError`` before any work. (default: the graphs' device)
 
     Example:
+        >>> from torch_geometric.data import Data
         >>> from lowrank_gnn.testing import cycle_graph, path_graph
+        >>> from lowrank_gnn.transforms import AddEigenpairs, precompute_eigenpairs
         >>> graphs = [Data(edge_index=g.edge_index, num_nodes=g.num_nodes) for g in (path_graph(4), cycle_graph(6))]
         >>> out = precompute_eigenpairs(graphs, AddEigenpairs(k=3, operator="laplacian"))
         >>> [tuple(data.eigvecs.shape) for data in out]
@@ -74,8 +88,15 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     if not isinstance(transform, (AddEigenpairs, LaplacianEigenvectorPE)):
         raise TypeError(f"transform must be an AddEigenpairs or a LaplacianEigenvectorPE "
                         f"(got {type(transform).__name__})")
+    if isinstance(dataset, (Data, HeteroData)):  # one graph or a Batch: iterating gives its attributes
+        fix = "batch.to_data_list()" if isinstance(dataset, Batch) else \
+            "[data], or apply the transform: transform(data)"
+        raise TypeError(f"dataset must be a sequence of Data objects or an InMemoryDataset (got a "
+                        f"{type(dataset).__name__}); pass {fix}")
     device = _check_device(device)
     if isinstance(dataset, InMemoryDataset):
+        if not len(dataset):  # an empty view (dataset[0:0]): nothing to solve, and PyG cannot collate it
+            return copy.copy(dataset)
         if dataset._indices is not None:  # a view (dataset[...]): materialise the selected graphs
             dataset = dataset.copy()
         packed, graphs = pack_in_memory(dataset), None
@@ -101,6 +122,9 @@ def _check_device(device: Union[str, torch.device, None]) -> Optional[torch.devi
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"device must be a torch.device or a device string such as 'cpu' or 'cuda:0' (got "
                          f"device={device!r}: {error})") from None
+    if resolved.type == "meta":  # allocations succeed there, but no tensor on it holds values
+        raise ValueError("device='meta' holds no values, so no eigenpairs can be computed on it; pass device=None to "
+                         "solve on the graphs' own device, or a device such as 'cpu' or 'cuda'")
     try:
         torch.empty(0, device=resolved)
     except (RuntimeError, AssertionError) as error:  # AssertionError: a build without that backend
@@ -132,8 +156,8 @@ def _solve_or_load(packed: PackedGraphs, transform: EigenpairTransform, folder: 
         return transform.compute(packed, progress)
     key = cache_key(packed, config, packed.edge_index.device)
     path = cache_file(folder, config, key)
-    expected = _expected_names(transform)
-    cached = load_cached(path, key, packed, transform.node_level, expected)
+    specs = transform.output_specs(int(packed.num_nodes.sum()), packed.num_graphs)
+    cached = load_cached(path, key, specs, packed.edge_index.device)
     if cached is not None:
         return cached
     outputs = transform.compute(packed, progress)
@@ -141,17 +165,22 @@ def _solve_or_load(packed: PackedGraphs, transform: EigenpairTransform, folder: 
     return outputs
 
 
-def _expected_names(transform: EigenpairTransform) -> List[str]:
-    if isinstance(transform, LaplacianEigenvectorPE):
-        return [transform.attr_name]
-    return list(transform.node_level) + ["eigvals", "eig_mask"]
-
-
 def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
-    """The graphs of an ``InMemoryDataset`` read from its collated storage, without per-graph ``Data`` objects."""
+    """The graphs of an ``InMemoryDataset`` read from its collated storage, without per-graph ``Data`` objects.
+
+    A dataset of one graph (Planetoid's Cora, a one-graph view ``dataset[i:i + 1]``) has no slices:
+    PyG stores that graph itself, which is packed like a list of one graph.
+    """
     store, slices = dataset._data, dataset.slices
-    if "edge_index" not in store or slices is None or "edge_index" not in slices:
-        raise ValueError("every graph needs data.edge_index, and this dataset's storage has none")
+    if slices is None:
+        return pack_graphs([store])
+    if "edge_index" not in store or "edge_index" not in slices:
+        if "adj_t" in store:
+            raise ValueError(f"this dataset's graphs hold their edges as a sparse adj_t (ToSparseTensor) and have no "
+                             f"edge_index, which every graph needs; {ADJ_T_FIX}, in a pre_transform or on the graphs "
+                             f"of list(dataset)")
+        raise ValueError("every graph needs data.edge_index of shape (2, num_edges), and this dataset's storage has "
+                         "none")
     edge_index = plain_index(store.edge_index)
     check_index_dtype("data.edge_index", edge_index)
     edge_ptr = slices["edge_index"].to(edge_index.device)
@@ -169,17 +198,34 @@ def pack_in_memory(dataset: InMemoryDataset) -> PackedGraphs:
     if weight is None:
         weight = torch.ones(edge_index.shape[1], dtype=torch.float64, device=edge_index.device)
     else:
-        check_edge_weight_dtype(weight)
+        _check_stored_edge_weight(weight, edge_ptr, slices.get("edge_weight"))
     packed = PackedGraphs(num_nodes.to(edge_index.device), edge_ptr, edge_index.long(),
                           weight.detach().to(torch.float64))
     check_packed(packed)
     return packed
 
 
+def _check_stored_edge_weight(weight: Tensor, edge_ptr: Tensor, weight_ptr: Optional[Tensor]) -> None:
+    """The collated ``edge_weight`` pairs with the edges graph by graph (the list path's shape check,
+    naming the first graph whose weights are not ``(num_edges,)``), and is float32 or float64."""
+    counts = edge_ptr.diff()
+    weight_counts = counts if weight_ptr is None else weight_ptr.to(counts.device).diff()
+    if weight.dim() != 1 or not torch.equal(weight_counts, counts):
+        g = 0 if weight.dim() != 1 else int((weight_counts != counts).nonzero()[0])
+        check_edge_weight_shape((int(weight_counts[g]), *weight.shape[1:]), int(counts[g]), g)
+    check_edge_weight_dtype(weight)
+
+
 def _attach_to_storage(dataset: InMemoryDataset, packed: PackedGraphs, outputs: Dict[str, Tensor],
                        node_level: Sequence[str]) -> InMemoryDataset:
     out = copy.copy(dataset)
-    store, slices = copy.copy(dataset._data), dict(dataset.slices)
+    store = copy.copy(dataset._data)
+    if dataset.slices is None:  # one graph, stored as itself: its attributes as the transform sets them
+        for name, value in outputs.items():
+            store[name] = value
+        out._data, out._data_list = store, None
+        return out
+    slices = dict(dataset.slices)
     node_ptr = packed.node_ptr.cpu()
     graph_ptr = torch.arange(packed.num_graphs + 1)
     for name, value in outputs.items():

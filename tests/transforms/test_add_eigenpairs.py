@@ -3,11 +3,11 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from lowrank_gnn.eigen import ExactBackend, canonical_signs
+from lowrank_gnn.eigen import AmortizedBackend, ExactBackend, canonical_signs
 from lowrank_gnn.operators import laplacian, normalized_adjacency
 from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.eigen import EigenPairs
-from lowrank_gnn.transforms import AddEigenpairs
+from lowrank_gnn.transforms import AddEigenpairs, LaplacianEigenvectorPE
 
 
 def graph_data(graph, **extra):
@@ -130,6 +130,20 @@ def test_rejects_bad_arguments(kwargs, error, match):
         AddEigenpairs(**kwargs)
 
 
+def test_backends_that_do_not_solve_the_eigenproblem_are_refused():
+    """The amortized backend returns its trained basis: on a graph solved once, its random start."""
+    match = r"backend='amortized' does not solve the eigenproblem.*'exact', 'stable', 'batched_dc'"
+    for make in (lambda: AddEigenpairs(k=3, operator="laplacian", backend="amortized"),
+                 lambda: AddEigenpairs(k=3, backend=AmortizedBackend(k=3)),
+                 lambda: LaplacianEigenvectorPE(k=2, backend="amortized")):
+        with pytest.raises(ValueError, match=match):
+            make()
+    for backend in ("exact", "stable", "batched_dc"):
+        out = AddEigenpairs(k=3, operator="laplacian", backend=backend)(graph_data(path_graph(30)))
+        dense = laplacian(path_graph(30).edge_index, num_nodes=30).to_dense().double()
+        assert torch.allclose(out.eigvals[0].double(), torch.linalg.eigvalsh(dense)[:3], atol=1e-5)
+
+
 def test_rejects_bad_graphs():
     with pytest.raises(ValueError, match="pass the backend by name"):
         AddEigenpairs(k=3, backend=ExactBackend(k=3))(graph_data(path_graph(2)))
@@ -149,6 +163,26 @@ def test_half_precision_edge_weights_are_refused(dtype):
     match = rf"graph 0: data.edge_weight has dtype {dtype}.*pass data.edge_weight.float\(\)"
     with pytest.raises(TypeError, match=match):
         AddEigenpairs(k=2)(graph_data(path_graph(4), edge_weight=weight))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_default_dtype_is_refused(dtype, tmp_path):
+    """The results are stored in the default dtype, which must be float32 or float64."""
+    from lowrank_gnn.transforms import precompute_eigenpairs
+
+    graphs = [graph_data(path_graph(5)), graph_data(cycle_graph(6))]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        match = rf"torch.get_default_dtype\(\) is {dtype}.*torch.set_default_dtype\(torch.float32\)"
+        for run in (lambda: AddEigenpairs(k=2)(graphs[0].clone()),
+                    lambda: LaplacianEigenvectorPE(k=2)(graphs[0].clone()),
+                    lambda: precompute_eigenpairs(graphs, AddEigenpairs(k=2), cache_dir=tmp_path)):
+            with pytest.raises(TypeError, match=match):
+                run()
+    finally:
+        torch.set_default_dtype(previous)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_edge_index_of_another_dtype_is_named_in_the_message():

@@ -1,13 +1,17 @@
 import multiprocessing
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
+import scipy
 import torch
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Batch, Data, InMemoryDataset
 from torch_geometric.loader import DataLoader
-from torch_geometric.transforms import AddLaplacianEigenvectorPE
+from torch_geometric.transforms import AddLaplacianEigenvectorPE, AddSelfLoops, ToSparseTensor
+from torch_geometric.utils import to_edge_index
 
 from lowrank_gnn.eigen import EigenPairs
 from lowrank_gnn.linalg import BAND_MIN_SIZE
@@ -284,6 +288,41 @@ def test_in_memory_dataset_is_read_from_its_storage_and_left_unchanged(tmp_path)
     assert batch.eigvecs.shape == (int(batch.ptr[-1]), 3) and batch.eigvals.shape == (4, 3)
 
 
+def test_an_in_memory_dataset_is_solved_as_stored_and_a_sequence_as_it_yields(tmp_path):
+    """dataset.transform is not applied to the stored graphs solved (as a pre_transform) and still runs
+    on access; a list of the dataset's graphs holds the transformed graphs and is solved as such."""
+    graphs = [as_data(g, x=torch.ones(g.num_nodes, 1)) for g in (path_graph(5), cycle_graph(6))]
+    dataset = GraphList(graphs, root=str(tmp_path))
+    dataset.transform = AddSelfLoops()  # changes the structure the eigenpairs are of
+    transform = AddEigenpairs(k=3, add_self_loops=False)
+    stored = precompute_eigenpairs(dataset, transform, cache_dir=False)
+    yielded = precompute_eigenpairs(list(dataset), transform, cache_dir=False)
+    for i, graph in enumerate(graphs):
+        with_loops = AddSelfLoops()(graph.clone())
+        assert torch.equal(stored[i].edge_index, with_loops.edge_index)  # the transform runs on access
+        assert torch.equal(stored[i].eigvals, transform(graph.clone()).eigvals)
+        assert torch.equal(yielded[i].eigvals, transform(with_loops.clone()).eigvals)
+        assert not torch.equal(stored[i].eigvals, yielded[i].eigvals)
+
+
+def test_one_graph_datasets_and_one_graph_views_equal_the_per_graph_transform(tmp_path):
+    """PyG stores a dataset of one graph (Planetoid's Cora, a view dataset[i:i + 1]) without slices."""
+    graphs = [as_data(g, x=torch.randn(g.num_nodes, 2)) for g in (path_graph(5), cycle_graph(6), complete_graph(4))]
+    transform = AddEigenpairs(k=3, operator="laplacian")
+    expected = per_graph(transform, [g.clone() for g in graphs])
+    names = ["eigvecs", "eigvals", "eig_mask"]
+    single = GraphList(graphs[1:2], root=str(tmp_path / "single"))
+    assert single.slices is None
+    out = precompute_eigenpairs(single, transform)
+    assert isinstance(out, GraphList) and len(out) == 1 and "eigvecs" not in single[0]
+    assert_same(expected[1:2], [out[0]], names)
+    dataset = GraphList(graphs, root=str(tmp_path / "three"))
+    for view, want in ((dataset[2:3], expected[2:3]), (dataset[[0]], expected[:1])):
+        assert_same(want, list(precompute_eigenpairs(view, transform, cache_dir=False)), names)
+    empty = precompute_eigenpairs(dataset[0:0], transform, cache_dir=False)
+    assert isinstance(empty, GraphList) and len(empty) == 0
+
+
 def test_laplacian_pe_matches_pyg_up_to_sign_and_pads_small_graphs():
     graphs = [as_data(path_graph(n)) for n in (12, 20, 120)]  # simple spectra; 120 takes PyG's ARPACK path
     ours = precompute_eigenpairs(graphs, LaplacianEigenvectorPE(k=3))
@@ -302,6 +341,12 @@ def test_laplacian_pe_matches_pyg_up_to_sign_and_pads_small_graphs():
                           atol=1e-6)
     with pytest.raises(ValueError, match="attr_name must be a non-empty string"):
         LaplacianEigenvectorPE(k=2, attr_name=None)
+    swapped = LaplacianEigenvectorPE(k=3, is_undirected=True)(graphs[0].clone())  # PyG's keyword, as PyG code passes it
+    assert torch.equal(swapped.laplacian_eigenvector_pe, ours[0].laplacian_eigenvector_pe)
+    with pytest.raises(ValueError, match="is_undirected must be True"):
+        LaplacianEigenvectorPE(k=2, is_undirected=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'which'"):
+        LaplacianEigenvectorPE(k=2, which="SA")  # PyG passes **kwargs to SciPy's eigsh: not accepted
 
 
 class Counting:
@@ -360,6 +405,26 @@ def test_cache_reloads_and_is_invalidated_by_every_key(tmp_path, monkeypatch):
     before = counter.calls
     precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
     assert counter.calls == before + 1
+    monkeypatch.setattr(scipy, "__version__", "0.1")  # another LAPACK for the subset, band and ARPACK paths
+    before = counter.calls
+    precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    assert counter.calls == before + 1
+
+
+@pytest.mark.parametrize("transform", [AddEigenpairs(k=4), AddEigenpairs(k=3, deflate_components=True),
+                                       LaplacianEigenvectorPE(k=3, attr_name="pe")], ids=repr)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_output_specs_describe_what_compute_returns(transform, dtype):
+    """The cache accepts a file only with these shapes and dtypes, so they must be the computed ones."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        graphs = mixed_graphs()
+        outputs = transform.compute(pack_graphs(graphs))
+        specs = transform.output_specs(sum(g.num_nodes for g in graphs), len(graphs))
+    finally:
+        torch.set_default_dtype(previous)
+    assert {name: (tuple(value.shape), value.dtype) for name, value in outputs.items()} == specs
 
 
 def cache_path_of(folder):
@@ -367,7 +432,18 @@ def cache_path_of(folder):
     return path
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_version", "wrong_shape", "pickled_code"])
+EDITS = {"wrong_shape": lambda stored: stored.update(eigvecs=stored["eigvecs"][:-1]),
+         "missing_columns": lambda stored: stored.update(eigvecs=stored["eigvecs"][:, :2]),
+         "uint8_mask": lambda stored: stored.update(eig_mask=stored["eig_mask"].to(torch.uint8)),
+         "int64_eigvals": lambda stored: stored.update(eigvals=stored["eigvals"].long()),
+         "float64_eigvecs": lambda stored: stored.update(eigvecs=stored["eigvecs"].double()),
+         "sparse_eigvals": lambda stored: stored.update(eigvals=stored["eigvals"].to_sparse()),
+         "nan_eigvecs": lambda stored: stored["eigvecs"].fill_(float("nan")),
+         "missing_entry": lambda stored: stored.pop("eig_mask"),
+         "other_version": lambda stored: stored.update(lowrank_gnn="0.0.1")}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "pickled_code", *EDITS])
 def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
     graphs = mixed_graphs()
     transform = AddEigenpairs(k=3, operator="laplacian")
@@ -378,12 +454,9 @@ def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
         path.write_bytes(b"not a cache file")
     elif damage == "truncated":
         path.write_bytes(content[: len(content) // 2])
-    elif damage in ("other_version", "wrong_shape"):
+    elif damage in EDITS:
         stored = torch.load(path, weights_only=True)
-        if damage == "other_version":
-            stored["lowrank_gnn"] = "0.0.1"
-        else:
-            stored["eigvecs"] = stored["eigvecs"][:-1]
+        EDITS[damage](stored)
         torch.save(stored, path)
     else:
         marker = tmp_path / "code_ran"
@@ -391,6 +464,8 @@ def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
     with pytest.warns(UserWarning, match="ignoring the"):
         got = precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
     assert_same(expected, got, ["eigvecs", "eigvals", "eig_mask"])
+    assert all(a.eig_mask.dtype == torch.bool and a.eigvals.dtype == b.eigvals.dtype
+               for a, b in zip(expected, got, strict=True))
     if damage == "pickled_code":
         assert not (tmp_path / "code_ran").exists()
     with warnings.catch_warnings():
@@ -426,6 +501,33 @@ def test_an_unwritable_cache_folder_warns_and_still_returns_results(tmp_path):
         readonly.chmod(0o700)
 
 
+WRITE_LIMITED = """
+import resource, signal, sys, warnings
+import torch
+from torch_geometric.data import Data
+from lowrank_gnn.testing import path_graph
+from lowrank_gnn.transforms import AddEigenpairs, precompute_eigenpairs
+graphs = [Data(edge_index=path_graph(300).edge_index, num_nodes=300)]
+expected = AddEigenpairs(k=8)(graphs[0].clone()).eigvecs
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))  # writes past 4 KiB fail, as on a full disk
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = precompute_eigenpairs(graphs, AddEigenpairs(k=8), cache_dir=sys.argv[1])
+assert torch.equal(out[0].eigvecs, expected)
+assert any("could not write the cache file" in str(w.message) for w in caught), [str(w.message) for w in caught]
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_a_cache_write_that_fails_part_way_warns_and_leaves_no_file(tmp_path):
+    """torch.save raises a RuntimeError (not an OSError) when the file system refuses more bytes."""
+    result = subprocess.run([sys.executable, "-c", WRITE_LIMITED, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []  # the temporary file was removed
+
+
 def fill_cache(folder, queue, barrier):
     graphs = mixed_graphs() * 50
     barrier.wait(timeout=60)  # both start solving, hence writing, at the same time
@@ -450,6 +552,25 @@ def test_two_processes_filling_the_cache_at_once(tmp_path):
         reloaded = precompute_eigenpairs(mixed_graphs() * 50, AddEigenpairs(k=3, operator="laplacian"),
                                          cache_dir=tmp_path)
     assert np.array_equal(torch.cat([d.eigvecs for d in reloaded]).numpy(), results[0])
+
+
+def test_cache_files_are_named_after_their_transform(tmp_path):
+    graphs = [as_data(path_graph(4)), as_data(cycle_graph(5))]
+    precompute_eigenpairs(graphs, LaplacianEigenvectorPE(k=2), cache_dir=tmp_path)
+    precompute_eigenpairs(graphs, AddEigenpairs(k=3, operator="laplacian"), cache_dir=tmp_path)  # the same solve
+    names = sorted(path.name.split("_")[0] for path in tmp_path.iterdir())
+    assert names == ["addeigenpairs", "laplacianeigenvectorpe"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_cache_files_get_the_umask_default_mode_as_pyg_files_do(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        precompute_eigenpairs([as_data(path_graph(4))], AddEigenpairs(k=2), cache_dir=tmp_path)
+    finally:
+        os.umask(previous)
+    assert (cache_path_of(tmp_path).stat().st_mode & 0o777) == mode
 
 
 def test_default_cache_folder_is_the_processed_dir(tmp_path):
@@ -500,6 +621,41 @@ def test_rejects_bad_input():
         precompute_eigenpairs([as_data(path_graph(3))], AddEigenpairs(k=2), cache_dir=3)
 
 
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")  # torch, from PyG's ToSparseTensor
+def test_messages_for_the_wrong_container_adj_t_graphs_and_overflowing_degrees(tmp_path):
+    graph = as_data(path_graph(4))
+    with pytest.raises(TypeError, match=r"or an InMemoryDataset \(got a Data\); pass \[data\]"):
+        precompute_eigenpairs(graph, AddEigenpairs(k=2))
+    with pytest.raises(TypeError, match=r"\(got a DataBatch\); pass batch.to_data_list\(\)"):
+        precompute_eigenpairs(Batch.from_data_list([graph, graph]), AddEigenpairs(k=2))
+    with pytest.raises(ValueError, match=r"graph 0 has no edge_index.*only a graph that has no edges at all"):
+        AddEigenpairs(k=2)(Data(num_nodes=3))
+    sparse = [ToSparseTensor()(as_data(g, x=torch.ones(g.num_nodes, 1))) for g in (path_graph(4), cycle_graph(5))]
+    fix = r"ToSparseTensor\(remove_edge_index=False\).*to_edge_index\(data.adj_t\)"
+    with pytest.raises(ValueError, match=r"graph 1 holds its edges as a sparse adj_t .*" + fix):
+        precompute_eigenpairs([graph, sparse[1]], AddEigenpairs(k=2))
+    with pytest.raises(ValueError, match=r"this dataset's graphs hold their edges as a sparse adj_t .*" + fix):
+        precompute_eigenpairs(GraphList(sparse, root=str(tmp_path)), AddEigenpairs(k=2), cache_dir=False)
+    converted = Data(num_nodes=5)
+    converted.edge_index, converted.edge_weight = to_edge_index(sparse[1].adj_t)  # the fix the message gives
+    assert torch.equal(AddEigenpairs(k=2)(converted).eigvals, AddEigenpairs(k=2)(as_data(cycle_graph(5))).eigvals)
+    huge = as_data(path_graph(3), edge_weight=torch.full((4,), 1e308, dtype=torch.float64))  # finite, sum is not
+    for operator in ("laplacian", "normalized_adjacency"):
+        with pytest.raises(ValueError, match=r"graph 1: the weighted degree of node 1 overflows float64"):
+            precompute_eigenpairs([graph, huge], AddEigenpairs(k=2, operator=operator))
+    with pytest.raises(ValueError, match=r"device='meta' holds no values"):
+        precompute_eigenpairs(Unreadable(), AddEigenpairs(k=2), cache_dir=False, device="meta")
+
+
+@pytest.mark.parametrize("options", [dict(backend_kwargs={"dense_max_nodes": 2}), dict(backend="stable"),
+                                     dict(backend_kwargs={"method": "sparse"})])
+def test_a_directed_graph_solved_one_at_a_time_is_named(options):
+    undirected = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+    directed = Data(edge_index=torch.tensor([[0, 1, 1], [1, 2, 0]]), num_nodes=3)  # 1 -> 2 without its reverse
+    with pytest.raises(ValueError, match=r"^graph 3: \w+Backend needs a symmetric operator"):
+        precompute_eigenpairs([undirected] * 3 + [directed, undirected], AddEigenpairs(k=2, **options))
+
+
 class Unreadable:
     """A dataset that fails on any access: a check that reaches it did work before failing."""
 
@@ -518,6 +674,17 @@ def test_half_precision_weights_in_an_in_memory_dataset_are_refused(tmp_path):
     graphs = [as_data(graph, edge_weight=torch.ones(graph.edge_index.shape[1], dtype=torch.float16),
                       x=torch.ones(graph.num_nodes, 1)) for graph in (path_graph(4), cycle_graph(5))]
     with pytest.raises(TypeError, match="data.edge_weight has dtype torch.float16"):
+        precompute_eigenpairs(GraphList(graphs, root=str(tmp_path)), AddEigenpairs(k=2), cache_dir=False)
+
+
+def test_stored_edge_weights_of_another_shape_are_refused_as_in_a_list(tmp_path):
+    """(E, 1) weights would broadcast to (E, E) in the operator entries: refused up front, naming graph 0."""
+    graphs = [as_data(graph, edge_weight=torch.full((graph.edge_index.shape[1], 1), 2.0),
+                      x=torch.ones(graph.num_nodes, 1)) for graph in (path_graph(4), cycle_graph(5))]
+    message = r"graph 0: data.edge_weight must have shape \(num_edges,\) = \(6,\) \(got \(6, 1\)\)"
+    with pytest.raises(ValueError, match=message):
+        precompute_eigenpairs(graphs, AddEigenpairs(k=2), cache_dir=False)
+    with pytest.raises(ValueError, match=message):
         precompute_eigenpairs(GraphList(graphs, root=str(tmp_path)), AddEigenpairs(k=2), cache_dir=False)
 
 
