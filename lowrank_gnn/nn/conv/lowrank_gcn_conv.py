@@ -210,7 +210,8 @@ class LowRankGCNConv(MessagePassing):
         cached (bool): compute the eigenpairs (or, for a graph of at most ``k`` nodes, the
             dense operator) once and reuse them (a fixed graph, transductive setting). A later
             call on a graph of another size, or with ``batch``, raises; edge weights that
-            require grad are refused at every call. A call in another dtype or on another
+            require grad are refused at every call, and so is a backend with learned state
+            (``"amortized"``), whose basis changes at every step. A call in another dtype or on another
             device than the cache (after ``conv.double()`` or ``conv.to(device)``) computes
             them again there. In explain mode (PyG's explainers) the cache is neither read nor
             filled: the explainer's edge mask changes the operator at every step.
@@ -301,6 +302,11 @@ class LowRankGCNConv(MessagePassing):
             if self.backend.k != k:
                 raise ValueError(f"the backend instance computes k={self.backend.k} eigenpairs but the layer "
                                  f"has k={k}; make both equal")
+        if cached and any(True for _ in self.backend.parameters()):
+            raise ValueError(f"cached=True computes the eigenpairs once and reuses them, but backend "
+                             f"{type(self.backend).__name__} learns its basis at every step (parameters trained "
+                             f"with the model); use cached=False with it, or cached=True with a backend without "
+                             f"learned state ('exact', 'stable', 'batched_dc')")
         self._clamped: Dict[Tuple[int, bool], EigenBackend] = {}  # backends for k < self.k, by (k, batched)
         self.lin = Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
         self.lin_root = Linear(in_channels, out_channels, bias=False) if root_weight else None

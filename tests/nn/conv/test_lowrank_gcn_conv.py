@@ -76,6 +76,13 @@ class CountingBackend(ExactBackend):
         return super().solve(op)
 
 
+def test_cached_refuses_a_backend_with_learned_state():
+    """The amortized basis is trained at every step; a cache would hold pairs whose graph reaches back to
+    the basis of the first step, so the second backward failed inside autograd."""
+    with pytest.raises(ValueError, match="cached=True computes the eigenpairs once.*use cached=False"):
+        LowRankGCNConv(4, 3, k=3, backend="amortized", cached=True)
+
+
 def test_cached_computes_eigenpairs_once_and_reset_clears_the_cache():
     CountingBackend.calls = 0
     conv = LowRankGCNConv(4, 3, k=3, backend=CountingBackend(k=3), cached=True)
