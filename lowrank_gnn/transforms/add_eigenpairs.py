@@ -78,7 +78,8 @@ class AddEigenpairs(BaseTransform):
 
     **Whole datasets.** :func:`~lowrank_gnn.transforms.precompute_eigenpairs` applies the
     transform to a dataset in one batched, cached pass; :meth:`forward` is the same routine
-    (:meth:`compute`) on a batch of one, so both give the same bits. With the ``"exact"`` and
+    (:meth:`compute`) on a batch of one, so both give the same bits with LAPACK's solvers (the
+    limits are in :func:`~lowrank_gnn.transforms.precompute_eigenpairs`). With the ``"exact"`` and
     ``"batched_dc"`` backends (by name, without deflation) graphs up to ``dense_max_nodes`` are
     solved as dense float64 matrices by LAPACK's ``eigh`` (``batched_eigh`` for ``"batched_dc"``);
     with ``"exact"`` (or ``"batched_dc"`` with ``method="lapack"``) on the CPU, graphs of

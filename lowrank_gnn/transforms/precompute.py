@@ -26,14 +26,24 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
                           device: Union[str, torch.device, None] = None) -> Union[InMemoryDataset, List[Data]]:
     r"""Applies an eigenpair transform to every graph of a dataset at once: batched, cached, deterministic.
 
-    Equivalent, bit for bit, to applying ``transform`` (:class:`AddEigenpairs` or
-    :class:`LaplacianEigenvectorPE`) to each graph, but graphs with the same number of nodes are
-    solved together: their dense operators are scattered into one ``(B, n, n)`` float64 tensor
-    and decomposed by one :func:`~lowrank_gnn.eigen.batched_eigh` call (LAPACK on the CPU;
-    on a GPU as the backend decides), signs are fixed for the whole batch at once, and the
-    results are split back. Graphs the batched path does not cover (the sparse path for graphs
-    above ``dense_max_nodes``, ``deflate_components=True``, a backend instance) are solved one by
-    one, with the same code as the transform.
+    Equivalent to applying ``transform`` (:class:`AddEigenpairs` or
+    :class:`LaplacianEigenvectorPE`) to each graph, bit for bit with LAPACK's solvers (on the
+    CPU, every backend except ``"batched_dc"`` with ``method="dc"``; see **Bits** below), but
+    graphs with the same number of nodes are solved together: their dense operators are
+    scattered into one ``(B, n, n)`` float64 tensor and decomposed by one
+    :func:`~lowrank_gnn.eigen.batched_eigh` call (LAPACK on the CPU; on a GPU as the backend
+    decides), signs are fixed for the whole batch at once, and the results are split back.
+    Graphs the batched path does not cover (the sparse path for graphs above
+    ``dense_max_nodes``, ``deflate_components=True``, a backend instance) are solved one by one,
+    with the same code as the transform.
+
+    **Bits.** A solver whose arithmetic depends on the batch gives each graph the same eigenvalues
+    and eigenspaces to rounding as the per-graph transform, not the same bits, and within an
+    exactly repeated eigenvalue possibly another basis of its eigenspace: ``batched_dc``'s own
+    divide and conquer (``method="dc"``; its products take other BLAS kernels for other batch
+    sizes) and, on a GPU, PyTorch's ``eigh``, which solves a batch of matrices of up to 32 rows
+    by cuSOLVER's batched Jacobi method and a single matrix by divide and conquer (not measured
+    on a GPU).
 
     **Cache.** The results are stored in one file per dataset and option set, named by a
     content hash of everything they depend on: each graph's node count, edges and edge weights,

@@ -107,8 +107,9 @@ def test_the_transform_on_one_graph_refuses_directed_graphs_and_bad_weights():
 
 
 def test_divide_and_conquer_agrees_with_the_per_graph_transform_to_rounding():
-    """The batched divide and conquer is not batch-invariant in the last bits (documented): the
-    dataset pass agrees with the per-graph transform to rounding and is accurate."""
+    """The batched divide and conquer is not batch-invariant in the last bits (its products take other
+    BLAS kernels for other batch sizes): the dataset pass agrees with the per-graph transform to
+    rounding and is accurate."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
