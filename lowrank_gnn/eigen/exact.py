@@ -21,8 +21,9 @@ ARPACK_START_SEED = 0
 
 #: An eigenvalue found outside the span of ARPACK's ``k`` pairs counts as missed (see
 #: :meth:`ExactBackend._solve_sparse`) when it beats the ``k``-th by more than this many units of
-#: ``||A||_F``, or of ``tol ||A||_F`` when ARPACK's ``tol`` is larger: closer ones are ties to the
-#: solver's accuracy (a repeated eigenvalue split by ``k``), which either pair answers.
+#: ``||A||_F``, plus ``tol`` times the ``k``-th (ARPACK's relative accuracy when ``tol > 0``):
+#: closer ones are ties to the solver's accuracy (a repeated eigenvalue split by ``k``), which
+#: either pair answers.
 MISSED_EIGENVALUE_RTOL = 1000 * float(np.finfo(np.float64).eps)
 
 #: Lanczos vectors of the search for one missed eigenvalue: on Cora (``k = 64``, the deflated
@@ -239,18 +240,22 @@ def _arpack_pairs(matrix, start: np.ndarray, rng: np.random.Generator, k: int, w
     :math:`s` and leaves :math:`A` on the rest of the space; :math:`s` lies :math:`\|A\|_F` past
     the ``k``-th found eigenvalue on the unwanted side (0 for ``"magnitude"``), so that a found
     pair is never a better candidate than the ``k``-th. If the candidate beats
-    the ``k``-th found eigenvalue by more than :data:`MISSED_EIGENVALUE_RTOL` (or ``tol``) times
-    :math:`\|A\|_F`, it was missed: it replaces the ``k``-th and the search repeats. Each round
-    adds a genuine eigenpair better than the one it drops, so at most ``k`` rounds run; a
-    result that misses nothing costs one extra ARPACK solve for a single pair. ``start`` is the
-    first solve's start vector; ``rng`` draws those of the searches.
+    the ``k``-th found eigenvalue by more than :data:`MISSED_EIGENVALUE_RTOL` times
+    :math:`\|A\|_F` plus ``tol`` times the ``k``-th, it was missed: it replaces the ``k``-th and
+    the search repeats. Each round adds a genuine eigenpair better than the one it drops, so at most ``k`` rounds run; a
+    result that misses nothing costs one extra ARPACK solve for a single pair. The search runs at
+    ARPACK's full accuracy whatever ``tol``: with a loose tolerance ARPACK may stop at a Ritz value
+    short of the extreme one and miss the copies (30 disjoint paths, ``tol=1e-6``). A candidate
+    less than half outside the found pairs' span is one of them (the shift cannot set the pairs
+    of an operator that is zero to rounding apart) and ends the search, so the vectors stay
+    orthonormal; an operator that maps the rest of the space to zero gives the candidate 0.
+    ``start`` is the first solve's start vector; ``rng`` draws those of the searches.
     """
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     n = matrix.shape[0]
     arpack_which = ARPACK_WHICH[which]
     values, vectors = eigsh(matrix, k=k, which=arpack_which, v0=start, tol=tol, maxiter=maxiter)
-    margin = max(tol, MISSED_EIGENVALUE_RTOL) * norm
     for _ in range(k):
         beyond = {"largest": values.min() - norm, "smallest": values.max() + norm, "magnitude": 0.0}[which]
         shift = beyond - values
@@ -261,12 +266,21 @@ def _arpack_pairs(matrix, start: np.ndarray, rng: np.random.Generator, k: int, w
 
         start = rng.standard_normal(n)
         start -= vectors @ (vectors.T @ start)
-        candidate, vector = eigsh(LinearOperator((n, n), matvec=deflated, dtype=np.float64), k=1,
-                                  which=arpack_which, v0=start, tol=tol, maxiter=maxiter,
-                                  ncv=min(n, MISSED_EIGENVALUE_NCV))
-        if not _score(candidate, which)[0] > _score(values, which).min() + margin:
+        rest_of_space = LinearOperator((n, n), matvec=deflated, dtype=np.float64)
+        if np.any(rest_of_space @ start):
+            candidate, vector = eigsh(rest_of_space, k=1, which=arpack_which, v0=start, tol=0.0, maxiter=maxiter,
+                                      ncv=min(n, MISSED_EIGENVALUE_NCV))
+        else:  # A maps the rest of the space to 0 (ARPACK would stop: "starting vector is zero")
+            candidate, vector = np.zeros(1), start[:, None] / np.linalg.norm(start)
+        # the part outside the found pairs' span; less than half of it: the shift did not set the found
+        # pairs apart (an operator zero to rounding), and the candidate is one of them
+        outside = vector[:, 0] - vectors @ (vectors.T @ vector[:, 0])
+        length = float(np.linalg.norm(outside))
+        worst = int(np.argmin(_score(values, which)))  # the k-th found; ARPACK's tol is relative to it
+        margin = MISSED_EIGENVALUE_RTOL * norm + tol * abs(float(values[worst]))
+        if length < 0.5 or not _score(candidate, which)[0] > _score(values, which)[worst] + margin:
             break
-        values, vectors = np.append(values, candidate), np.column_stack([vectors, vector])
+        values, vectors = np.append(values, candidate), np.column_stack([vectors, outside / length])
         keep = np.argsort(-_score(values, which), kind="stable")[:k]
         values, vectors = values[keep], vectors[:, keep]
     return values, vectors

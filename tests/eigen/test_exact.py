@@ -155,6 +155,17 @@ def test_sparse_path_finds_every_copy_of_repeated_eigenvalues(graph, operator, w
     assert_eigenpairs_close(pairs, op.to_dense(), 12, which, rtol=1e-10)
 
 
+@pytest.mark.parametrize("tol", [1e-6, 1e-4])
+def test_sparse_path_finds_missed_copies_with_a_loose_tolerance(tol):
+    """The search runs at full accuracy: with a loose tol ARPACK's single-pair solve may stop short of
+    the extreme eigenvalue of the rest of the space; 30 disjoint paths have 30 zero Laplacian eigenvalues."""
+    graph = disjoint_union(*[path_graph(50)] * 30)
+    op = laplacian(graph.edge_index, torch.ones(graph.edge_index.shape[1], dtype=torch.float64),
+                   num_nodes=graph.num_nodes)
+    pairs = ExactBackend(12, "smallest", method="sparse", tol=tol)(op)
+    assert pairs.eigenvalues.abs().max() < 1e-10
+
+
 def _dense_backends():
     return [("exact", {"method": "dense"}), ("batched_dc", {"method": "dc"}), ("batched_dc", {"method": "lapack"}),
             ("stable", {"forward_method": "dense"})]

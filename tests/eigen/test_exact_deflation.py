@@ -5,7 +5,7 @@ import torch
 
 from lowrank_gnn.eigen import ExactBackend
 from lowrank_gnn.operators import DeflatedOperator, DenseOperator, deflate_components, normalized_adjacency
-from lowrank_gnn.testing import complete_graph, path_graph
+from lowrank_gnn.testing import complete_graph, disjoint_union, path_graph
 
 
 @pytest.mark.parametrize("uniform", [True, False])
@@ -38,17 +38,30 @@ def test_dense_backward_is_finite_where_a_kept_zero_ties_with_zeros_the_loss_ign
     assert torch.autograd.gradcheck(lambda w: filtered(w, 3), (half,))
 
 
-@pytest.mark.parametrize("which", ["largest", "smallest"])
-def test_sparse_path_on_a_deflated_operator_that_is_zero_to_rounding(which):
+@pytest.mark.parametrize("which", ["largest", "smallest", "magnitude"])
+@pytest.mark.parametrize("graph, k", [(complete_graph(6), 2), (complete_graph(60), 2),
+                                      (disjoint_union(*[complete_graph(20)] * 5), 12)], ids=["K6", "K60", "5xK20"])
+def test_sparse_path_on_a_deflated_operator_that_is_zero_to_rounding(graph, k, which):
     # a clique with self-loops is J / n: deflating its one vector leaves rounding, which ARPACK's
-    # start vector may meet as an exact zero product ("starting vector is zero")
-    graph = complete_graph(6)
-    op = deflate_components(normalized_adjacency(graph.edge_index, torch.ones(30, dtype=torch.float64), 6))
-    pairs = ExactBackend(2, which=which, method="sparse")(op)
+    # start vector may meet as an exact zero product ("starting vector is zero", K6) or not (K60,
+    # 5 x K20), where the search for missed copies must not take a found pair again
+    weight = torch.ones(graph.edge_index.shape[1], dtype=torch.float64)
+    op = deflate_components(normalized_adjacency(graph.edge_index, weight, graph.num_nodes))
+    pairs = ExactBackend(k, which=which, method="sparse")(op)
     dense = op.to_dense()
     assert pairs.eigenvalues.abs().max() < 1e-14
-    torch.testing.assert_close(pairs.eigenvectors.T @ pairs.eigenvectors, torch.eye(2, dtype=torch.float64))
+    torch.testing.assert_close(pairs.eigenvectors.T @ pairs.eigenvectors, torch.eye(k, dtype=torch.float64))
     assert (dense @ pairs.eigenvectors).abs().max() < 1e-14
+
+
+@pytest.mark.parametrize("which", ["largest", "magnitude"])
+def test_sparse_path_on_an_operator_of_rank_k(which):
+    # J / 4 has one eigenvalue 1 and maps the rest of the space to 0, where the search's start
+    # vector lies (ARPACK would stop: "starting vector is zero")
+    graph = complete_graph(4)
+    op = normalized_adjacency(graph.edge_index, torch.ones(12, dtype=torch.float64), num_nodes=4)
+    pairs = ExactBackend(1, which=which, method="sparse")(op)
+    torch.testing.assert_close(pairs.eigenvalues, torch.ones(1, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("size", [1e-9, 1e-6, 1e-2])

@@ -124,7 +124,9 @@ def test_stable_backend_solves_a_batch_whose_graphs_repeat_kept_eigenvalues(weig
     """Unit-weight cycles repeat their eigenvalues in pairs and k = 4 keeps such pairs whole, where
     the exact backward divides by zero gaps (NaN in float32); the stable backend batches and its
     edge-weight gradients are finite. Inside an exact tie its gradient depends on the basis the
-    solver returned, so a graph's gradient equals its own alone only where the ties are broken."""
+    solver returned, and below its damping threshold (relative_gap times the padded matrix's largest
+    eigenvalue magnitude) on that scale, so a graph's gradient equals its own alone only where its
+    gaps are wider (random weights)."""
     graphs = cycles(weights)
     batch = Batch.from_data_list(graphs)
     conv = layer(k=4, backend="stable")
