@@ -41,6 +41,7 @@ def dataset_folder(name: str) -> str:
     ``<root>/Cora``.
 
     Example:
+        >>> from lowrank_gnn.data import dataset_folder
         >>> dataset_folder("ogbn-arxiv"), dataset_folder("Cora")
         ('ogbn_arxiv', 'Cora')
     """
@@ -120,6 +121,7 @@ def load_planetoid(name: str, root: Union[str, Path, None] = None, transform: Op
     """PyG's ``Planetoid`` (Cora, CiteSeer, PubMed; public split) from the data root.
 
     Example:
+        >>> from lowrank_gnn.data import load_planetoid
         >>> dataset = load_planetoid("Cora")
         >>> dataset[0].num_nodes
         2708
@@ -211,6 +213,7 @@ def chung_lu_graph(num_nodes: int, num_edges: int, exponent: float = 2.5, seed: 
         returns edge_index ``(2, num_edges)`` (int64).
 
     Example:
+        >>> from lowrank_gnn.data import chung_lu_graph
         >>> chung_lu_graph(19717, 44324).shape
         torch.Size([2, 44324])
     """

@@ -107,32 +107,31 @@ def public_modules() -> list[str]:
 MODULES = public_modules()
 
 
-@pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples_run(name, example_env):
-    module = importlib.import_module(name)
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    tests = [test for test in finder.find(module, name) if test.examples
-             and (getattr(test, "filename", None) or "").startswith(os.path.dirname(module.__file__ or ""))]
-    for test in tests:
-        with time_limit(EXAMPLE_TIMEOUT_S, test.name):
-            runner.run(test)
-    result = runner.summarize(verbose=False)
-    assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples in {name} failed (see stdout)"
-
-
-@pytest.mark.parametrize("name", [name for name in MODULES if name.startswith("lowrank_gnn.transforms")])
-def test_docstring_examples_run_in_a_fresh_namespace(name, example_env):
-    """A user copies an example into a fresh interpreter: it imports every name it uses (the doctest above
-    runs in the module's namespace, where the module's own imports are visible)."""
+def run_docstring_examples(name: str, globs: dict | None = None) -> doctest.TestResults:
+    """Run the ``>>>`` examples written in module ``name`` (not those of objects it imports from elsewhere),
+    each with ``globs`` as its namespace (default: the module's own)."""
     module = importlib.import_module(name)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder(exclude_empty=True).find(module, name, globs={}):
+    for test in doctest.DocTestFinder(exclude_empty=True).find(module, name, globs=globs):
         if test.examples and (test.filename or "").startswith(os.path.dirname(module.__file__ or "")):
             with time_limit(EXAMPLE_TIMEOUT_S, test.name):
                 runner.run(test)
-    result = runner.summarize(verbose=False)
-    assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} need names they do not import"
+    return runner.summarize(verbose=False)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name, example_env):
+    result = run_docstring_examples(name)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples in {name} failed (see stdout)"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run_in_a_fresh_namespace(name, example_env):
+    """A user copies an example into a fresh interpreter: it imports every name it uses (the doctest above
+    runs in the module's namespace, where the module's own imports are visible)."""
+    result = run_docstring_examples(name, globs={})
+    assert result.failed == 0, (f"{result.failed} of {result.attempted} docstring examples in {name} failed in an "
+                                "empty namespace (see stdout): an example imports every name it uses")
 
 
 def test_every_example_section_has_runnable_lines():

@@ -205,7 +205,8 @@ class DistributedAmortizedBackend(AmortizedBackend):
         operator ``(n, n)`` split by rows; :attr:`basis.weight` ``(n_r, k)``.
 
     Example:
-        >>> from lowrank_gnn.distributed import Communicator, partition_graph, partitioned_normalized_adjacency
+        >>> from lowrank_gnn.distributed import Communicator, DistributedAmortizedBackend, partition_graph
+        >>> from lowrank_gnn.distributed import partitioned_normalized_adjacency
         >>> from lowrank_gnn.testing import path_graph
         >>> comm, data = Communicator(), path_graph(50)   # here one process: rank 0 of 1
         >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=comm.world_size)

@@ -78,6 +78,7 @@ class Communicator:
 
     Example:
         >>> import torch
+        >>> from lowrank_gnn.distributed import Communicator
         >>> comm = Communicator()   # the default group, or one process without init_process_group
         >>> comm.all_reduce(torch.ones(3, requires_grad=True)).shape   # differentiable
         torch.Size([3])

@@ -64,7 +64,7 @@ class PartitionedLowRankGCNConv(LowRankGCNConv):
 
     Example:
         >>> import torch
-        >>> from lowrank_gnn.distributed import Communicator, partition_graph
+        >>> from lowrank_gnn.distributed import Communicator, PartitionedLowRankGCNConv, partition_graph
         >>> from lowrank_gnn.testing import cycle_graph
         >>> data, comm = cycle_graph(40), Communicator()   # here one process: rank 0 of 1
         >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=comm.world_size)

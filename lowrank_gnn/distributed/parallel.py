@@ -40,7 +40,8 @@ def data_parallel(model: nn.Module, **ddp_kwargs: Any) -> nn.parallel.Distribute
 
     Example:
         >>> import torch
-        >>> from lowrank_gnn.distributed import Communicator, PartitionedLowRankGCNConv, partition_graph
+        >>> import torch.distributed as dist
+        >>> from lowrank_gnn.distributed import Communicator, PartitionedLowRankGCNConv, data_parallel, partition_graph
         >>> from lowrank_gnn.testing import cycle_graph
         >>> from lowrank_gnn.testing.distributed import run_distributed
         >>> def train(rank, world_size):   # the body of a script started by torchrun

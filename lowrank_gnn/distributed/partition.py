@@ -20,6 +20,7 @@ class RowPartition:
         bounds (sequence of int): ``0 = b_0 < b_1 < ... < b_P = n``.
 
     Example:
+        >>> from lowrank_gnn.distributed import RowPartition
         >>> RowPartition.even(10, 3).sizes
         (4, 3, 3)
         >>> RowPartition.from_sizes([2, 8]).bounds
@@ -139,6 +140,7 @@ def partition_graph(edge_index: Tensor, num_nodes: int, num_parts: Optional[int]
 
     Example:
         >>> import torch
+        >>> from lowrank_gnn.distributed import partition_graph
         >>> from lowrank_gnn.testing import cycle_graph
         >>> data = cycle_graph(10)
         >>> graph = partition_graph(data.edge_index, data.num_nodes, num_parts=2)  # num_parts = world size

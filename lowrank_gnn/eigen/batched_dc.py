@@ -106,6 +106,8 @@ def batched_eigh(matrix: Tensor, method: str = "dc") -> Tuple[Tensor, Tensor]:
         eigenvectors ``(*batch, n, n)`` (columns).
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.eigen import batched_eigh
         >>> values, vectors = batched_eigh(torch.eye(3).expand(5, 3, 3))
         >>> values.shape, vectors.shape
         (torch.Size([5, 3]), torch.Size([5, 3, 3]))
@@ -163,6 +165,8 @@ class BatchedDCBackend(EigenBackend):
         op ``(*batch, n, n)`` -> eigenvalues ``(*batch, k)``, eigenvectors ``(*batch, n, k)``.
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.eigen import BatchedDCBackend
         >>> backend = BatchedDCBackend(k=2, method="dc")
         >>> pairs = backend(torch.diag_embed(torch.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 5.0]])))
         >>> pairs.eigenvalues

@@ -140,6 +140,8 @@ class ExactBackend(EigenBackend):
         maxiter (int, optional): ARPACK's iteration limit. (default: SciPy's, ``10 n``)
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.eigen import ExactBackend
         >>> backend = ExactBackend(k=2)
         >>> pairs = backend(torch.diag(torch.tensor([1.0, 3.0, 2.0])))
         >>> pairs.eigenvalues

@@ -27,6 +27,7 @@ def resolve_eigen_backend(backend: Union[str, EigenBackend], **kwargs) -> EigenB
             not allowed with an instance, whose options are already fixed.
 
     Example:
+        >>> from lowrank_gnn.eigen import resolve_eigen_backend
         >>> backend = resolve_eigen_backend("exact", k=16, which="largest")
     """
     if isinstance(backend, EigenBackend):

@@ -282,6 +282,8 @@ class StableBackend(EigenBackend):
         maxiter (int, optional): ARPACK's iteration limit. (default: SciPy's)
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.eigen import StableBackend
         >>> backend = StableBackend(k=2)
         >>> a = torch.eye(3, requires_grad=True)            # eigenvalue 1, three times
         >>> pairs = backend(a)

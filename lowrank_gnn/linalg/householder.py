@@ -259,6 +259,8 @@ def householder_product(V: Tensor, X: Tensor, block_size: Optional[int] = None) 
         - **output**: ``(*batch, d, c)``
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.linalg import householder_product
         >>> V = torch.randn(6, 6, dtype=torch.float64)
         >>> P = householder_product(V, torch.eye(6, dtype=torch.float64), block_size=4)
         >>> torch.allclose(P.T @ P, torch.eye(6, dtype=torch.float64))
@@ -322,6 +324,8 @@ def householder_orthonormal(V: Tensor, signs: Optional[Tensor] = None,
         - **output**: ``(*batch, n, k)``, orthonormal columns
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.linalg import householder_orthonormal
         >>> U = householder_orthonormal(torch.randn(5, 3))
         >>> torch.allclose(U.T @ U, torch.eye(3), atol=1e-6)
         True
@@ -389,7 +393,10 @@ class HouseholderOrthogonal(nn.Module):
         block_size (int, optional): see :func:`householder_product`.
 
     Example:
+        >>> import torch
+        >>> from torch import nn
         >>> from torch.nn.utils import parametrize
+        >>> from lowrank_gnn.linalg import HouseholderOrthogonal
         >>> layer = nn.Linear(4, 6)
         >>> _ = parametrize.register_parametrization(layer, "weight", HouseholderOrthogonal())
         >>> torch.allclose(layer.weight.T @ layer.weight, torch.eye(4), atol=1e-5)

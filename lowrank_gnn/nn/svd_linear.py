@@ -68,6 +68,8 @@ class SVDLinear(nn.Module):
         - **output**: ``(*, out_features)``
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.nn import SVDLinear
         >>> layer = SVDLinear(16, 32, max_singular_value=1.0)
         >>> layer
         SVDLinear(16, 32, max_singular_value=1.0)

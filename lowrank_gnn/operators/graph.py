@@ -43,6 +43,8 @@ def normalized_adjacency(edge_index: Tensor, edge_weight: Optional[Tensor] = Non
         edge_index ``(2, E)``, edge_weight ``(E,)``; the operator is ``(n, n)``.
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.operators import normalized_adjacency
         >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
         >>> op = normalized_adjacency(edge_index)
         >>> op.shape

@@ -66,6 +66,8 @@ class GraphStructure:
         edge_index ``(2, E)``; every operator is ``(n, n)``.
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.operators import GraphStructure
         >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
         >>> structure = GraphStructure(edge_index)
         >>> weight = torch.rand(4, requires_grad=True)
@@ -199,6 +201,8 @@ class GraphStructure:
             pair_weight ``(num_pairs,)``; returns ``(E,)``.
 
         Example:
+            >>> import torch
+            >>> from lowrank_gnn.operators import GraphStructure
             >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
             >>> structure = GraphStructure(edge_index)
             >>> pair_weight = torch.tensor([0.5, 2.0], requires_grad=True)  # {0, 1}, {1, 2}

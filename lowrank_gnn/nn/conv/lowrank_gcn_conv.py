@@ -245,6 +245,8 @@ class LowRankGCNConv(MessagePassing):
     :meth:`eigenpairs` computed it holds the loss, once.
 
     Example:
+        >>> import torch
+        >>> from lowrank_gnn.nn import LowRankGCNConv
         >>> from lowrank_gnn.testing import cycle_graph
         >>> conv = LowRankGCNConv(16, 32, k=4)
         >>> conv
