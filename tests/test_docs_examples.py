@@ -107,12 +107,13 @@ def public_modules() -> list[str]:
 MODULES = public_modules()
 
 
-def run_docstring_examples(name: str, globs: dict | None = None) -> doctest.TestResults:
+def run_docstring_examples(name: str) -> doctest.TestResults:
     """Run the ``>>>`` examples written in module ``name`` (not those of objects it imports from elsewhere),
-    each with ``globs`` as its namespace (default: the module's own)."""
+    each in an empty namespace, as a user who copies it into a fresh interpreter would: an example
+    imports every name it uses (the module's own imports are not visible to it)."""
     module = importlib.import_module(name)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder(exclude_empty=True).find(module, name, globs=globs):
+    for test in doctest.DocTestFinder(exclude_empty=True).find(module, name, globs={}):
         if test.examples and (test.filename or "").startswith(os.path.dirname(module.__file__ or "")):
             with time_limit(EXAMPLE_TIMEOUT_S, test.name):
                 runner.run(test)
@@ -120,22 +121,14 @@ def run_docstring_examples(name: str, globs: dict | None = None) -> doctest.Test
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples_run(name, example_env):
-    result = run_docstring_examples(name)
-    assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples in {name} failed (see stdout)"
-
-
-@pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run_in_a_fresh_namespace(name, example_env):
-    """A user copies an example into a fresh interpreter: it imports every name it uses (the doctest above
-    runs in the module's namespace, where the module's own imports are visible)."""
-    result = run_docstring_examples(name, globs={})
+    result = run_docstring_examples(name)
     assert result.failed == 0, (f"{result.failed} of {result.attempted} docstring examples in {name} failed in an "
                                 "empty namespace (see stdout): an example imports every name it uses")
 
 
 def test_every_example_section_has_runnable_lines():
-    """A docstring's ``Example:`` section holds ``>>>`` lines, so the doctest above runs it."""
+    """A docstring's ``Example:`` section holds ``>>>`` lines, so the doctest test above runs it."""
     missing = []
     for name in MODULES:
         module = importlib.import_module(name)
