@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
+
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
@@ -41,13 +43,16 @@ class LaplacianEigenvectorPE(BaseTransform):
         k (int): number of eigenvectors, not counting the first.
         attr_name (str): the node-level attribute written.
             (default: ``"laplacian_eigenvector_pe"``)
-        backend (str): an eigen backend name for :class:`AddEigenpairs`, one that solves every
-            graph to convergence (``"exact"``, ``"stable"``, ``"batched_dc"``). (default: ``"exact"``)
-        backend_kwargs (dict, optional): its options.
-        is_undirected (bool): PyG's promise that every graph is undirected, accepted so that PyG
-            code swaps in unchanged. Only ``True``: graphs must be undirected whatever its value
-            (a directed graph raises a ``ValueError``). PyG's other keyword arguments (options
-            of SciPy's ``eigs``/``eigsh``) are not accepted. (default: ``True``)
+        is_undirected (bool): PyG's third argument, its hint that every graph is undirected,
+            accepted (also positionally) so that PyG code swaps in unchanged. It changes
+            nothing here: the encoding is computed from the symmetric normalized Laplacian and
+            every graph's symmetry is checked whatever its value (a directed graph raises a
+            ``ValueError``). PyG's other keyword arguments (options of SciPy's
+            ``eigs``/``eigsh``) are not accepted. (default: ``False``)
+        backend (str): keyword-only: an eigen backend name for :class:`AddEigenpairs`, one that
+            solves every graph to convergence (``"exact"``, ``"stable"``, ``"batched_dc"``).
+            (default: ``"exact"``)
+        backend_kwargs (dict, optional): keyword-only: its options.
 
     Shapes:
         writes ``data[attr_name]`` of shape ``(num_nodes, k)``.
@@ -62,14 +67,12 @@ class LaplacianEigenvectorPE(BaseTransform):
         torch.Size([6, 3])
     """
 
-    def __init__(self, k: int, attr_name: str = "laplacian_eigenvector_pe", backend: str = "exact",
-                 backend_kwargs: Optional[Dict[str, Any]] = None, is_undirected: bool = True) -> None:
+    def __init__(self, k: int, attr_name: str = "laplacian_eigenvector_pe", is_undirected: bool = False, *,
+                 backend: str = "exact", backend_kwargs: Optional[Dict[str, Any]] = None) -> None:
         self.k = check_positive_int("k", k)
-        if is_undirected is not True:
-            raise ValueError(f"is_undirected must be True (got is_undirected={is_undirected!r}): the encoding is "
-                             f"computed from the symmetric normalized Laplacian, and directed graphs are refused; "
-                             f"symmetrise them first (torch_geometric.transforms.ToUndirected) and pass "
-                             f"is_undirected=True or leave it out")
+        if not isinstance(is_undirected, (bool, np.bool_)):
+            raise TypeError(f"is_undirected must be a bool (got is_undirected={is_undirected!r})")
+        self.is_undirected = bool(is_undirected)
         if not isinstance(attr_name, str) or not attr_name:
             raise ValueError(f"attr_name must be a non-empty string (got attr_name={attr_name!r}); to use the "
                              f"encoding as node features, concatenate it to x in the model, e.g. "

@@ -112,6 +112,7 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
         packed, graphs = pack_in_memory(dataset), None
     else:
         graphs = list(dataset)
+        _check_graphs(graphs)
         packed = pack_graphs(graphs)
     home = packed.edge_index.device
     if device is not None:
@@ -121,6 +122,19 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
     if graphs is None:
         return _attach_to_storage(dataset, packed, outputs, transform.node_level)
     return _attach_to_graphs(graphs, packed, outputs, transform.node_level)
+
+
+def _check_graphs(graphs: List[Any]) -> None:
+    """Every item is one graph: a ``Batch`` (from a ``DataLoader``) would be solved as the disjoint union
+    of its graphs, one spectrum for all of them."""
+    for g, data in enumerate(graphs):
+        if isinstance(data, Batch):
+            raise TypeError(f"graph {g} is a Batch of {data.num_graphs} graphs (a DataLoader yields these), which "
+                            f"would be solved as one graph, the disjoint union of its graphs; pass the dataset "
+                            f"itself, or the graphs: [g for batch in loader for g in batch.to_data_list()]")
+        if not isinstance(data, Data):
+            raise TypeError(f"graph {g} is a {type(data).__name__}, not a torch_geometric.data.Data; pass an "
+                            f"InMemoryDataset or a sequence of Data objects")
 
 
 def _check_device(device: Union[str, torch.device, None]) -> Optional[torch.device]:

@@ -342,10 +342,17 @@ def test_laplacian_pe_matches_pyg_up_to_sign_and_pads_small_graphs():
                           atol=1e-6)
     with pytest.raises(ValueError, match="attr_name must be a non-empty string"):
         LaplacianEigenvectorPE(k=2, attr_name=None)
-    swapped = LaplacianEigenvectorPE(k=3, is_undirected=True)(graphs[0].clone())  # PyG's keyword, as PyG code passes it
-    assert torch.equal(swapped.laplacian_eigenvector_pe, ours[0].laplacian_eigenvector_pe)
-    with pytest.raises(ValueError, match="is_undirected must be True"):
-        LaplacianEigenvectorPE(k=2, is_undirected=False)
+    for swapped in (LaplacianEigenvectorPE(3, "laplacian_eigenvector_pe", True),  # PyG's signature, positionally
+                    LaplacianEigenvectorPE(k=3, is_undirected=False),
+                    LaplacianEigenvectorPE(3, is_undirected=np.True_)):
+        assert torch.equal(swapped(graphs[0].clone()).laplacian_eigenvector_pe, ours[0].laplacian_eigenvector_pe)
+    assert LaplacianEigenvectorPE(3, is_undirected=True).is_undirected
+    directed = Data(edge_index=path_graph(4).edge_index[:, :3], num_nodes=4)
+    for is_undirected in (False, True):  # symmetry is checked whatever the hint
+        with pytest.raises(ValueError, match="not undirected"):
+            LaplacianEigenvectorPE(k=2, is_undirected=is_undirected)(directed)
+    with pytest.raises(TypeError, match="is_undirected must be a bool"):
+        LaplacianEigenvectorPE(k=2, is_undirected="yes")
     with pytest.raises(TypeError, match="unexpected keyword argument 'which'"):
         LaplacianEigenvectorPE(k=2, which="SA")  # PyG passes **kwargs to SciPy's eigsh: not accepted
 
@@ -629,6 +636,11 @@ def test_messages_for_the_wrong_container_adj_t_graphs_and_overflowing_degrees(t
         precompute_eigenpairs(graph, AddEigenpairs(k=2))
     with pytest.raises(TypeError, match=r"\(got a DataBatch\); pass batch.to_data_list\(\)"):
         precompute_eigenpairs(Batch.from_data_list([graph, graph]), AddEigenpairs(k=2))
+    with pytest.raises(TypeError, match=r"graph 0 is a Batch of 2 graphs \(a DataLoader yields these\)"):
+        precompute_eigenpairs(DataLoader([graph] * 4, batch_size=2), AddEigenpairs(k=2))
+    for item in ({"edge_index": graph.edge_index}, "graph"):
+        with pytest.raises(TypeError, match=r"graph 0 is a (dict|str), not a torch_geometric.data.Data"):
+            precompute_eigenpairs([item], AddEigenpairs(k=2))
     with pytest.raises(ValueError, match=r"graph 0 has no edge_index.*only a graph that has no edges at all"):
         AddEigenpairs(k=2)(Data(num_nodes=3))
     sparse = [ToSparseTensor()(as_data(g, x=torch.ones(g.num_nodes, 1))) for g in (path_graph(4), cycle_graph(5))]
