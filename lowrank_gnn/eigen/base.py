@@ -391,6 +391,13 @@ class EigenBackend(nn.Module):
         self.k = check_positive_int("k", k)
         self.which = check_choice("which", which, WHICH)
 
+    @property
+    def learns_state(self) -> bool:
+        """Whether the backend holds parameters trained with the model (the amortized basis): its pairs
+        are then tracked across calls, not a solve of each call's operator, so a cache, a dataset
+        precompute or a per-batch pool of unrelated graphs cannot use it."""
+        return any(True for _ in self.parameters())
+
     def forward(self, op) -> EigenPairs:
         """Shapes: ``op`` is ``(*batch, n, n)``; see :class:`EigenPairs` for the output."""
         op = as_operator(op)

@@ -10,7 +10,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from .._validation import HALF_PRECISION, check_choice, check_positive_int
-from ..eigen import BACKENDS, WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
+from ..eigen import WHICH, EigenBackend, batched_eigh, order_indices, resolve_eigen_backend
 from ..linalg import BAND_MIN_SIZE, eigh_extremal, sparse_eigh_extremal
 from ..operators import connected_components, deflate_components, laplacian, normalized_adjacency
 from .cache import OutputSpecs
@@ -22,11 +22,6 @@ OPERATORS = ("normalized_adjacency", "laplacian")
 
 #: The end of the spectrum each operator is usually filtered from.
 DEFAULT_WHICH = {"normalized_adjacency": "largest", "laplacian": "smallest"}
-
-#: The backends whose every call solves the eigenproblem to convergence, as a precompute needs.
-#: The others (``"amortized"``) return a basis that is trained across calls, alongside a model: on
-#: a graph solved once that is its random starting basis (Rayleigh quotients, not eigenvalues).
-SOLVING_BACKENDS = ("exact", "stable", "batched_dc")
 
 #: Eigenvalue given to the deflated directions, strictly outside the normalized adjacency's
 #: spectrum [-1, 1] on the side that ``which`` never reaches, so a solve cannot return them.
@@ -97,7 +92,7 @@ class AddEigenpairs(BaseTransform):
         backend (str or EigenBackend): a backend name, sized per graph, or an instance
             with ``k`` and ``which`` equal to the transform's (then every graph must have
             ``k`` available eigenpairs); one that solves every call to convergence
-            (:data:`SOLVING_BACKENDS`: ``"exact"``, ``"stable"``, ``"batched_dc"``).
+            (``"exact"``, ``"stable"``, ``"batched_dc"``: not one with learned state).
             ``"amortized"`` (name or instance) is refused: its basis is trained across calls
             with a model, so a graph solved once would get its random start. (default: ``"exact"``)
         backend_kwargs (dict, optional): options for a backend given by name.
@@ -133,9 +128,9 @@ class AddEigenpairs(BaseTransform):
             raise ValueError(f"deflate_components=True needs which='largest' or 'smallest' (got which="
                              f"{self.which!r}): with 'magnitude' the removed directions would tie with "
                              f"genuine zero eigenvalues")
-        _check_solving(backend)
         if isinstance(backend, EigenBackend):
             resolve_eigen_backend(backend, **(backend_kwargs or {}))  # refuses options for an instance
+            _check_solving(backend)
             if backend.k != self.k or backend.which != self.which:
                 raise ValueError(f"the backend instance has k={backend.k}, which={backend.which!r} but the "
                                  f"transform has k={self.k}, which={self.which!r}; make them equal or pass "
@@ -143,7 +138,8 @@ class AddEigenpairs(BaseTransform):
         elif not isinstance(backend, str):
             raise TypeError(f"backend must be a name or an EigenBackend (got {type(backend).__name__})")
         else:
-            resolve_eigen_backend(backend, k=self.k, which=self.which, **(backend_kwargs or {}))  # validate now
+            _check_solving(resolve_eigen_backend(backend, k=self.k, which=self.which,
+                                                 **(backend_kwargs or {})))  # validate now
         self.backend = backend
         self.backend_kwargs = dict(backend_kwargs or {})
         self.deflate_components = deflate_components
@@ -403,12 +399,10 @@ def result_dtype() -> torch.dtype:
     return dtype
 
 
-def _check_solving(backend: object) -> None:
-    """Refuses a backend, by name or an instance of its registered class, that is not in :data:`SOLVING_BACKENDS`."""
-    trained = [name for name, cls in BACKENDS.items() if name not in SOLVING_BACKENDS
-               and (backend == name if isinstance(backend, str) else isinstance(backend, cls))]
-    if trained:
-        raise ValueError(f"backend={trained[0]!r} does not solve the eigenproblem: it returns a basis trained across "
-                         f"calls alongside a model, which for a graph solved once is its random starting basis; "
-                         f"pass one of {', '.join(repr(b) for b in SOLVING_BACKENDS)}, which solve every graph "
-                         f"to convergence, or use the amortized backend inside a layer such as LowRankGCNConv")
+def _check_solving(backend: EigenBackend) -> None:
+    """Refuses a backend with learned state (:attr:`~lowrank_gnn.eigen.EigenBackend.learns_state`)."""
+    if backend.learns_state:
+        raise ValueError(f"backend {type(backend).__name__} does not solve the eigenproblem: it returns a basis "
+                         f"trained across calls alongside a model, which for a graph solved once is its random "
+                         f"starting basis; pass 'exact', 'stable' or 'batched_dc', which solve every graph to "
+                         f"convergence, or use the amortized backend inside a layer such as LowRankGCNConv")

@@ -264,3 +264,10 @@ def test_select_eigenpairs_broadcasts_one_row_of_eigenvalues_and_takes_numpy_int
         got = select_eigenpairs(shared, vectors, numpy.int64(2), which)
         expected = select_eigenpairs(shared.expand(3, 5), vectors, 2, which)
         assert torch.equal(got[1], expected[1]) and torch.equal(got[0].expand(3, 2), expected[0])
+
+
+def test_learns_state_is_true_for_a_backend_with_parameters_only():
+    from lowrank_gnn.eigen import resolve_eigen_backend
+
+    assert resolve_eigen_backend("amortized", k=2).learns_state
+    assert not any(resolve_eigen_backend(name, k=2).learns_state for name in ("exact", "stable", "batched_dc"))

@@ -132,7 +132,7 @@ def test_rejects_bad_arguments(kwargs, error, match):
 
 def test_backends_that_do_not_solve_the_eigenproblem_are_refused():
     """The amortized backend returns its trained basis: on a graph solved once, its random start."""
-    match = r"backend='amortized' does not solve the eigenproblem.*'exact', 'stable', 'batched_dc'"
+    match = r"backend AmortizedBackend does not solve the eigenproblem.*'exact', 'stable' or 'batched_dc'"
     for make in (lambda: AddEigenpairs(k=3, operator="laplacian", backend="amortized"),
                  lambda: AddEigenpairs(k=3, backend=AmortizedBackend(k=3)),
                  lambda: LaplacianEigenvectorPE(k=2, backend="amortized")):

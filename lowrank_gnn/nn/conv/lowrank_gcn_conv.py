@@ -304,7 +304,7 @@ class LowRankGCNConv(MessagePassing):
             if self.backend.k != k:
                 raise ValueError(f"the backend instance computes k={self.backend.k} eigenpairs but the layer "
                                  f"has k={k}; make both equal")
-        if cached and any(True for _ in self.backend.parameters()):
+        if cached and self.backend.learns_state:
             raise ValueError(f"cached=True computes the eigenpairs once and reuses them, but backend "
                              f"{type(self.backend).__name__} learns its basis at every step (parameters trained "
                              f"with the model); use cached=False with it, or cached=True with a backend without "

@@ -93,7 +93,7 @@ class LatentPCAPool(nn.Module):
             if self.backend.k != k or self.backend.which != "largest":
                 raise ValueError(f"the backend instance has k={self.backend.k}, which={self.backend.which!r}; "
                                  f"the layer needs k={k}, which='largest'")
-        if any(True for _ in self.backend.parameters()):
+        if self.backend.learns_state:
             raise ValueError(f"backend {type(self.backend).__name__} learns state across calls (parameters; the "
                              "amortized basis is one basis per batch position), but LatentPCAPool solves the "
                              "covariances of new graphs in every batch: graph b of one batch is unrelated to graph b "
