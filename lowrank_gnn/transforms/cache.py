@@ -19,10 +19,12 @@ from .packed import PackedGraphs
 #: solver path changes so that the stored numbers would differ (another LAPACK driver for some sizes).
 CACHE_FORMAT = 3
 
-#: Environment variables that choose the code path or the thread count of the BLAS and LAPACK
-#: libraries read at start-up (MKL's instruction set and reproducibility mode, the OpenBLAS of
-#: NumPy and SciPy); results can differ with them, so their values are part of the cache key.
-BLAS_ENVIRONMENT = ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS")
+#: Environment variables, read once at start-up, that choose the code path or the thread count of
+#: the BLAS and LAPACK libraries (MKL's instruction set and reproducibility mode; the code path and
+#: threads of NumPy's and SciPy's OpenBLAS, which falls back to ``OMP_NUM_THREADS``). They change
+#: the order of floating-point sums, hence possibly the results, so their values are in the key.
+BLAS_ENVIRONMENT = ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS",
+                    "OMP_NUM_THREADS")
 
 
 #: Each attribute's shape and dtype, as a transform computes it (its ``output_specs``).

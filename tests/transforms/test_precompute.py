@@ -412,7 +412,8 @@ def test_cache_reloads_and_is_invalidated_by_every_key(tmp_path, monkeypatch):
     assert counter.calls == before + 1
 
 
-@pytest.mark.parametrize("change", ["threads", "cpu_capability", "numpy", "mkl_instructions", "openblas_threads"])
+@pytest.mark.parametrize("change", ["threads", "cpu_capability", "numpy", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
+                                    "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
 def test_cache_is_invalidated_by_the_blas_setup(tmp_path, monkeypatch, change):
     """Thread counts and instruction sets change the order of floating-point sums, hence the
     results (by O(1) within a repeated eigenvalue or at a sign pivot), as does NumPy's LAPACK."""
@@ -428,10 +429,8 @@ def test_cache_is_invalidated_by_the_blas_setup(tmp_path, monkeypatch, change):
             monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "OTHER")
         elif change == "numpy":
             monkeypatch.setattr(np, "__version__", "0.1")
-        elif change == "mkl_instructions":
-            monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "SSE4_2")
-        else:
-            monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+        else:  # read by the BLAS libraries at start-up only: a process started with it set
+            monkeypatch.setenv(change, os.environ.get(change, "") + "7")
         precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
     finally:
         torch.set_num_threads(previous)
