@@ -47,15 +47,18 @@ def precompute_eigenpairs(dataset: Union[InMemoryDataset, Sequence[Data]], trans
 
     **Cache.** The results are stored in one file per dataset and option set, named by a
     content hash of everything they depend on: each graph's node count, edges and edge weights,
-    the transform's options, the default dtype, the device type, and the versions of this
-    library, of PyTorch and of SciPy. A later call with equal inputs loads the file instead of solving;
-    any change gives another key, hence a recomputation. Files are written to a temporary name
-    and renamed into place (``os.replace``), so concurrent writers are safe, and read with
-    ``torch.load(weights_only=True)`` (no pickled code is ever run). A corrupt, truncated,
+    the transform's options, the default dtype, the device type, the versions of this
+    library, of PyTorch, NumPy and SciPy, PyTorch's thread count and CPU code path, and the
+    environment variables that pick MKL's and OpenBLAS's code path and threads. A later call
+    with equal inputs loads the file instead of solving; any change gives another key, hence a
+    recomputation. Files are written to a temporary name and renamed into place
+    (``os.replace``), so concurrent writers are safe, and read with
+    ``torch.load(weights_only=True)`` (no pickled code is ever run). Each tensor is stored with
+    the SHA-256 digest of its bytes, checked on load (about 1 ms per MB). A corrupt, truncated,
     foreign or inconsistent file (an entry of another shape, dtype or layout than the transform
-    computes, or with NaN/Inf) is ignored with a warning and recomputed; a folder that
-    cannot be written, or a write that fails part-way (a full disk), gives a warning and
-    uncached results. Transforms with a backend
+    computes, a view, or with NaN/Inf, or bytes that do not match their digest) is ignored with
+    a warning and recomputed; a folder that cannot be searched or written, or a write that fails
+    part-way (a full disk), gives a warning and uncached results. Transforms with a backend
     *instance* (possibly with learned state) are never cached.
 
     Args:

@@ -419,6 +419,31 @@ def test_cache_reloads_and_is_invalidated_by_every_key(tmp_path, monkeypatch):
     assert counter.calls == before + 1
 
 
+@pytest.mark.parametrize("change", ["threads", "cpu_capability", "numpy", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
+                                    "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
+def test_cache_is_invalidated_by_the_blas_setup(tmp_path, monkeypatch, change):
+    """Thread counts and instruction sets change the order of floating-point sums, hence the
+    results (by O(1) within a repeated eigenvalue or at a sign pivot), as does NumPy's LAPACK."""
+    graphs = [as_data(path_graph(6)), as_data(cycle_graph(7))]
+    transform = AddEigenpairs(k=3, operator="laplacian")
+    counter = Counting(transform, monkeypatch)
+    precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    previous = torch.get_num_threads()
+    try:
+        if change == "threads":
+            torch.set_num_threads(previous + 1)
+        elif change == "cpu_capability":
+            monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "OTHER")
+        elif change == "numpy":
+            monkeypatch.setattr(np, "__version__", "0.1")
+        else:  # read by the BLAS libraries at start-up only: a process started with it set
+            monkeypatch.setenv(change, os.environ.get(change, "") + "7")
+        precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    finally:
+        torch.set_num_threads(previous)
+    assert counter.calls == 2 and len(list(tmp_path.iterdir())) == 2
+
+
 @pytest.mark.parametrize("transform", [AddEigenpairs(k=4), AddEigenpairs(k=3, deflate_components=True),
                                        LaplacianEigenvectorPE(k=3, attr_name="pe")], ids=repr)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -451,7 +476,30 @@ EDITS = {"wrong_shape": lambda stored: stored.update(eigvecs=stored["eigvecs"][:
          "other_version": lambda stored: stored.update(lowrank_gnn="0.0.1")}
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "pickled_code", *EDITS])
+def view_of_a_larger_storage(tensor):
+    larger = torch.zeros(tensor.shape[0] + 100, *tensor.shape[1:], dtype=tensor.dtype)
+    larger[:tensor.shape[0]] = tensor
+    return larger[:tensor.shape[0]]
+
+
+#: Foreign files at the right name, each with the words of the warning that refuses it.
+FOREIGN = {"format_tensor": (lambda stored: stored.update(format=torch.tensor([3, 3])), "not this library's"),
+           "version_tensor": (lambda stored: stored.update(lowrank_gnn=torch.tensor([1, 2])), "not this library's"),
+           "key_tensor": (lambda stored: stored.update(key=torch.tensor([1, 2])), "content key"),
+           "no_digests": (lambda stored: stored.__delitem__("digests"), "no digests"),
+           "meta_eigvecs": (lambda stored: stored.update(eigvecs=torch.empty(stored["eigvecs"].shape, device="meta")),
+                            "on meta"),
+           "requires_grad": (lambda stored: stored.update(eigvecs=stored["eigvecs"].clone().requires_grad_()),
+                             "requires grad"),
+           "non_contiguous": (lambda stored: stored.update(eigvecs=stored["eigvecs"].t().contiguous().t()), "a view"),
+           "view_of_a_larger_storage": (lambda stored: stored.update(eigvecs=view_of_a_larger_storage(
+               stored["eigvecs"])), "a view"),
+           "expanded": (lambda stored: stored.update(eigvals=stored["eigvals"][:1].expand_as(stored["eigvals"])),
+                        "a view"),
+           "list_payload": (lambda stored: [stored], "holds a list")}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "pickled_code", *EDITS, *FOREIGN])
 def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
     graphs = mixed_graphs()
     transform = AddEigenpairs(k=3, operator="laplacian")
@@ -466,11 +514,18 @@ def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
         stored = torch.load(path, weights_only=True)
         EDITS[damage](stored)
         torch.save(stored, path)
+    elif damage in FOREIGN:
+        edit, match = FOREIGN[damage]
+        stored = torch.load(path, weights_only=True)
+        edited = edit(stored)
+        torch.save(stored if edited is None else edited, path)
     else:
         marker = tmp_path / "code_ran"
         torch.save({"payload": Exploit(str(marker))}, path)
-    with pytest.warns(UserWarning, match="ignoring the"):
+    with pytest.warns(UserWarning, match="ignoring the") as caught:
         got = precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    if damage in FOREIGN:
+        assert any(FOREIGN[damage][1] in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert_same(expected, got, ["eigvecs", "eigvals", "eig_mask"])
     assert all(a.eig_mask.dtype == torch.bool and a.eigvals.dtype == b.eigvals.dtype
                for a, b in zip(expected, got, strict=True))
@@ -479,6 +534,58 @@ def test_a_bad_cache_file_is_recomputed_with_a_warning(tmp_path, damage):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the file was rewritten: a clean load now
         precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["eigvecs", "eig_mask"])
+def test_a_cache_file_corrupted_in_place_is_recomputed_with_a_warning(tmp_path, name):
+    """Bytes flipped inside a tensor's record load without error (torch.load does not check the
+    archive's CRCs) and pass every shape, dtype and finiteness check; the digest catches them."""
+    graphs = mixed_graphs()
+    transform = AddEigenpairs(k=3, operator="laplacian")
+    expected = precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    path = cache_path_of(tmp_path)
+    content = bytearray(path.read_bytes())
+    record = torch.cat([data[name] for data in expected]).numpy().tobytes()
+    at = bytes(content).find(record)
+    assert at >= 0 and bytes(content).find(record, at + 1) < 0
+    content[at + 3] ^= 0x40 if name == "eigvecs" else 0x01  # an exponent bit of eigvecs[0, 0]; eig_mask[0, 0]
+    path.write_bytes(bytes(content))
+    corrupted = torch.load(path, weights_only=True)[name]
+    assert not torch.equal(corrupted, torch.cat([data[name] for data in expected]))
+    assert not corrupted.is_floating_point() or bool(torch.isfinite(corrupted).all())
+    with pytest.warns(UserWarning, match=f"its '{name}' entry does not match its digest"):
+        got = precompute_eigenpairs(graphs, transform, cache_dir=tmp_path)
+    assert_same(expected, got, ["eigvecs", "eigvals", "eig_mask"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file was rewritten: a clean load now
+        assert_same(expected, precompute_eigenpairs(graphs, transform, cache_dir=tmp_path),
+                    ["eigvecs", "eigvals", "eig_mask"])
+
+
+def test_a_cache_folder_that_cannot_be_searched_warns_and_still_returns_results(tmp_path, monkeypatch):
+    """EACCES on every path inside the folder (another user's folder without the x bit), simulated
+    so that it also holds when the tests run as root: stat, open and os.open fail there."""
+    import builtins
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    inside = str(folder) + os.sep
+
+    def refusing(real):
+        def call(path, *args, **kwargs):
+            if isinstance(path, (str, os.PathLike)) and os.fspath(path).startswith(inside):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real(path, *args, **kwargs)
+        return call
+    for module, name in ((os, "stat"), (os, "open"), (builtins, "open")):
+        monkeypatch.setattr(module, name, refusing(getattr(module, name)))
+    graphs = [as_data(path_graph(5)), as_data(cycle_graph(6))]
+    transform = AddEigenpairs(k=2)
+    with pytest.warns(UserWarning) as caught:
+        out = precompute_eigenpairs(graphs, transform, cache_dir=folder)
+    messages = [str(w.message) for w in caught]
+    assert any("ignoring the unreadable cache file" in m and "PermissionError" in m for m in messages), messages
+    assert any("could not write the cache file" in m for m in messages), messages
+    assert_same(per_graph(transform, graphs), out, ["eigvecs", "eigvals", "eig_mask"])
 
 
 class Exploit:
