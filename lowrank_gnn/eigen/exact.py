@@ -30,6 +30,10 @@ MISSED_EIGENVALUE_RTOL = 1000 * float(np.finfo(np.float64).eps)
 #: normalized adjacency) 40 took 0.13 s against 0.28 s with ARPACK's default of 20 for one pair.
 MISSED_EIGENVALUE_NCV = 40
 
+#: ARPACK solves ``A + ZERO_SHIFT ||A||_F I`` for ``which="largest"`` and ``"smallest"`` (see
+#: :func:`_arpack_pairs`): an exact zero eigenvalue could be passed over.
+ZERO_SHIFT = float(np.sqrt(np.finfo(np.float64).eps))
+
 
 class _NoEigenvectorGradient(torch.autograd.Function):
     """Passes eigenvectors through; refuses to backpropagate into them.
@@ -136,7 +140,9 @@ class ExactBackend(EigenBackend):
         dense_max_nodes (int): the ``"auto"`` threshold. At 5000 nodes a dense float32
             matrix takes 100 MB and ``eigh`` a few seconds on 2 CPU cores (2708 nodes:
             ~1.7 s). (default: ``5000``)
-        tol (float): ARPACK's relative accuracy; 0 means machine precision. (default: ``0.0``)
+        tol (float): ARPACK's relative accuracy; 0 means machine precision. Copies of repeated
+            eigenvalues that Lanczos missed are found reliably at 0 only: with ``tol > 0`` the
+            search for them is as loose as the solve. (default: ``0.0``)
         maxiter (int, optional): ARPACK's iteration limit. (default: SciPy's, ``10 n``)
 
     Example:
@@ -187,7 +193,7 @@ class ExactBackend(EigenBackend):
         return EigenPairs(eigenvalues, canonical_signs(eigenvectors))
 
     def _solve_sparse(self, op) -> EigenPairs:
-        from scipy.sparse.linalg import ArpackNoConvergence
+        from scipy.sparse.linalg import ArpackError, ArpackNoConvergence
 
         if len(op.shape) > 2:
             raise ValueError(f"method='sparse' needs an unbatched (n, n) operator (got shape {tuple(op.shape)}); "
@@ -215,6 +221,10 @@ class ExactBackend(EigenBackend):
                 raise RuntimeError(f"ARPACK did not converge to k={self.k} eigenpairs within maxiter="
                                    f"{self.maxiter or 10 * n} iterations; raise maxiter, set tol > 0, or use "
                                    "method='dense' for graphs that fit in memory") from err
+            except ArpackError as err:  # e.g. error 3, no shifts: an operator that is zero to rounding
+                raise RuntimeError(f"ARPACK failed on this operator ({err}); operators that are zero to rounding "
+                                   f"(a deflated union of cliques) or have very few distinct eigenvalues can make it "
+                                   f"fail; use method='dense' for graphs that fit in memory") from err
             values = torch.as_tensor(found_values, dtype=op.dtype, device=op.device)
             vectors = torch.as_tensor(found_vectors, dtype=op.dtype, device=op.device)
         values, vectors = select_eigenpairs(values, vectors, self.k, self.which)
@@ -246,8 +256,10 @@ def _arpack_pairs(matrix, start: np.ndarray, rng: np.random.Generator, k: int, w
     :math:`\|A\|_F` plus ``tol`` times the ``k``-th, it was missed: it replaces the ``k``-th and
     the search repeats. Each round adds a genuine eigenpair better than the one it drops, so at most ``k`` rounds run; a
     result that misses nothing costs one extra ARPACK solve for a single pair. The search runs at
-    ARPACK's full accuracy whatever ``tol``: with a loose tolerance ARPACK may stop at a Ritz value
-    short of the extreme one and miss the copies (30 disjoint paths, ``tol=1e-6``). A candidate
+    ``tol``: with ``tol > 0`` it is as loose as the first solve and may stop at a Ritz value short of
+    the extreme one (30 disjoint paths at ``tol=1e-6``: a missed zero), and at ``tol=0`` on pairs
+    found to a loose ``tol`` it may not converge at all (Cora), so the copies are only searched for
+    reliably at ``tol=0``, the default. A candidate
     less than half outside the found pairs' span is one of them (the shift cannot set the pairs
     of an operator that is zero to rounding apart) and ends the search, so the vectors stay
     orthonormal; an operator that maps the rest of the space to zero gives the candidate 0.
@@ -257,20 +269,28 @@ def _arpack_pairs(matrix, start: np.ndarray, rng: np.random.Generator, k: int, w
 
     n = matrix.shape[0]
     arpack_which = ARPACK_WHICH[which]
+    # ARPACK can return a later eigenvalue in place of an exact 0 (the Laplacian of 100 disjoint edges,
+    # eigenvalues 0 and 2 only: smallest 2); solving A + sigma I with sigma = sqrt(eps) ||A||_F (the same
+    # pairs, shifted) moves such eigenvalues off 0 at no measurable cost in accuracy
+    shift = ZERO_SHIFT * norm if which != "magnitude" else 0.0
+    if shift:
+        plain = matrix
+        matrix = LinearOperator((n, n), matvec=lambda x: plain @ x.reshape(n) + shift * x.reshape(n),
+                                dtype=np.float64)
     values, vectors = eigsh(matrix, k=k, which=arpack_which, v0=start, tol=tol, maxiter=maxiter)
     for _ in range(k):
         beyond = {"largest": values.min() - norm, "smallest": values.max() + norm, "magnitude": 0.0}[which]
-        shift = beyond - values
+        move = beyond - values
 
-        def deflated(x: np.ndarray, basis: np.ndarray = vectors, shift: np.ndarray = shift) -> np.ndarray:
+        def deflated(x: np.ndarray, basis: np.ndarray = vectors, move: np.ndarray = move) -> np.ndarray:
             x = x.reshape(n)
-            return matrix @ x + basis @ (shift * (basis.T @ x))
+            return matrix @ x + basis @ (move * (basis.T @ x))
 
         start = rng.standard_normal(n)
         start -= vectors @ (vectors.T @ start)
         rest_of_space = LinearOperator((n, n), matvec=deflated, dtype=np.float64)
         if np.any(rest_of_space @ start):
-            candidate, vector = eigsh(rest_of_space, k=1, which=arpack_which, v0=start, tol=0.0, maxiter=maxiter,
+            candidate, vector = eigsh(rest_of_space, k=1, which=arpack_which, v0=start, tol=tol, maxiter=maxiter,
                                       ncv=min(n, MISSED_EIGENVALUE_NCV))
         else:  # A maps the rest of the space to 0 (ARPACK would stop: "starting vector is zero")
             candidate, vector = np.zeros(1), start[:, None] / np.linalg.norm(start)
@@ -285,7 +305,7 @@ def _arpack_pairs(matrix, start: np.ndarray, rng: np.random.Generator, k: int, w
         values, vectors = np.append(values, candidate), np.column_stack([vectors, outside / length])
         keep = np.argsort(-_score(values, which), kind="stable")[:k]
         values, vectors = values[keep], vectors[:, keep]
-    return values, vectors
+    return values - shift, vectors
 
 
 def _score(values: np.ndarray, which: str) -> np.ndarray:

@@ -3,8 +3,7 @@ import torch
 
 from lowrank_gnn.eigen import ExactBackend, resolve_eigen_backend
 from lowrank_gnn.operators import deflate_components, laplacian, normalized_adjacency
-from lowrank_gnn.testing import complete_graph, cycle_graph, disjoint_union, path_graph
-from lowrank_gnn.testing import assert_eigenpairs_close
+from lowrank_gnn.testing import assert_eigenpairs_close, complete_graph, cycle_graph, disjoint_union, path_graph
 from lowrank_gnn.testing.conformance import EigenBackendConformance
 
 
@@ -155,16 +154,6 @@ def test_sparse_path_finds_every_copy_of_repeated_eigenvalues(graph, operator, w
     assert_eigenpairs_close(pairs, op.to_dense(), 12, which, rtol=1e-10)
 
 
-@pytest.mark.parametrize("tol", [1e-6, 1e-4])
-def test_sparse_path_finds_missed_copies_with_a_loose_tolerance(tol):
-    """The search runs at full accuracy: with a loose tol ARPACK's single-pair solve may stop short of
-    the extreme eigenvalue of the rest of the space; 30 disjoint paths have 30 zero Laplacian eigenvalues."""
-    graph = disjoint_union(*[path_graph(50)] * 30)
-    op = laplacian(graph.edge_index, torch.ones(graph.edge_index.shape[1], dtype=torch.float64),
-                   num_nodes=graph.num_nodes)
-    pairs = ExactBackend(12, "smallest", method="sparse", tol=tol)(op)
-    assert pairs.eigenvalues.abs().max() < 1e-10
-
 
 def _dense_backends():
     return [("exact", {"method": "dense"}), ("batched_dc", {"method": "dc"}), ("batched_dc", {"method": "lapack"}),
@@ -197,3 +186,31 @@ def test_create_graph_runs_where_the_second_pass_does_not_reach_the_eigen_backwa
     assert torch.allclose(grad_base, expected, atol=1e-12)
     (second,) = torch.autograd.grad(grad_other.sum(), other)
     assert torch.allclose(second, 6 * other.detach(), atol=1e-12)
+
+
+@pytest.mark.parametrize("graph, operator", [(disjoint_union(*[complete_graph(2)] * 100), laplacian),
+                                             (disjoint_union(*[complete_graph(3)] * 200), normalized_adjacency)],
+                         ids=["100 edges, Laplacian", "200 triangles, normalized adjacency"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_sparse_path_on_operators_with_two_distinct_eigenvalues(graph, operator, k):
+    """Both operators have eigenvalues 0 and one other value only; ARPACK returned the other one for the
+    smallest, exact 0: the shift by sqrt(eps) ||A||_F moves it off 0."""
+    weight = torch.ones(graph.edge_index.shape[1], dtype=torch.float64)
+    op = operator(graph.edge_index, weight, num_nodes=graph.num_nodes)
+    pairs = ExactBackend(k, "smallest", method="sparse")(op)
+    assert_eigenpairs_close(pairs, op.to_dense(), k, "smallest", rtol=1e-10)
+
+
+def test_sparse_path_reports_an_arpack_failure_as_its_own_error(monkeypatch):
+    """ARPACK's error 3 (no shifts could be applied) arises on operators that are zero to rounding, at
+    random from ARPACK's own restart seed; the library's error says what to do."""
+    import scipy.sparse.linalg
+    from scipy.sparse.linalg import ArpackError
+
+    def failing(*args, **kwargs):
+        raise ArpackError(3)
+
+    monkeypatch.setattr(scipy.sparse.linalg, "eigsh", failing)
+    op = normalized_adjacency(path_graph(30).edge_index)
+    with pytest.raises(RuntimeError, match="ARPACK failed on this operator.*use method='dense'"):
+        ExactBackend(2, method="sparse")(op)
