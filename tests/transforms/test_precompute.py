@@ -496,6 +496,8 @@ FOREIGN = {"format_tensor": (lambda stored: stored.update(format=torch.tensor([3
                stored["eigvecs"])), "a view"),
            "expanded": (lambda stored: stored.update(eigvals=stored["eigvals"][:1].expand_as(stored["eigvals"])),
                         "a view"),
+           "negative_bit": (lambda stored: stored.update(eigvecs=torch._neg_view(-stored["eigvecs"])),
+                            "lazy negation"),
            "list_payload": (lambda stored: [stored], "holds a list")}
 
 
@@ -635,6 +637,18 @@ assert any("could not write the cache file" in str(w.message) for w in caught), 
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_datasets_without_edges_are_cached(tmp_path):
+    """A dataset with no edges at all (empty graphs, graphs without edges, no graph) hashes empty arrays."""
+    transform = AddEigenpairs(k=3, operator="laplacian")
+    for graphs in ([], [Data(edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=0)],
+                   [Data(edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=5)]):
+        folder = tmp_path / str(len(graphs) + sum(g.num_nodes for g in graphs))
+        first = precompute_eigenpairs(graphs, transform, cache_dir=folder)
+        again = precompute_eigenpairs(graphs, transform, cache_dir=folder)
+        assert len(first) == len(graphs)
+        assert all(torch.equal(a.eigvecs, b.eigvecs) for a, b in zip(first, again, strict=True))
+
+
 def test_a_cache_write_that_fails_part_way_warns_and_leaves_no_file(tmp_path):
     """torch.save raises a RuntimeError (not an OSError) when the file system refuses more bytes."""
     result = subprocess.run([sys.executable, "-c", WRITE_LIMITED, str(tmp_path)], capture_output=True, text=True,
