@@ -16,7 +16,9 @@ from .diagnostics import operator_frobenius_norm
 #: ``which`` -> ARPACK's ``which`` for ``scipy.sparse.linalg.eigsh``.
 ARPACK_WHICH = {"largest": "LA", "smallest": "SA", "magnitude": "LM"}
 
-#: Seed of the fixed ARPACK start vectors: the same operator gives the same result every run.
+#: Seed of the fixed ARPACK start vectors: the same operator gives the same result every run, except
+#: where ARPACK restarts from a vector of its own (a Krylov space exhausted at every step, as on an
+#: operator that is zero to rounding), which it draws from a seed it keeps across calls.
 ARPACK_START_SEED = 0
 
 #: An eigenvalue found outside the span of ARPACK's ``k`` pairs counts as missed (see
