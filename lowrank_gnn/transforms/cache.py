@@ -140,24 +140,30 @@ def _entry_inconsistency(name: str, value: Any, shape: Tuple[int, ...], dtype: t
         return f"its {name!r} entry requires grad"
     if value.is_neg() or value.is_conj():
         return f"its {name!r} entry carries a lazy negation or conjugation"
-    if (not value.is_contiguous() or value.storage_offset() != 0
-            or value.untyped_storage().nbytes() != value.numel() * value.element_size()):
+    if not _owns_its_storage(value):
         return f"its {name!r} entry is a view (non-contiguous, expanded or part of a larger storage)"
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         return f"its {name!r} entry holds NaN or Inf"
     return None
 
 
+def _owns_its_storage(value: Tensor) -> bool:
+    """Contiguous and exactly its storage (no view of a larger one): what ``torch.save`` writes is then
+    the tensor's own bytes, and what a loaded entry must be."""
+    return (value.is_contiguous() and value.storage_offset() == 0
+            and value.untyped_storage().nbytes() == value.numel() * value.element_size())
+
+
 def save_cached(path: Path, key: str, outputs: Dict[str, Tensor]) -> None:
     """Write atomically (a temporary file of a random name in the same folder, created with the
     umask's default mode as any file, then ``os.replace``), so that a reader never sees a partial
-    file and two writers of the same key simply both succeed. Each tensor is stored contiguous,
-    with its :func:`tensor_digest`. A folder that cannot be written, or a write that fails
-    part-way (a full disk, a file size limit: ``torch.save`` raises a ``RuntimeError`` then),
-    gives a warning, not an error: the temporary file is removed and the results are still
-    returned."""
-    tensors = {name: value.detach().cpu().clone(memory_format=torch.contiguous_format)  # its own, exact storage
-               for name, value in outputs.items()}
+    file and two writers of the same key simply both succeed. Each tensor is stored contiguous
+    and as its own storage (a view is copied first), with its :func:`tensor_digest`. A folder
+    that cannot be written, or a write that fails part-way (a full disk, a file size limit:
+    ``torch.save`` raises a ``RuntimeError`` then), gives a warning, not an error: the temporary
+    file is removed and the results are still returned."""
+    tensors = {name: value if _owns_its_storage(value) else value.clone(memory_format=torch.contiguous_format)
+               for name, value in ((name, value.detach().cpu()) for name, value in outputs.items())}
     payload: Dict[str, Any] = {"format": CACHE_FORMAT, "lowrank_gnn": library_version(), "key": key,
                                "digests": {name: tensor_digest(value) for name, value in tensors.items()}}
     payload.update(tensors)
